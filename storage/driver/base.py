@@ -1,0 +1,92 @@
+"""The storage driver protocol. Everything above the driver works against this and nothing else.
+
+Keys are opaque `/`-separated strings built only by `storage.paths`. A "directory" is any prefix
+that has objects below it; it exists as long as something is below it.
+
+Contract every driver keeps:
+- `put` and `move` are atomic: readers see the old object or the new one, never a torn one.
+- `writer(key, append=True)` continues what an earlier writer `close()`d (possibly in another
+  process or replica); the key is not readable as a normal object until `commit()`.
+- Readers stream; nothing loads a whole object into memory except `get`, meant for small objects.
+- Missing keys raise `storage.errors.PathNotFound`; a backend that is down raises
+  `StorageUnavailable` after the driver's own retries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    key: str
+    size: int
+    modified: float  # seconds since the epoch
+    is_dir: bool = False
+
+
+@runtime_checkable
+class FileWriter(Protocol):
+    """An appending writer. `size` counts every byte of the object, earlier sessions included."""
+
+    @property
+    def size(self) -> int: ...
+
+    def write(self, data: bytes | bytearray | memoryview) -> int: ...
+
+    def close(self) -> None:
+        """Persist what was written so that a later `writer(key, append=True)` can continue."""
+
+    def cancel(self) -> None:
+        """Discard the object, including what earlier sessions persisted."""
+
+    def commit(self) -> None:
+        """Finish: the key becomes a normal object. `close()` afterwards is a no-op."""
+
+
+@runtime_checkable
+class StorageDriver(Protocol):
+    name: str
+
+    def get(self, key: str) -> bytes:
+        """The whole content of a small object."""
+
+    def put(self, key: str, data: bytes) -> None:
+        """Atomically create or replace a small object."""
+
+    def reader(self, key: str, offset: int = 0) -> BinaryIO:
+        """A stream of the object from `offset`; the caller closes it. Raises InvalidOffset past EOF."""
+
+    def writer(self, key: str, append: bool = False) -> FileWriter: ...
+
+    def stat(self, key: str) -> FileInfo:
+        """Size and mtime of an object, or `is_dir=True` for a prefix with objects below it."""
+
+    def list(self, prefix: str) -> list[str]:
+        """Full keys of the direct children (objects and prefixes) of `prefix`, sorted.
+        Raises PathNotFound when nothing is below `prefix`."""
+
+    def walk(self, prefix: str) -> Iterator[FileInfo]:
+        """Every object (not prefixes) below `prefix`, recursively, in no guaranteed order."""
+
+    def move(self, source: str, destination: str) -> None:
+        """Atomically make `destination` what `source` was and remove `source`."""
+
+    def delete(self, key: str) -> None:
+        """Remove an object or everything below a prefix. Raises PathNotFound when nothing is there."""
+
+    def url_for(self, key: str, method: str = "GET", expires_in: int = 1200) -> str | None:
+        """A short-lived URL a client may fetch the object from directly, or None if unsupported."""
+
+    def check(self) -> None:
+        """Verify at start-up that the backend is reachable and writable; raise StorageConfigError."""
+
+
+def iter_chunks(stream: BinaryIO, chunk_size: int) -> Iterator[bytes]:
+    """Read `stream` to EOF in chunks of at most `chunk_size` bytes."""
+    while True:
+        chunk = stream.read(chunk_size)
+        if not chunk:
+            return
+        yield chunk

@@ -1,0 +1,181 @@
+"""The local-filesystem driver: keys are paths below a root directory.
+
+Atomicity comes from temp file + fsync + rename in the destination directory. Temp files carry
+TEMP_PREFIX and are invisible to `list` and `walk`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from ..errors import InvalidKey, InvalidOffset, PathNotFound, StorageConfigError
+from .base import FileInfo
+
+TEMP_PREFIX = ".cargobay-tmp-"
+
+
+def _fsync_close(fd_file: BinaryIO) -> None:
+    fd_file.flush()
+    os.fsync(fd_file.fileno())
+    fd_file.close()
+
+
+class FsFileWriter:
+    """Appends straight into the key's file; the file lives under an upload prefix, which nothing
+    serves, so it needs no temp name. `commit` makes its bytes durable."""
+
+    def __init__(self, path: Path, append: bool) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        self._file: BinaryIO | None = open(path, "ab" if append else "wb")  # noqa: SIM115 - owned by the writer
+        self._size = self._file.tell()
+        self._done = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        assert self._file is not None, "writer is closed"
+        n = self._file.write(data)
+        self._size += n
+        return n
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def cancel(self) -> None:
+        self.close()
+        self._path.unlink(missing_ok=True)
+        self._done = True
+
+    def commit(self) -> None:
+        if self._file is not None:
+            _fsync_close(self._file)
+            self._file = None
+        self._done = True
+
+
+class FilesystemDriver:
+    name = "filesystem"
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+
+    # -- keys ------------------------------------------------------------------------------------
+    def _path(self, key: str) -> Path:
+        parts = key.strip("/").split("/")
+        if not key or any(p in ("", ".", "..") or "\\" in p or "\x00" in p for p in parts):
+            raise InvalidKey(f"invalid storage key {key!r}")
+        return self.root.joinpath(*parts)
+
+    def _key(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    # -- protocol --------------------------------------------------------------------------------
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise PathNotFound(key) from None
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def reader(self, key: str, offset: int = 0) -> BinaryIO:
+        path = self._path(key)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - the caller closes it
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise PathNotFound(key) from None
+        if offset:
+            size = os.fstat(f.fileno()).st_size
+            if offset > size:
+                f.close()
+                raise InvalidOffset(f"offset {offset} is past the end of {key} ({size} bytes)")
+            f.seek(offset)
+        return f
+
+    def writer(self, key: str, append: bool = False) -> FsFileWriter:
+        return FsFileWriter(self._path(key), append)
+
+    def stat(self, key: str) -> FileInfo:
+        try:
+            st = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise PathNotFound(key) from None
+        is_dir = os.path.isdir(self._path(key))
+        return FileInfo(key.strip("/"), 0 if is_dir else st.st_size, st.st_mtime, is_dir)
+
+    def list(self, prefix: str) -> list[str]:
+        path = self._path(prefix)
+        try:
+            names = sorted(e.name for e in os.scandir(path) if not e.name.startswith(TEMP_PREFIX))
+        except (FileNotFoundError, NotADirectoryError):
+            raise PathNotFound(prefix) from None
+        base = prefix.strip("/")
+        return [f"{base}/{n}" for n in names]
+
+    def walk(self, prefix: str) -> Iterator[FileInfo]:
+        path = self._path(prefix)
+        for dirpath, _dirnames, filenames in os.walk(path):
+            for fname in filenames:
+                if fname.startswith(TEMP_PREFIX):
+                    continue
+                full = Path(dirpath) / fname
+                try:
+                    st = full.stat()
+                except FileNotFoundError:
+                    continue  # removed while walking
+                yield FileInfo(self._key(full), st.st_size, st.st_mtime)
+
+    def move(self, source: str, destination: str) -> None:
+        src, dst = self._path(source), self._path(destination)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(src, dst)
+        except FileNotFoundError:
+            raise PathNotFound(source) from None
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            raise PathNotFound(key) from None
+
+    def url_for(self, key: str, method: str = "GET", expires_in: int = 1200) -> str | None:
+        return None
+
+    def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f"{TEMP_PREFIX}probe-{uuid.uuid4().hex}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StorageConfigError(f"storage root {self.root} is not writable: {exc.strerror or exc}") from None
+
+    def local_path(self, key: str) -> Path:
+        """The file behind a key; lets the HTTP layer hand whole files to the server to send."""
+        return self._path(key)
