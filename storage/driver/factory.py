@@ -1,0 +1,20 @@
+"""Builds a driver from the `storage` settings: the one place that knows every driver by name."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..errors import StorageConfigError
+from .base import StorageDriver
+
+
+def create_driver(kind: str, options: Mapping[str, Any]) -> StorageDriver:
+    """`kind` is `filesystem` or `s3`; `options` is that driver's settings section."""
+    if kind == "filesystem":
+        from .fs import FilesystemDriver
+
+        root = options.get("root")
+        if not root:
+            raise StorageConfigError("storage.filesystem.root is required")
+        return FilesystemDriver(str(root))
+    raise StorageConfigError(f"unknown storage driver {kind!r} (known: filesystem)")
