@@ -1,0 +1,82 @@
+"""`registry serve …` / `python -m registry serve …`: start the server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from storage.errors import StorageError
+
+from .settings import Settings, SettingsError, load_settings
+
+SETTINGS_ENV = "CARGOBAY__SETTINGS_JSON"  # hands resolved settings to uvicorn worker processes
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="registry", description="Cargobay OCI registry")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the registry server")
+    serve.add_argument("--config", help="YAML settings file (CARGOBAY_* variables override it)")
+    serve.add_argument("--host", help="listen address (http.host)")
+    serve.add_argument("--port", type=int, help="listen port (http.port)")
+    serve.add_argument("--root", help="filesystem storage root (storage.filesystem.root)")
+    serve.add_argument("--workers", type=int, help="worker processes (http.workers)")
+    return parser
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log.level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def app_from_environment():  # type: ignore[no-untyped-def]
+    """uvicorn factory for worker processes: rebuilds the app from the settings the parent resolved."""
+    from .app import create_app
+    from .settings import _build
+
+    settings = _build(Settings, json.loads(os.environ[SETTINGS_ENV]), "")
+    _configure_logging(settings)
+    return create_app(settings)
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from .app import create_app, storage_driver
+    from .settings import to_dict
+
+    _configure_logging(settings)
+    storage_driver(settings).check()  # fail fast, with one line, on unusable storage
+    workers = settings.http.workers or os.cpu_count() or 1
+    common = dict(host=settings.http.host, port=settings.http.port, log_level=settings.log.level,
+                  access_log=settings.log.access, http="httptools", loop="uvloop", timeout_keep_alive=30,
+                  server_header=False, date_header=True, h11_max_incomplete_event_size=1 << 20)
+    if workers > 1:
+        os.environ[SETTINGS_ENV] = json.dumps(to_dict(settings))
+        uvicorn.run("registry.__main__:app_from_environment", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+    else:
+        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config or os.environ.get("CARGOBAY_CONFIG"), overrides={
+            "http.host": args.host, "http.port": args.port, "http.workers": args.workers,
+            "storage.filesystem.root": args.root,
+        })
+        if args.command == "serve":
+            serve(settings)
+    except (SettingsError, StorageError) as exc:
+        print(f"registry: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""`create_app(settings)`: the Starlette application and its background maintenance."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+
+from storage.driver.base import StorageDriver
+from storage.driver.factory import create_driver
+from storage.repository import Storage
+
+from .access import AllowAll, Authorizer
+from .context import RegistryContext
+from ocispec.errors import OCIValidationError
+from storage.errors import StorageError
+
+from .errors import RegistryError, handle_exception
+from .handlers.base import run
+from .routes import routes
+from .settings import Settings
+
+log = logging.getLogger("cargobay.registry")
+
+
+def storage_driver(settings: Settings) -> StorageDriver:
+    storage = settings.storage
+    options = getattr(storage, storage.driver)
+    from .settings import to_dict
+
+    return create_driver(storage.driver, to_dict(options))
+
+
+def create_app(settings: Settings, storage: Storage | None = None, authorizer: Authorizer | None = None) -> Starlette:
+    storage = storage or Storage(storage_driver(settings))
+    ctx = RegistryContext(settings, storage, authorizer or AllowAll())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(_purge_loop(ctx)) if settings.storage.uploads.purge_interval > 0 else None
+        try:
+            yield
+        finally:
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    handled = (RegistryError, OCIValidationError, StorageError, HTTPException, Exception)
+    app = Starlette(routes=routes(), lifespan=lifespan, exception_handlers={cls: handle_exception for cls in handled})
+    app.state.ctx = ctx
+    return app
+
+
+async def _purge_loop(ctx: RegistryContext) -> None:
+    """Remove abandoned uploads every purge_interval (first pass shortly after start)."""
+    uploads = ctx.settings.storage.uploads
+    delay = min(60.0, uploads.purge_interval)
+    while True:
+        await asyncio.sleep(delay)
+        delay = uploads.purge_interval
+        try:
+            removed = await run(ctx.storage.purge_uploads, uploads.purge_age)
+            if removed:
+                log.info("purged %d abandoned uploads", removed)
+        except Exception:  # noqa: BLE001 - maintenance must never take the server down
+            log.exception("upload purge failed")

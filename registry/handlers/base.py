@@ -1,0 +1,124 @@
+"""Shared pieces of every handler: path parameters, thread-pool calls, body streaming, headers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, TypeVar
+from urllib.parse import quote
+
+from anyio import to_thread
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ocispec.digest import Digest
+from ocispec.errors import ErrorCode
+from storage.repository import Repository
+
+from ..context import context
+from ..errors import RegistryError
+
+T = TypeVar("T")
+
+API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
+
+
+async def run(fn: Callable[..., T], *args: Any) -> T:
+    """Run synchronous storage code in the thread pool."""
+    return await to_thread.run_sync(fn, *args)
+
+
+def repository(request: Request) -> Repository:
+    """The repository named in the path (validated: NAME_INVALID otherwise)."""
+    return context(request).storage.repository(request.path_params["name"])
+
+
+def path_digest(request: Request, param: str = "digest") -> Digest:
+    return Digest.parse(request.path_params[param])
+
+
+def query_digest(request: Request) -> Digest:
+    text = request.query_params.get("digest")
+    if not text:
+        raise RegistryError(ErrorCode.DIGEST_INVALID, "the digest query parameter is required")
+    return Digest.parse(text)
+
+
+def blob_url(name: str, digest: Digest) -> str:
+    return f"/v2/{name}/blobs/{digest}"
+
+
+def upload_url(name: str, upload_id: str) -> str:
+    return f"/v2/{name}/blobs/uploads/{upload_id}"
+
+
+def manifest_url(name: str, reference: str) -> str:
+    return f"/v2/{name}/manifests/{reference}"
+
+
+def range_header(size: int) -> str:
+    """The `Range` header of an upload: the bytes received so far, inclusive (0-0 when none)."""
+    return f"0-{max(size - 1, 0)}"
+
+
+def empty(status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(status_code=status, headers={**API_VERSION_HEADER, **(headers or {}), "Content-Length": "0"})
+
+
+async def stream_body(request: Request, write: Callable[[bytes], None], buffer_size: int,
+                      limit: int | None = None) -> int:
+    """Feed the request body to `write` (run in the thread pool) in pieces of about `buffer_size`.
+
+    The next piece is received while the previous one is written, so network and disk overlap.
+    Returns the number of bytes. `limit` caps the body (413 beyond it).
+    """
+    pending: asyncio.Future[None] | None = None
+    buffer = bytearray()
+    total = 0
+
+    async def flush(data: bytes) -> None:
+        nonlocal pending
+        if pending is not None:
+            await pending
+        pending = asyncio.ensure_future(run(write, data))
+
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if limit is not None and total > limit:
+                raise RegistryError(ErrorCode.SIZE_INVALID, f"body larger than {limit} bytes", status=413)
+            buffer += chunk
+            if len(buffer) >= buffer_size:
+                await flush(bytes(buffer))
+                buffer.clear()
+        if buffer:
+            await flush(bytes(buffer))
+        if pending is not None:
+            await pending
+            pending = None
+    finally:
+        if pending is not None:  # failing part-way: let the write finish before the caller cleans up
+            await asyncio.gather(pending, return_exceptions=True)
+    return total
+
+
+def paginate(items: list[str], request: Request, max_page: int, base_path: str) -> tuple[list[str], str | None]:
+    """Apply `n` and `last` to a sorted list; returns the page and the `Link` header (or None)."""
+    n_text = request.query_params.get("n")
+    last = request.query_params.get("last")
+    if last:
+        items = [item for item in items if item > last]
+    if n_text is None or n_text == "":
+        n = None
+    else:
+        try:
+            n = int(n_text)
+        except ValueError:
+            raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, f"invalid n {n_text[:20]!r}") from None
+        if n < 0:
+            raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, f"invalid n {n}")
+    page_size = min(n, max_page) if n is not None else max_page
+    page = items[:page_size]
+    link = None
+    if len(items) > page_size and page:
+        link = f'<{base_path}?n={page_size}&last={quote(page[-1], safe="")}>; rel="next"'
+    return page, link

@@ -1,0 +1,76 @@
+"""PUT, GET, HEAD and DELETE of manifests by tag or digest."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ocispec.digest import Digest
+from ocispec.errors import ErrorCode
+from ocispec.reference import is_tag, validate_tag
+
+from ..context import context
+from ..errors import RegistryError
+from .base import API_VERSION_HEADER, empty, manifest_url, repository, run, stream_body
+
+
+def _reference(request: Request) -> tuple[str | None, Digest | None]:
+    """(tag, None) or (None, digest) from the path; invalid ones are 400s."""
+    reference = request.path_params["reference"]
+    if ":" in reference:
+        return None, Digest.parse(reference)
+    if not is_tag(reference):
+        raise RegistryError(ErrorCode.TAG_INVALID, f"invalid tag {reference[:200]!r}")
+    return reference, None
+
+
+async def put_manifest(request: Request) -> Response:
+    ctx = context(request)
+    repo = repository(request)
+    tag, reference_digest = _reference(request)
+    extra_tags = tuple(validate_tag(t) for t in request.query_params.getlist("tag"))
+    limit = ctx.settings.limits.max_manifest_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise RegistryError(ErrorCode.SIZE_INVALID, f"manifest larger than {limit} bytes", status=413)
+    body = bytearray()
+    await stream_body(request, body.extend, 1 << 30, limit=limit)  # the buffer size keeps it on the loop
+    tags = ((tag,) if tag else ()) + tuple(t for t in extra_tags if t != tag)
+    result = await run(repo.manifests.put, bytes(body), request.headers.get("content-type"), reference_digest, tags)
+    headers = {"Location": manifest_url(repo.name, str(result.digest)), "Docker-Content-Digest": str(result.digest)}
+    if result.subject is not None:
+        headers["OCI-Subject"] = str(result.subject)
+    return empty(201, headers)
+
+
+async def get_manifest(request: Request) -> Response:
+    repo = repository(request)
+    tag, digest = _reference(request)
+
+    def load():  # type: ignore[no-untyped-def]
+        return repo.manifests.get(digest if digest is not None else repo.tags.resolve(tag or ""))
+
+    stored = await run(load)
+    headers = {
+        **API_VERSION_HEADER,
+        "Content-Type": stored.media_type,
+        "Content-Length": str(stored.size),
+        "Docker-Content-Digest": str(stored.digest),
+        "ETag": f'"{stored.digest}"',
+    }
+    if request.method == "HEAD":
+        return Response(status_code=200, headers=headers)
+    return Response(stored.raw, status_code=200, headers=headers)
+
+
+async def delete_manifest(request: Request) -> Response:
+    ctx = context(request)
+    repo = repository(request)
+    tag, digest = _reference(request)
+    if not ctx.settings.storage.delete.enabled:
+        raise RegistryError(ErrorCode.UNSUPPORTED, "deletes are disabled on this registry", status=405)
+    if digest is not None:
+        await run(repo.manifests.delete, digest)
+    else:
+        await run(repo.tags.delete, tag or "")
+    return empty(202)

@@ -1,0 +1,171 @@
+"""Blob uploads: POST (start, monolithic, mount), PATCH (chunks), PUT (finish), GET (status),
+DELETE (cancel). Every piece of state is in storage, so any replica can serve any step."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ocispec.digest import Digest
+from ocispec.errors import ErrorCode, OCIValidationError
+from ocispec.reference import validate_repository_name
+from storage.errors import UploadRangeInvalid
+from storage.repository import Repository
+from storage.uploads import UploadSession
+
+from ..access import PULL, Access
+from ..context import context
+from ..errors import RegistryError
+from .base import blob_url, empty, query_digest, range_header, repository, run, stream_body, upload_url
+
+_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(\d+|\*))?$")
+
+
+def _upload_headers(name: str, upload_id: str, size: int) -> dict[str, str]:
+    return {"Location": upload_url(name, upload_id), "Docker-Upload-UUID": upload_id, "Range": range_header(size)}
+
+
+def _created(name: str, digest: Digest) -> Response:
+    return empty(201, {"Location": blob_url(name, digest), "Docker-Content-Digest": str(digest)})
+
+
+def _content_length(request: Request) -> int | None:
+    text = request.headers.get("content-length")
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise RegistryError(ErrorCode.SIZE_INVALID, "invalid Content-Length") from None
+    if value < 0:
+        raise RegistryError(ErrorCode.SIZE_INVALID, "invalid Content-Length")
+    return value
+
+
+async def _receive_into(request: Request, session: UploadSession) -> int:
+    """Stream the body into the session and persist it; returns the upload's new size."""
+    ctx = context(request)
+    try:
+        received = await stream_body(request, session.write, ctx.settings.limits.upload_buffer_bytes)
+    except BaseException:
+        await run(session.close)  # keep what arrived; the client may resume from the Range we report
+        raise
+    declared = _content_length(request)
+    size = await run(session.close)
+    if declared is not None and received != declared:
+        raise RegistryError(ErrorCode.SIZE_INVALID, f"received {received} bytes, Content-Length said {declared}")
+    return size
+
+
+async def start_upload(request: Request) -> Response:
+    ctx = context(request)
+    repo = repository(request)
+    mount, source = request.query_params.get("mount"), request.query_params.get("from")
+    if mount:
+        mounted = await _try_mount(request, repo, mount, source)
+        if mounted is not None:
+            return _created(repo.name, mounted)
+    digest_param = request.query_params.get("digest")
+    if digest_param is not None:
+        return await _monolithic(request, repo, query_digest(request))
+    status = await run(ctx.storage.uploads.start, repo.name)
+    headers = _upload_headers(repo.name, status.id, 0)
+    headers["OCI-Chunk-Min-Length"] = str(ctx.settings.limits.chunk_min_length)
+    return empty(202, headers)
+
+
+async def _try_mount(request: Request, repo: Repository, mount: str, source: str | None) -> Digest | None:
+    """Mount when the source has the blob and the caller may pull it; None means "upload instead"
+    (the answer reveals nothing about repositories the caller cannot read)."""
+    try:
+        digest = Digest.parse(mount)
+        source_name = validate_repository_name(source or "")
+    except OCIValidationError:
+        return None
+    ctx = context(request)
+    if not await ctx.authorizer.permits(request, Access("repository", source_name, (PULL,))):
+        return None
+    source_repo = ctx.storage.repository(source_name)
+    return digest if await run(repo.blobs.mount_from, source_repo.blobs, digest) else None
+
+
+async def _monolithic(request: Request, repo: Repository, digest: Digest) -> Response:
+    uploads = context(request).storage.uploads
+    status = await run(uploads.start, repo.name)
+    try:
+        session = await run(uploads.open_session, repo.name, status.id, 0)
+        await _receive_into(request, session)
+        await run(uploads.complete, repo.name, status.id, digest)
+    except BaseException:
+        await run(_cancel_quietly, uploads, repo.name, status.id)
+        raise
+    return _created(repo.name, digest)
+
+
+def _cancel_quietly(uploads, name: str, upload_id: str) -> None:  # type: ignore[no-untyped-def]
+    try:
+        uploads.cancel(name, upload_id)
+    except Exception:  # noqa: BLE001 - already gone or storage down: the purge job catches debris
+        pass
+
+
+def _chunk_offset(request: Request) -> int | None:
+    """The start offset a PATCH's Content-Range claims, or None for a plain streamed PATCH."""
+    header = request.headers.get("content-range")
+    if not header:
+        return None
+    match = _CONTENT_RANGE.match(header.strip())
+    if not match:
+        raise RegistryError(ErrorCode.RANGE_INVALID, f"invalid Content-Range {header[:60]!r}", status=416)
+    start, end = int(match.group(1)), int(match.group(2))
+    if end < start:
+        raise RegistryError(ErrorCode.RANGE_INVALID, f"invalid Content-Range {header[:60]!r}", status=416)
+    length = _content_length(request)
+    if length is not None and length != end - start + 1:
+        raise RegistryError(ErrorCode.RANGE_INVALID, "Content-Range and Content-Length disagree", status=416)
+    return start
+
+
+async def patch_upload(request: Request) -> Response:
+    uploads = context(request).storage.uploads
+    repo = repository(request)
+    upload_id = request.path_params["upload_id"]
+    offset = _chunk_offset(request)
+    try:
+        session = await run(uploads.open_session, repo.name, upload_id, offset)
+    except UploadRangeInvalid as exc:
+        raise RegistryError(ErrorCode.RANGE_INVALID, exc.message, status=416,
+                            headers=_upload_headers(repo.name, upload_id, exc.current_size)) from None
+    size = await _receive_into(request, session)
+    return empty(202, _upload_headers(repo.name, upload_id, size))
+
+
+async def finish_upload(request: Request) -> Response:
+    uploads = context(request).storage.uploads
+    repo = repository(request)
+    upload_id = request.path_params["upload_id"]
+    digest = query_digest(request)
+    await run(uploads.status, repo.name, upload_id)  # 404 before reading any body
+    has_body = (_content_length(request) or 0) > 0 or "chunked" in request.headers.get("transfer-encoding", "")
+    if has_body:
+        offset = _chunk_offset(request)
+        session = await run(uploads.open_session, repo.name, upload_id, offset)
+        await _receive_into(request, session)
+    await run(uploads.complete, repo.name, upload_id, digest)
+    return _created(repo.name, digest)
+
+
+async def upload_status(request: Request) -> Response:
+    uploads = context(request).storage.uploads
+    repo = repository(request)
+    status = await run(uploads.status, repo.name, request.path_params["upload_id"])
+    return empty(204, _upload_headers(repo.name, status.id, status.size))
+
+
+async def cancel_upload(request: Request) -> Response:
+    uploads = context(request).storage.uploads
+    repo = repository(request)
+    await run(uploads.cancel, repo.name, request.path_params["upload_id"])
+    return empty(204)

@@ -1,0 +1,84 @@
+"""The one route table: every path, method, handler and the access it needs.
+
+Each route goes through `guard`, which asks the app's Authorizer before the handler runs, so
+authentication plugs in without touching any handler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import access
+from .access import DELETE, PULL, PUSH, AccessRule
+from .context import context
+from .handlers import blobs, listing, manifests, uploads
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    handler: Handler
+    needs: AccessRule
+
+
+def guard(endpoint: Endpoint) -> Handler:
+    async def guarded(request: Request) -> Response:
+        await context(request).authorizer.authorize(request, endpoint.needs(request))
+        return await endpoint.handler(request)
+
+    guarded.__name__ = endpoint.handler.__name__
+    return guarded
+
+
+def _dispatch(methods: dict[str, Endpoint]) -> Handler:
+    guarded = {method: guard(endpoint) for method, endpoint in methods.items()}
+
+    async def by_method(request: Request) -> Response:
+        return await guarded[request.method](request)
+
+    return by_method
+
+
+pull, push, delete = access.repository(PULL), access.repository(PUSH), access.repository(DELETE)
+
+# Order matters: upload paths before blob paths, `_catalog` before repository paths.
+TABLE: list[tuple[str, dict[str, Endpoint]]] = [
+    ("/v2/", {"GET": Endpoint(listing.version_check, access.anyone),
+              "HEAD": Endpoint(listing.version_check, access.anyone)}),
+    ("/v2/_catalog", {"GET": Endpoint(listing.catalog, access.catalog)}),
+    ("/v2/{name:path}/blobs/uploads/", {"POST": Endpoint(uploads.start_upload, access.repository(PULL, PUSH))}),
+    ("/v2/{name:path}/blobs/uploads/{upload_id}", {
+        "GET": Endpoint(uploads.upload_status, push),
+        "PATCH": Endpoint(uploads.patch_upload, push),
+        "PUT": Endpoint(uploads.finish_upload, push),
+        "DELETE": Endpoint(uploads.cancel_upload, push),
+    }),
+    ("/v2/{name:path}/blobs/{digest}", {
+        "GET": Endpoint(blobs.get_blob, pull),
+        "HEAD": Endpoint(blobs.get_blob, pull),
+        "DELETE": Endpoint(blobs.delete_blob, delete),
+    }),
+    ("/v2/{name:path}/manifests/{reference}", {
+        "GET": Endpoint(manifests.get_manifest, pull),
+        "HEAD": Endpoint(manifests.get_manifest, pull),
+        "PUT": Endpoint(manifests.put_manifest, access.repository(PULL, PUSH)),
+        "DELETE": Endpoint(manifests.delete_manifest, delete),
+    }),
+    ("/v2/{name:path}/tags/list", {"GET": Endpoint(listing.list_tags, pull)}),
+    ("/v2/{name:path}/referrers/{digest}", {"GET": Endpoint(listing.referrers, pull)}),
+]
+
+
+def routes() -> list[Route]:
+    return [Route(path, _dispatch(methods), methods=list(methods)) for path, methods in TABLE]
+
+
+def declared_access() -> dict[tuple[str, str], AccessRule]:
+    """(path, method) → access rule, for tests and documentation."""
+    return {(path, method): ep.needs for path, methods in TABLE for method, ep in methods.items()}

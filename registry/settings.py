@@ -1,0 +1,253 @@
+"""One frozen settings object, read from a YAML file and `CARGOBAY_*` environment variables.
+
+Every setting is a field of the dataclasses below; its dotted path in YAML (`storage.delete.enabled`)
+and its environment variable (`CARGOBAY_STORAGE_DELETE_ENABLED`) are derived from the field names,
+and `metadata["help"]` documents it (docs/configuration.md lists them all; a test checks that).
+Environment variables override the file; the file overrides the defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, get_type_hints
+
+import yaml
+
+ENV_PREFIX = "CARGOBAY_"
+
+
+class SettingsError(ValueError):
+    """Bad configuration; the message is one line naming the setting and what is wrong."""
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = field(default="127.0.0.1", metadata=_help("Address to listen on."))
+    port: int = field(default=5000, metadata=_help("TCP port to listen on.", min=1, max=65535))
+    workers: int = field(default=1, metadata=_help("Worker processes (uvicorn); 0 means one per CPU core.", min=0, max=256))
+    public_url: str = field(default="", metadata=_help(
+        "Externally visible base URL (e.g. https://registry.example.com); used in token realms. Empty: from the request."))
+
+
+@dataclass(frozen=True)
+class FilesystemSettings:
+    root: str = field(default="./data", metadata=_help("Directory that holds every blob, manifest and upload."))
+
+
+@dataclass(frozen=True)
+class DeleteSettings:
+    enabled: bool = field(default=False, metadata=_help(
+        "Allow DELETE of blobs, manifests and tags; when false those requests get 405 UNSUPPORTED."))
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    purge_age: float = field(default=7 * 86400.0, metadata=_help(
+        "Uploads started longer ago than this are removed (seconds, or a duration like 168h, 30m).", duration=True, min=1))
+    purge_interval: float = field(default=86400.0, metadata=_help(
+        "How often abandoned uploads are looked for (seconds or a duration); 0 disables purging.", duration=True, min=0))
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    driver: str = field(default="filesystem", metadata=_help("Storage driver.", choices=("filesystem",)))
+    filesystem: FilesystemSettings = field(default_factory=FilesystemSettings)
+    delete: DeleteSettings = field(default_factory=DeleteSettings)
+    uploads: UploadSettings = field(default_factory=UploadSettings)
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = field(default="info", metadata=_help("Log level.", choices=("debug", "info", "warning", "error")))
+    access: bool = field(default=False, metadata=_help("Log one line per HTTP request."))
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    max_manifest_bytes: int = field(default=4 * 1024 * 1024, metadata=_help(
+        "Largest manifest accepted; larger ones get 413.", min=1024, max=64 * 1024 * 1024))
+    max_page_size: int = field(default=1000, metadata=_help(
+        "Most entries one tags or catalog page returns; larger `n` is capped and a Link header points on.", min=1))
+    chunk_min_length: int = field(default=1, metadata=_help(
+        "Smallest PATCH chunk clients are told to send (OCI-Chunk-Min-Length); Cargobay itself takes any size.", min=1))
+    download_chunk_bytes: int = field(default=4 * 1024 * 1024, metadata=_help(
+        "Size of the pieces blob downloads are sent in.", min=65536, max=64 * 1024 * 1024))
+    upload_buffer_bytes: int = field(default=1024 * 1024, metadata=_help(
+        "Bytes of request body gathered before each write to storage.", min=65536, max=64 * 1024 * 1024))
+
+
+@dataclass(frozen=True)
+class Settings:
+    http: HttpSettings = field(default_factory=HttpSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+
+    def replace(self, **dotted: Any) -> "Settings":
+        """A copy with some dotted keys changed: `settings.replace(**{"http.port": 1})`."""
+        data = to_dict(self)
+        for key, value in dotted.items():
+            _set_dotted(data, key.split("."), value)
+        return _build(Settings, data, "")
+
+
+# -- introspection -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SettingInfo:
+    key: str
+    env: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None
+
+
+def describe(cls: type = Settings, prefix: str = "") -> Iterator[SettingInfo]:
+    """Every leaf setting with its YAML key, env variable, type, default and help text."""
+    hints = get_type_hints(cls)
+    instance = cls()
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            yield from describe(kind, key + ".")  # type: ignore[arg-type]
+        else:
+            yield SettingInfo(key, env_name(key), kind, getattr(instance, f.name), f.metadata.get("help", ""),
+                              f.metadata.get("choices"))
+
+
+def env_name(key: str) -> str:
+    return ENV_PREFIX + key.upper().replace(".", "_")
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+# -- loading -------------------------------------------------------------------------------------
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: Any, key: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise SettingsError(f"{key}: {value!r} is not a duration (like 90, 30s, 15m, 168h, 7d)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _coerce(value: Any, kind: type, f: dataclasses.Field[Any], key: str) -> Any:
+    meta = f.metadata
+    if meta.get("duration"):
+        result: Any = parse_duration(value, key)
+    elif kind is bool:
+        if isinstance(value, bool):
+            result = value
+        elif str(value).strip().lower() in ("1", "true", "yes", "on"):
+            result = True
+        elif str(value).strip().lower() in ("0", "false", "no", "off", ""):
+            result = False
+        else:
+            raise SettingsError(f"{key}: {value!r} is not a boolean (true/false)")
+    elif kind is int:
+        try:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            result = int(value)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{key}: {value!r} is not an integer") from None
+    elif kind is float:
+        try:
+            result = float(value)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{key}: {value!r} is not a number") from None
+    elif kind is str:
+        if isinstance(value, (dict, list)):
+            raise SettingsError(f"{key}: expected a string")
+        result = "" if value is None else str(value)
+    else:
+        result = value
+    if meta.get("choices") and result not in meta["choices"]:
+        raise SettingsError(f"{key}: {result!r} is not one of {', '.join(meta['choices'])}")
+    if "min" in meta and result < meta["min"]:
+        raise SettingsError(f"{key}: {result} is below the minimum {meta['min']}")
+    if "max" in meta and result > meta["max"]:
+        raise SettingsError(f"{key}: {result} is above the maximum {meta['max']}")
+    return result
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise SettingsError(f"{prefix.rstrip('.') or 'config'}: expected a mapping")
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SettingsError(f"unknown setting {prefix}{unknown[0]} (known here: {', '.join(sorted(known))})")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        kind = hints[f.name]
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(kind):
+            kwargs[f.name] = _build(kind, data[f.name] or {}, key + ".")  # type: ignore[arg-type]
+        else:
+            kwargs[f.name] = _coerce(data[f.name], kind, f, key)
+    return cls(**kwargs)
+
+
+def _set_dotted(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    for part in parts[:-1]:
+        nested = data.get(part)
+        if not isinstance(nested, dict):
+            nested = data[part] = {}
+        data = nested
+    data[parts[-1]] = value
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None,
+                  overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Defaults, then the YAML file, then `CARGOBAY_*` variables, then `overrides` (dotted keys,
+    from command-line flags). Raises SettingsError with one clear line."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if config_file:
+        path = Path(config_file)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise SettingsError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise SettingsError(f"config file {path} is not valid YAML{where}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise SettingsError(f"config file {path} must hold a mapping of settings")
+        data = loaded or {}
+    for info in describe():
+        if info.env in environ:
+            _set_dotted(data, info.key.split("."), environ[info.env])
+    known_env = {info.env for info in describe()}
+    for name in environ:
+        if name.startswith(ENV_PREFIX) and name not in known_env and not name.startswith(ENV_PREFIX + "_"):
+            if name not in IGNORED_ENV:
+                raise SettingsError(f"unknown environment variable {name}")
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, key.split("."), value)
+    return _build(Settings, data, "")
+
+
+# Variables with the prefix that are not settings (read by tests and tooling, not the server).
+IGNORED_ENV = frozenset({"CARGOBAY_REQUIRE_TOOLS", "CARGOBAY_CONFIG"})

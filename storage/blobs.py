@@ -1,0 +1,124 @@
+"""Blobs: one content-addressed copy of each (the CAS) plus per-repository links.
+
+A repository reaches a blob only through its link; that link is the access check. A blob's CAS
+entry appears only by `adopt` (an already verified upload moved into place) or `put_verified`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from ocispec.digest import Digest
+
+from . import paths
+from .driver.base import StorageDriver
+from .errors import BlobUnknown, PathNotFound
+from .links import delete_quietly, link_exists, write_link
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    digest: Digest
+    size: int
+
+
+class BlobStore:
+    """The global CAS. Callers are responsible for the per-repository access check."""
+
+    def __init__(self, driver: StorageDriver) -> None:
+        self.driver = driver
+
+    def stat(self, digest: Digest) -> BlobInfo:
+        try:
+            return BlobInfo(digest, self.driver.stat(paths.blob_data(digest)).size)
+        except PathNotFound:
+            raise BlobUnknown(f"blob unknown: {digest}", digest=str(digest)) from None
+
+    def exists(self, digest: Digest) -> bool:
+        return link_exists(self.driver, paths.blob_data(digest))
+
+    def open(self, digest: Digest, offset: int = 0) -> BinaryIO:
+        try:
+            return self.driver.reader(paths.blob_data(digest), offset)
+        except PathNotFound:
+            raise BlobUnknown(f"blob unknown: {digest}", digest=str(digest)) from None
+
+    def read(self, digest: Digest) -> bytes:
+        """Whole content, for small blobs (manifests) only."""
+        try:
+            return self.driver.get(paths.blob_data(digest))
+        except PathNotFound:
+            raise BlobUnknown(f"blob unknown: {digest}", digest=str(digest)) from None
+
+    def local_path(self, digest: Digest) -> Path | None:
+        """The file behind the blob when the driver is local (lets the server send it directly)."""
+        local = getattr(self.driver, "local_path", None)
+        return local(paths.blob_data(digest)) if local else None
+
+    def url_for(self, digest: Digest) -> str | None:
+        return self.driver.url_for(paths.blob_data(digest))
+
+    def put_verified(self, digest: Digest, data: bytes) -> None:
+        """Store small content whose digest the caller computed from `data` itself."""
+        if not self.exists(digest):
+            self.driver.put(paths.blob_data(digest), data)
+
+    def adopt(self, source_key: str, digest: Digest) -> None:
+        """Move verified bytes at `source_key` into the CAS (or drop them if already there)."""
+        if self.exists(digest):
+            delete_quietly(self.driver, source_key)
+        else:
+            self.driver.move(source_key, paths.blob_data(digest))
+
+    def delete(self, digest: Digest) -> None:
+        """Remove the CAS entry (garbage collection only: links may still name it)."""
+        delete_quietly(self.driver, paths.blob_dir(digest))
+
+
+class RepositoryBlobs:
+    """One repository's view of the CAS, through its links."""
+
+    def __init__(self, store: BlobStore, name: str) -> None:
+        self.store = store
+        self.name = name
+
+    @property
+    def driver(self) -> StorageDriver:
+        return self.store.driver
+
+    def has(self, digest: Digest) -> bool:
+        return link_exists(self.driver, paths.layer_link(self.name, digest))
+
+    def stat(self, digest: Digest) -> BlobInfo:
+        if not self.has(digest):
+            raise BlobUnknown(f"blob unknown to repository {self.name}: {digest}", digest=str(digest))
+        return self.store.stat(digest)
+
+    def link(self, digest: Digest) -> None:
+        write_link(self.driver, paths.layer_link(self.name, digest), digest)
+
+    def unlink(self, digest: Digest) -> None:
+        if not delete_quietly(self.driver, paths.layer_link(self.name, digest).rsplit("/", 1)[0]):
+            raise BlobUnknown(f"blob unknown to repository {self.name}: {digest}", digest=str(digest))
+
+    def mount_from(self, source: "RepositoryBlobs", digest: Digest) -> bool:
+        """Link a blob the source repository has; False (nothing written) when it has not."""
+        if not source.has(digest) or not self.store.exists(digest):
+            return False
+        self.link(digest)
+        return True
+
+    def linked(self) -> list[Digest]:
+        """Every blob this repository links (for garbage collection)."""
+        found: list[Digest] = []
+        try:
+            for alg_key in self.driver.list(paths.layers(self.name)):
+                for hex_key in self.driver.list(alg_key):
+                    digest = paths.digest_from_link_parts(alg_key.rsplit("/", 1)[1], hex_key.rsplit("/", 1)[1])
+                    if digest:
+                        found.append(digest)
+        except PathNotFound:
+            pass
+        return found

@@ -1,0 +1,39 @@
+"""Link files: small objects whose content is the digest they point at."""
+
+from __future__ import annotations
+
+from ocispec.digest import Digest
+from ocispec.errors import OCIValidationError
+
+from .driver.base import StorageDriver
+from .errors import PathNotFound, StorageError
+
+
+def write_link(driver: StorageDriver, key: str, digest: Digest) -> None:
+    driver.put(key, str(digest).encode())
+
+
+def read_link(driver: StorageDriver, key: str) -> Digest:
+    """The digest in a link; PathNotFound when there is no link. A corrupt link is a StorageError."""
+    raw = driver.get(key)
+    try:
+        return Digest.parse(raw.decode("ascii", "replace").strip())
+    except OCIValidationError:
+        raise StorageError(f"corrupt link at {key}") from None
+
+
+def link_exists(driver: StorageDriver, key: str) -> bool:
+    try:
+        driver.stat(key)
+        return True
+    except PathNotFound:
+        return False
+
+
+def delete_quietly(driver: StorageDriver, key: str) -> bool:
+    """Delete if present; True when something was deleted."""
+    try:
+        driver.delete(key)
+        return True
+    except PathNotFound:
+        return False

@@ -1,0 +1,147 @@
+"""Manifests of one repository: validated on the way in, stored byte for byte in the CAS, linked
+as revisions, served back with the media type they were pushed with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ocispec import mediatypes as mt
+from ocispec.digest import Digest
+from ocispec.manifest import ImageIndex, ImageManifest, Manifest, parse_manifest
+from ocispec.errors import OCIValidationError
+
+from . import paths
+from .blobs import BlobStore, RepositoryBlobs
+from .driver.base import StorageDriver
+from .errors import BlobUnknown, DigestInvalid, ManifestBlobUnknown, ManifestInvalid, ManifestUnknown, PathNotFound
+from .links import delete_quietly, link_exists, write_link
+from .referrers import ReferrerStore
+from .tags import TagStore
+
+
+@dataclass(frozen=True, slots=True)
+class StoredManifest:
+    digest: Digest
+    media_type: str
+    raw: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    digest: Digest
+    subject: Digest | None
+
+
+class ManifestStore:
+    def __init__(self, driver: StorageDriver, blobs: BlobStore, name: str) -> None:
+        self.driver = driver
+        self.blobs = blobs
+        self.name = name
+        self.layer_links = RepositoryBlobs(blobs, name)
+        self.tags = TagStore(driver, name)
+        self.referrers = ReferrerStore(driver, name)
+
+    # -- write -----------------------------------------------------------------------------------
+    def put(self, raw: bytes, content_type: str | None, reference_digest: Digest | None = None,
+            tags: tuple[str, ...] = ()) -> PutResult:
+        """Validate and store `raw`; tag it with `tags`. When pushed by digest, `reference_digest`
+        must be the digest of `raw` (its algorithm decides which hash is computed)."""
+        digest = Digest.of(raw, reference_digest.algorithm if reference_digest else "sha256")
+        if reference_digest is not None and digest != reference_digest:
+            raise DigestInvalid(f"manifest digest {digest} does not match the reference {reference_digest}")
+        try:
+            manifest = parse_manifest(raw, content_type)
+        except OCIValidationError as exc:
+            raise ManifestInvalid(exc.message) from None
+        self._check_references(manifest)
+        self.blobs.put_verified(digest, raw)
+        self.driver.put(paths.manifest_media_type(self.name, digest), manifest.media_type.encode())
+        if manifest.subject is not None:
+            self.referrers.add(manifest.subject.digest, self._referrer_descriptor(manifest, digest))
+        # The revision link last: it is what makes the manifest visible in this repository.
+        write_link(self.driver, paths.manifest_revision_link(self.name, digest), digest)
+        for tag in tags:
+            self.tags.set(tag, digest)
+        return PutResult(digest, manifest.subject.digest if manifest.subject else None)
+
+    def _check_references(self, manifest: Manifest) -> None:
+        if isinstance(manifest, ImageManifest):
+            for descriptor in manifest.blobs():
+                if descriptor.urls:
+                    continue  # non-distributable layers may live elsewhere
+                if not self.layer_links.has(descriptor.digest):
+                    raise ManifestBlobUnknown(f"blob unknown to repository: {descriptor.digest}",
+                                              digest=str(descriptor.digest))
+        elif isinstance(manifest, ImageIndex):
+            for descriptor in manifest.manifests:
+                if not self.exists(descriptor.digest):
+                    raise ManifestBlobUnknown(f"manifest unknown to repository: {descriptor.digest}",
+                                              digest=str(descriptor.digest))
+
+    @staticmethod
+    def _referrer_descriptor(manifest: Manifest, digest: Digest) -> dict[str, object]:
+        descriptor: dict[str, object] = {"mediaType": manifest.media_type, "digest": str(digest), "size": len(manifest.raw)}
+        if manifest.effective_artifact_type:
+            descriptor["artifactType"] = manifest.effective_artifact_type
+        if manifest.annotations:
+            descriptor["annotations"] = manifest.annotations
+        return descriptor
+
+    # -- read ------------------------------------------------------------------------------------
+    def exists(self, digest: Digest) -> bool:
+        return link_exists(self.driver, paths.manifest_revision_link(self.name, digest))
+
+    def resolve(self, reference: str) -> Digest:
+        """A tag or digest string → the manifest digest (raises ManifestUnknown / TagUnknown)."""
+        if ":" in reference:
+            return Digest.parse(reference)
+        return self.tags.resolve(reference)
+
+    def get(self, digest: Digest) -> StoredManifest:
+        if not self.exists(digest):
+            raise ManifestUnknown(f"manifest unknown: {digest}", digest=str(digest))
+        try:
+            raw = self.blobs.read(digest)
+        except BlobUnknown:
+            raise ManifestUnknown(f"manifest unknown: {digest}", digest=str(digest)) from None
+        return StoredManifest(digest, self._media_type(digest, raw), raw)
+
+    def _media_type(self, digest: Digest, raw: bytes) -> str:
+        try:
+            return self.driver.get(paths.manifest_media_type(self.name, digest)).decode()
+        except PathNotFound:
+            # Written before the media type file existed, or restored from the CAS: ask the bytes.
+            try:
+                return parse_manifest(raw).media_type
+            except OCIValidationError:
+                return mt.OCI_MANIFEST
+
+    # -- delete ----------------------------------------------------------------------------------
+    def delete(self, digest: Digest) -> None:
+        """Remove the manifest revision, every tag pointing at it and its referrer entry."""
+        stored = self.get(digest)
+        for tag in self.tags.tags_of(digest):
+            delete_quietly(self.driver, paths.tag(self.name, tag))
+        try:
+            subject = parse_manifest(stored.raw, stored.media_type).subject
+        except OCIValidationError:
+            subject = None
+        if subject is not None:
+            self.referrers.remove(subject.digest, digest)
+        delete_quietly(self.driver, paths.manifest_revision(self.name, digest))
+
+    def revisions(self) -> list[Digest]:
+        found: list[Digest] = []
+        try:
+            for alg_key in self.driver.list(paths.manifest_revisions(self.name)):
+                for hex_key in self.driver.list(alg_key):
+                    digest = paths.digest_from_link_parts(alg_key.rsplit("/", 1)[1], hex_key.rsplit("/", 1)[1])
+                    if digest:
+                        found.append(digest)
+        except PathNotFound:
+            pass
+        return found

@@ -1,0 +1,204 @@
+"""Resumable blob uploads whose state lives in storage, so any replica can continue any upload.
+
+An upload is `_uploads/<id>/startedat` (JSON state) plus `_uploads/<id>/data` (bytes so far). The
+size of `data` is the upload's offset. A sha256 of the bytes so far is kept in process memory while
+this process has seen every byte (the common case: one client, one replica); when it has not, or
+the digest uses another algorithm, `complete` re-hashes the data from storage instead.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Iterable
+
+from ocispec.digest import DEFAULT_ALGORITHM, Digest, Hasher, new_hasher
+
+from . import paths
+from .blobs import BlobInfo, BlobStore, RepositoryBlobs
+from .driver.base import FileWriter, StorageDriver, iter_chunks
+from .errors import DigestInvalid, PathNotFound, SizeInvalid, UploadRangeInvalid, UploadUnknown
+from .links import delete_quietly
+
+REHASH_CHUNK = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class UploadStatus:
+    id: str
+    repository: str
+    started_at: float
+    size: int
+
+
+class _HashCache:
+    """In-process running hashes, keyed by upload id, each valid for exactly `size` bytes.
+
+    A session takes its entry out while it writes, so two concurrent sessions on one upload cannot
+    share a hasher: the second finds nothing and the upload falls back to re-hashing at the end.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._entries: OrderedDict[str, tuple[int, Hasher]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._capacity = capacity
+
+    def take(self, upload_id: str, size: int) -> Hasher | None:
+        with self._lock:
+            entry = self._entries.pop(upload_id, None)
+        if entry is not None and entry[0] == size:
+            return entry[1]
+        return new_hasher(DEFAULT_ALGORITHM) if size == 0 else None
+
+    def give_back(self, upload_id: str, size: int, hasher: Hasher) -> None:
+        with self._lock:
+            self._entries[upload_id] = (size, hasher)
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+
+    def forget(self, upload_id: str) -> None:
+        with self._lock:
+            self._entries.pop(upload_id, None)
+
+
+class UploadSession:
+    """Appends one request's bytes to an upload. Use `write` repeatedly, then `close` (or `abort`)."""
+
+    def __init__(self, writer: FileWriter, hasher: Hasher | None, upload_id: str, cache: _HashCache) -> None:
+        self._writer = writer
+        self._hasher = hasher
+        self._id = upload_id
+        self._cache = cache
+        self.start_offset = writer.size
+
+    @property
+    def size(self) -> int:
+        return self._writer.size
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._writer.write(data)
+        if self._hasher is not None:
+            self._hasher.update(data)
+
+    def close(self) -> int:
+        """Persist the bytes written; returns the upload's new size."""
+        self._writer.close()
+        if self._hasher is not None:
+            self._cache.give_back(self._id, self._writer.size, self._hasher)
+        return self._writer.size
+
+    def hasher(self) -> Hasher | None:
+        return self._hasher
+
+
+class UploadStore:
+    def __init__(self, driver: StorageDriver, blobs: BlobStore) -> None:
+        self.driver = driver
+        self.blobs = blobs
+        self._hashes = _HashCache()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self, repository: str) -> UploadStatus:
+        upload_id = str(uuid.uuid4())
+        started = time.time()
+        state = {"repository": repository, "startedat": started}
+        self.driver.put(paths.upload_state(repository, upload_id), json.dumps(state).encode())
+        return UploadStatus(upload_id, repository, started, 0)
+
+    def status(self, repository: str, upload_id: str) -> UploadStatus:
+        try:
+            key = paths.upload_state(repository, upload_id)
+        except ValueError:
+            raise UploadUnknown(f"upload unknown: {upload_id[:80]}") from None
+        try:
+            state = json.loads(self.driver.get(key))
+        except PathNotFound:
+            raise UploadUnknown(f"upload unknown: {upload_id}") from None
+        try:
+            size = self.driver.stat(paths.upload_data(repository, upload_id)).size
+        except PathNotFound:
+            size = 0
+        return UploadStatus(upload_id, repository, float(state.get("startedat", 0)), size)
+
+    def open_session(self, repository: str, upload_id: str, expected_offset: int | None = None) -> UploadSession:
+        """Begin appending. `expected_offset` (from a Content-Range) must equal the current size."""
+        self.status(repository, upload_id)  # raises UploadUnknown
+        writer = self.driver.writer(paths.upload_data(repository, upload_id), append=True)
+        if expected_offset is not None and expected_offset != writer.size:
+            writer.close()
+            raise UploadRangeInvalid(
+                f"chunk starts at {expected_offset} but the upload has {writer.size} bytes", writer.size)
+        hasher = self._hashes.take(upload_id, writer.size)
+        return UploadSession(writer, hasher, upload_id, self._hashes)
+
+    def append(self, repository: str, upload_id: str, chunks: Iterable[bytes], expected_offset: int | None = None) -> int:
+        """Synchronous convenience over open_session for callers that already have the bytes."""
+        session = self.open_session(repository, upload_id, expected_offset)
+        for chunk in chunks:
+            session.write(chunk)
+        return session.close()
+
+    def complete(self, repository: str, upload_id: str, digest: Digest, expected_size: int | None = None) -> BlobInfo:
+        """Verify the upload's bytes against `digest`, move them into the CAS and link them into
+        the repository. On a mismatch nothing becomes visible, the upload is removed, and
+        DigestInvalid is raised."""
+        status = self.status(repository, upload_id)
+        data_key = paths.upload_data(repository, upload_id)
+        if status.size == 0:
+            self.driver.put(data_key, b"")  # an empty blob still needs an object to adopt
+        try:
+            if expected_size is not None and expected_size != status.size:
+                raise SizeInvalid(f"upload has {status.size} bytes, expected {expected_size}")
+            actual = self._digest_of(upload_id, data_key, status.size, digest.algorithm)
+            if actual != digest:
+                raise DigestInvalid(f"digest mismatch: expected {digest}, got {actual}", digest=str(digest))
+        except (DigestInvalid, SizeInvalid):
+            self.cancel(repository, upload_id)
+            raise
+        self.blobs.adopt(data_key, digest)
+        RepositoryBlobs(self.blobs, repository).link(digest)
+        self._remove(repository, upload_id)
+        return BlobInfo(digest, status.size)
+
+    def cancel(self, repository: str, upload_id: str) -> None:
+        self.status(repository, upload_id)
+        self._remove(repository, upload_id)
+
+    def _remove(self, repository: str, upload_id: str) -> None:
+        self._hashes.forget(upload_id)
+        delete_quietly(self.driver, paths.upload(repository, upload_id))
+
+    def _digest_of(self, upload_id: str, data_key: str, size: int, algorithm: str) -> Digest:
+        hasher = self._hashes.take(upload_id, size)
+        if hasher is None or algorithm != DEFAULT_ALGORITHM:
+            hasher = new_hasher(algorithm)
+            with self.driver.reader(data_key) as stream:
+                for chunk in iter_chunks(stream, REHASH_CHUNK):
+                    hasher.update(chunk)
+        return Digest.from_hasher(algorithm, hasher)
+
+    # -- maintenance -----------------------------------------------------------------------------
+    def purge(self, repositories: Iterable[str], older_than_seconds: float, now: float | None = None) -> int:
+        """Remove uploads started more than `older_than_seconds` ago; returns how many."""
+        cutoff = (now or time.time()) - older_than_seconds
+        removed = 0
+        for repository in repositories:
+            try:
+                upload_keys = self.driver.list(paths.uploads(repository))
+            except PathNotFound:
+                continue
+            for key in upload_keys:
+                upload_id = key.rsplit("/", 1)[1]
+                try:
+                    started = self.status(repository, upload_id).started_at
+                except (UploadUnknown, ValueError):
+                    started = 0.0  # no readable state: debris from a crash, purge it
+                if started < cutoff:
+                    self._hashes.forget(upload_id)
+                    if delete_quietly(self.driver, key):
+                        removed += 1
+        return removed
