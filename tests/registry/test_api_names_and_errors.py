@@ -1,0 +1,71 @@
+"""Names that must be refused, paths that must not escape the storage root, and the error JSON
+every failure carries."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.servers import RunningServer, start_cargobay
+
+from .helpers import assert_error, sha256
+
+
+def raw_request(server: RunningServer, request_line: str) -> tuple[int, bytes]:
+    """Send a request line exactly as written (no client-side path normalisation)."""
+    with socket.create_connection((server.host, server.port), timeout=10) as s:
+        s.sendall(f"{request_line}\r\nHost: {server.hostport}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+@pytest.mark.parametrize("name", ["UPPER", "a//b", "-a", "a/_layers", "a/" + "b" * 255, "a%20b", "a.-b"])
+def test_invalid_names_are_name_invalid(client: httpx.Client, name: str) -> None:
+    assert_error(client.get(f"/v2/{name}/tags/list"), 400, "NAME_INVALID")
+    assert_error(client.post(f"/v2/{name}/blobs/uploads/"), 400, "NAME_INVALID")
+
+
+@pytest.mark.parametrize("path", [
+    "/v2/../../../etc/manifests/latest",
+    "/v2/a/../../../../etc/blobs/uploads/",
+    "/v2/%2e%2e/%2e%2e/etc/tags/list",
+    "/v2/a%2f..%2f..%2f..%2fetc/tags/list",
+    "/v2/a/b/blobs/uploads/..%2f..%2f..%2f_layers",
+])
+def test_traversal_never_reaches_outside_the_root(server: RunningServer, path: str, tmp_path: Path) -> None:
+    for method in ("GET", "POST", "PUT", "DELETE"):
+        status, body = raw_request(server, f"{method} {path} HTTP/1.1")
+        assert 400 <= status < 500, (method, path, status, body)
+    assert server.root is not None
+    outside = [p for p in server.root.parent.iterdir() if p.name not in {server.root.name} and p.suffix != ".log"
+               and not p.name.startswith("config-")]
+    assert outside == []
+
+
+def test_unknown_route_and_method(client: httpx.Client) -> None:
+    r = client.get("/v2/a/unknown/thing")
+    assert r.status_code == 404 and r.json()["errors"]
+    r = client.post("/v2/a/manifests/latest")
+    assert r.status_code == 405 and r.json()["errors"][0]["code"] == "UNSUPPORTED"
+
+
+@pytest.fixture(scope="module")
+def readonly_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    srv = start_cargobay(tmp_path_factory.mktemp("nodelete"))
+    yield srv
+    srv.stop()
+
+
+def test_deletes_disabled_by_default(readonly_server: RunningServer) -> None:
+    with httpx.Client(base_url=readonly_server.url) as c:
+        digest = sha256(b"kept")
+        assert c.post("/v2/keep/blobs/uploads/", params={"digest": digest}, content=b"kept").status_code == 201
+        assert_error(c.delete(f"/v2/keep/blobs/{digest}"), 405, "UNSUPPORTED")
+        assert_error(c.delete(f"/v2/keep/manifests/{digest}"), 405, "UNSUPPORTED")
+        assert c.get(f"/v2/keep/blobs/{digest}").content == b"kept"

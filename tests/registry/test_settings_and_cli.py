@@ -1,0 +1,82 @@
+"""Configuration: YAML, CARGOBAY_* overrides, one clear line for bad config, documented keys."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from registry.settings import SettingsError, describe, load_settings
+from tests.support.servers import REPO_ROOT, start_cargobay
+
+
+def test_defaults_file_env_and_overrides_layer_in_order(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("http:\n  port: 6000\nstorage:\n  delete:\n    enabled: true\n  uploads:\n    purge_age: 2h\n")
+    settings = load_settings(config, environ={"CARGOBAY_HTTP_PORT": "7000"}, overrides={"http.host": "0.0.0.0"})
+    assert settings.http.port == 7000 and settings.http.host == "0.0.0.0"
+    assert settings.storage.delete.enabled is True and settings.storage.uploads.purge_age == 7200
+    assert load_settings(environ={}).storage.filesystem.root == "./data"
+
+
+@pytest.mark.parametrize("yaml_text,env,message", [
+    ("http:\n  port: nope\n", {}, "http.port: 'nope' is not an integer"),
+    ("http:\n  port: 70000\n", {}, "http.port: 70000 is above the maximum 65535"),
+    ("htp:\n  port: 1\n", {}, "unknown setting htp"),
+    ("storage:\n  driver: floppy\n", {}, "storage.driver: 'floppy' is not one of"),
+    ("storage: [1, 2]\n", {}, "storage: expected a mapping"),
+    ("http: {port: 1\n", {}, "is not valid YAML"),
+    ("", {"CARGOBAY_STORAGE_DELETE_ENABLED": "maybe"}, "storage.delete.enabled: 'maybe' is not a boolean"),
+    ("", {"CARGOBAY_HTTP_PROT": "1"}, "unknown environment variable CARGOBAY_HTTP_PROT"),
+    ("", {"CARGOBAY_STORAGE_UPLOADS_PURGE_AGE": "soon"}, "is not a duration"),
+])
+def test_bad_config_is_one_clear_line(tmp_path: Path, yaml_text: str, env: dict[str, str], message: str) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml_text)
+    with pytest.raises(SettingsError) as info:
+        load_settings(config, environ=env)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_serve_refuses_bad_config_with_one_line_and_nonzero_exit(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("http:\n  port: nope\n")
+    result = subprocess.run([sys.executable, "-m", "registry", "serve", "--config", str(config)],
+                            capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "registry: http.port: 'nope' is not an integer"
+
+
+def test_serve_refuses_unwritable_root(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = subprocess.run([sys.executable, "-m", "registry", "serve", "--root", str(blocker / "sub")],
+                            capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith("registry: storage root") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_serve_with_yaml_config(tmp_path: Path) -> None:
+    root = tmp_path / "yaml-root"
+    server = start_cargobay(tmp_path, config={"storage": {"filesystem": {"root": str(root)}, "delete": {"enabled": True}},
+                                              "log": {"level": "warning"}})
+    try:
+        digest = "sha256:" + hashlib.sha256(b"cfg").hexdigest()
+        with httpx.Client(base_url=server.url) as c:
+            assert c.post("/v2/cfg/blobs/uploads/", params={"digest": digest}, content=b"cfg").status_code == 201
+            assert c.delete(f"/v2/cfg/blobs/{digest}").status_code == 202  # delete.enabled came from the file
+        hex_ = digest.split(":")[1]
+        assert (root / "v1/blobs/sha256" / hex_[:2] / hex_ / "data").read_bytes() == b"cfg"
+    finally:
+        server.stop()
+
+
+def test_every_setting_is_documented() -> None:
+    docs = (REPO_ROOT / "docs" / "configuration.md").read_text()
+    for info in describe():
+        assert f"`{info.key}`" in docs, f"{info.key} is not in docs/configuration.md"
+        assert f"`{info.env}`" in docs, f"{info.env} is not in docs/configuration.md"

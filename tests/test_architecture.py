@@ -1,0 +1,66 @@
+"""DESIGN.md's dependency direction, enforced with `ast`: ocispec imports no project code, storage
+only ocispec (boto3 only in its s3 driver), puller only ocispec, registry only ocispec and storage."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = {"ocispec", "storage", "registry", "puller"}
+ALLOWED_PROJECT = {
+    "ocispec": set(),
+    "storage": {"ocispec"},
+    "puller": {"ocispec"},
+    "registry": {"ocispec", "storage"},
+}
+FORBIDDEN_THIRD_PARTY = {
+    "ocispec": {"starlette", "uvicorn", "anyio", "httpx", "requests", "urllib3", "boto3", "botocore", "yaml"},
+    "storage": {"starlette", "uvicorn", "anyio", "httpx", "requests", "urllib3"},
+    "puller": {"starlette", "uvicorn", "anyio", "boto3", "botocore"},
+    "registry": set(),
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def modules(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("package", sorted(PROJECT))
+def test_dependency_direction(package: str) -> None:
+    files = modules(package)
+    assert files, f"{package} has no modules"
+    for path in files:
+        imports = imported_modules(path)
+        wrong = (imports & PROJECT) - ALLOWED_PROJECT[package] - {package}
+        assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}"
+        banned = imports & FORBIDDEN_THIRD_PARTY[package]
+        assert not banned, f"{path.relative_to(ROOT)} imports {sorted(banned)}"
+        if package == "storage" and path.name not in ("s3.py", "s3_writer.py"):
+            assert not imports & {"boto3", "botocore"}, f"{path.relative_to(ROOT)}: boto3 belongs in the s3 driver"
+
+
+def test_nothing_imports_registry_or_puller_outside_tests() -> None:
+    for package in ("ocispec", "storage"):
+        for path in modules(package):
+            assert not imported_modules(path) & {"registry", "puller"}, path
+
+
+def test_modules_stay_small() -> None:
+    for package in sorted(PROJECT):
+        for path in modules(package):
+            lines = len(path.read_text().splitlines())
+            assert lines < 500, f"{path.relative_to(ROOT)} has {lines} lines: split it (DESIGN.md)"
