@@ -1,0 +1,314 @@
+"""`puller`: parse arguments, call the library, print. The only module that prints.
+
+Exit status: 0 ok, 1 other failure, 2 usage, 3 not found, 4 authentication, 5 verification,
+6 network, 7 unsafe content, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from ocispec.errors import OCIValidationError
+
+from . import credentials
+from .auth import Authenticator
+from .client import RegistryClient
+from .config import Config, default_store, load_config
+from .errors import PullError, UsageError
+from .progress import Event, JsonRenderer, PlainRenderer, TtyRenderer, human_size
+from .pull import DEFAULT_JOBS, ensure_image, pull
+from .resolve import parse_platform, parse_ref
+from .store import CREATED, Store
+
+DEFAULT_MAX_UNPACKED = 64 * 1024**3
+
+
+def _size(text: str) -> int:
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+    t = text.strip().lower().rstrip("b").rstrip("i")
+    try:
+        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", metavar="DIR", help="local store root (default $PULLER_STORE, the config's, "
+                        "else ~/.local/share/puller)")
+    common.add_argument("--config", metavar="FILE", help="config file (default $PULLER_CONFIG, else "
+                        "/etc/puller/config.toml overlaid by ~/.config/puller/config.toml)")
+    common.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors and results")
+    common.add_argument("--json", action="store_true", help="JSON output (progress events for fetch)")
+    parser = argparse.ArgumentParser(prog="puller", parents=[common],
+                                     description="Fetch, verify, store and assemble OCI images.")
+    parser.set_defaults(store=None, config=None, quiet=False, json=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, argument_default=argparse.SUPPRESS)
+        for opt in ("--store", "--config"):
+            p.add_argument(opt, metavar=opt.strip("-").upper(), default=argparse.SUPPRESS)
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+        return p
+
+    def fetch_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--platform", default=None, help="os/arch[/variant] (default: this machine's)")
+        p.add_argument("--jobs", "-j", type=int, default=None, help=f"parallel downloads (default {DEFAULT_JOBS})")
+        p.add_argument("--plain-http", action="store_true", default=False, help="talk plain HTTP to the registry")
+
+    p = command("fetch", "fetch an image into the local store")
+    p.add_argument("reference")
+    fetch_options(p)
+    command("images", "list the images in the store")
+    p = command("inspect", "show a stored image's manifest, config and layers")
+    p.add_argument("reference")
+    p = command("rm", "remove images from the store (blobs stay until prune)")
+    p.add_argument("references", nargs="+")
+    command("prune", "delete blobs that no image references")
+    p = command("login", "store credentials for a registry")
+    p.add_argument("host")
+    p.add_argument("-u", "--username", default=None)
+    p.add_argument("-p", "--password", default=None)
+    p.add_argument("--password-stdin", action="store_true", default=False)
+    p.add_argument("--plain-http", action="store_true", default=False)
+    p = command("logout", "forget a registry's credentials")
+    p.add_argument("host")
+    p = command("unpack", "build an image's root filesystem (fetching it first when needed)")
+    p.add_argument("reference")
+    p.add_argument("dest", type=Path)
+    p.add_argument("--bundle", action="store_true", default=False, help="write an OCI runtime bundle")
+    p.add_argument("--max-unpacked-size", type=_size, default=DEFAULT_MAX_UNPACKED, help="refuse layers "
+                   "unpacking to more than this (e.g. 20G)")
+    fetch_options(p)
+    p = command("export", "write a stored image to an archive (fetching it first when needed)")
+    p.add_argument("reference")
+    p.add_argument("output", type=Path)
+    p.add_argument("--format", choices=("oci-archive", "docker-archive"), default="oci-archive")
+    fetch_options(p)
+    return parser
+
+
+class Output:
+    """Where everything goes: results on stdout, progress on stdout (JSON/plain/bars), errors on stderr."""
+
+    def __init__(self, args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+        self.out, self.err, self.args = out, err, args
+        self._lock = threading.Lock()
+        if args.json:
+            self.renderer: Any = JsonRenderer()
+        elif not args.quiet and out.isatty():
+            self.renderer = TtyRenderer()
+        else:
+            self.renderer = PlainRenderer(quiet=args.quiet)
+
+    def emit(self, event: Event) -> None:
+        text = self.renderer.handle(event)
+        if text:
+            with self._lock:
+                self.out.write(text)
+                self.out.flush()
+
+    def warn(self, message: str) -> None:
+        self.emit(Event("warning", {"message": message}))
+
+    def result(self, text: str) -> None:
+        self.out.write(text if text.endswith("\n") else text + "\n")
+
+    def error(self, message: str) -> None:
+        self.err.write(f"puller: {message}\n")
+
+
+class Context:
+    def __init__(self, args: argparse.Namespace, output: Output) -> None:
+        self.args, self.output = args, output
+        self.config: Config = load_config(args.config)
+        root = args.store or os.environ.get("PULLER_STORE") or self.config.store or str(default_store())
+        self._root = Path(root)
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self._root)
+        return self._store
+
+    @property
+    def jobs(self) -> int:
+        jobs = getattr(self.args, "jobs", None) or self.config.jobs or DEFAULT_JOBS
+        if jobs < 1:
+            raise UsageError("--jobs must be at least 1")
+        return jobs
+
+    def client(self, authenticator_overrides: dict[str, credentials.Credentials] | None = None) -> RegistryClient:
+        client = RegistryClient(self.config, plain_http=getattr(self.args, "plain_http", False), jobs=self.jobs)
+        if authenticator_overrides:
+            client.auth = Authenticator(client._token_http, overrides=authenticator_overrides)
+        return client
+
+
+def cmd_fetch(ctx: Context) -> int:
+    ref = parse_ref(ctx.args.reference)
+    pull(ctx.client(), ctx.store, ref, parse_platform(ctx.args.platform), ctx.jobs, ctx.output.emit)
+    return 0
+
+
+def _image_rows(store: Store) -> list[dict[str, Any]]:
+    rows = []
+    for record in store.records():
+        size: int | None = None
+        try:
+            manifest = store.manifest(record.digest)
+            size = sum(d.size for d in getattr(manifest, "blobs", lambda: ())()) + record.descriptor.size
+        except PullError:
+            pass
+        rows.append({"reference": record.reference, "digest": str(record.digest),
+                     "platform": str(record.platform) if record.platform else "", "size": size,
+                     "created": record.descriptor.annotations.get(CREATED, "")})
+    return sorted(rows, key=lambda r: r["reference"])
+
+
+def cmd_images(ctx: Context) -> int:
+    rows = _image_rows(ctx.store)
+    if ctx.args.json:
+        ctx.output.result(json.dumps(rows, indent=2))
+        return 0
+    table = [("REFERENCE", "DIGEST", "PLATFORM", "SIZE", "CREATED")]
+    table += [(r["reference"], r["digest"].split(":")[1][:12], r["platform"],
+               human_size(r["size"]) if r["size"] is not None else "?", r["created"]) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(5)]
+    ctx.output.result("\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table))
+    return 0
+
+
+def cmd_inspect(ctx: Context) -> int:
+    record, manifest, config = ctx.store.image(ctx.args.reference)
+    try:
+        config_obj: Any = json.loads(config)
+    except ValueError:
+        config_obj = None
+    info = {
+        "reference": record.reference, "digest": str(record.digest), "resolved": record.resolved,
+        "mediaType": manifest.media_type, "platform": str(record.platform) if record.platform else None,
+        "created": record.descriptor.annotations.get(CREATED),
+        "size": sum(d.size for d in manifest.blobs()) + len(manifest.raw),
+        "layers": [d.to_json() for d in manifest.layers],
+        "manifest": json.loads(manifest.raw), "config": config_obj,
+    }
+    ctx.output.result(json.dumps(info, indent=2))
+    return 0
+
+
+def cmd_rm(ctx: Context) -> int:
+    for text in ctx.args.references:
+        record = ctx.store.remove(text)
+        if not ctx.args.quiet:
+            ctx.output.result(f"Untagged: {record.reference}")
+    return 0
+
+
+def cmd_prune(ctx: Context) -> int:
+    count, size = ctx.store.prune()
+    ctx.output.result(json.dumps({"deleted": count, "bytes": size}) if ctx.args.json
+                      else f"Deleted {count} blobs, reclaimed {human_size(size)}")
+    return 0
+
+
+def cmd_login(ctx: Context) -> int:
+    host = credentials.normalize_host(ctx.args.host)
+    user, password = ctx.args.username, ctx.args.password
+    if ctx.args.password_stdin:
+        if password:
+            raise UsageError("--password and --password-stdin are exclusive")
+        password = sys.stdin.readline().rstrip("\r\n")
+    if user is None:
+        if not sys.stdin.isatty():
+            raise UsageError("give --username (no terminal to ask on)")
+        user = input("Username: ")
+    if password is None:
+        if not sys.stdin.isatty():
+            raise UsageError("give --password or --password-stdin (no terminal to ask on)")
+        password = getpass.getpass("Password: ")
+    creds = credentials.Credentials(user, password)
+    ctx.client({host: creds}).ping(host)
+    path = credentials.save(host, creds)
+    if not ctx.args.quiet:
+        ctx.output.result(f"Login Succeeded (credentials stored in {path})")
+    return 0
+
+
+def cmd_logout(ctx: Context) -> int:
+    host = credentials.normalize_host(ctx.args.host)
+    removed = credentials.remove(host)
+    if not ctx.args.quiet:
+        ctx.output.result(f"Removed login credentials for {host}" if removed else f"Not logged in to {host}")
+    return 0
+
+
+def _stored_image(ctx: Context) -> Any:
+    ref = parse_ref(ctx.args.reference)
+    return ensure_image(ctx.client, ctx.store, ctx.args.reference, ref, parse_platform(ctx.args.platform),
+                        ctx.jobs, ctx.output.emit)
+
+
+def cmd_unpack(ctx: Context) -> int:
+    try:
+        from .unpack import unpack_image
+    except ImportError:
+        raise PullError("unpack is not available in this build") from None
+    with ctx.store.using():
+        record, manifest, config = _stored_image(ctx)
+        unpack_image(manifest, config, ctx.store.open_blob, ctx.args.dest,
+                     max_unpacked_bytes=ctx.args.max_unpacked_size, bundle=ctx.args.bundle, warn=ctx.output.warn)
+    if not ctx.args.quiet and not ctx.args.json:
+        ctx.output.result(f"Unpacked {record.reference} into {ctx.args.dest}")
+    return 0
+
+
+def cmd_export(ctx: Context) -> int:
+    try:
+        from .export import export_image
+    except ImportError:
+        raise PullError("export is not available in this build") from None
+    with ctx.store.using():
+        record, manifest, config = _stored_image(ctx)
+        export_image(record.reference, manifest.raw, manifest, config, ctx.store.open_blob, ctx.args.output,
+                     ctx.args.format)
+    if not ctx.args.quiet and not ctx.args.json:
+        ctx.output.result(f"Exported {record.reference} to {ctx.args.output} ({ctx.args.format})")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Context], int]] = {
+    "fetch": cmd_fetch, "images": cmd_images, "inspect": cmd_inspect, "rm": cmd_rm, "prune": cmd_prune,
+    "login": cmd_login, "logout": cmd_logout, "unpack": cmd_unpack, "export": cmd_export,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    output = Output(args)
+    try:
+        return COMMANDS[args.command](Context(args, output))
+    except PullError as exc:
+        output.error(exc.message)
+        return exc.exit_code
+    except OCIValidationError as exc:
+        output.error(exc.message)
+        return 5
+    except KeyboardInterrupt:
+        output.error("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 1
+    except OSError as exc:
+        output.error(f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}")
+        return 1

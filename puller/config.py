@@ -1,0 +1,199 @@
+"""The puller's configuration: a TOML file saying, per registry host, where to fetch from.
+
+```toml
+store = "/var/lib/puller"          # optional default for --store
+jobs = 4                           # optional default for --jobs
+
+[network]                          # optional; all keys optional
+retries = 5                        # attempts after the first, per request
+backoff = 0.5                      # first retry delay in seconds, doubled each time (capped at 30)
+connect_timeout = 10
+read_timeout = 60
+
+[hosts."docker.io"]
+mirrors = ["http://central:5000", { url = "https://m2.example", ca_file = "/etc/m2.pem" }]
+fallback = true                    # try docker.io itself after the mirrors (default true)
+
+[hosts."registry.local:5000"]
+insecure = true                    # plain HTTP
+ca_file = "/etc/ssl/local-ca.pem"  # for HTTPS hosts with a private CA
+server = "https://other:443"       # optional: where the host itself is reached
+```
+
+Where it is read from: `--config FILE`, else `$PULLER_CONFIG`, else the system file
+(`/etc/puller/config.toml`) overlaid by the per-user one (`$XDG_CONFIG_HOME/puller/config.toml`,
+default `~/.config/puller/config.toml`); per-user keys win, host tables are merged host by host.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import UsageError
+
+SYSTEM_CONFIG = Path("/etc/puller/config.toml")
+#: Where docker.io itself answers.
+DOCKER_HUB_SERVER = "https://registry-1.docker.io"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One place to send registry requests to: `base` is `scheme://host[:port][/prefix]`.
+
+    `ns` is set on mirrors: the host the reference names, sent as the OCI `ns` query parameter.
+    """
+
+    base: str
+    ns: str | None = None
+    ca_file: str | None = None
+    tls_verify: bool = True
+
+    @property
+    def netloc(self) -> str:
+        return urlsplit(self.base).netloc
+
+    @property
+    def is_mirror(self) -> bool:
+        return self.ns is not None
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    mirrors: tuple[Endpoint, ...] = ()
+    fallback: bool = True
+    insecure: bool = False
+    ca_file: str | None = None
+    tls_verify: bool = True
+    server: str | None = None
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    retries: int = 5
+    backoff: float = 0.5
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class Config:
+    hosts: dict[str, HostConfig] = field(default_factory=dict)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    store: str | None = None
+    jobs: int | None = None
+    sources: tuple[str, ...] = ()
+
+    def endpoints(self, host: str, plain_http: bool = False) -> list[Endpoint]:
+        """Where to fetch `host`'s content from, in order: its mirrors, then (unless the config
+        turns fallback off) the host itself. `plain_http` forces http for the host itself."""
+        hc = self.hosts.get(host, HostConfig())
+        out = list(hc.mirrors)
+        if hc.fallback or not out:
+            if hc.server:
+                base = hc.server.rstrip("/")
+            elif host == "docker.io":
+                base = DOCKER_HUB_SERVER
+            else:
+                base = f"{'http' if (hc.insecure or plain_http) else 'https'}://{host}"
+            if plain_http and base.startswith("https://"):
+                base = "http://" + base[len("https://"):]
+            out.append(Endpoint(base, None, hc.ca_file, hc.tls_verify))
+        return out
+
+
+def default_config_paths() -> list[Path]:
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return [SYSTEM_CONFIG, Path(xdg) / "puller" / "config.toml"]
+
+
+def default_store() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "puller"
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read the configuration (see the module docstring for where from). A missing default file is
+    fine; a missing explicit file or a malformed one raises UsageError."""
+    explicit = path or os.environ.get("PULLER_CONFIG")
+    if explicit:
+        files = [Path(explicit)]
+        if not files[0].is_file():
+            raise UsageError(f"config file {explicit} not found")
+    else:
+        files = [p for p in default_config_paths() if p.is_file()]
+    merged: dict[str, Any] = {}
+    for file in files:
+        try:
+            data = tomllib.loads(file.read_text())
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read config {file}: {exc}") from None
+        hosts = {**merged.get("hosts", {}), **data.get("hosts", {})}
+        merged.update(data)
+        merged["hosts"] = hosts
+    return parse_config(merged, tuple(str(f) for f in files))
+
+
+def _mirror(host: str, item: Any) -> Endpoint:
+    if isinstance(item, str):
+        item = {"url": item}
+    if not isinstance(item, dict) or not isinstance(item.get("url"), str):
+        raise UsageError(f"hosts.{host}.mirrors: each mirror is a URL or a table with url")
+    url = item["url"].rstrip("/")
+    if "://" not in url:
+        url = ("http://" if item.get("insecure") else "https://") + url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"hosts.{host}.mirrors: invalid mirror URL {item['url']!r}")
+    return Endpoint(url, host, item.get("ca_file"), bool(item.get("tls_verify", True)))
+
+
+def _bool(table: dict[str, Any], key: str, default: bool, where: str) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise UsageError(f"{where}.{key} must be true or false")
+    return value
+
+
+def parse_config(data: dict[str, Any], sources: tuple[str, ...] = ()) -> Config:
+    """Build a Config from already-parsed TOML data."""
+    hosts: dict[str, HostConfig] = {}
+    raw_hosts = data.get("hosts", {})
+    if not isinstance(raw_hosts, dict):
+        raise UsageError("hosts must be a table of host tables")
+    for host, table in raw_hosts.items():
+        where = f"hosts.{host}"
+        if not isinstance(table, dict):
+            raise UsageError(f"{where} must be a table")
+        mirrors = table.get("mirrors", [])
+        if not isinstance(mirrors, list):
+            raise UsageError(f"{where}.mirrors must be a list")
+        ca_file = table.get("ca_file")
+        if ca_file is not None and not isinstance(ca_file, str):
+            raise UsageError(f"{where}.ca_file must be a path")
+        server = table.get("server")
+        if server is not None and not isinstance(server, str):
+            raise UsageError(f"{where}.server must be a URL")
+        host_key = "docker.io" if host in ("index.docker.io", "registry-1.docker.io") else host
+        hosts[host_key] = HostConfig(
+            tuple(_mirror(host_key, m) for m in mirrors), _bool(table, "fallback", True, where),
+            _bool(table, "insecure", False, where), ca_file, _bool(table, "tls_verify", True, where), server)
+    net = data.get("network", {})
+    if not isinstance(net, dict):
+        raise UsageError("network must be a table")
+    try:
+        network = NetworkConfig(int(net.get("retries", 5)), float(net.get("backoff", 0.5)),
+                                float(net.get("connect_timeout", 10)), float(net.get("read_timeout", 60)))
+    except (TypeError, ValueError):
+        raise UsageError("network: retries, backoff and timeouts must be numbers") from None
+    jobs = data.get("jobs")
+    if jobs is not None and (not isinstance(jobs, int) or jobs < 1):
+        raise UsageError("jobs must be a positive integer")
+    store = data.get("store")
+    if store is not None and not isinstance(store, str):
+        raise UsageError("store must be a path")
+    return Config(hosts, network, store, jobs, sources)

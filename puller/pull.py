@@ -1,0 +1,168 @@
+"""Fetch orchestration: up-to-date check, resolve, concurrent verified blob downloads, record.
+
+`pull` is what `puller fetch` does; `ensure_image` is what `unpack`/`export` use to get an image
+into the store when it is not there yet.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from ocispec.digest import Digest
+from ocispec.manifest import MAX_MANIFEST_SIZE, Descriptor, ImageManifest
+from ocispec.platform import Platform, match_rank
+from ocispec.reference import Reference
+
+from .client import RegistryClient
+from .errors import NotFound, PullError, VerificationError
+from .progress import Emit, Event
+from .resolve import Resolved, resolve
+from .store import ImageRecord, Store
+
+DEFAULT_JOBS = 4
+
+
+class _Cancelled(Exception):
+    """Raised inside a download when a sibling download failed."""
+
+
+@dataclass(frozen=True)
+class PullResult:
+    reference: str
+    digest: Digest
+    manifest: ImageManifest
+    up_to_date: bool
+    downloaded: int
+
+
+def _config_info(raw: bytes) -> tuple[Platform | None, str | None]:
+    """Platform and creation time from an image config (None for what it does not say)."""
+    try:
+        obj: Any = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    if not isinstance(obj, dict):
+        return None, None
+    platform = None
+    if isinstance(obj.get("os"), str) and isinstance(obj.get("architecture"), str):
+        platform = Platform(obj["os"], obj["architecture"], str(obj.get("variant") or ""))
+    created = obj.get("created") if isinstance(obj.get("created"), str) else None
+    return platform, created
+
+
+def _up_to_date(client: RegistryClient, store: Store, ref: Reference, platform: Platform) -> ImageRecord | None:
+    """The stored record when the reference still resolves (HEAD) to what is stored, completely."""
+    try:
+        record = store.find(str(ref))
+    except NotFound:
+        return None
+    if record.reference != str(ref):
+        return None
+    if record.resolved != str(record.digest) and record.platform is not None:
+        if match_rank(platform, record.platform) is None:
+            return None  # stored from an index for another platform
+    try:
+        manifest = store.manifest(record.digest)
+    except (NotFound, VerificationError):
+        return None
+    if not isinstance(manifest, ImageManifest) or not store.is_complete(manifest):
+        return None
+    current = ref.digest or client.head_manifest(ref)
+    return record if current is not None and str(current) == record.resolved else None
+
+
+def _download(client: RegistryClient, store: Store, resolved: Resolved, desc: Descriptor, role: str,
+              emit: Emit, cancel: threading.Event) -> int:
+    """Fetch one blob into the store unless it is there; returns the bytes downloaded."""
+    digest = str(desc.digest)
+    if store.has_blob(desc):
+        emit(Event("blob-exists", {"digest": digest, "size": desc.size, "role": role}))
+        return 0
+    on_wait = lambda: emit(Event("blob-wait", {"digest": digest, "size": desc.size, "role": role}))  # noqa: E731
+    with store.ingest(desc, on_wait) as ingest:
+        if ingest is None:
+            emit(Event("blob-exists", {"digest": digest, "size": desc.size, "role": role}))
+            return 0
+        start = ingest.offset
+        emit(Event("blob-start", {"digest": digest, "size": desc.size, "role": role, "offset": start}))
+
+        def progress(done: int) -> None:
+            if cancel.is_set():
+                raise _Cancelled()
+            emit(Event("blob-progress", {"digest": digest, "done": done, "size": desc.size}))
+
+        client.fetch_blob(resolved.ref, desc, ingest, progress, prefer=resolved.endpoint)
+        emit(Event("blob-done", {"digest": digest, "size": desc.size, "role": role}))
+        return desc.size - start
+
+
+def _download_all(client: RegistryClient, store: Store, resolved: Resolved, jobs: int, emit: Emit) -> int:
+    manifest = resolved.manifest
+    todo: dict[Digest, tuple[Descriptor, str]] = {manifest.config.digest: (manifest.config, "config")}
+    for layer in manifest.layers:
+        todo.setdefault(layer.digest, (layer, "layer"))
+    cancel = threading.Event()
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="puller-fetch") as pool:
+        futures = [pool.submit(_download, client, store, resolved, d, role, emit, cancel) for d, role in todo.values()]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in done if f.exception() is not None]
+        if failed:
+            cancel.set()
+            for future in pending:
+                future.cancel()
+            wait(pending)
+            errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()]
+            first = next((e for e in errors if not isinstance(e, _Cancelled)), errors[0])
+            raise first  # type: ignore[misc]
+        return sum(f.result() for f in futures)
+
+
+def pull(client: RegistryClient, store: Store, ref: Reference, platform: Platform,
+         jobs: int = DEFAULT_JOBS, emit: Emit = lambda e: None) -> PullResult:
+    """Bring `ref` (for `platform`) into `store`, verified; a no-op when it is up to date."""
+    started = time.monotonic()
+    key = str(ref)
+    with store.using():
+        record = _up_to_date(client, store, ref, platform)
+        if record is not None:
+            manifest = store.manifest(record.digest)
+            assert isinstance(manifest, ImageManifest)
+            emit(Event("up-to-date", {"reference": key, "digest": str(record.digest)}))
+            return PullResult(key, record.digest, manifest, True, 0)
+        resolved = resolve(client, ref, platform)
+        manifest = resolved.manifest
+        if manifest.config.size > MAX_MANIFEST_SIZE:
+            raise VerificationError(f"{ref}: config of {manifest.config.size} bytes refused (limit {MAX_MANIFEST_SIZE})")
+        total = sum(d.size for d in manifest.blobs())
+        emit(Event("resolved", {"reference": key, "digest": str(resolved.descriptor.digest),
+                                "platform": str(resolved.descriptor.platform or platform),
+                                "layers": len(manifest.layers), "size": total}))
+        downloaded = _download_all(client, store, resolved, jobs, emit)
+        store.put_blob(manifest.raw, resolved.descriptor.digest)
+        config_platform, created = _config_info(store.read_blob(manifest.config.digest))
+        desc = Descriptor(manifest.media_type, resolved.descriptor.digest, len(manifest.raw),
+                          platform=resolved.descriptor.platform or config_platform)
+        store.set_image(key, desc, resolved.top_digest, created)
+    emit(Event("done", {"reference": key, "digest": str(desc.digest), "downloaded": downloaded,
+                        "elapsed": round(time.monotonic() - started, 3)}))
+    return PullResult(key, desc.digest, manifest, False, downloaded)
+
+
+def ensure_image(client_factory: Any, store: Store, ref_text: str, ref: Reference, platform: Platform,
+                 jobs: int, emit: Emit) -> tuple[ImageRecord, ImageManifest, bytes]:
+    """The stored image for `ref_text`, fetching it first when the store does not have it."""
+    try:
+        record, manifest, config = store.image(ref_text)
+        if store.is_complete(manifest):
+            return record, manifest, config
+    except NotFound:
+        pass
+    except PullError:
+        raise
+    pull(client_factory(), store, ref, platform, jobs, emit)
+    return store.image(str(ref))
