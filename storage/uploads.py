@@ -148,8 +148,9 @@ class UploadStore:
         DigestInvalid is raised."""
         status = self.status(repository, upload_id)
         data_key = paths.upload_data(repository, upload_id)
-        if status.size == 0:
-            self.driver.put(data_key, b"")  # an empty blob still needs an object to adopt
+        # Finish the appended object (on S3: complete the multipart upload; on disk: fsync), so it
+        # can be read back for hashing and moved; an empty upload becomes an empty object.
+        self.driver.writer(data_key, append=True).commit()
         try:
             if expected_size is not None and expected_size != status.size:
                 raise SizeInvalid(f"upload has {status.size} bytes, expected {expected_size}")
