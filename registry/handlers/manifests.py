@@ -8,6 +8,7 @@ from starlette.responses import Response
 from ocispec.digest import Digest
 from ocispec.errors import ErrorCode
 from ocispec.reference import is_tag, validate_tag
+from storage.manifests import StoredManifest
 
 from ..context import context
 from ..errors import RegistryError
@@ -47,7 +48,7 @@ async def get_manifest(request: Request) -> Response:
     repo = repository(request)
     tag, digest = _reference(request)
 
-    def load():  # type: ignore[no-untyped-def]
+    def load() -> StoredManifest:
         return repo.manifests.get(digest if digest is not None else repo.tags.resolve(tag or ""))
 
     stored = await run(load)

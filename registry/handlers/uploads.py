@@ -13,7 +13,7 @@ from ocispec.errors import ErrorCode, OCIValidationError
 from ocispec.reference import validate_repository_name
 from storage.errors import UploadRangeInvalid
 from storage.repository import Repository
-from storage.uploads import UploadSession
+from storage.uploads import UploadSession, UploadStore
 
 from ..access import PULL, Access
 from ..context import context
@@ -104,7 +104,7 @@ async def _monolithic(request: Request, repo: Repository, digest: Digest) -> Res
     return _created(repo.name, digest)
 
 
-def _cancel_quietly(uploads, name: str, upload_id: str) -> None:  # type: ignore[no-untyped-def]
+def _cancel_quietly(uploads: UploadStore, name: str, upload_id: str) -> None:
     try:
         uploads.cancel(name, upload_id)
     except Exception:  # noqa: BLE001 - already gone or storage down: the purge job catches debris

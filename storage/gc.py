@@ -1,0 +1,77 @@
+"""Garbage collection: mark every blob a manifest of any repository needs, sweep the rest.
+
+Marking reads only the tree (revisions, their manifests, referrer entries); sweeping removes CAS
+entries nobody marked and the repository links that pointed at them. A blob younger than
+`grace_seconds` is never swept, so a push in flight (blobs uploaded, manifest not yet put) keeps
+its blobs even though no manifest names them yet.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ocispec.digest import Digest
+from ocispec.errors import OCIValidationError
+from ocispec.manifest import ImageManifest, parse_manifest
+
+from . import paths
+from .errors import BlobUnknown, PathNotFound
+from .links import delete_quietly
+from .repository import Storage
+
+
+@dataclass
+class GcReport:
+    marked: int = 0
+    swept: list[Digest] = field(default_factory=list)
+    unlinked: int = 0
+    bytes_freed: int = 0
+
+
+def mark(storage: Storage) -> set[Digest]:
+    """Every digest still in use: manifests (all revisions) and the blobs image manifests name."""
+    live: set[Digest] = set()
+    for name in storage.repositories():
+        manifests = storage.repository(name).manifests
+        for digest in manifests.revisions():
+            live.add(digest)
+            try:
+                parsed = parse_manifest(storage.blobs.read(digest))
+            except (BlobUnknown, OCIValidationError):
+                continue  # a revision whose bytes are gone or unreadable keeps nothing else alive
+            if isinstance(parsed, ImageManifest):
+                live.update(d.digest for d in parsed.blobs())
+    return live
+
+
+def collect(storage: Storage, grace_seconds: float = 3600.0, dry_run: bool = False,
+            now: float | None = None) -> GcReport:
+    report = GcReport()
+    live = mark(storage)
+    report.marked = len(live)
+    cutoff = (now or time.time()) - grace_seconds
+    driver = storage.driver
+    for info in list(driver.walk(paths.BLOBS)):
+        parts = info.key.split("/")
+        if len(parts) < 6 or parts[-1] != "data":
+            continue
+        digest = paths.digest_from_link_parts(parts[-4], parts[-2])
+        if digest is None or digest in live or info.modified > cutoff:
+            continue
+        report.swept.append(digest)
+        report.bytes_freed += info.size
+        if not dry_run:
+            storage.blobs.delete(digest)
+    swept = set(report.swept)
+    if swept:
+        for name in storage.all_repository_dirs():
+            for digest in storage.repository(name).blobs.linked():
+                if digest in swept:
+                    report.unlinked += 1
+                    if not dry_run:
+                        try:
+                            delete_quietly(driver, paths.layer_link(name, digest).rsplit("/", 1)[0])
+                        except PathNotFound:
+                            pass
+    return report
