@@ -323,7 +323,7 @@ class RegistryClient:
                                         f"descriptor says {desc.size}; refused")
             progress(sink.offset)
             while True:
-                chunk = response.read(CHUNK)
+                chunk = response.read1(CHUNK)  # what has arrived: a stall loses nothing already received
                 if not chunk:
                     break
                 sink.write(chunk)

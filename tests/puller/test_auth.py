@@ -1,0 +1,155 @@
+"""Authentication: the bearer-token flow against a test token server, Basic auth, credentials from
+Docker's config.json / containers' auth.json / credential helpers, login and logout, and
+credentials never following a redirect to another host."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+from pathlib import Path
+
+import httpx
+
+from tests.support import images as im
+from tests.support.servers import RunningServer
+
+from .conftest import PullerRunner, verify_store
+from .proxy import ProxyConfig
+from .registry_push import push_image
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_token_flow_anonymous_and_with_credentials(upstream: RunningServer, http: httpx.Client, repo: str,
+                                                    make_proxy: object, puller: PullerRunner) -> None:
+    public, private = f"{repo}/public", f"{repo}/private"
+    push_image(http, upstream.url, public, im.simple_image("pub"), "v1")
+    push_image(http, upstream.url, private, im.simple_image("priv"), "v1")
+    proxy = make_proxy(ProxyConfig(token_auth=True, users={"alice": "s3cret"}, public={public}))  # type: ignore[operator]
+
+    puller.ok("fetch", "--plain-http", f"{proxy.hostport}/{public}:v1")
+    scopes = {s for r in proxy.token_requests for s in r.query.get("scope", [])}
+    assert scopes == {f"repository:{public}:pull"}
+    assert all("Authorization" not in r.headers for r in proxy.token_requests)  # anonymous
+
+    denied = puller.run("fetch", "--plain-http", f"{proxy.hostport}/{private}:v1")
+    assert denied.returncode == 4 and len(denied.stderr.splitlines()) == 1
+
+    auth_file = puller.home / "auth.json"
+    env = {"REGISTRY_AUTH_FILE": str(auth_file)}
+    bad = puller.run("login", "--plain-http", "-u", "alice", "-p", "wrong", proxy.hostport, env=env)
+    assert bad.returncode == 4 and not auth_file.exists()
+    puller.ok("login", "--plain-http", "-u", "alice", "--password-stdin", proxy.hostport, input="s3cret\n", env=env)
+    saved = json.loads(auth_file.read_text())
+    assert saved == {"auths": {proxy.hostport: {"auth": b64("alice:s3cret")}}}
+    assert stat.S_IMODE(auth_file.stat().st_mode) == 0o600
+
+    before = len(proxy.token_requests)
+    puller.ok("fetch", "--plain-http", f"{proxy.hostport}/{private}:v1", env=env)
+    token_request = proxy.token_requests[before]
+    assert token_request.headers["Authorization"] == "Basic " + b64("alice:s3cret")
+    assert token_request.query["service"] == ["test-proxy"]
+    # The registry itself only ever saw the bearer token, never the password.
+    assert not any(r.headers.get("Authorization", "").startswith("Basic") for r in proxy.requests if r.path != "/token")
+
+    assert "Removed" in puller.ok("logout", proxy.hostport, env=env).stdout
+    assert json.loads(auth_file.read_text()) == {"auths": {}}
+    assert "Not logged in" in puller.ok("logout", proxy.hostport, env=env).stdout
+    puller.ok("rm", f"{proxy.hostport}/{private}:v1")
+    assert puller.run("fetch", "--plain-http", f"{proxy.hostport}/{private}:v1", env=env).returncode == 4
+
+
+def test_basic_auth_from_docker_config(upstream: RunningServer, http: httpx.Client, repo: str,
+                                       make_proxy: object, puller: PullerRunner) -> None:
+    push_image(http, upstream.url, repo, im.simple_image("basic"), "v1")
+    proxy = make_proxy(ProxyConfig(basic_auth=True, users={"bob": "pw"}))  # type: ignore[operator]
+    ref = f"{proxy.hostport}/{repo}:v1"
+    assert puller.run("fetch", "--plain-http", ref).returncode == 4
+    docker_dir = puller.home / ".docker"
+    docker_dir.mkdir()
+    (docker_dir / "config.json").write_text(json.dumps({
+        "auths": {f"http://{proxy.hostport}/v1/": {"username": "bob", "password": "pw"}},
+        "HttpHeaders": {"User-Agent": "kept"}}))
+    puller.ok("fetch", "--plain-http", ref)
+    # login/logout keep the rest of Docker's file and use its key format for docker.io.
+    puller.ok("login", "--plain-http", "-u", "bob", "-p", "pw", proxy.hostport)
+    data = json.loads((docker_dir / "config.json").read_text())
+    assert data["HttpHeaders"] == {"User-Agent": "kept"}
+    assert data["auths"] == {proxy.hostport: {"auth": b64("bob:pw")}}
+    puller.ok("logout", proxy.hostport)
+    assert json.loads((docker_dir / "config.json").read_text())["auths"] == {}
+
+
+def _fake_helper(bin_dir: Path, name: str, store_file: Path) -> None:
+    """A `docker-credential-<name>` keeping credentials in a JSON file, speaking the helper protocol."""
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / f"docker-credential-{name}"
+    script.write_text(f"""#!{os.sys.executable}
+import json, sys
+path = {str(store_file)!r}
+try:
+    data = json.load(open(path))
+except FileNotFoundError:
+    data = {{}}
+action, payload = sys.argv[1], sys.stdin.read()
+if action == "get":
+    entry = data.get(payload.strip())
+    if not entry:
+        print("credentials not found in native keychain"); sys.exit(1)
+    print(json.dumps({{"ServerURL": payload.strip(), **entry}}))
+elif action == "store":
+    obj = json.loads(payload)
+    data[obj["ServerURL"]] = {{"Username": obj["Username"], "Secret": obj["Secret"]}}
+    json.dump(data, open(path, "w"))
+elif action == "erase":
+    data.pop(payload.strip(), None)
+    json.dump(data, open(path, "w"))
+""")
+    script.chmod(0o755)
+
+
+def test_credential_helpers(upstream: RunningServer, http: httpx.Client, repo: str,
+                            make_proxy: object, puller: PullerRunner) -> None:
+    push_image(http, upstream.url, repo, im.simple_image("helper"), "v1")
+    proxy = make_proxy(ProxyConfig(token_auth=True, users={"carol": "pw"}))  # type: ignore[operator]
+    bin_dir, keychain = puller.home / "bin", puller.home / "keychain.json"
+    _fake_helper(bin_dir, "fake", keychain)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    docker_dir = puller.home / ".docker"
+    docker_dir.mkdir()
+    config = docker_dir / "config.json"
+    # credHelpers for this host: login stores through the helper, the file keeps an empty entry.
+    config.write_text(json.dumps({"credHelpers": {proxy.hostport: "fake"}}))
+    puller.ok("login", "--plain-http", "-u", "carol", "-p", "pw", proxy.hostport, env=env)
+    assert json.loads(keychain.read_text()) == {proxy.hostport: {"Username": "carol", "Secret": "pw"}}
+    assert "pw" not in config.read_text()
+    puller.ok("fetch", "--plain-http", f"{proxy.hostport}/{repo}:v1", env=env)
+    # credsStore for every host.
+    config.write_text(json.dumps({"credsStore": "fake", "auths": {}}))
+    puller.ok("rm", f"{proxy.hostport}/{repo}:v1")
+    puller.ok("fetch", "--plain-http", f"{proxy.hostport}/{repo}:v1", env=env)
+    puller.ok("logout", proxy.hostport, env=env)
+    assert json.loads(keychain.read_text()) == {}
+    puller.ok("rm", f"{proxy.hostport}/{repo}:v1")
+    assert puller.run("fetch", "--plain-http", f"{proxy.hostport}/{repo}:v1", env=env).returncode == 4
+
+
+def test_redirect_to_another_host_drops_credentials(upstream: RunningServer, http: httpx.Client, repo: str,
+                                                    make_proxy: object, puller: PullerRunner) -> None:
+    image = im.simple_image("redirect", layer_count=3)
+    push_image(http, upstream.url, repo, image, "v1")
+    storage = make_proxy(host="localhost")  # type: ignore[operator]  # "another host": a different netloc
+    registry = make_proxy(ProxyConfig(basic_auth=True, users={"dave": "pw"},  # type: ignore[operator]
+                                      redirect_blobs_to=storage.url))
+    auth_file = puller.home / "auth.json"
+    auth_file.write_text(json.dumps({"auths": {registry.hostport: {"auth": b64("dave:pw")}}}))
+    puller.ok("fetch", "--plain-http", f"{registry.hostport}/{repo}:v1", env={"REGISTRY_AUTH_FILE": str(auth_file)})
+    blob_gets = [r for r in storage.requests if "/blobs/" in r.path]
+    assert len(blob_gets) == len(image.blobs())
+    assert all("Authorization" not in r.headers for r in blob_gets)
+    assert any(r.headers.get("Authorization", "").startswith("Basic") for r in registry.requests)
+    verify_store(puller.store)
