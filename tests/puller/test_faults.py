@@ -4,7 +4,6 @@ failures are retried, interrupted downloads resume with Range (also after the pr
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import time
