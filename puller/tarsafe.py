@@ -1,0 +1,538 @@
+"""Applying tar layer entries to a root directory without ever touching anything outside it.
+
+Every path is resolved one component at a time from a file descriptor of the root, with
+`O_NOFOLLOW` on each step; no path string is ever handed to the kernel to resolve on its own. A
+symlink met in the *parent* part of a name is followed the way the kernel would follow it inside a
+chroot (an absolute target restarts at the root), except that a `..` which would climb above the
+root is refused instead of being clamped. The last component of a name is never followed: whatever
+is there (file, symlink, directory) is replaced, not written through.
+
+Semantics follow the OCI image-spec layer rules as `umoci unpack` implements them: entries replace
+what is at their path unless both are directories; whiteouts (`.wh.<name>`) and opaque markers
+(`.wh..wh..opq`) only remove what lower layers left (paths this layer created or passed through are
+kept); the parent directory's times are put back after an entry changed it, so a directory ends
+with the mtime its own header gave it, whatever was added to it afterwards.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import tarfile
+from decimal import Decimal, InvalidOperation
+from typing import BinaryIO, Callable
+
+from .errors import UnsafeContent, VerificationError
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+XATTR_PAX_PREFIX = "SCHILY.xattr."
+#: Never restored from a layer (a label of the machine that built it, meaningless here); as umoci.
+IGNORED_XATTRS = frozenset({"security.selinux"})
+MAX_SYMLINK_HOPS = 40
+COPY_CHUNK = 1 << 20
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_XATTR_SOFT_ERRNOS = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES})
+
+Real = tuple[str, ...]  # a path below the root with every component a real directory (no symlinks)
+
+
+class LayerFormatError(VerificationError):
+    """A layer entry that cannot be applied: a missing hardlink target, a file used as a directory."""
+
+
+def split_name(name: str, what: str = "name") -> tuple[str, ...]:
+    """The components of a member name. Absolute names and any `..` are refused outright."""
+    if name.startswith("/"):
+        raise UnsafeContent(f"absolute {what} {name!r}")
+    comps = tuple(c for c in name.split("/") if c not in ("", "."))
+    if ".." in comps:
+        raise UnsafeContent(f"{what} {name!r} contains '..'")
+    return comps
+
+
+def _times(member: tarfile.TarInfo) -> tuple[int, int]:
+    """(atime_ns, mtime_ns); PAX times keep their nanoseconds."""
+    mtime = _pax_time(member.pax_headers.get("mtime"))
+    if mtime is None:
+        mtime = int(member.mtime) * 1_000_000_000
+    atime = _pax_time(member.pax_headers.get("atime"))
+    return (mtime if atime is None else atime), mtime
+
+
+def _pax_time(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        return int(Decimal(text) * 1_000_000_000)
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def _xattrs(member: tarfile.TarInfo) -> dict[str, bytes]:
+    return {
+        key[len(XATTR_PAX_PREFIX):]: value.encode("utf-8", "surrogateescape")
+        for key, value in member.pax_headers.items()
+        if key.startswith(XATTR_PAX_PREFIX)
+    }
+
+
+def _kind(member: tarfile.TarInfo) -> str | None:
+    if member.isreg():
+        return "file"
+    if member.isdir():
+        return "dir"
+    if member.issym():
+        return "symlink"
+    if member.islnk():
+        return "hardlink"
+    if member.isfifo():
+        return "fifo"
+    if member.ischr():
+        return "chardev"
+    if member.isblk():
+        return "blockdev"
+    return None
+
+
+class RootTree:
+    """A root directory that layer entries are applied to. Not thread-safe; one per unpack."""
+
+    def __init__(self, path: str | os.PathLike[str], *, privileged: bool, warn: Callable[[str], None]) -> None:
+        self.path = os.fspath(path)
+        self.root_fd = os.open(self.path, _DIR_FLAGS)
+        self.privileged = privileged
+        self.warn = warn
+        self.skipped_devices: list[str] = []
+        # Per layer: directory times to put back at the layer's end, and the paths this layer
+        # created or passed through (what whiteouts must keep).
+        self._dir_times: dict[Real, tuple[int, int]] = {}
+        self._upper: set[Real] = set()
+        # Unprivileged only: directories stay u+rwx until the very end so later layers can still
+        # write and delete in them; their real modes are applied by finish().
+        self._final_modes: dict[Real, int] = {}
+        self._cache: tuple[tuple[str, ...], int, Real] | None = None
+        self._warned: set[str] = set()
+        self._acl_defaults = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._drop_cache()
+        if self.root_fd >= 0:
+            os.close(self.root_fd)
+            self.root_fd = -1
+
+    def begin_layer(self) -> None:
+        self._upper = set()
+        self._dir_times = {}
+        self.skipped_devices = []
+
+    def end_layer(self) -> None:
+        """Put back the times of every directory this layer changed, deepest first."""
+        self._drop_cache()
+        for real in sorted(self._dir_times, key=len, reverse=True):
+            fd = self._open_real(real)
+            if fd is None:
+                continue
+            try:
+                os.utime(fd, ns=self._dir_times[real])
+            finally:
+                os.close(fd)
+        self._dir_times = {}
+        self._upper = set()
+
+    def finish(self) -> None:
+        """Apply the directory modes deferred while unprivileged."""
+        for real in sorted(self._final_modes, key=len, reverse=True):
+            fd = self._open_real(real)
+            if fd is None:
+                continue
+            try:
+                os.fchmod(fd, self._final_modes[real])
+            finally:
+                os.close(fd)
+        self._final_modes = {}
+
+    # -- entries ----------------------------------------------------------------------------
+
+    def apply(self, member: tarfile.TarInfo, data: BinaryIO | None) -> None:
+        """Apply one tar member (`data` is the member's content for regular files)."""
+        comps = split_name(member.name)
+        if not comps:
+            self._apply_root(member)
+            return
+        base = comps[-1]
+        if base.startswith(WHITEOUT_PREFIX):
+            self._whiteout(comps)
+            return
+        kind = _kind(member)
+        if kind is None:
+            self._warn_once(f"type:{member.type!r}", f"skipping tar entries of unsupported type {member.type!r} "
+                                                     f"(first: {member.name!r})")
+            return
+        link_comps = split_name(member.linkname, "hardlink target") if kind == "hardlink" else ()
+        if kind == "hardlink" and not link_comps:
+            raise UnsafeContent("hardlink to the root directory")
+        if kind in ("chardev", "blockdev") and not self.privileged:
+            self.skipped_devices.append(member.name)
+            return
+
+        dir_fd, parent = self._parent(comps[:-1])
+        real = parent + (base,)
+        self._touch(parent, dir_fd)
+        existing = self._lstat(dir_fd, base)
+        keep_dir = existing is not None and stat.S_ISDIR(existing.st_mode) and kind == "dir"
+        # Anything but a new file or node may change how later names resolve: forget the cached
+        # parent once this entry is done (not before: dir_fd is that cached descriptor).
+        structural = kind in ("dir", "symlink") or (existing is not None and not keep_dir)
+        try:
+            if existing is not None and not keep_dir:
+                self._remove(dir_fd, base, real, existing)
+            self._create(dir_fd, base, real, kind, member, data, link_comps, existed=keep_dir)
+        except BaseException:
+            self._drop_cache()
+            raise
+        if structural:
+            self._drop_cache()
+        for i in range(len(real), 0, -1):
+            if real[:i] in self._upper:
+                break
+            self._upper.add(real[:i])
+
+    def _create(self, dir_fd: int, base: str, real: Real, kind: str, member: tarfile.TarInfo,
+                data: BinaryIO | None, link_comps: tuple[str, ...], *, existed: bool) -> None:
+        if kind == "file":
+            self._make_file(dir_fd, base, member, data)
+        elif kind == "dir":
+            self._make_dir(dir_fd, base, real, member, existed=existed)
+        elif kind == "symlink":
+            os.symlink(member.linkname, base, dir_fd=dir_fd)
+            self._node_metadata(dir_fd, base, real, member, chmod=False)
+        elif kind == "hardlink":
+            self._make_hardlink(dir_fd, base, link_comps, member.linkname)
+        else:
+            if kind == "fifo":
+                os.mkfifo(base, 0o600, dir_fd=dir_fd)
+            else:
+                kind_bit = stat.S_IFCHR if kind == "chardev" else stat.S_IFBLK
+                try:
+                    os.mknod(base, kind_bit | 0o600, os.makedev(member.devmajor, member.devminor), dir_fd=dir_fd)
+                except PermissionError:  # root without CAP_MKNOD (a user namespace, a container)
+                    self.skipped_devices.append(member.name)
+                    return
+            self._node_metadata(dir_fd, base, real, member, chmod=True)
+
+    def _apply_root(self, member: tarfile.TarInfo) -> None:
+        if not member.isdir():
+            raise UnsafeContent("entry would replace the root directory with a non-directory")
+        fd = os.dup(self.root_fd)
+        try:
+            self._fd_metadata(fd, (), member, is_dir=True, clear=True)
+        finally:
+            os.close(fd)
+
+    def _make_file(self, dir_fd: int, base: str, member: tarfile.TarInfo, data: BinaryIO | None) -> None:
+        fd = os.open(base, _NEW_FILE_FLAGS, 0o600, dir_fd=dir_fd)
+        try:
+            if data is not None and member.size:
+                with open(fd, "wb", closefd=False) as out:
+                    shutil.copyfileobj(data, out, COPY_CHUNK)
+            self._fd_metadata(fd, None, member, is_dir=False, clear=self._acl_defaults)
+        finally:
+            os.close(fd)
+
+    def _make_dir(self, dir_fd: int, base: str, real: Real, member: tarfile.TarInfo, *, existed: bool) -> None:
+        if not existed:
+            os.mkdir(base, 0o700, dir_fd=dir_fd)
+        fd = os.open(base, _DIR_FLAGS, dir_fd=dir_fd)
+        try:
+            self._fd_metadata(fd, real, member, is_dir=True, clear=existed or self._acl_defaults)
+        finally:
+            os.close(fd)
+
+    def _make_hardlink(self, dir_fd: int, base: str, target: tuple[str, ...], linkname: str) -> None:
+        found = self._walk(target[:-1], create=False, what=f"hardlink target {linkname!r}")
+        if found is None:
+            raise LayerFormatError(f"hardlink target {linkname!r} does not exist")
+        target_dir, _ = found
+        try:
+            st = self._lstat(target_dir, target[-1])
+            if st is None:
+                raise LayerFormatError(f"hardlink target {linkname!r} does not exist")
+            if stat.S_ISDIR(st.st_mode):
+                raise LayerFormatError(f"hardlink target {linkname!r} is a directory")
+            os.link(target[-1], base, src_dir_fd=target_dir, dst_dir_fd=dir_fd, follow_symlinks=False)
+        finally:
+            os.close(target_dir)
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    def _fd_metadata(self, fd: int, real: Real | None, member: tarfile.TarInfo, *, is_dir: bool, clear: bool) -> None:
+        """Owner, mode, xattrs and times through an open descriptor (regular files, directories)."""
+        if self.privileged:
+            os.fchown(fd, member.uid, member.gid)  # before chmod: chown clears setuid/setgid
+        mode = member.mode & 0o7777
+        if is_dir and not self.privileged:
+            assert real is not None
+            self._final_modes[real] = mode
+            mode |= 0o700
+        os.fchmod(fd, mode)
+        self._set_xattrs(fd, member, clear)
+        times = _times(member)
+        os.utime(fd, ns=times)
+        if is_dir:
+            assert real is not None
+            self._dir_times[real] = times
+
+    def _node_metadata(self, dir_fd: int, base: str, real: Real, member: tarfile.TarInfo, *, chmod: bool) -> None:
+        """The same for symlinks, fifos and devices, by name relative to their directory's fd."""
+        if self.privileged:
+            os.chown(base, member.uid, member.gid, dir_fd=dir_fd, follow_symlinks=False)
+        if chmod:  # only for nodes we just created (never symlinks), so following is harmless
+            os.chmod(base, member.mode & 0o7777, dir_fd=dir_fd)
+        # xattr calls take no dir_fd; `real` is free of symlinks and nobody else writes here.
+        self._set_xattrs(os.path.join(self.path, *real), member, self._acl_defaults)
+        os.utime(base, ns=_times(member), dir_fd=dir_fd, follow_symlinks=False)
+
+    def _set_xattrs(self, target: int | str, member: tarfile.TarInfo, clear: bool) -> None:
+        wanted = _xattrs(member)
+        nofollow = {} if isinstance(target, int) else {"follow_symlinks": False}
+        if clear:
+            try:
+                present = os.listxattr(target, **nofollow)
+            except OSError as exc:
+                if exc.errno not in _XATTR_SOFT_ERRNOS:
+                    raise
+                present = []
+            for name in present:
+                if name not in wanted and name not in IGNORED_XATTRS:
+                    try:
+                        os.removexattr(target, name, **nofollow)
+                    except OSError as exc:
+                        if exc.errno not in _XATTR_SOFT_ERRNOS and exc.errno != errno.ENODATA:
+                            raise
+        for name, value in wanted.items():
+            if name in IGNORED_XATTRS:
+                self._warn_once(f"xattr:{name}", f"ignoring xattr {name} (first on {member.name!r})")
+                continue
+            try:
+                os.setxattr(target, name, value, **nofollow)
+            except OSError as exc:
+                if exc.errno not in _XATTR_SOFT_ERRNOS:
+                    raise
+                self._warn_once(f"xattr:{name}:{exc.errno}",
+                                f"could not set xattr {name} on {member.name!r}: {exc.strerror} "
+                                "(further such failures are not reported)")
+                continue
+            if name == "system.posix_acl_default":
+                self._acl_defaults = True  # children now inherit ACLs their headers may not have
+
+    # -- whiteouts ---------------------------------------------------------------------------
+
+    def _whiteout(self, comps: tuple[str, ...]) -> None:
+        base = comps[-1]
+        if base == OPAQUE_MARKER:
+            victim = None
+        elif base.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
+            return  # other .wh..wh.* names are aufs bookkeeping, not whiteouts
+        else:
+            victim = base[len(WHITEOUT_PREFIX):]
+            if victim in ("", ".", ".."):
+                raise UnsafeContent(f"whiteout {base!r} does not name an entry of its directory")
+        found = self._walk(comps[:-1], create=False, what="whiteout")
+        if found is None:
+            return  # its directory is not there: nothing to hide
+        dir_fd, parent = found
+        self._drop_cache()
+        try:
+            if victim is None:
+                self._touch(parent, dir_fd)
+                for child in os.listdir(dir_fd):
+                    self._purge(dir_fd, child, parent + (child,))
+            elif self._lstat(dir_fd, victim) is not None:
+                self._touch(parent, dir_fd)
+                self._purge(dir_fd, victim, parent + (victim,))
+        finally:
+            os.close(dir_fd)
+
+    def _purge(self, dir_fd: int, name: str, real: Real) -> None:
+        """Remove what lower layers put at `real`, keeping whatever this layer created below it."""
+        st = self._lstat(dir_fd, name)
+        if st is None:
+            return
+        if real not in self._upper:
+            self._remove(dir_fd, name, real, st)
+            return
+        if stat.S_ISDIR(st.st_mode):
+            fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+            try:
+                children = os.listdir(fd)
+                if any(real + (child,) not in self._upper for child in children):
+                    self._touch(real, fd)
+                for child in children:
+                    self._purge(fd, child, real + (child,))
+            finally:
+                os.close(fd)
+
+    def _remove(self, dir_fd: int, name: str, real: Real, st: os.stat_result) -> None:
+        """Remove one entry (a directory with all it holds). Callers drop the parent cache."""
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(name, dir_fd=dir_fd)  # fd-based, never follows symlinks
+            self._forget(real)
+        else:
+            os.unlink(name, dir_fd=dir_fd)
+
+    def _forget(self, real: Real) -> None:
+        n = len(real)
+        for table in (self._dir_times, self._final_modes):
+            for key in [k for k in table if k[:n] == real]:
+                del table[key]
+
+    # -- resolution ---------------------------------------------------------------------------
+
+    def _parent(self, comps: tuple[str, ...]) -> tuple[int, Real]:
+        """The directory holding an entry, created if missing; the fd belongs to the cache.
+
+        The one-slot cache is dropped on every change that could alter how a name resolves (any
+        removal, any new directory or symlink), so consecutive files in one directory resolve once.
+        """
+        if self._cache is not None and self._cache[0] == comps:
+            return self._cache[1], self._cache[2]
+        found = self._walk(comps, create=True, what="the path")
+        assert found is not None
+        self._drop_cache()
+        self._cache = (comps, found[0], found[1])
+        return found
+
+    def _drop_cache(self) -> None:
+        if self._cache is not None:
+            os.close(self._cache[1])
+            self._cache = None
+
+    def _walk(self, comps: tuple[str, ...], *, create: bool, what: str) -> tuple[int, Real] | None:
+        """Open the directory `comps` names below the root, following symlinks only inside it.
+
+        With `create`, missing directories are made (mode 0755, as umoci does); without, a missing
+        or non-directory component gives None. Returns a new fd the caller must close.
+        """
+        fds = [self.root_fd]
+        real: list[str] = []
+        pending = list(reversed(comps))
+        hops = 0
+        via = ""
+        try:
+            while pending:
+                comp = pending.pop()
+                if comp in ("", "."):
+                    continue
+                if comp == "..":
+                    if not real:
+                        raise UnsafeContent(f"{what} leads outside the root"
+                                            + (f" through the symlink {via}" if via else ""))
+                    real.pop()
+                    os.close(fds.pop())
+                    continue
+                st = self._lstat(fds[-1], comp)
+                if st is None:
+                    if not create:
+                        return None
+                    self._touch(tuple(real), fds[-1])
+                    os.mkdir(comp, 0o755, dir_fd=fds[-1])
+                elif stat.S_ISLNK(st.st_mode):
+                    hops += 1
+                    if hops > MAX_SYMLINK_HOPS:
+                        raise LayerFormatError(f"{what}: too many levels of symbolic links")
+                    target = os.readlink(comp, dir_fd=fds[-1])
+                    via = f"{'/'.join([*real, comp])!r} -> {target!r}"
+                    if target.startswith("/"):
+                        while len(fds) > 1:
+                            os.close(fds.pop())
+                        real.clear()
+                    pending.extend(reversed(target.split("/")))
+                    continue
+                elif not stat.S_ISDIR(st.st_mode):
+                    if not create:
+                        return None
+                    raise LayerFormatError(f"{'/'.join([*real, comp])!r} is not a directory")
+                fd = os.open(comp, _DIR_FLAGS, dir_fd=fds[-1])
+                fds.append(fd)
+                real.append(comp)
+                if st is None:
+                    os.fchmod(fd, 0o755)  # independent of the umask
+            result = fds.pop() if len(fds) > 1 else os.dup(self.root_fd)
+            return result, tuple(real)
+        finally:
+            for fd in fds[1:]:
+                os.close(fd)
+
+    def _open_real(self, real: Real) -> int | None:
+        """Open a directory by its real path, following nothing; None when it is gone."""
+        fd = os.dup(self.root_fd)
+        for comp in real:
+            try:
+                nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    return None
+                raise
+            os.close(fd)
+            fd = nfd
+        return fd
+
+    def read_file(self, path: str, limit: int) -> bytes | None:
+        """A small regular file of the tree, symlinks resolved inside the root (None if absent,
+        not a regular file, reached only by leaving the root, or larger than `limit`)."""
+        comps = tuple(c for c in path.split("/") if c not in ("", "."))
+        for _ in range(MAX_SYMLINK_HOPS):
+            if not comps:
+                return None
+            try:
+                found = self._walk(comps[:-1], create=False, what=path)
+            except (UnsafeContent, LayerFormatError):
+                return None
+            if found is None:
+                return None
+            dir_fd, parent = found
+            try:
+                st = self._lstat(dir_fd, comps[-1])
+                if st is None:
+                    return None
+                if stat.S_ISLNK(st.st_mode):
+                    target = os.readlink(comps[-1], dir_fd=dir_fd)
+                    rest = tuple(target.split("/"))
+                    comps = rest if target.startswith("/") else parent + rest
+                    continue
+                if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+                    return None
+                fd = os.open(comps[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+                with open(fd, "rb") as f:
+                    return f.read(limit + 1)[:limit]
+            finally:
+                os.close(dir_fd)
+        return None
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _touch(self, real: Real, fd: int) -> None:
+        """`real` is about to change: remember its times (once per layer) to put them back."""
+        if real not in self._dir_times:
+            st = os.fstat(fd)
+            self._dir_times[real] = (st.st_atime_ns, st.st_mtime_ns)
+
+    @staticmethod
+    def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
+        try:
+            return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.warn(message)
