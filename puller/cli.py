@@ -13,19 +13,20 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from ocispec.errors import OCIValidationError
 
 from . import credentials
-from .auth import Authenticator
-from .client import RegistryClient
 from .config import Config, default_store, load_config
 from .errors import PullError, UsageError
 from .progress import Event, JsonRenderer, PlainRenderer, TtyRenderer, human_size
-from .pull import DEFAULT_JOBS, ensure_image, pull
-from .resolve import parse_platform, parse_ref
 from .store import CREATED, Store
+
+if TYPE_CHECKING:  # the HTTP stack loads only for commands that talk to a registry
+    from .client import RegistryClient
+
+DEFAULT_JOBS = 4
 
 DEFAULT_MAX_UNPACKED = 64 * 1024**3
 
@@ -148,7 +149,10 @@ class Context:
             raise UsageError("--jobs must be at least 1")
         return jobs
 
-    def client(self, authenticator_overrides: dict[str, credentials.Credentials] | None = None) -> RegistryClient:
+    def client(self, authenticator_overrides: dict[str, credentials.Credentials] | None = None) -> "RegistryClient":
+        from .auth import Authenticator
+        from .client import RegistryClient
+
         client = RegistryClient(self.config, plain_http=getattr(self.args, "plain_http", False), jobs=self.jobs)
         if authenticator_overrides:
             client.auth = Authenticator(client._token_http, overrides=authenticator_overrides)
@@ -156,6 +160,9 @@ class Context:
 
 
 def cmd_fetch(ctx: Context) -> int:
+    from .pull import pull
+    from .resolve import parse_platform, parse_ref
+
     ref = parse_ref(ctx.args.reference)
     pull(ctx.client(), ctx.store, ref, parse_platform(ctx.args.platform), ctx.jobs, ctx.output.emit)
     return 0
@@ -254,6 +261,9 @@ def cmd_logout(ctx: Context) -> int:
 
 
 def _stored_image(ctx: Context) -> Any:
+    from .pull import ensure_image
+    from .resolve import parse_platform, parse_ref
+
     ref = parse_ref(ctx.args.reference)
     return ensure_image(ctx.client, ctx.store, ctx.args.reference, ref, parse_platform(ctx.args.platform),
                         ctx.jobs, ctx.output.emit)

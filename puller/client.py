@@ -15,6 +15,7 @@ from __future__ import annotations
 import email.utils
 import json
 import random
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import SSLError
 
 from ocispec import mediatypes as mt
 from ocispec.digest import Digest, SizeExceeded
@@ -126,6 +128,10 @@ class RegistryClient:
             return pool.request(method, url, headers=headers, body=body, redirect=False, retries=False,
                                 preload_content=preload, decode_content=False)
         except Urllib3Error as exc:
+            reason = getattr(exc, "reason", None)
+            if isinstance(exc, SSLError) or isinstance(reason, (SSLError, ssl.SSLError)):
+                # A certificate that does not verify will not verify on retry either.
+                raise NetworkError(f"{urlsplit(url).netloc}: TLS failure: {reason or exc}") from None
             raise _Transient(f"{urlsplit(url).netloc}: {type(exc).__name__}: {exc}") from None
 
     def _backoff(self, attempt: int, delay: float | None) -> None:

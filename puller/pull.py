@@ -24,7 +24,7 @@ from .progress import Emit, Event
 from .resolve import Resolved, resolve
 from .store import ImageRecord, Store
 
-DEFAULT_JOBS = 4
+DEFAULT_JOBS = 4  # cli.DEFAULT_JOBS says the same, without importing the HTTP stack
 
 
 class _Cancelled(Exception):

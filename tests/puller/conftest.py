@@ -120,8 +120,9 @@ def puller(tmp_path: Path) -> PullerRunner:
 def make_proxy(upstream: RunningServer) -> Iterator[object]:
     proxies: list[Proxy] = []
 
-    def factory(config: ProxyConfig | None = None, target: str | None = None, host: str = "127.0.0.1") -> Proxy:
-        proxy = Proxy(target or upstream.url, config, host)
+    def factory(config: ProxyConfig | None = None, target: str | None = None, host: str = "127.0.0.1",
+                tls: tuple[str, str] | None = None) -> Proxy:
+        proxy = Proxy(target or upstream.url, config, host, tls)
         proxies.append(proxy)
         return proxy
 

@@ -13,6 +13,7 @@ import http.client
 import json
 import secrets
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -65,7 +66,8 @@ class ProxyConfig:
 
 
 class Proxy:
-    def __init__(self, upstream: str, config: ProxyConfig | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, upstream: str, config: ProxyConfig | None = None, host: str = "127.0.0.1",
+                 tls: tuple[str, str] | None = None) -> None:
         self.upstream = urlsplit(upstream)
         self.config = config or ProxyConfig()
         self.requests: list[Recorded] = []
@@ -90,6 +92,12 @@ class Proxy:
 
         self.server = ThreadingHTTPServer((host, 0), Handler)
         self.server.daemon_threads = True
+        self.scheme = "http"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         self.host = host
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -101,7 +109,7 @@ class Proxy:
 
     @property
     def url(self) -> str:
-        return f"http://{self.hostport}"
+        return f"{self.scheme}://{self.hostport}"
 
     def add_fault(self, **kwargs: object) -> Fault:
         fault = Fault(**kwargs)  # type: ignore[arg-type]

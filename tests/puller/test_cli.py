@@ -1,0 +1,64 @@
+"""The CLI surface: progress on a terminal, --quiet, unpack/export wired to the store (fetching
+first when needed), global options after the command."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+import tarfile
+
+import httpx
+
+from tests.support import images as im
+from tests.support.servers import REPO_ROOT, RunningServer
+
+from .conftest import PullerRunner
+from .registry_push import push_image
+
+
+def test_progress_bars_on_a_terminal(upstream: RunningServer, http: httpx.Client, repo: str, puller: PullerRunner) -> None:
+    push_image(http, upstream.url, repo, im.simple_image("tty", layer_count=2, layer_size=300_000), "v1")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "puller", "--store", str(puller.store), "fetch", "--plain-http",
+                             f"{upstream.hostport}/{repo}:v1"], stdout=slave, stderr=slave, env=puller.env,
+                            cwd=REPO_ROOT)
+    os.close(slave)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert proc.wait(60) == 0
+    os.close(master)
+    text = output.decode()
+    assert "\x1b[2K" in text and "total" in text and "verified" in text and "Digest: sha256:" in text
+
+
+def test_quiet_and_options_after_the_command(upstream: RunningServer, http: httpx.Client, repo: str,
+                                             puller: PullerRunner) -> None:
+    push_image(http, upstream.url, repo, im.simple_image("quiet"), "v1")
+    result = puller.run("fetch", "-q", "--plain-http", f"{upstream.hostport}/{repo}:v1", "--store",
+                        str(puller.store / "elsewhere"), store=False)
+    assert result.returncode == 0 and result.stdout == "" and result.stderr == ""
+    assert (puller.store / "elsewhere" / "index.json").exists()
+
+
+def test_unpack_and_export_fetch_first(upstream: RunningServer, http: httpx.Client, repo: str,
+                                       puller: PullerRunner) -> None:
+    image = im.simple_image("assemble", layer_count=2)
+    push_image(http, upstream.url, repo, image, "v1")
+    ref = f"{upstream.hostport}/{repo}:v1"
+    rootfs = puller.home / "rootfs"
+    puller.ok("unpack", "--plain-http", ref, str(rootfs))  # not in the store yet: fetched first
+    assert (rootfs / "layer1" / "assemble.bin").stat().st_size == 1024
+    archive = puller.home / "image.tar"
+    puller.ok("export", ref, str(archive), "--format", "docker-archive")
+    with tarfile.open(archive) as tar:
+        assert "manifest.json" in tar.getnames()
+    assert puller.run("unpack", "--plain-http", f"{upstream.hostport}/{repo}:absent", str(puller.home / "x")).returncode == 3
