@@ -17,4 +17,8 @@ def create_driver(kind: str, options: Mapping[str, Any]) -> StorageDriver:
         if not root:
             raise StorageConfigError("storage.filesystem.root is required")
         return FilesystemDriver(str(root))
-    raise StorageConfigError(f"unknown storage driver {kind!r} (known: filesystem)")
+    if kind == "s3":
+        from .s3 import S3Driver  # imported here so boto3 is needed only by those who use S3
+
+        return S3Driver.from_options(options)
+    raise StorageConfigError(f"unknown storage driver {kind!r} (known: filesystem, s3)")

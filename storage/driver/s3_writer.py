@@ -46,12 +46,6 @@ META_UPLOAD_ID = "cargobay-upload-id"
 _STATE_VERSION = 1
 
 
-def state_key(key: str) -> str:
-    """The hidden sidecar key holding the in-progress state of `key` (a logical key)."""
-    parent, _, name = key.rpartition("/")
-    return f"{parent}/{STATE_PREFIX}{name}" if parent else f"{STATE_PREFIX}{name}"
-
-
 def key_of_state(name: str) -> str | None:
     """For a path component, the component of the key it holds state for, or None."""
     return name[len(STATE_PREFIX) :] if name.startswith(STATE_PREFIX) else None
@@ -95,23 +89,23 @@ def read_state(driver: S3Driver, key: str) -> UploadState | None:
     """The saved state of an in-progress `key`, or None. The body is at most one tail (< 5 MiB)
     plus the part list."""
     try:
-        resp = driver._call("get_object", key, Key=driver._full(state_key(key)))
+        resp = driver._call("get_object", key, Key=driver._state_full(key))
     except PathNotFound:
         return None
     with resp["Body"] as body:
-        return UploadState.decode(body.read(), key)
+        return UploadState.decode(driver._guard_read(key, body.read), key)
 
 
 def discard_state(driver: S3Driver, key: str) -> bool:
     """Abort the upload a sidecar names and delete the sidecar. True if there was one."""
     try:
-        meta = driver._call("head_object", key, Key=driver._full(state_key(key)))["Metadata"]
+        meta = driver._call("head_object", key, Key=driver._state_full(key))["Metadata"]
     except PathNotFound:
         return False
     upload_id = meta.get(META_UPLOAD_ID)
     if upload_id:
         driver._abort(key, upload_id)
-    driver._call("delete_object", key, Key=driver._full(state_key(key)))
+    driver._call("delete_object", key, Key=driver._state_full(key))
     return True
 
 
@@ -197,7 +191,7 @@ class S3FileWriter:
             self._driver._abort(self._key, self._upload_id)
         # Delete the sidecar (whoever wrote it: this writer may be a fresh one over a saved upload
         # that discard_state already removed, so a missing one is fine) and the key itself.
-        self._driver._call("delete_object", self._key, Key=self._driver._full(state_key(self._key)))
+        self._driver._call("delete_object", self._key, Key=self._driver._state_full(self._key))
         self._driver._call("delete_object", self._key, Key=self._full)
         self._finish()
 
@@ -218,7 +212,7 @@ class S3FileWriter:
                 MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in self._parts]},
             )
         if self._state_saved:
-            self._driver._call("delete_object", self._key, Key=self._driver._full(state_key(self._key)))
+            self._driver._call("delete_object", self._key, Key=self._driver._state_full(self._key))
         self._finish()
 
     # -- internals -------------------------------------------------------------------------------
@@ -247,7 +241,7 @@ class S3FileWriter:
         self._driver._call(
             "put_object",
             self._key,
-            Key=self._driver._full(state_key(self._key)),
+            Key=self._driver._state_full(self._key),
             Body=body,
             Metadata={META_SIZE: str(self._size), META_UPLOAD_ID: self._upload_id or ""},
         )

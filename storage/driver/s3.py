@@ -1,0 +1,591 @@
+"""The S3 driver (boto3): keys are objects in one bucket, below an optional key prefix.
+
+Works with AWS S3 and S3-compatible servers (MinIO, Ceph RGW, SeaweedFS). Choices that matter:
+- `put` is one PutObject and `move` a server-side copy (CopyObject, or UploadPartCopy ranges for
+  objects over `multipart_copy_threshold`, required above 5 GiB) then a delete: both atomic for
+  readers. Nothing streams through this process except what the caller reads or writes.
+- The appending writer lives in `s3_writer` (resumable from any process; memory about one part).
+  Its hidden sidecar objects (`.cargobay-upload-<name>`) stand for their key in `list`, `walk` and
+  `stat`, so an upload in progress looks the same as on the filesystem driver.
+- Checksums are only sent or checked where S3 requires them, because servers that do not know
+  boto3's newest default (streaming CRC trailers) reject those requests.
+- Throttling, 5xx and connection errors are retried by botocore (`retry_mode`, `max_attempts`); a
+  streaming read that breaks resumes with a Range request. What still fails becomes
+  StorageUnavailable, so the registry answers 503 and recovers by itself when S3 returns.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import re
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, BinaryIO, Callable, Iterator, Mapping, cast
+
+import boto3
+import botocore.exceptions as bce
+from botocore.config import Config
+
+from ..errors import InvalidKey, InvalidOffset, PathNotFound, StorageConfigError, StorageError, StorageUnavailable
+from .base import FileInfo
+from .s3_writer import (
+    MAX_PART_SIZE,
+    META_SIZE,
+    MIN_PART_SIZE,
+    STATE_PREFIX,
+    Part,
+    S3FileWriter,
+    discard_state,
+    key_of_state,
+)
+
+MiB = 1024 * 1024
+DEFAULT_PART_SIZE = 16 * MiB
+DEFAULT_COPY_THRESHOLD = 64 * MiB
+DEFAULT_COPY_PART_SIZE = 64 * MiB
+_COPY_CONCURRENCY = 8
+_DELETE_BATCH = 1000  # DeleteObjects' limit
+_READ_RESUMES = 3
+_RESERVED = ".cargobay-"  # sidecars and probes; storage.paths never builds such a component
+
+_UNAVAILABLE_CODES = frozenset(
+    {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling", "ThrottlingException", "503"}
+)
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404", "NoSuchUpload"})
+_CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "AuthorizationHeaderMalformed"})
+
+
+def _translate(exc: Exception, key: str, operation: str) -> Exception:
+    """Map a botocore failure onto the storage exceptions (after botocore's own retries)."""
+    if isinstance(exc, bce.ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if code == "NoSuchBucket":
+            return StorageConfigError(f"S3 bucket does not exist ({operation} {key})", key=key)
+        if code in _NOT_FOUND_CODES or status == 404:
+            return PathNotFound(key)
+        if code == "InvalidRange" or status == 416:
+            return InvalidOffset(f"offset is past the end of {key}", key=key)
+        if code in _UNAVAILABLE_CODES or status >= 500:
+            return StorageUnavailable(f"S3 is unavailable ({code or status} on {operation})", key=key)
+        if code in _CREDENTIAL_CODES or code == "AccessDenied" or status == 403:
+            return StorageConfigError(f"S3 refused {operation} on {key}: {code or status}", key=key)
+        return StorageError(f"S3 {operation} on {key} failed: {code or status} {err.get('Message', '')}".rstrip(), key=key)
+    if isinstance(exc, (bce.ConnectionError, bce.HTTPClientError, bce.IncompleteReadError)):
+        return StorageUnavailable(f"S3 is unreachable ({type(exc).__name__} on {operation})", key=key)
+    if isinstance(exc, (bce.NoCredentialsError, bce.PartialCredentialsError, bce.CredentialRetrievalError)):
+        return StorageConfigError(f"no usable S3 credentials: {exc}")
+    return exc
+
+
+_SESSION: boto3.session.Session | None = None
+_SESSION_LOCK = threading.Lock()
+
+
+def _shared_session() -> boto3.session.Session:
+    """One boto3 Session per process: a new one per driver reloads botocore's service models
+    (~0.2 s). Clients take their own credentials and region, or the session's standard chain.
+    Sessions are not thread-safe, so callers hold _SESSION_LOCK."""
+    global _SESSION
+    if _SESSION is None:
+        _SESSION = boto3.session.Session()
+    return _SESSION
+
+
+def _add_content_md5(request: Any, **_: Any) -> None:
+    """DeleteObjects requires an integrity header; older S3 servers accept only Content-MD5."""
+    body = request.body
+    if isinstance(body, (bytes, bytearray)) and "Content-MD5" not in request.headers:
+        digest = hashlib.md5(body, usedforsecurity=False).digest()
+        request.headers["Content-MD5"] = base64.b64encode(digest).decode()
+
+
+class S3Driver:
+    name = "s3"
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        addressing_style: str = "auto",
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        session_token: str | None = None,
+        part_size: int = DEFAULT_PART_SIZE,
+        redirect: bool = False,
+        retry_mode: str = "standard",
+        max_attempts: int = 5,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        max_pool_connections: int = 50,
+        multipart_copy_threshold: int = DEFAULT_COPY_THRESHOLD,
+        multipart_copy_part_size: int = DEFAULT_COPY_PART_SIZE,
+        page_size: int = 1000,
+        verify_prefixes: bool | None = None,
+    ) -> None:
+        """Without `access_key`/`secret_key` credentials come from the standard AWS chain
+        (environment, profile, instance or task role). `page_size` caps list pages (tests use it to
+        exercise pagination); `max_attempts` counts the first try. `verify_prefixes`: whether
+        `list` must confirm each sub-prefix still has an object below it, for servers that keep
+        reporting emptied "directories" (SeaweedFS does, until its asynchronous cleanup); None
+        means detect it from the server's `Server` header."""
+        if not bucket:
+            raise StorageConfigError("storage.s3.bucket is required")
+        if addressing_style not in ("path", "virtual", "auto"):
+            raise StorageConfigError(f"storage.s3.addressing_style must be path, virtual or auto, not {addressing_style!r}")
+        if retry_mode not in ("standard", "adaptive", "legacy"):
+            raise StorageConfigError(f"storage.s3.retry_mode must be standard or adaptive, not {retry_mode!r}")
+        if (access_key is None) != (secret_key is None):
+            raise StorageConfigError("storage.s3.access_key and secret_key must be given together")
+        for opt, value in (("part_size", part_size), ("multipart_copy_part_size", multipart_copy_part_size)):
+            if not MIN_PART_SIZE <= value <= MAX_PART_SIZE - MIN_PART_SIZE:
+                raise StorageConfigError(f"storage.s3.{opt} must be between 5 MiB and 5 GiB, not {value}")
+        if not MIN_PART_SIZE <= multipart_copy_threshold <= MAX_PART_SIZE:
+            raise StorageConfigError(f"storage.s3.multipart_copy_threshold must be between 5 MiB and 5 GiB, not {multipart_copy_threshold}")
+        if max_attempts < 1 or not 1 <= page_size <= 1000:
+            raise StorageConfigError("storage.s3.max_attempts must be >= 1 and page_size within 1..1000")
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self.part_size = part_size
+        self.redirect = redirect
+        self.multipart_copy_threshold = multipart_copy_threshold
+        self.multipart_copy_part_size = multipart_copy_part_size
+        self.page_size = page_size
+        self.verify_prefixes = verify_prefixes
+        config = Config(
+            signature_version="s3v4",
+            s3={"addressing_style": addressing_style},
+            retries={"mode": retry_mode, "total_max_attempts": max_attempts},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=max_pool_connections,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        with _SESSION_LOCK:
+            self._client = _shared_session().client(
+                "s3",
+                endpoint_url=endpoint_url,
+                region_name=region,
+                aws_access_key_id=access_key,
+                aws_secret_access_key=secret_key,
+                aws_session_token=session_token,
+                config=config,
+            )
+        self._client.meta.events.register("before-sign.s3.DeleteObjects", _add_content_md5)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> S3Driver:
+        """Build from a settings section (values may be strings from the environment; sizes may
+        say `16MiB`). Unknown option names are an error, so typos fail at start-up."""
+        kwargs: dict[str, Any] = {}
+        for name, value in options.items():
+            conv = _OPTION_TYPES.get(name)
+            if conv is None:
+                raise StorageConfigError(f"unknown storage.s3 option {name!r} (known: {', '.join(sorted(_OPTION_TYPES))})")
+            if value is None:
+                continue
+            try:
+                kwargs[name] = conv(value)
+            except (TypeError, ValueError):
+                raise StorageConfigError(f"storage.s3.{name} has an invalid value {value!r}") from None
+        if "bucket" not in kwargs:
+            raise StorageConfigError("storage.s3.bucket is required")
+        return cls(**kwargs)
+
+    # -- keys and calls --------------------------------------------------------------------------
+    def _full(self, key: str) -> str:
+        """The object key in the bucket for a logical key."""
+        parts = key.strip("/").split("/")
+        if not key or any(p in ("", ".", "..") or "\\" in p or "\x00" in p for p in parts):
+            raise InvalidKey(f"invalid storage key {key!r}")
+        if any(p.startswith(_RESERVED) for p in parts):
+            raise InvalidKey(f"storage key {key!r} uses the driver's reserved {_RESERVED!r} names")
+        return f"{self.prefix}/{key.strip('/')}" if self.prefix else key.strip("/")
+
+    def _state_full(self, key: str) -> str:
+        """The bucket key of the hidden sidecar holding `key`'s upload in progress."""
+        parent, _, name = self._full(key).rpartition("/")
+        return f"{parent}/{STATE_PREFIX}{name}" if parent else f"{STATE_PREFIX}{name}"
+
+    def _logical(self, full: str) -> str:
+        return full[len(self.prefix) + 1 :] if self.prefix else full
+
+    def _call(self, operation: str, key: str, **kwargs: Any) -> Any:
+        """Call a client operation on the bucket, translating failures (see `_translate`)."""
+        try:
+            return getattr(self._client, operation)(Bucket=self.bucket, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - re-raised, translated where known
+            raise _translate(exc, key, operation) from exc
+
+    def _object_size(self, key: str) -> int | None:
+        try:
+            return int(self._call("head_object", key, Key=self._full(key))["ContentLength"])
+        except PathNotFound:
+            return None
+
+    def _pages(self, key: str, delimiter: str | None = None, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """ListObjectsV2 pages for everything below the prefix `key`."""
+        kwargs: dict[str, Any] = {"Prefix": self._full(key) + "/", "MaxKeys": limit or self.page_size}
+        if delimiter:
+            kwargs["Delimiter"] = delimiter
+        while True:
+            page = self._call("list_objects_v2", key, **kwargs)
+            yield page
+            if not page.get("IsTruncated") or limit:
+                return
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+    # -- protocol --------------------------------------------------------------------------------
+    def get(self, key: str) -> bytes:
+        resp = self._call("get_object", key, Key=self._full(key))
+        with resp["Body"] as body:
+            return self._guard_read(key, body.read)
+
+    def put(self, key: str, data: bytes) -> None:
+        self._call("put_object", key, Key=self._full(key), Body=data)
+
+    def reader(self, key: str, offset: int = 0) -> BinaryIO:
+        if offset < 0:
+            raise InvalidOffset(f"negative offset {offset} for {key}", key=key)
+        try:
+            return cast(BinaryIO, _S3Reader(self, key, offset))
+        except InvalidOffset:
+            # S3 answers 416 for a range starting at the end; the filesystem gives an empty stream.
+            size = self.stat(key).size
+            if offset == size:
+                return io.BytesIO(b"")
+            raise InvalidOffset(f"offset {offset} is past the end of {key} ({size} bytes)", key=key) from None
+
+    def writer(self, key: str, append: bool = False) -> S3FileWriter:
+        return S3FileWriter(self, key, append)
+
+    def stat(self, key: str) -> FileInfo:
+        full = self._full(key)
+        try:
+            head = self._call("head_object", key, Key=full)
+            return FileInfo(key.strip("/"), int(head["ContentLength"]), head["LastModified"].timestamp())
+        except PathNotFound:
+            pass
+        try:  # an upload in progress: its size is in the sidecar's metadata
+            head = self._call("head_object", key, Key=self._state_full(key))
+            return FileInfo(key.strip("/"), int(head["Metadata"].get(META_SIZE, 0)), head["LastModified"].timestamp())
+        except PathNotFound:
+            pass
+        for page in self._pages(key, limit=1):  # not delimited: empty "directories" do not count
+            if page.get("Contents"):
+                return FileInfo(key.strip("/"), 0, page["Contents"][0]["LastModified"].timestamp(), True)
+        raise PathNotFound(key)
+
+    def _has_objects(self, prefix: str) -> bool:
+        return any(page.get("Contents") for page in self._pages(prefix, limit=1))
+
+    def list(self, prefix: str) -> list[str]:
+        base = prefix.strip("/")
+        cut = len(self._full(prefix)) + 1
+        names: set[str] = set()
+        dirs: set[str] = set()
+        for page in self._pages(prefix, delimiter="/"):
+            if self.verify_prefixes is None:
+                server = page.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("server", "")
+                self.verify_prefixes = "seaweedfs" in server.lower()
+            for obj in page.get("Contents", ()):
+                name = obj["Key"][cut:]
+                names.add(key_of_state(name) or name)
+            for common in page.get("CommonPrefixes", ()):
+                dirs.add(common["Prefix"][cut:].rstrip("/"))
+        dirs.discard("")
+        if dirs and self.verify_prefixes:
+            with ThreadPoolExecutor(max_workers=min(_COPY_CONCURRENCY, len(dirs))) as pool:
+                alive = list(pool.map(lambda d: self._has_objects(f"{base}/{d}"), sorted(dirs)))
+            dirs = {d for d, ok in zip(sorted(dirs), alive) if ok}
+        names.discard("")
+        names |= dirs
+        if not names:
+            raise PathNotFound(prefix)
+        return [f"{base}/{n}" for n in sorted(names)]
+
+    def walk(self, prefix: str) -> Iterator[FileInfo]:
+        seen_objects: set[str] = set()
+        in_progress: list[str] = []
+        for page in self._pages(prefix):
+            for obj in page.get("Contents", ()):
+                key = self._logical(obj["Key"])
+                if key.endswith("/"):
+                    continue  # a "directory marker" some S3 tools create; not an object here
+                parent, _, name = key.rpartition("/")
+                target = key_of_state(name)
+                if target is not None:
+                    in_progress.append(f"{parent}/{target}" if parent else target)
+                    continue
+                seen_objects.add(key)
+                yield FileInfo(key, int(obj["Size"]), obj["LastModified"].timestamp())
+        # Uploads in progress come last, once we know whether their key also exists as an object.
+        for key in in_progress:
+            if key in seen_objects:
+                continue
+            try:
+                yield self.stat(key)
+            except PathNotFound:
+                continue  # finished or cancelled while walking
+
+    def move(self, source: str, destination: str) -> None:
+        src, dst = self._full(source), self._full(destination)
+        size = self._object_size(source)
+        if size is None:
+            raise PathNotFound(source)
+        if src == dst:
+            return  # S3 refuses a copy onto itself, and there is nothing to do
+        if size <= self.multipart_copy_threshold:
+            self._call("copy_object", destination, Key=dst, CopySource={"Bucket": self.bucket, "Key": src})
+        else:
+            upload_id = self._create_upload(destination)
+            try:
+                parts = self._copy_parts(src, dst, upload_id, size)
+                self._call(
+                    "complete_multipart_upload",
+                    destination,
+                    Key=dst,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]},
+                )
+            except BaseException:
+                self._abort(destination, upload_id)
+                raise
+        self._call("delete_object", source, Key=src)
+
+    def delete(self, key: str) -> None:
+        full = self._full(key)
+        found = False
+        if self._object_size(key) is not None:
+            self._call("delete_object", key, Key=full)
+            found = True
+        found = discard_state(self, key) or found
+        if found:
+            return
+        # A prefix: abort the uploads below it first (their parts are invisible to listings), then
+        # delete the objects in batches.
+        found = self._abort_uploads_below(key)
+        batch: list[dict[str, str]] = []
+        for page in self._pages(key):
+            for obj in page.get("Contents", ()):
+                batch.append({"Key": obj["Key"]})
+                if len(batch) == _DELETE_BATCH:
+                    self._delete_batch(key, batch)
+                    batch = []
+                found = True
+        if batch:
+            self._delete_batch(key, batch)
+        if not found:
+            raise PathNotFound(key)
+
+    def url_for(self, key: str, method: str = "GET", expires_in: int = 1200) -> str | None:
+        operation = {"GET": "get_object", "HEAD": "head_object"}.get(method.upper())
+        if not self.redirect or operation is None:
+            return None
+        params = {"Bucket": self.bucket, "Key": self._full(key)}
+        return cast(str, self._client.generate_presigned_url(operation, Params=params, ExpiresIn=expires_in))
+
+    def check(self) -> None:
+        """Raise StorageConfigError with one line naming the problem: endpoint unreachable, no or
+        rejected credentials, missing bucket, or no permission to list or write."""
+        where = f"bucket {self.bucket!r}" + (f" at {self.endpoint_url}" if self.endpoint_url else "")
+        probe = f"{self.prefix}/.cargobay-probe-{uuid.uuid4().hex}" if self.prefix else f".cargobay-probe-{uuid.uuid4().hex}"
+        steps: list[tuple[str, Callable[[], Any]]] = [
+            # ListObjectsV2 rather than HeadBucket: a HEAD has no body, so its 403 cannot say why.
+            ("list", lambda: self._client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)),
+            ("write to", lambda: self._client.put_object(Bucket=self.bucket, Key=probe, Body=b"")),
+            ("delete from", lambda: self._client.delete_object(Bucket=self.bucket, Key=probe)),
+        ]
+        for action, step in steps:
+            try:
+                step()
+            except bce.ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", "")) or "unknown error"
+                if code == "NoSuchBucket":
+                    raise StorageConfigError(f"S3 {where} does not exist") from None
+                if code in _CREDENTIAL_CODES:
+                    raise StorageConfigError(f"S3 credentials were rejected for {where} ({code})") from None
+                if code == "AccessDenied":
+                    raise StorageConfigError(f"S3 access denied: cannot {action} {where}") from None
+                raise StorageConfigError(f"S3 cannot {action} {where}: {code}") from None
+            except (bce.NoCredentialsError, bce.PartialCredentialsError, bce.CredentialRetrievalError):
+                raise StorageConfigError(
+                    "no S3 credentials found: set storage.s3.access_key and secret_key or the standard AWS environment"
+                ) from None
+            except (bce.ConnectionError, bce.HTTPClientError) as exc:
+                raise StorageConfigError(f"S3 endpoint for {where} is unreachable: {type(exc).__name__}") from None
+
+    # -- helpers shared with the writer -----------------------------------------------------------
+    def _create_upload(self, key: str) -> str:
+        return str(self._call("create_multipart_upload", key, Key=self._full(key))["UploadId"])
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            self._call("abort_multipart_upload", key, Key=self._full(key), UploadId=upload_id)
+        except PathNotFound:
+            pass  # already completed or aborted
+
+    def _copy_parts(self, src: str, dst: str, upload_id: str, size: int) -> list[Part]:
+        """Server-side copy of the whole object `src` (a bucket key) into parts 1.. of `upload_id`
+        on `dst`. Ranges are `multipart_copy_part_size`; a last range under the 5 MiB minimum is
+        merged into the one before, so every part but the last is valid."""
+        step = self.multipart_copy_part_size
+        starts = list(range(0, size, step))
+        if len(starts) > 1 and size - starts[-1] < MIN_PART_SIZE:
+            starts.pop()
+        ranges = [(i + 1, start, (starts[i + 1] if i + 1 < len(starts) else size) - 1) for i, start in enumerate(starts)]
+        logical = self._logical(dst)
+
+        def copy(rng: tuple[int, int, int]) -> Part:
+            number, first, last = rng
+            resp = self._call(
+                "upload_part_copy",
+                logical,
+                Key=dst,
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource={"Bucket": self.bucket, "Key": src},
+                CopySourceRange=f"bytes={first}-{last}",
+            )
+            return Part(number, resp["CopyPartResult"]["ETag"], last - first + 1)
+
+        with ThreadPoolExecutor(max_workers=min(_COPY_CONCURRENCY, len(ranges))) as pool:
+            return list(pool.map(copy, ranges))
+
+    def _abort_uploads_below(self, key: str) -> bool:
+        kwargs: dict[str, Any] = {"Prefix": self._full(key) + "/"}
+        found = False
+        while True:
+            page = self._call("list_multipart_uploads", key, **kwargs)
+            for upload in page.get("Uploads", ()):
+                self._abort(self._logical(upload["Key"]), upload["UploadId"])
+                found = True
+            if not page.get("IsTruncated"):
+                return found
+            kwargs.update(KeyMarker=page.get("NextKeyMarker", ""), UploadIdMarker=page.get("NextUploadIdMarker", ""))
+
+    def _delete_batch(self, key: str, batch: list[dict[str, str]]) -> None:
+        resp = self._call("delete_objects", key, Delete={"Objects": batch, "Quiet": True})
+        errors = [e for e in resp.get("Errors", ()) if e.get("Code") != "NoSuchKey"]
+        if errors:
+            first = errors[0]
+            raise StorageError(f"S3 could not delete {first.get('Key')}: {first.get('Code')}", key=key)
+
+    def _guard_read(self, key: str, read: Callable[[], bytes]) -> bytes:
+        try:
+            return read()
+        except Exception as exc:  # noqa: BLE001 - translated or re-raised
+            raise _translate(exc, key, "get_object") from exc
+
+
+class _S3Reader(io.RawIOBase):
+    """A GetObject body from an offset. A read that breaks mid-stream resumes where it stopped
+    with a Range request pinned to the same object version (If-Match on the ETag)."""
+
+    def __init__(self, driver: S3Driver, key: str, offset: int) -> None:
+        super().__init__()
+        self._driver, self._key, self._pos = driver, key, offset
+        self._etag: str | None = None
+        self._body: Any = None
+        self._body = self._open()
+
+    def _open(self) -> Any:
+        kwargs: dict[str, Any] = {"Key": self._driver._full(self._key)}
+        if self._pos:
+            kwargs["Range"] = f"bytes={self._pos}-"
+        if self._etag:
+            kwargs["IfMatch"] = self._etag
+        resp = self._driver._call("get_object", self._key, **kwargs)
+        self._etag = resp.get("ETag")
+        return resp["Body"]
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.closed:
+            raise ValueError("read from a closed reader")
+        for attempt in range(_READ_RESUMES + 1):
+            try:
+                data: bytes = self._body.read(None if size is None or size < 0 else size)
+                self._pos += len(data)
+                return data
+            except (bce.BotoCoreError, OSError) as exc:
+                if attempt == _READ_RESUMES:
+                    raise _translate(exc, self._key, "get_object") from exc
+                self._body.close()
+                self._body = self._open()
+        raise AssertionError("unreachable")
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(memoryview(buffer)))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed and self._body is not None:
+            self._body.close()
+        super().close()
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(value)
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.IGNORECASE)
+
+
+def _to_size(value: Any) -> int:
+    """Bytes from an int or `16MiB`-style text; K/M/G are binary units, as part sizes are."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(value)
+    unit = (match.group(2) or "b")[0].lower()
+    return int(match.group(1)) * {"b": 1, "k": 1024, "m": MiB, "g": 1024 * MiB}[unit]
+
+
+_OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
+    "bucket": str,
+    "prefix": str,
+    "region": str,
+    "endpoint_url": str,
+    "addressing_style": str,
+    "access_key": str,
+    "secret_key": str,
+    "session_token": str,
+    "part_size": _to_size,
+    "redirect": _to_bool,
+    "retry_mode": str,
+    "max_attempts": int,
+    "connect_timeout": float,
+    "read_timeout": float,
+    "max_pool_connections": int,
+    "multipart_copy_threshold": _to_size,
+    "multipart_copy_part_size": _to_size,
+    "page_size": int,
+    "verify_prefixes": _to_bool,
+}
+
+__all__ = ["S3Driver", "STATE_PREFIX"]
