@@ -21,7 +21,7 @@ from . import credentials
 from .config import Config, default_store, load_config
 from .errors import PullError, UsageError
 from .progress import Event, JsonRenderer, PlainRenderer, TtyRenderer, human_size
-from .store import CREATED, Store
+from .store import Store
 
 if TYPE_CHECKING:  # the HTTP stack loads only for commands that talk to a registry
     from .client import RegistryClient
@@ -155,7 +155,7 @@ class Context:
 
         client = RegistryClient(self.config, plain_http=getattr(self.args, "plain_http", False), jobs=self.jobs)
         if authenticator_overrides:
-            client.auth = Authenticator(client._token_http, overrides=authenticator_overrides)
+            client.auth = Authenticator(client.transport.token_http, overrides=authenticator_overrides)
         return client
 
 
@@ -168,23 +168,8 @@ def cmd_fetch(ctx: Context) -> int:
     return 0
 
 
-def _image_rows(store: Store) -> list[dict[str, Any]]:
-    rows = []
-    for record in store.records():
-        size: int | None = None
-        try:
-            manifest = store.manifest(record.digest)
-            size = sum(d.size for d in getattr(manifest, "blobs", lambda: ())()) + record.descriptor.size
-        except PullError:
-            pass
-        rows.append({"reference": record.reference, "digest": str(record.digest),
-                     "platform": str(record.platform) if record.platform else "", "size": size,
-                     "created": record.descriptor.annotations.get(CREATED, "")})
-    return sorted(rows, key=lambda r: r["reference"])
-
-
 def cmd_images(ctx: Context) -> int:
-    rows = _image_rows(ctx.store)
+    rows = ctx.store.summaries()
     if ctx.args.json:
         ctx.output.result(json.dumps(rows, indent=2))
         return 0
@@ -197,20 +182,7 @@ def cmd_images(ctx: Context) -> int:
 
 
 def cmd_inspect(ctx: Context) -> int:
-    record, manifest, config = ctx.store.image(ctx.args.reference)
-    try:
-        config_obj: Any = json.loads(config)
-    except ValueError:
-        config_obj = None
-    info = {
-        "reference": record.reference, "digest": str(record.digest), "resolved": record.resolved,
-        "mediaType": manifest.media_type, "platform": str(record.platform) if record.platform else None,
-        "created": record.descriptor.annotations.get(CREATED),
-        "size": sum(d.size for d in manifest.blobs()) + len(manifest.raw),
-        "layers": [d.to_json() for d in manifest.layers],
-        "manifest": json.loads(manifest.raw), "config": config_obj,
-    }
-    ctx.output.result(json.dumps(info, indent=2))
+    ctx.output.result(json.dumps(ctx.store.inspect(ctx.args.reference), indent=2))
     return 0
 
 

@@ -20,56 +20,25 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 from ocispec import mediatypes as mt
-from ocispec.digest import Digest, SizeExceeded
+from ocispec.digest import Digest
 from ocispec.errors import OCIValidationError
 from ocispec.manifest import Descriptor, ImageIndex, ImageManifest, Manifest, parse_manifest
 from ocispec.platform import Platform
 from ocispec.reference import parse_reference
 
 from .errors import NotFound, PullError, UsageError, VerificationError
+from .ingest import Ingest, atomic_write, flock
 
 REF_NAME = "org.opencontainers.image.ref.name"
 #: What the reference's tag pointed at when fetched (an index digest for multi-platform images).
 RESOLVED = "io.cargobay.puller.resolved"
 CREATED = "org.opencontainers.image.created"
 LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically (temp file in the same directory, fsync, rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def _flock(path: Path, mode: int, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait:
-                on_wait()
-            fcntl.flock(fd, mode)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 @dataclass(frozen=True)
@@ -92,60 +61,6 @@ class ImageRecord:
         return self.descriptor.platform
 
 
-class Ingest:
-    """A partial download of one blob, held under that blob's lock. Hashes as it writes (re-hashing
-    what an earlier, interrupted run left), refuses bytes beyond the descriptor's size."""
-
-    def __init__(self, store: "Store", desc: Descriptor) -> None:
-        self.desc = desc
-        self.path = store.root / ".puller" / "ingest" / f"{desc.digest.algorithm}-{desc.digest.hex}"
-        self._store = store
-        self._file: BinaryIO = open(self.path, "a+b")
-        self._hasher = desc.digest.hasher()
-        self._offset = 0
-        self._file.seek(0)
-        while chunk := self._file.read(1 << 20):
-            self._hasher.update(chunk)
-            self._offset += len(chunk)
-        if self._offset > desc.size:
-            self.reset()
-        self.resumed_from = self._offset
-
-    @property
-    def offset(self) -> int:
-        return self._offset
-
-    def write(self, data: bytes) -> None:
-        if self._offset + len(data) > self.desc.size:
-            raise SizeExceeded(f"{self.desc.digest}: more than the expected {self.desc.size} bytes")
-        self._file.write(data)
-        self._hasher.update(data)
-        self._offset += len(data)
-
-    def reset(self) -> None:
-        self._file.seek(0)
-        self._file.truncate()
-        self._hasher = self.desc.digest.hasher()
-        self._offset = 0
-
-    def commit(self) -> None:
-        """Verify size and digest, then move the blob into place. On a mismatch the partial file is
-        dropped and VerificationError raised."""
-        self._file.flush()
-        actual = self._hasher.hexdigest()
-        if self._offset != self.desc.size or actual != self.desc.digest.hex:
-            self.reset()
-            raise VerificationError(
-                f"{self.desc.digest}: verification failed: got {self._offset} bytes with digest "
-                f"{self.desc.digest.algorithm}:{actual}, expected {self.desc.size} bytes")
-        os.fsync(self._file.fileno())
-        os.chmod(self.path, 0o644)
-        os.replace(self.path, self._store.blob_path(self.desc.digest))
-
-    def close(self) -> None:
-        self._file.close()
-
-
 class Store:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -153,7 +68,7 @@ class Store:
             for sub in ("blobs/sha256", ".puller/ingest", ".puller/locks"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
             if not (self.root / "oci-layout").exists():
-                _fsync_write(self.root / "oci-layout", LAYOUT)
+                atomic_write(self.root / "oci-layout", LAYOUT)
             if not (self.root / "index.json").exists():
                 with self._index_lock():
                     if not (self.root / "index.json").exists():
@@ -166,11 +81,11 @@ class Store:
         return self.root / ".puller" / "locks" / name
 
     def _index_lock(self) -> contextlib.AbstractContextManager[None]:
-        return _flock(self._lock_path("index.lock"), fcntl.LOCK_EX)
+        return flock(self._lock_path("index.lock"), fcntl.LOCK_EX)
 
     def using(self) -> contextlib.AbstractContextManager[None]:
         """Hold while relying on blobs (fetch, unpack, export): `prune` waits for it."""
-        return _flock(self._lock_path("gc.lock"), fcntl.LOCK_SH)
+        return flock(self._lock_path("gc.lock"), fcntl.LOCK_SH)
 
     # -- blobs -------------------------------------------------------------------------------
     def blob_path(self, digest: Digest) -> Path:
@@ -205,16 +120,17 @@ class Store:
             raise VerificationError(f"content does not match {digest}")
         path = self.blob_path(digest)
         if not path.exists():
-            _fsync_write(path, data)
+            atomic_write(path, data)
 
     @contextlib.contextmanager
     def ingest(self, desc: Descriptor, on_wait: Callable[[], None] | None = None) -> Iterator[Ingest | None]:
         """Lock the blob and open its partial file; yields None when the blob is (by then) stored."""
-        with _flock(self._lock_path(f"{desc.digest.algorithm}-{desc.digest.hex}.lock"), fcntl.LOCK_EX, on_wait):
+        with flock(self._lock_path(f"{desc.digest.algorithm}-{desc.digest.hex}.lock"), fcntl.LOCK_EX, on_wait):
             if self.has_blob(desc):
                 yield None
                 return
-            ingest = Ingest(self, desc)
+            name = f"{desc.digest.algorithm}-{desc.digest.hex}"
+            ingest = Ingest(self.root / ".puller" / "ingest" / name, self.blob_path(desc.digest), desc)
             try:
                 yield ingest
             finally:
@@ -232,7 +148,7 @@ class Store:
 
     def _write_index(self, entries: list[dict[str, Any]]) -> None:
         body = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}
-        _fsync_write(self.root / "index.json", json.dumps(body, indent=2).encode() + b"\n")
+        atomic_write(self.root / "index.json", json.dumps(body, indent=2).encode() + b"\n")
 
     def records(self) -> list[ImageRecord]:
         out = []
@@ -297,6 +213,36 @@ class Store:
             raise PullError(f"{reference} is an index, not an image manifest")
         return record, manifest, self.read_blob(manifest.config.digest)
 
+    def summaries(self) -> list[dict[str, Any]]:
+        """One row per image for `puller images`: reference, digest, platform, size, created."""
+        rows = []
+        for record in self.records():
+            size: int | None = None
+            with contextlib.suppress(PullError):
+                manifest = self.manifest(record.digest)
+                size = record.descriptor.size + sum(
+                    d.size for d in (manifest.blobs() if isinstance(manifest, ImageManifest) else ()))
+            rows.append({"reference": record.reference, "digest": str(record.digest),
+                         "platform": str(record.platform) if record.platform else "", "size": size,
+                         "created": record.descriptor.annotations.get(CREATED, "")})
+        return sorted(rows, key=lambda r: r["reference"])
+
+    def inspect(self, reference: str) -> dict[str, Any]:
+        """What `puller inspect` shows: the record, layers, and the manifest and config as JSON."""
+        record, manifest, config = self.image(reference)
+        try:
+            config_obj: Any = json.loads(config)
+        except (ValueError, UnicodeDecodeError):
+            config_obj = None
+        return {
+            "reference": record.reference, "digest": str(record.digest), "resolved": record.resolved,
+            "mediaType": manifest.media_type, "platform": str(record.platform) if record.platform else None,
+            "created": record.descriptor.annotations.get(CREATED),
+            "size": sum(d.size for d in manifest.blobs()) + len(manifest.raw),
+            "layers": [d.to_json() for d in manifest.layers],
+            "manifest": json.loads(manifest.raw), "config": config_obj,
+        }
+
     def is_complete(self, manifest: ImageManifest) -> bool:
         return all(self.has_blob(d) for d in manifest.blobs())
 
@@ -323,7 +269,7 @@ class Store:
     def prune(self) -> tuple[int, int]:
         """Delete blobs no image references and abandoned partial downloads: (files, bytes)."""
         count = size = 0
-        with _flock(self._lock_path("gc.lock"), fcntl.LOCK_EX):
+        with flock(self._lock_path("gc.lock"), fcntl.LOCK_EX):
             keep = self._referenced()
             for alg_dir in (self.root / "blobs").iterdir():
                 for path in alg_dir.iterdir():
