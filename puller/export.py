@@ -30,7 +30,8 @@ from ocispec.manifest import ImageManifest
 from ocispec.reference import Reference, parse_reference
 
 from .errors import PullError, UsageError, VerificationError
-from .unpack import DECOMPRESSION_ERRORS, decompressor, image_config
+from .layerstream import DECOMPRESSION_ERRORS, decompressor
+from .unpack import image_config
 
 FORMATS = ("oci-archive", "docker-archive")
 CHUNK = 1 << 20

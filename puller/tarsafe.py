@@ -1,11 +1,10 @@
 """Applying tar layer entries to a root directory without ever touching anything outside it.
 
-Every path is resolved one component at a time from a file descriptor of the root, with
-`O_NOFOLLOW` on each step; no path string is ever handed to the kernel to resolve on its own. A
-symlink met in the *parent* part of a name is followed the way the kernel would follow it inside a
-chroot (an absolute target restarts at the root), except that a `..` which would climb above the
-root is refused instead of being clamped. The last component of a name is never followed: whatever
-is there (file, symlink, directory) is replaced, not written through.
+Paths are resolved by `confine.ConfinedTree` (from a descriptor of the root, one component at a
+time, symlinks in the middle of a name followed only inside the root). The last component of a name
+is never followed: whatever is there (file, symlink, directory) is replaced, not written through.
+The root itself stays mode 0700 until `finish()`, so no other user can reach into the tree (and race
+it) while it is being built.
 
 Semantics follow the OCI image-spec layer rules as `umoci unpack` implements them: entries replace
 what is at their path unless both are directories; whiteouts (`.wh.<name>`) and opaque markers
@@ -24,35 +23,18 @@ import tarfile
 from decimal import Decimal, InvalidOperation
 from typing import BinaryIO, Callable
 
-from .errors import UnsafeContent, VerificationError
+from .confine import DIR_FLAGS, ConfinedTree, LayerFormatError, Real, split_name
+from .errors import UnsafeContent
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 XATTR_PAX_PREFIX = "SCHILY.xattr."
 #: Never restored from a layer (a label of the machine that built it, meaningless here); as umoci.
 IGNORED_XATTRS = frozenset({"security.selinux"})
-MAX_SYMLINK_HOPS = 40
 COPY_CHUNK = 1 << 20
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _XATTR_SOFT_ERRNOS = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES})
-
-Real = tuple[str, ...]  # a path below the root with every component a real directory (no symlinks)
-
-
-class LayerFormatError(VerificationError):
-    """A layer entry that cannot be applied: a missing hardlink target, a file used as a directory."""
-
-
-def split_name(name: str, what: str = "name") -> tuple[str, ...]:
-    """The components of a member name. Absolute names and any `..` are refused outright."""
-    if name.startswith("/"):
-        raise UnsafeContent(f"absolute {what} {name!r}")
-    comps = tuple(c for c in name.split("/") if c not in ("", "."))
-    if ".." in comps:
-        raise UnsafeContent(f"{what} {name!r} contains '..'")
-    return comps
 
 
 def _times(member: tarfile.TarInfo) -> tuple[int, int]:
@@ -99,12 +81,11 @@ def _kind(member: tarfile.TarInfo) -> str | None:
     return None
 
 
-class RootTree:
+class RootTree(ConfinedTree):
     """A root directory that layer entries are applied to. Not thread-safe; one per unpack."""
 
     def __init__(self, path: str | os.PathLike[str], *, privileged: bool, warn: Callable[[str], None]) -> None:
-        self.path = os.fspath(path)
-        self.root_fd = os.open(self.path, _DIR_FLAGS)
+        super().__init__(path)
         self.privileged = privileged
         self.warn = warn
         self.skipped_devices: list[str] = []
@@ -112,9 +93,10 @@ class RootTree:
         # created or passed through (what whiteouts must keep).
         self._dir_times: dict[Real, tuple[int, int]] = {}
         self._upper: set[Real] = set()
-        # Unprivileged only: directories stay u+rwx until the very end so later layers can still
-        # write and delete in them; their real modes are applied by finish().
-        self._final_modes: dict[Real, int] = {}
+        # Modes applied by finish(): the root's (private until then), and unprivileged, every
+        # directory's, which stay u+rwx so later layers can still write and delete in them.
+        self._final_modes: dict[Real, int] = {(): 0o755}
+        os.fchmod(self.root_fd, 0o700)
         self._cache: tuple[tuple[str, ...], int, Real] | None = None
         self._warned: set[str] = set()
         self._acl_defaults = False
@@ -123,9 +105,7 @@ class RootTree:
 
     def close(self) -> None:
         self._drop_cache()
-        if self.root_fd >= 0:
-            os.close(self.root_fd)
-            self.root_fd = -1
+        super().close()
 
     def begin_layer(self) -> None:
         self._upper = set()
@@ -147,7 +127,7 @@ class RootTree:
         self._upper = set()
 
     def finish(self) -> None:
-        """Apply the directory modes deferred while unprivileged."""
+        """Apply the deferred directory modes (the root's last): the tree is complete."""
         for real in sorted(self._final_modes, key=len, reverse=True):
             fd = self._open_real(real)
             if fd is None:
@@ -240,8 +220,10 @@ class RootTree:
         fd = os.open(base, _NEW_FILE_FLAGS, 0o600, dir_fd=dir_fd)
         try:
             if data is not None and member.size:
-                with open(fd, "wb", closefd=False) as out:
-                    shutil.copyfileobj(data, out, COPY_CHUNK)
+                while chunk := data.read(COPY_CHUNK):
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
             self._fd_metadata(fd, None, member, is_dir=False, clear=self._acl_defaults)
         finally:
             os.close(fd)
@@ -249,7 +231,7 @@ class RootTree:
     def _make_dir(self, dir_fd: int, base: str, real: Real, member: tarfile.TarInfo, *, existed: bool) -> None:
         if not existed:
             os.mkdir(base, 0o700, dir_fd=dir_fd)
-        fd = os.open(base, _DIR_FLAGS, dir_fd=dir_fd)
+        fd = os.open(base, DIR_FLAGS, dir_fd=dir_fd)
         try:
             self._fd_metadata(fd, real, member, is_dir=True, clear=existed or self._acl_defaults)
         finally:
@@ -277,10 +259,10 @@ class RootTree:
         if self.privileged:
             os.fchown(fd, member.uid, member.gid)  # before chmod: chown clears setuid/setgid
         mode = member.mode & 0o7777
-        if is_dir and not self.privileged:
+        if is_dir and (real == () or not self.privileged):
             assert real is not None
             self._final_modes[real] = mode
-            mode |= 0o700
+            mode = 0o700 if real == () else mode | 0o700
         os.fchmod(fd, mode)
         self._set_xattrs(fd, member, clear)
         times = _times(member)
@@ -369,7 +351,7 @@ class RootTree:
             self._remove(dir_fd, name, real, st)
             return
         if stat.S_ISDIR(st.st_mode):
-            fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+            fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
             try:
                 children = os.listdir(fd)
                 if any(real + (child,) not in self._upper for child in children):
@@ -414,123 +396,14 @@ class RootTree:
             os.close(self._cache[1])
             self._cache = None
 
-    def _walk(self, comps: tuple[str, ...], *, create: bool, what: str) -> tuple[int, Real] | None:
-        """Open the directory `comps` names below the root, following symlinks only inside it.
-
-        With `create`, missing directories are made (mode 0755, as umoci does); without, a missing
-        or non-directory component gives None. Returns a new fd the caller must close.
-        """
-        fds = [self.root_fd]
-        real: list[str] = []
-        pending = list(reversed(comps))
-        hops = 0
-        via = ""
-        try:
-            while pending:
-                comp = pending.pop()
-                if comp in ("", "."):
-                    continue
-                if comp == "..":
-                    if not real:
-                        raise UnsafeContent(f"{what} leads outside the root"
-                                            + (f" through the symlink {via}" if via else ""))
-                    real.pop()
-                    os.close(fds.pop())
-                    continue
-                st = self._lstat(fds[-1], comp)
-                if st is None:
-                    if not create:
-                        return None
-                    self._touch(tuple(real), fds[-1])
-                    os.mkdir(comp, 0o755, dir_fd=fds[-1])
-                elif stat.S_ISLNK(st.st_mode):
-                    hops += 1
-                    if hops > MAX_SYMLINK_HOPS:
-                        raise LayerFormatError(f"{what}: too many levels of symbolic links")
-                    target = os.readlink(comp, dir_fd=fds[-1])
-                    via = f"{'/'.join([*real, comp])!r} -> {target!r}"
-                    if target.startswith("/"):
-                        while len(fds) > 1:
-                            os.close(fds.pop())
-                        real.clear()
-                    pending.extend(reversed(target.split("/")))
-                    continue
-                elif not stat.S_ISDIR(st.st_mode):
-                    if not create:
-                        return None
-                    raise LayerFormatError(f"{'/'.join([*real, comp])!r} is not a directory")
-                fd = os.open(comp, _DIR_FLAGS, dir_fd=fds[-1])
-                fds.append(fd)
-                real.append(comp)
-                if st is None:
-                    os.fchmod(fd, 0o755)  # independent of the umask
-            result = fds.pop() if len(fds) > 1 else os.dup(self.root_fd)
-            return result, tuple(real)
-        finally:
-            for fd in fds[1:]:
-                os.close(fd)
-
-    def _open_real(self, real: Real) -> int | None:
-        """Open a directory by its real path, following nothing; None when it is gone."""
-        fd = os.dup(self.root_fd)
-        for comp in real:
-            try:
-                nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-                    return None
-                raise
-            os.close(fd)
-            fd = nfd
-        return fd
-
-    def read_file(self, path: str, limit: int) -> bytes | None:
-        """A small regular file of the tree, symlinks resolved inside the root (None if absent,
-        not a regular file, reached only by leaving the root, or larger than `limit`)."""
-        comps = tuple(c for c in path.split("/") if c not in ("", "."))
-        for _ in range(MAX_SYMLINK_HOPS):
-            if not comps:
-                return None
-            try:
-                found = self._walk(comps[:-1], create=False, what=path)
-            except (UnsafeContent, LayerFormatError):
-                return None
-            if found is None:
-                return None
-            dir_fd, parent = found
-            try:
-                st = self._lstat(dir_fd, comps[-1])
-                if st is None:
-                    return None
-                if stat.S_ISLNK(st.st_mode):
-                    target = os.readlink(comps[-1], dir_fd=dir_fd)
-                    rest = tuple(target.split("/"))
-                    comps = rest if target.startswith("/") else parent + rest
-                    continue
-                if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
-                    return None
-                fd = os.open(comps[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-                with open(fd, "rb") as f:
-                    return f.read(limit + 1)[:limit]
-            finally:
-                os.close(dir_fd)
-        return None
-
-    # -- helpers ----------------------------------------------------------------------------
+    def _before_mkdir(self, real: Real, fd: int) -> None:
+        self._touch(real, fd)
 
     def _touch(self, real: Real, fd: int) -> None:
         """`real` is about to change: remember its times (once per layer) to put them back."""
         if real not in self._dir_times:
             st = os.fstat(fd)
             self._dir_times[real] = (st.st_atime_ns, st.st_mtime_ns)
-
-    @staticmethod
-    def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
-        try:
-            return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return None
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

@@ -10,29 +10,24 @@ image leaves no partial rootfs behind.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
 import stat
 import tarfile
 import tempfile
-import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from ocispec.digest import Digest, DigestMismatch, Hasher, VerifyingReader
+from ocispec.digest import Digest
 from ocispec.errors import OCIValidationError
 from ocispec.manifest import Descriptor, ImageManifest
 from ocispec.mediatypes import layer_compression
 
-from .errors import PullError, UnsafeContent, UsageError, VerificationError
+from .errors import PullError, UsageError, VerificationError
+from .layerstream import Budget, LayerStream
 from .runtimespec import MAX_ACCOUNT_FILE, runtime_config
 from .tarsafe import RootTree
-
-CHUNK = 1 << 20
-#: No single read of a tar header (PAX records, GNU long names) may ask for more than this.
-MAX_HEADER_READ = 16 << 20
 
 __all__ = ["unpack_image"]
 
@@ -58,15 +53,14 @@ def _unpack(manifest: ImageManifest, config_raw: bytes, open_blob: Callable[[Dig
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".unpacking", dir=dest.parent))
     try:
-        rootfs = staging / "rootfs" if bundle else staging
+        rootfs = staging / "rootfs" if bundle else staging  # the staging directory is mode 0700
         if bundle:
-            rootfs.mkdir()
-        os.chmod(rootfs, 0o755)  # what a layer's "./" entry, if any, then overrides
+            rootfs.mkdir(mode=0o700)
         if not privileged:
             warn("not running as root: file owners are not restored and device nodes are skipped")
         tree = RootTree(rootfs, privileged=privileged, warn=warn)
         try:
-            budget = _Budget(max_unpacked_bytes)
+            budget = Budget(max_unpacked_bytes)
             total = len(manifest.layers)
             for index, (layer, diff_id) in enumerate(zip(manifest.layers, diff_ids)):
                 label = f"layer {index + 1}/{total} ({layer.digest})"
@@ -141,131 +135,30 @@ def _discard(path: Path) -> None:
 
 # -- one layer --------------------------------------------------------------------------------
 
-class _Budget:
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-
-    def charge(self, n: int) -> None:
-        self.used += n
-        if self.used > self.limit:
-            raise UnsafeContent(f"the image unpacks to more than the limit of {self.limit} bytes")
-
-
-#: What a corrupt compressed stream raises while being read.
-DECOMPRESSION_ERRORS: tuple[type[BaseException], ...] = (gzip.BadGzipFile, EOFError, zlib.error)
-try:
-    import zstandard
-
-    DECOMPRESSION_ERRORS += (zstandard.ZstdError,)
-except ImportError:  # pragma: no cover - zstandard is a dependency; only zstd layers need it
-    zstandard = None  # type: ignore[assignment]
-
-
-class _LayerStream:
-    """The decompressed tar as tarfile reads it: hashed for the diff_id, charged to the budget, and
-    forward-seekable (tarfile skips unread member data by seeking)."""
-
-    def __init__(self, source: Any, hasher: Hasher, budget: _Budget, compression: str) -> None:
-        self._source = source
-        self._hasher = hasher
-        self._budget = budget
-        self._compression = compression or "plain"
-        self._pos = 0
-        self.last_read = b""
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            n = CHUNK
-        if n > MAX_HEADER_READ:
-            raise UnsafeContent(f"a tar header of more than {MAX_HEADER_READ} bytes")
-        parts = []
-        got = 0
-        while got < n:  # tarfile expects full reads; decompressors may return less
-            try:
-                data = self._source.read(n - got)
-            except DigestMismatch as exc:
-                raise VerificationError(exc.message) from None
-            except DECOMPRESSION_ERRORS as exc:
-                raise VerificationError(f"corrupt {self._compression} data: {exc}") from None
-            if not data:
-                break
-            self._budget.charge(len(data))
-            self._hasher.update(data)
-            parts.append(data)
-            got += len(data)
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        self._pos += len(data)
-        self.last_read = data
-        return data
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        if whence == 1:
-            pos += self._pos
-        elif whence != 0:
-            raise OSError("a layer stream only seeks forward")
-        if pos < self._pos:
-            raise OSError("a layer stream only seeks forward")
-        while self._pos < pos:
-            if not self.read(min(CHUNK, pos - self._pos)):
-                break
-        return self._pos
-
-    def seekable(self) -> bool:
-        return False
-
-    def drain(self) -> None:
-        while self.read(CHUNK):
-            pass
-
-
-def decompressor(raw: BinaryIO | VerifyingReader, compression: str) -> Any:
-    """A reader of the decompressed bytes of `raw` ('gzip', 'zstd' or '' for a plain tar)."""
-    if compression == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[arg-type]
-    if compression == "zstd":
-        if zstandard is None:  # pragma: no cover
-            raise PullError("zstd layers need the zstandard package")
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK, read_across_frames=True,
-                                                          closefd=False)
-    return raw
-
-
 def _apply_layer(tree: RootTree, layer: Descriptor, diff_id: Digest, open_blob: Callable[[Digest], BinaryIO],
-                 budget: _Budget, label: str) -> None:
-    compression = layer_compression(layer.media_type)
-    if compression is None:
+                 budget: Budget, label: str) -> None:
+    if layer_compression(layer.media_type) is None:
         raise PullError(f"{label}: unsupported layer media type {layer.media_type!r}")
     raw = open_blob(layer.digest)
     try:
-        verifying = VerifyingReader(raw, layer.digest, layer.size)
-        hasher = diff_id.hasher()
-        stream = _LayerStream(decompressor(verifying, compression), hasher, budget, compression)
         tree.begin_layer()
         try:
-            _apply_entries(tree, stream, budget, label)
-            stream.drain()
-            while verifying.read(CHUNK):
-                pass
+            with LayerStream(raw, layer, diff_id, budget) as stream:
+                _apply_entries(tree, stream, budget)
+                actual = stream.finish()
         except PullError as exc:
             raise _relabel(exc, label) from None
-        except DigestMismatch as exc:
-            raise VerificationError(f"{label}: {exc.message}") from None
         except tarfile.TarError as exc:
             raise VerificationError(f"{label}: not a valid tar archive: {exc}") from None
         tree.end_layer()
     finally:
         raw.close()
-    actual = Digest.from_hasher(diff_id.algorithm, hasher)
     if actual != diff_id:
         raise VerificationError(f"{label}: uncompressed content is {actual}, but the image config says {diff_id}",
                                 layer=str(layer.digest), expected=str(diff_id), actual=str(actual))
 
 
-def _apply_entries(tree: RootTree, stream: _LayerStream, budget: _Budget, label: str) -> None:
+def _apply_entries(tree: RootTree, stream: LayerStream, budget: Budget) -> None:
     try:
         tar = tarfile.TarFile(fileobj=stream, mode="r", encoding="utf-8", errors="surrogateescape")  # type: ignore[arg-type]
     except tarfile.ReadError:
@@ -278,9 +171,13 @@ def _apply_entries(tree: RootTree, stream: _LayerStream, budget: _Budget, label:
             break
         tar.members.clear()  # a streaming reader needs no index; keep memory flat
         try:
+            data: Any = None
             if member.issparse():
                 budget.charge(member.size)  # holes cost no stream bytes but do cost disk
-            tree.apply(member, tar.extractfile(member) if member.isreg() else None)
+                data = tar.extractfile(member)
+            elif member.isreg():
+                data = stream.member(member.size)  # right after its header: copy it directly
+            tree.apply(member, data)
         except PullError as exc:
             raise _relabel(exc, f"entry {member.name!r}") from None
         except OSError as exc:

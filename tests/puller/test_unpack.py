@@ -132,7 +132,7 @@ BIG = hashlib.sha256(b"big").digest() * (3 * 1024 * 1024 // 32 + 7)  # > 3 MiB: 
 
 def base_layer() -> list[Entry]:
     return [
-        d("./", mtime=T - 1),
+        d("./", mode=0o751, mtime=T - 1),
         d("etc", mtime=T + 1),
         f("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\n", mtime=T + 2),
         f("etc/group", b"root:x:0:\nbob:x:1000:\nwheel:x:10:bob\n", mtime=T + 2),
@@ -265,6 +265,8 @@ def test_bundle_has_runtime_config_and_the_same_rootfs(tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
     layout.unpack(bundle, bundle=True)
     assert sorted(os.listdir(bundle)) == ["config.json", "rootfs"]
+    assert stat.S_IMODE(os.stat(bundle).st_mode) == 0o700  # as umoci makes it
+    assert stat.S_IMODE(os.stat(bundle / "rootfs").st_mode) == 0o751  # the layer's "./" entry
     plain = tmp_path / "plain"
     layout.unpack(plain)
     assert snapshot(bundle / "rootfs") == snapshot(plain)
@@ -332,3 +334,24 @@ def test_empty_and_zero_byte_layers(tmp_path: Path) -> None:
     layout = Layout(tmp_path / "layout", build_image([make_layer([]), zero, make_layer([f("a", b"1")], "zstd")]))
     layout.unpack(tmp_path / "rootfs")
     assert os.listdir(tmp_path / "rootfs") == ["a"]
+
+
+def test_the_tree_is_private_while_it_is_built(tmp_path: Path) -> None:
+    """Until the last layer is applied, the staging root is 0700 (a world-writable directory from a
+    layer must not let other users race the unpack); then it gets its real mode and moves into place."""
+    layout = Layout(tmp_path / "layout", build_image([make_layer([d("./", mode=0o755), d("tmp", mode=0o1777)]),
+                                                      make_layer([f("tmp/x", b"x")])]))
+    seen: list[int] = []
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def open_blob(digest: Digest) -> BinaryIO:
+        for staging in work.iterdir():
+            seen.append(stat.S_IMODE(os.stat(staging).st_mode))
+        return layout.open_blob(digest)
+
+    unpack_image(layout.manifest, layout.config_raw, open_blob, work / "rootfs", max_unpacked_bytes=1 << 20,
+                 warn=print)
+    assert seen == [0o700, 0o700]
+    assert stat.S_IMODE(os.stat(work / "rootfs").st_mode) == 0o755
+    assert os.listdir(work) == ["rootfs"]
