@@ -107,19 +107,23 @@ def _download_all(client: RegistryClient, store: Store, resolved: Resolved, jobs
     for layer in manifest.layers:
         todo.setdefault(layer.digest, (layer, "layer"))
     cancel = threading.Event()
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="puller-fetch") as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="puller-fetch")
+    try:
         futures = [pool.submit(_download, client, store, resolved, d, role, emit, cancel) for d, role in todo.values()]
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [f for f in done if f.exception() is not None]
-        if failed:
+        if any(f.exception() is not None for f in done):
             cancel.set()
             for future in pending:
                 future.cancel()
             wait(pending)
             errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()]
-            first = next((e for e in errors if not isinstance(e, _Cancelled)), errors[0])
-            raise first  # type: ignore[misc]
+            raise next((e for e in errors if not isinstance(e, _Cancelled)), errors[0])  # type: ignore[misc]
         return sum(f.result() for f in futures)
+    except BaseException:
+        cancel.set()  # running downloads stop at their next chunk; their partial files stay for a resume
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def pull(client: RegistryClient, store: Store, ref: Reference, platform: Platform,
