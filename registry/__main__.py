@@ -24,6 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (http.port)")
     serve.add_argument("--root", help="filesystem storage root (storage.filesystem.root)")
     serve.add_argument("--workers", type=int, help="worker processes (http.workers)")
+    from .auth.cli import add_commands
+
+    add_commands(sub)  # robot create, user add|remove, auth keygen
     return parser
 
 
@@ -51,6 +54,10 @@ def serve(settings: Settings) -> None:
     _configure_logging(settings)
     storage_driver(settings).check()  # fail fast, with one line, on unusable storage
     workers = settings.http.workers or os.cpu_count() or 1
+    if settings.auth.enabled and workers > 1:
+        from .auth.service import AuthService
+
+        AuthService.from_settings(settings)  # fail fast on unusable auth files; make the key once, here
     common = dict(host=settings.http.host, port=settings.http.port, log_level=settings.log.level,
                   access_log=settings.log.access, http="httptools", loop="uvloop", timeout_keep_alive=30,
                   server_header=False, date_header=True, h11_max_incomplete_event_size=1 << 20)
@@ -65,11 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings(args.config or os.environ.get("CARGOBAY_CONFIG"), overrides={
-            "http.host": args.host, "http.port": args.port, "http.workers": args.workers,
-            "storage.filesystem.root": args.root,
+            "http.host": getattr(args, "host", None), "http.port": getattr(args, "port", None),
+            "http.workers": getattr(args, "workers", None), "storage.filesystem.root": getattr(args, "root", None),
         })
         if args.command == "serve":
             serve(settings)
+        else:
+            from .auth import cli
+
+            return cli.run(args, settings)
     except (SettingsError, StorageError) as exc:
         print(f"registry: {exc}", file=sys.stderr)
         return 2

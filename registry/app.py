@@ -9,6 +9,7 @@ from typing import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute
 
 from storage.driver.base import StorageDriver
 from storage.driver.factory import create_driver
@@ -37,6 +38,9 @@ def storage_driver(settings: Settings) -> StorageDriver:
 
 def create_app(settings: Settings, storage: Storage | None = None, authorizer: Authorizer | None = None) -> Starlette:
     storage = storage or Storage(storage_driver(settings))
+    extra_routes: list[BaseRoute] = []
+    if authorizer is None and settings.auth.enabled:
+        authorizer, extra_routes = _auth(settings)
     ctx = RegistryContext(settings, storage, authorizer or AllowAll())
 
     @contextlib.asynccontextmanager
@@ -51,9 +55,20 @@ def create_app(settings: Settings, storage: Storage | None = None, authorizer: A
                     await task
 
     handled = (RegistryError, OCIValidationError, StorageError, HTTPException, Exception)
-    app = Starlette(routes=routes(), lifespan=lifespan, exception_handlers={cls: handle_exception for cls in handled})
+    app = Starlette(routes=routes() + extra_routes, lifespan=lifespan,
+                    exception_handlers={cls: handle_exception for cls in handled})
     app.state.ctx = ctx
     return app
+
+
+def _auth(settings: Settings) -> tuple[Authorizer, list[BaseRoute]]:
+    """The token authorizer and the token endpoint routes (auth.enabled); imported only when used."""
+    from .auth.authorizer import TokenAuthorizer
+    from .auth.endpoint import token_routes
+    from .auth.service import AuthService
+
+    service = AuthService.from_settings(settings)
+    return TokenAuthorizer(service), list(token_routes(service))
 
 
 async def _purge_loop(ctx: RegistryContext) -> None:

@@ -17,6 +17,8 @@ from typing import Any, Iterator, Mapping, get_type_hints
 
 import yaml
 
+from .auth.settings import AuthSettings
+
 ENV_PREFIX = "CARGOBAY_"
 
 
@@ -90,6 +92,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     log: LogSettings = field(default_factory=LogSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
     def replace(self, **dotted: Any) -> "Settings":
         """A copy with some dotted keys changed: `settings.replace(**{"http.port": 1})`."""

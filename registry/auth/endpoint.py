@@ -1,0 +1,132 @@
+"""The built-in token endpoint of the Docker token flow, and the issuer's public keys.
+
+- `GET /auth/token?service=…&scope=…[&offline_token=true]`, with Basic credentials (docker,
+  skopeo, podman) or none (an anonymous token: only anonymous pull patterns).
+- `POST /auth/token`, form-encoded OAuth2: `grant_type=password` (username, password) or
+  `grant_type=refresh_token` (refresh_token), with service, scope (space-separated), client_id and
+  `access_type=offline` for a refresh token (containerd, docker login).
+- `GET /auth/jwks`: the signing key as a JWKS, for other services that verify these tokens.
+
+Whatever is asked, a token holds only what the rules grant of it. Bad credentials get 401 (GET) or
+400 `invalid_grant` (POST, as OAuth2 says); too many failures get 429 with Retry-After. Nothing
+here logs a password or a token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ocispec.errors import ErrorCode
+
+from ..errors import error_body
+from .authorizer import parse_basic
+from .keys import to_jwk
+from .scopes import MAX_SCOPES, parse_scopes
+from .service import AuthService, LoginFailed, RateLimited, client_address
+
+MAX_FORM_BYTES = 64 * 1024
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(body, status_code=status, headers={**NO_STORE, **(headers or {})})
+
+
+def _oci_error(code: ErrorCode, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(error_body(code, message), status_code=code.status, media_type="application/json",
+                    headers={**NO_STORE, **(headers or {})})
+
+
+def _oauth_error(status: int, error: str, description: str, headers: dict[str, str] | None = None) -> Response:
+    return _json({"error": error, "error_description": description}, status, headers)
+
+
+def _too_many(exc: RateLimited) -> dict[str, str]:
+    return {"Retry-After": str(exc.retry_after)}
+
+
+def token_routes(service: AuthService) -> list[Route]:
+    def check_service(name: str | None) -> str | None:
+        name = name or service.service
+        return name if name in service.services() else None
+
+    async def get_token(request: Request) -> Response:
+        params = request.query_params
+        audience = check_service(params.get("service"))
+        if audience is None:
+            return _oci_error(ErrorCode.DENIED, "this token server does not issue tokens for that service")
+        scopes = parse_scopes(params.getlist("scope"))
+        if len(scopes) > MAX_SCOPES:
+            return _oci_error(ErrorCode.DENIED, f"at most {MAX_SCOPES} scopes per token")
+        subject = None
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "basic":
+            parsed = parse_basic(credentials)
+            try:
+                if parsed is None:
+                    raise LoginFailed()
+                await service.login(client_address(request), *parsed)
+            except RateLimited as exc:
+                return _oci_error(ErrorCode.TOOMANYREQUESTS, "too many failed logins; retry later", _too_many(exc))
+            except LoginFailed:
+                return _oci_error(ErrorCode.UNAUTHORIZED, "invalid user name or password",
+                                  {"WWW-Authenticate": f'Basic realm="{service.service}"'})
+            subject = parsed[0]
+        offline = params.get("offline_token", "").lower() == "true"
+        return _json(service.token_response(subject, audience, scopes, offline))
+
+    async def post_token(request: Request) -> Response:
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                return _oauth_error(400, "invalid_request", "request too large")
+        try:
+            form = {k: v[0] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True).items()}
+        except UnicodeDecodeError:
+            return _oauth_error(400, "invalid_request", "the form is not UTF-8")
+        audience = check_service(form.get("service"))
+        if audience is None:
+            return _oauth_error(400, "invalid_request", "this token server does not issue tokens for that service")
+        scopes = parse_scopes([form.get("scope", "")])
+        if len(scopes) > MAX_SCOPES:
+            return _oauth_error(400, "invalid_scope", f"at most {MAX_SCOPES} scopes per token")
+        grant = form.get("grant_type")
+        address = client_address(request)
+        try:
+            if grant == "password":
+                username = form.get("username", "")
+                if not username:
+                    return _oauth_error(400, "invalid_request", "username and password are required")
+                await service.login(address, username, form.get("password", ""))
+                subject = username
+            elif grant == "refresh_token":
+                retry = service.limiter.retry_after(address, None)
+                if retry is not None:
+                    raise RateLimited(retry)
+                try:
+                    subject = service.redeem_refresh_token(form.get("refresh_token", ""))
+                except LoginFailed:
+                    service.limiter.failed(address, None)
+                    raise
+            else:
+                return _oauth_error(400, "unsupported_grant_type", "grant_type must be password or refresh_token")
+        except RateLimited as exc:
+            return _oauth_error(429, "too_many_requests", "too many failed logins; retry later", _too_many(exc))
+        except LoginFailed:
+            return _oauth_error(400, "invalid_grant", "invalid credentials")
+        offline = form.get("access_type") == "offline"
+        return _json(service.token_response(subject, audience, scopes, offline))
+
+    async def jwks(request: Request) -> Response:
+        return JSONResponse({"keys": [to_jwk(service.signing.public_key, service.signing.kid)]})
+
+    async def token(request: Request) -> Response:
+        return await (post_token(request) if request.method == "POST" else get_token(request))
+
+    return [Route("/auth/token", token, methods=["GET", "POST"]), Route("/auth/jwks", jwks, methods=["GET"])]
