@@ -105,12 +105,15 @@ def main() -> int:
                     t0 = time.monotonic()
                     if name == "puller":
                         puller("--store", str(out / "store"), "-q", "fetch", "--plain-http", *jobs, ref)
+                        t1 = time.monotonic()
                         puller("--store", str(out / "store"), "-q", "unpack", "--plain-http", ref, str(out / "rootfs"))
                     else:
                         run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"oci:{out / 'layout'}:v1"])
+                        t1 = time.monotonic()
                         run(["umoci", "unpack", "--image", f"{out / 'layout'}:v1", str(out / "bundle")])
-                    times[name].append(time.monotonic() - t0)
-                    print(f"  round {round_no + 1}: {name:<13} {times[name][-1]:6.2f}s")
+                    t2 = time.monotonic()
+                    times[name].append(t2 - t0)
+                    print(f"  round {round_no + 1}: {name:<13} {t2 - t0:6.2f}s (fetch {t1 - t0:.2f}s, unpack {t2 - t1:.2f}s)")
                     shutil.rmtree(out, ignore_errors=True)
             p, s = statistics.median(times["puller"]), statistics.median(times["skopeo+umoci"])
             print(f"fetch+unpack median: puller {p:.2f}s, skopeo+umoci {s:.2f}s, ratio {s / p:.2f}x "
