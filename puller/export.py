@@ -56,6 +56,7 @@ def export_image(reference: str, manifest_raw: bytes, manifest: ImageManifest, c
         raise VerificationError("the parsed manifest does not come from these manifest bytes")
     config, diff_ids = image_config(manifest, config_raw)
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
     try:
         with os.fdopen(fd, "w+b") as f:

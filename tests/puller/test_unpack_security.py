@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from puller.errors import UnsafeContent, VerificationError
 from tests.puller.test_unpack import Layout, d, f, link
 from tests.support.images import Blob, Entry, build_image, make_layer, make_tar, sha256
+from tests.support.tools import require_tool
 
 
 @dataclass
@@ -127,6 +129,26 @@ def test_a_decompression_bomb_stops_at_the_limit(arena: Arena, compression: str)
 def test_the_limit_counts_all_layers_together(arena: Arena) -> None:
     layers = [make_layer([f(f"part{i}", bytes(3 << 20))]) for i in range(3)]
     refused(arena, layers, UnsafeContent, r"layer 3/3 .*more than the limit", limit=8 << 20)
+
+
+def test_sparse_holes_count_toward_the_limit(arena: Arena, tmp_path: Path) -> None:
+    """A sparse member costs a few bytes in the layer but its full size on disk."""
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "sparse", "wb") as out:
+        out.truncate(16 << 20)
+        out.seek(5_000_000)
+        out.write(b"hello")
+    archive = tmp_path / "sparse.tar"
+    subprocess.run([require_tool("tar"), "--sparse", "--format=posix", "-cf", str(archive), "-C", str(src), "sparse"],
+                   check=True)
+    data = archive.read_bytes()
+    assert len(data) < 64 * 1024
+    blob = Blob.of("application/vnd.oci.image.layer.v1.tar", data, diff_id=sha256(data))
+    refused(arena, [blob], UnsafeContent, "entry 'sparse'.*more than the limit", limit=8 << 20)
+    layout = Layout(tmp_path / "layout2", build_image([blob]))
+    layout.unpack(arena.dest)
+    assert (arena.dest / "sparse").read_bytes() == (src / "sparse").read_bytes()
 
 
 def test_an_oversized_tar_header_is_refused_before_it_is_read(arena: Arena) -> None:
