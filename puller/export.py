@@ -55,9 +55,9 @@ def export_image(reference: str, manifest_raw: bytes, manifest: ImageManifest, c
     if manifest.raw != manifest_raw:
         raise VerificationError("the parsed manifest does not come from these manifest bytes")
     config, diff_ids = image_config(manifest, config_raw)
-    out = Path(out)
+    out = Path(os.path.abspath(out))
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name[:100]}.", suffix=".partial", dir=out.parent)
     try:
         with os.fdopen(fd, "w+b") as f:
             writer = _TarWriter(f)

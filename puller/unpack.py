@@ -42,8 +42,8 @@ def unpack_image(manifest: ImageManifest, config_raw: bytes, open_blob: Callable
     would leave the root or exceed `max_unpacked_bytes`, VerificationError for digests or malformed
     layers, UsageError for a bad `dest`; in every case `dest` is left as it was.
     """
-    _unpack(manifest, config_raw, open_blob, Path(dest), max_unpacked_bytes=max_unpacked_bytes, bundle=bundle,
-            warn=warn, privileged=os.geteuid() == 0)
+    _unpack(manifest, config_raw, open_blob, Path(os.path.abspath(dest)), max_unpacked_bytes=max_unpacked_bytes,
+            bundle=bundle, warn=warn, privileged=os.geteuid() == 0)
 
 
 def _unpack(manifest: ImageManifest, config_raw: bytes, open_blob: Callable[[Digest], BinaryIO], dest: Path, *,
@@ -51,7 +51,7 @@ def _unpack(manifest: ImageManifest, config_raw: bytes, open_blob: Callable[[Dig
     config, diff_ids = image_config(manifest, config_raw)
     _check_dest(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".unpacking", dir=dest.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name[:100]}.", suffix=".unpacking", dir=dest.parent))
     try:
         rootfs = staging / "rootfs" if bundle else staging  # the staging directory is mode 0700
         if bundle:
