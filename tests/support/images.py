@@ -241,7 +241,8 @@ def push_blob(client: httpx.Client, base_url: str, repo: str, blob: Blob) -> Non
                     headers={"Content-Type": "application/octet-stream"})
     if r.status_code == 202:  # a registry that ignores monolithic POST: finish with PUT
         location = httpx.URL(base_url).join(r.headers["Location"])
-        r = client.put(location, params={"digest": blob.digest}, content=blob.data)
+        # Keep the Location's own query (Distribution carries its `_state` there) and add the digest.
+        r = client.put(location.copy_merge_params({"digest": blob.digest}), content=blob.data)
     r.raise_for_status()
 
 
