@@ -10,7 +10,7 @@ import sys
 
 from storage.errors import StorageError
 
-from .settings import Settings, SettingsError, load_settings
+from .settings import Settings, SettingsError, load_settings, parse_duration
 
 SETTINGS_ENV = "CARGOBAY__SETTINGS_JSON"  # hands resolved settings to uvicorn worker processes
 
@@ -24,6 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (http.port)")
     serve.add_argument("--root", help="filesystem storage root (storage.filesystem.root)")
     serve.add_argument("--workers", type=int, help="worker processes (http.workers)")
+    gc = sub.add_parser("gc", help="remove blobs no manifest references (safe beside a running server: "
+                                   "blobs younger than --grace are kept)")
+    gc.add_argument("--config", help="YAML settings file (CARGOBAY_* variables override it)")
+    gc.add_argument("--root", help="filesystem storage root (storage.filesystem.root)")
+    gc.add_argument("--dry-run", action="store_true", help="report what would be removed, remove nothing")
+    gc.add_argument("--grace", default="1h", help="keep blobs younger than this (a push may be in flight); default 1h")
     from .auth.cli import add_commands
 
     add_commands(sub)  # robot create, user add|remove, auth keygen
@@ -68,6 +74,19 @@ def serve(settings: Settings) -> None:
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
 
 
+def collect_garbage(settings: Settings, grace_seconds: float, dry_run: bool) -> int:
+    from storage.gc import collect
+    from storage.repository import Storage
+
+    from .app import storage_driver
+
+    report = collect(Storage(storage_driver(settings)), grace_seconds, dry_run)
+    verb = "would remove" if dry_run else "removed"
+    print(f"{report.marked} digests in use; {verb} {len(report.swept)} blobs ({report.bytes_freed} bytes) "
+          f"and {report.unlinked} repository links")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -77,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         })
         if args.command == "serve":
             serve(settings)
+        elif args.command == "gc":
+            return collect_garbage(settings, parse_duration(args.grace, "--grace"), args.dry_run)
         else:
             from .auth import cli
 

@@ -80,3 +80,23 @@ def test_every_setting_is_documented() -> None:
     for info in describe():
         assert f"`{info.key}`" in docs, f"{info.key} is not in docs/configuration.md"
         assert f"`{info.env}`" in docs, f"{info.env} is not in docs/configuration.md"
+
+
+def test_gc_command_removes_unreferenced_blobs(tmp_path: Path) -> None:
+    server = start_cargobay(tmp_path)
+    digest = "sha256:" + hashlib.sha256(b"orphan").hexdigest()
+    try:
+        with httpx.Client(base_url=server.url) as c:
+            assert c.post("/v2/gc/blobs/uploads/", params={"digest": digest}, content=b"orphan").status_code == 201
+    finally:
+        server.stop()
+    root = str(server.root)
+    run = lambda *extra: subprocess.run([sys.executable, "-m", "registry", "gc", "--root", root, *extra],  # noqa: E731
+                                        capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    kept = run()  # the blob is younger than the default grace period
+    assert kept.returncode == 0 and "removed 0 blobs" in kept.stdout
+    dry = run("--grace", "0", "--dry-run")
+    assert "would remove 1 blobs (6 bytes)" in dry.stdout
+    done = run("--grace", "0")
+    assert "removed 1 blobs" in done.stdout and "1 repository links" in done.stdout
+    assert not list((server.root / "v1" / "blobs").rglob("data"))
