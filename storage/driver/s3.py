@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import re
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -33,12 +32,15 @@ from ..errors import InvalidKey, InvalidOffset, PathNotFound, StorageConfigError
 from .base import FileInfo
 from .s3_writer import (
     MAX_PART_SIZE,
-    META_SIZE,
     MIN_PART_SIZE,
-    STATE_PREFIX,
-    Part,
     S3FileWriter,
+    abort_upload,
+    abort_uploads_below,
+    complete_upload,
+    copy_into_upload,
+    create_upload,
     discard_state,
+    in_progress_info,
     key_of_state,
 )
 
@@ -46,7 +48,7 @@ MiB = 1024 * 1024
 DEFAULT_PART_SIZE = 16 * MiB
 DEFAULT_COPY_THRESHOLD = 64 * MiB
 DEFAULT_COPY_PART_SIZE = 64 * MiB
-_COPY_CONCURRENCY = 8
+_LIST_CONCURRENCY = 8
 _DELETE_BATCH = 1000  # DeleteObjects' limit
 _READ_RESUMES = 3
 _RESERVED = ".cargobay-"  # sidecars and probes; storage.paths never builds such a component
@@ -136,21 +138,19 @@ class S3Driver:
         `list` must confirm each sub-prefix still has an object below it, for servers that keep
         reporting emptied "directories" (SeaweedFS does, until its asynchronous cleanup); None
         means detect it from the server's `Server` header."""
-        if not bucket:
-            raise StorageConfigError("storage.s3.bucket is required")
-        if addressing_style not in ("path", "virtual", "auto"):
-            raise StorageConfigError(f"storage.s3.addressing_style must be path, virtual or auto, not {addressing_style!r}")
-        if retry_mode not in ("standard", "adaptive", "legacy"):
-            raise StorageConfigError(f"storage.s3.retry_mode must be standard or adaptive, not {retry_mode!r}")
-        if (access_key is None) != (secret_key is None):
-            raise StorageConfigError("storage.s3.access_key and secret_key must be given together")
-        for opt, value in (("part_size", part_size), ("multipart_copy_part_size", multipart_copy_part_size)):
-            if not MIN_PART_SIZE <= value <= MAX_PART_SIZE - MIN_PART_SIZE:
-                raise StorageConfigError(f"storage.s3.{opt} must be between 5 MiB and 5 GiB, not {value}")
-        if not MIN_PART_SIZE <= multipart_copy_threshold <= MAX_PART_SIZE:
-            raise StorageConfigError(f"storage.s3.multipart_copy_threshold must be between 5 MiB and 5 GiB, not {multipart_copy_threshold}")
-        if max_attempts < 1 or not 1 <= page_size <= 1000:
-            raise StorageConfigError("storage.s3.max_attempts must be >= 1 and page_size within 1..1000")
+        for ok, problem in (
+            (bool(bucket), "bucket is required"),
+            (addressing_style in ("path", "virtual", "auto"), "addressing_style must be path, virtual or auto"),
+            (retry_mode in ("standard", "adaptive"), "retry_mode must be standard or adaptive"),
+            ((access_key is None) == (secret_key is None), "access_key and secret_key go together"),
+            (MIN_PART_SIZE <= part_size <= MAX_PART_SIZE - MIN_PART_SIZE, "part_size must be 5 MiB to 5 GiB"),
+            (MIN_PART_SIZE <= multipart_copy_part_size <= MAX_PART_SIZE - MIN_PART_SIZE,
+             "multipart_copy_part_size must be 5 MiB to 5 GiB"),
+            (MIN_PART_SIZE <= multipart_copy_threshold <= MAX_PART_SIZE, "multipart_copy_threshold must be 5 MiB to 5 GiB"),
+            (max_attempts >= 1 and 1 <= page_size <= 1000, "max_attempts must be >= 1, page_size 1 to 1000"),
+        ):
+            if not ok:
+                raise StorageConfigError(f"storage.s3: {problem}")
 
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -185,8 +185,8 @@ class S3Driver:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> S3Driver:
-        """Build from a settings section (values may be strings from the environment; sizes may
-        say `16MiB`). Unknown option names are an error, so typos fail at start-up."""
+        """Build from a settings section (None means the default). Unknown option names are an
+        error, so typos fail at start-up."""
         kwargs: dict[str, Any] = {}
         for name, value in options.items():
             conv = _OPTION_TYPES.get(name)
@@ -211,11 +211,6 @@ class S3Driver:
         if any(p.startswith(_RESERVED) for p in parts):
             raise InvalidKey(f"storage key {key!r} uses the driver's reserved {_RESERVED!r} names")
         return f"{self.prefix}/{key.strip('/')}" if self.prefix else key.strip("/")
-
-    def _state_full(self, key: str) -> str:
-        """The bucket key of the hidden sidecar holding `key`'s upload in progress."""
-        parent, _, name = self._full(key).rpartition("/")
-        return f"{parent}/{STATE_PREFIX}{name}" if parent else f"{STATE_PREFIX}{name}"
 
     def _logical(self, full: str) -> str:
         return full[len(self.prefix) + 1 :] if self.prefix else full
@@ -244,6 +239,9 @@ class S3Driver:
             if not page.get("IsTruncated") or limit:
                 return
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+    def _has_objects(self, prefix: str) -> bool:
+        return any(page.get("Contents") for page in self._pages(prefix, limit=1))
 
     # -- protocol --------------------------------------------------------------------------------
     def get(self, key: str) -> bytes:
@@ -276,18 +274,13 @@ class S3Driver:
             return FileInfo(key.strip("/"), int(head["ContentLength"]), head["LastModified"].timestamp())
         except PathNotFound:
             pass
-        try:  # an upload in progress: its size is in the sidecar's metadata
-            head = self._call("head_object", key, Key=self._state_full(key))
-            return FileInfo(key.strip("/"), int(head["Metadata"].get(META_SIZE, 0)), head["LastModified"].timestamp())
-        except PathNotFound:
-            pass
+        info = in_progress_info(self, key)
+        if info is not None:
+            return info
         for page in self._pages(key, limit=1):  # not delimited: empty "directories" do not count
             if page.get("Contents"):
                 return FileInfo(key.strip("/"), 0, page["Contents"][0]["LastModified"].timestamp(), True)
         raise PathNotFound(key)
-
-    def _has_objects(self, prefix: str) -> bool:
-        return any(page.get("Contents") for page in self._pages(prefix, limit=1))
 
     def list(self, prefix: str) -> list[str]:
         base = prefix.strip("/")
@@ -305,7 +298,7 @@ class S3Driver:
                 dirs.add(common["Prefix"][cut:].rstrip("/"))
         dirs.discard("")
         if dirs and self.verify_prefixes:
-            with ThreadPoolExecutor(max_workers=min(_COPY_CONCURRENCY, len(dirs))) as pool:
+            with ThreadPoolExecutor(max_workers=min(_LIST_CONCURRENCY, len(dirs))) as pool:
                 alive = list(pool.map(lambda d: self._has_objects(f"{base}/{d}"), sorted(dirs)))
             dirs = {d for d, ok in zip(sorted(dirs), alive) if ok}
         names.discard("")
@@ -347,19 +340,12 @@ class S3Driver:
             return  # S3 refuses a copy onto itself, and there is nothing to do
         if size <= self.multipart_copy_threshold:
             self._call("copy_object", destination, Key=dst, CopySource={"Bucket": self.bucket, "Key": src})
-        else:
-            upload_id = self._create_upload(destination)
+        else:  # CopyObject stops at 5 GiB; ranges copied in parallel are faster well before that
+            upload_id = create_upload(self, destination)
             try:
-                parts = self._copy_parts(src, dst, upload_id, size)
-                self._call(
-                    "complete_multipart_upload",
-                    destination,
-                    Key=dst,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]},
-                )
+                complete_upload(self, destination, upload_id, copy_into_upload(self, source, destination, upload_id, size))
             except BaseException:
-                self._abort(destination, upload_id)
+                abort_upload(self, destination, upload_id)
                 raise
         self._call("delete_object", source, Key=src)
 
@@ -374,7 +360,7 @@ class S3Driver:
             return
         # A prefix: abort the uploads below it first (their parts are invisible to listings), then
         # delete the objects in batches.
-        found = self._abort_uploads_below(key)
+        found = abort_uploads_below(self, key)
         batch: list[dict[str, str]] = []
         for page in self._pages(key):
             for obj in page.get("Contents", ()):
@@ -399,7 +385,7 @@ class S3Driver:
         """Raise StorageConfigError with one line naming the problem: endpoint unreachable, no or
         rejected credentials, missing bucket, or no permission to list or write."""
         where = f"bucket {self.bucket!r}" + (f" at {self.endpoint_url}" if self.endpoint_url else "")
-        probe = f"{self.prefix}/.cargobay-probe-{uuid.uuid4().hex}" if self.prefix else f".cargobay-probe-{uuid.uuid4().hex}"
+        probe = "/".join(filter(None, [self.prefix, f".cargobay-probe-{uuid.uuid4().hex}"]))
         steps: list[tuple[str, Callable[[], Any]]] = [
             # ListObjectsV2 rather than HeadBucket: a HEAD has no body, so its 403 cannot say why.
             ("list", lambda: self._client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)),
@@ -419,61 +405,11 @@ class S3Driver:
                     raise StorageConfigError(f"S3 access denied: cannot {action} {where}") from None
                 raise StorageConfigError(f"S3 cannot {action} {where}: {code}") from None
             except (bce.NoCredentialsError, bce.PartialCredentialsError, bce.CredentialRetrievalError):
-                raise StorageConfigError(
-                    "no S3 credentials found: set storage.s3.access_key and secret_key or the standard AWS environment"
-                ) from None
+                raise StorageConfigError("no S3 credentials: set storage.s3.access_key/secret_key or the AWS environment") from None
             except (bce.ConnectionError, bce.HTTPClientError) as exc:
                 raise StorageConfigError(f"S3 endpoint for {where} is unreachable: {type(exc).__name__}") from None
 
-    # -- helpers shared with the writer -----------------------------------------------------------
-    def _create_upload(self, key: str) -> str:
-        return str(self._call("create_multipart_upload", key, Key=self._full(key))["UploadId"])
-
-    def _abort(self, key: str, upload_id: str) -> None:
-        try:
-            self._call("abort_multipart_upload", key, Key=self._full(key), UploadId=upload_id)
-        except PathNotFound:
-            pass  # already completed or aborted
-
-    def _copy_parts(self, src: str, dst: str, upload_id: str, size: int) -> list[Part]:
-        """Server-side copy of the whole object `src` (a bucket key) into parts 1.. of `upload_id`
-        on `dst`. Ranges are `multipart_copy_part_size`; a last range under the 5 MiB minimum is
-        merged into the one before, so every part but the last is valid."""
-        step = self.multipart_copy_part_size
-        starts = list(range(0, size, step))
-        if len(starts) > 1 and size - starts[-1] < MIN_PART_SIZE:
-            starts.pop()
-        ranges = [(i + 1, start, (starts[i + 1] if i + 1 < len(starts) else size) - 1) for i, start in enumerate(starts)]
-        logical = self._logical(dst)
-
-        def copy(rng: tuple[int, int, int]) -> Part:
-            number, first, last = rng
-            resp = self._call(
-                "upload_part_copy",
-                logical,
-                Key=dst,
-                UploadId=upload_id,
-                PartNumber=number,
-                CopySource={"Bucket": self.bucket, "Key": src},
-                CopySourceRange=f"bytes={first}-{last}",
-            )
-            return Part(number, resp["CopyPartResult"]["ETag"], last - first + 1)
-
-        with ThreadPoolExecutor(max_workers=min(_COPY_CONCURRENCY, len(ranges))) as pool:
-            return list(pool.map(copy, ranges))
-
-    def _abort_uploads_below(self, key: str) -> bool:
-        kwargs: dict[str, Any] = {"Prefix": self._full(key) + "/"}
-        found = False
-        while True:
-            page = self._call("list_multipart_uploads", key, **kwargs)
-            for upload in page.get("Uploads", ()):
-                self._abort(self._logical(upload["Key"]), upload["UploadId"])
-                found = True
-            if not page.get("IsTruncated"):
-                return found
-            kwargs.update(KeyMarker=page.get("NextKeyMarker", ""), UploadIdMarker=page.get("NextUploadIdMarker", ""))
-
+    # -- helpers ---------------------------------------------------------------------------------
     def _delete_batch(self, key: str, batch: list[dict[str, str]]) -> None:
         resp = self._call("delete_objects", key, Delete={"Objects": batch, "Quiet": True})
         errors = [e for e in resp.get("Errors", ()) if e.get("Code") != "NoSuchKey"]
@@ -542,50 +478,18 @@ class _S3Reader(io.RawIOBase):
 
 
 def _to_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
     text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(value)
-
-
-_SIZE = re.compile(r"^\s*(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.IGNORECASE)
-
-
-def _to_size(value: Any) -> int:
-    """Bytes from an int or `16MiB`-style text; K/M/G are binary units, as part sizes are."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    match = _SIZE.match(str(value))
-    if not match:
+    if text not in ("true", "false", "1", "0", "yes", "no"):
         raise ValueError(value)
-    unit = (match.group(2) or "b")[0].lower()
-    return int(match.group(1)) * {"b": 1, "k": 1024, "m": MiB, "g": 1024 * MiB}[unit]
+    return text in ("true", "1", "yes")
 
 
+# Option name -> conversion (settings normally give the right types; environment text is parsed).
 _OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
-    "bucket": str,
-    "prefix": str,
-    "region": str,
-    "endpoint_url": str,
-    "addressing_style": str,
-    "access_key": str,
-    "secret_key": str,
-    "session_token": str,
-    "part_size": _to_size,
-    "redirect": _to_bool,
-    "retry_mode": str,
-    "max_attempts": int,
-    "connect_timeout": float,
-    "read_timeout": float,
-    "max_pool_connections": int,
-    "multipart_copy_threshold": _to_size,
-    "multipart_copy_part_size": _to_size,
-    "page_size": int,
-    "verify_prefixes": _to_bool,
+    **dict.fromkeys(("bucket", "prefix", "region", "endpoint_url", "addressing_style", "access_key", "secret_key",
+                     "session_token", "retry_mode"), str),
+    **dict.fromkeys(("part_size", "max_attempts", "max_pool_connections", "multipart_copy_threshold",
+                     "multipart_copy_part_size", "page_size"), int),
+    **dict.fromkeys(("connect_timeout", "read_timeout"), float),
+    **dict.fromkeys(("redirect", "verify_prefixes"), _to_bool),
 }
-
-__all__ = ["S3Driver", "STATE_PREFIX"]

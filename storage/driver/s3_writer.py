@@ -1,4 +1,5 @@
-"""The S3 driver's resumable appending writer.
+"""Multipart uploads for the S3 driver: the resumable appending writer, and server-side copy of
+large objects in ranges (UploadPartCopy), which `move` and appending to a committed object use.
 
 S3 has no append, and a multipart upload's parts must each be at least 5 MiB except the last,
 which is only known at completion. So one writer session may end (`close()`) with any number of
@@ -27,10 +28,12 @@ so that `stat`/`delete` need only a HEAD.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PathNotFound, StorageError
+from .base import FileInfo
 
 if TYPE_CHECKING:
     from .s3 import S3Driver
@@ -44,6 +47,22 @@ STATE_PREFIX = ".cargobay-upload-"
 META_SIZE = "cargobay-size"
 META_UPLOAD_ID = "cargobay-upload-id"
 _STATE_VERSION = 1
+_COPY_CONCURRENCY = 8
+
+
+def state_full(driver: S3Driver, key: str) -> str:
+    """The bucket key of the hidden sidecar holding `key`'s upload in progress."""
+    parent, _, name = driver._full(key).rpartition("/")
+    return f"{parent}/{STATE_PREFIX}{name}" if parent else f"{STATE_PREFIX}{name}"
+
+
+def in_progress_info(driver: S3Driver, key: str) -> FileInfo | None:
+    """What `stat` says about an upload in progress (bytes so far), from the sidecar's metadata."""
+    try:
+        head = driver._call("head_object", key, Key=state_full(driver, key))
+    except PathNotFound:
+        return None
+    return FileInfo(key.strip("/"), int(head["Metadata"].get(META_SIZE, 0)), head["LastModified"].timestamp())
 
 
 def key_of_state(name: str) -> str | None:
@@ -85,11 +104,76 @@ class UploadState:
         return cls(header.get("upload_id"), parts, tail)
 
 
+def create_upload(driver: S3Driver, key: str) -> str:
+    return str(driver._call("create_multipart_upload", key, Key=driver._full(key))["UploadId"])
+
+
+def complete_upload(driver: S3Driver, key: str, upload_id: str, parts: list[Part]) -> None:
+    driver._call(
+        "complete_multipart_upload",
+        key,
+        Key=driver._full(key),
+        UploadId=upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]},
+    )
+
+
+def abort_upload(driver: S3Driver, key: str, upload_id: str) -> None:
+    try:
+        driver._call("abort_multipart_upload", key, Key=driver._full(key), UploadId=upload_id)
+    except PathNotFound:
+        pass  # already completed or aborted
+
+
+def abort_uploads_below(driver: S3Driver, prefix: str) -> bool:
+    """Abort every multipart upload on a key below `prefix` (their parts are invisible to object
+    listings and would otherwise be billed forever). True if there was any."""
+    kwargs: dict[str, Any] = {"Prefix": driver._full(prefix) + "/"}
+    found = False
+    while True:
+        page = driver._call("list_multipart_uploads", prefix, **kwargs)
+        for upload in page.get("Uploads", ()):
+            abort_upload(driver, driver._logical(upload["Key"]), upload["UploadId"])
+            found = True
+        if not page.get("IsTruncated"):
+            return found
+        kwargs.update(KeyMarker=page.get("NextKeyMarker", ""), UploadIdMarker=page.get("NextUploadIdMarker", ""))
+
+
+def copy_into_upload(driver: S3Driver, source: str, key: str, upload_id: str, size: int) -> list[Part]:
+    """Server-side copy of the whole object `source` (a logical key of `size` bytes) into parts
+    1.. of `upload_id` on `key`, several ranges at a time. Ranges are `multipart_copy_part_size`;
+    a last range under the 5 MiB minimum is merged into the one before, so every part but the
+    last is valid."""
+    step = driver.multipart_copy_part_size
+    starts = list(range(0, size, step))
+    if len(starts) > 1 and size - starts[-1] < MIN_PART_SIZE:
+        starts.pop()
+    ends = starts[1:] + [size]
+    copy_source = {"Bucket": driver.bucket, "Key": driver._full(source)}
+
+    def copy(number: int) -> Part:
+        first, last = starts[number - 1], ends[number - 1] - 1
+        resp = driver._call(
+            "upload_part_copy",
+            key,
+            Key=driver._full(key),
+            UploadId=upload_id,
+            PartNumber=number,
+            CopySource=copy_source,
+            CopySourceRange=f"bytes={first}-{last}",
+        )
+        return Part(number, resp["CopyPartResult"]["ETag"], last - first + 1)
+
+    with ThreadPoolExecutor(max_workers=min(_COPY_CONCURRENCY, len(starts))) as pool:
+        return list(pool.map(copy, range(1, len(starts) + 1)))
+
+
 def read_state(driver: S3Driver, key: str) -> UploadState | None:
     """The saved state of an in-progress `key`, or None. The body is at most one tail (< 5 MiB)
     plus the part list."""
     try:
-        resp = driver._call("get_object", key, Key=driver._state_full(key))
+        resp = driver._call("get_object", key, Key=state_full(driver, key))
     except PathNotFound:
         return None
     with resp["Body"] as body:
@@ -99,13 +183,13 @@ def read_state(driver: S3Driver, key: str) -> UploadState | None:
 def discard_state(driver: S3Driver, key: str) -> bool:
     """Abort the upload a sidecar names and delete the sidecar. True if there was one."""
     try:
-        meta = driver._call("head_object", key, Key=driver._state_full(key))["Metadata"]
+        meta = driver._call("head_object", key, Key=state_full(driver, key))["Metadata"]
     except PathNotFound:
         return False
     upload_id = meta.get(META_UPLOAD_ID)
     if upload_id:
-        driver._abort(key, upload_id)
-    driver._call("delete_object", key, Key=driver._state_full(key))
+        abort_upload(driver, key, upload_id)
+    driver._call("delete_object", key, Key=state_full(driver, key))
     return True
 
 
@@ -149,8 +233,8 @@ class S3FileWriter:
         if size < MIN_PART_SIZE:
             self._buf = bytearray(self._driver.get(self._key))
         else:
-            self._upload_id = self._driver._create_upload(self._key)
-            self._parts = self._driver._copy_parts(self._full, self._full, self._upload_id, size)
+            self._upload_id = create_upload(self._driver, self._key)
+            self._parts = copy_into_upload(self._driver, self._key, self._key, self._upload_id, size)
         self._size = size
 
     # -- FileWriter ------------------------------------------------------------------------------
@@ -188,10 +272,10 @@ class S3FileWriter:
         if self._done:
             return
         if self._upload_id:
-            self._driver._abort(self._key, self._upload_id)
+            abort_upload(self._driver, self._key, self._upload_id)
         # Delete the sidecar (whoever wrote it: this writer may be a fresh one over a saved upload
         # that discard_state already removed, so a missing one is fine) and the key itself.
-        self._driver._call("delete_object", self._key, Key=self._driver._state_full(self._key))
+        self._driver._call("delete_object", self._key, Key=state_full(self._driver, self._key))
         self._driver._call("delete_object", self._key, Key=self._full)
         self._finish()
 
@@ -204,15 +288,9 @@ class S3FileWriter:
         else:
             if self._buf or not self._parts:
                 self._send_part(self._buf)  # the last part may be any size
-            self._driver._call(
-                "complete_multipart_upload",
-                self._key,
-                Key=self._full,
-                UploadId=self._upload_id,
-                MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in self._parts]},
-            )
+            complete_upload(self._driver, self._key, self._upload_id, self._parts)
         if self._state_saved:
-            self._driver._call("delete_object", self._key, Key=self._driver._state_full(self._key))
+            self._driver._call("delete_object", self._key, Key=state_full(self._driver, self._key))
         self._finish()
 
     # -- internals -------------------------------------------------------------------------------
@@ -222,7 +300,7 @@ class S3FileWriter:
 
     def _send_part(self, data: bytearray) -> None:
         if self._upload_id is None:
-            self._upload_id = self._driver._create_upload(self._key)
+            self._upload_id = create_upload(self._driver, self._key)
         number = self._parts[-1].number + 1 if self._parts else 1
         if number > MAX_PARTS:
             raise StorageError(
@@ -241,7 +319,7 @@ class S3FileWriter:
         self._driver._call(
             "put_object",
             self._key,
-            Key=self._driver._state_full(self._key),
+            Key=state_full(self._driver, self._key),
             Body=body,
             Metadata={META_SIZE: str(self._size), META_UPLOAD_ID: self._upload_id or ""},
         )

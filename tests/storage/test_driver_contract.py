@@ -73,12 +73,12 @@ def test_missing_keys_raise_path_not_found(driver: StorageDriver) -> None:
     assert driver.list("present") == ["present/file"]
 
 
-@pytest.mark.parametrize("key", ["", "../x", "a/../b", "a//b", "a/./b", "a\\b"])
-def test_invalid_keys_are_refused(driver: StorageDriver, key: str) -> None:
-    with pytest.raises(InvalidKey):
-        driver.put(key, b"x")
-    with pytest.raises(InvalidKey):
-        driver.get(key)
+def test_invalid_keys_are_refused(driver: StorageDriver) -> None:
+    for key in ("", "../x", "a/../b", "a//b", "a/./b", "a\\b"):
+        with pytest.raises(InvalidKey):
+            driver.put(key, b"x")
+        with pytest.raises(InvalidKey):
+            driver.get(key)
 
 
 # -- readers ---------------------------------------------------------------------------------------
@@ -493,18 +493,20 @@ OBJECT_HEADERS = {"Last-Modified": "Sun, 01 Jan 2023 00:00:00 GMT", "ETag": '"ab
 
 
 def test_s3_throttling_is_retried_then_succeeds(scripted_s3: Callable[..., Any]) -> None:
-    server, d = scripted_s3([SLOW_DOWN, SLOW_DOWN, (200, OBJECT_HEADERS, b"payload", None)], max_attempts=3)
+    server, d = scripted_s3([SLOW_DOWN, (200, OBJECT_HEADERS, b"payload", None)], max_attempts=2)
     assert d.get("k") == b"payload"
-    assert len(server.requests) == 3
+    assert len(server.requests) == 2
 
 
 def test_s3_that_stays_down_raises_storage_unavailable(scripted_s3: Callable[..., Any]) -> None:
-    server, d = scripted_s3([SLOW_DOWN] * 2 + [(500, {}, b"", None)] * 2, max_attempts=2)
+    server, d = scripted_s3([SLOW_DOWN] * 2, max_attempts=2)
     with pytest.raises(StorageUnavailable):
         d.get("k")
     assert len(server.requests) == 2  # botocore retried once, then the driver gave up
-    with pytest.raises(StorageUnavailable):
-        d.put("k", b"v")
+    server, d = scripted_s3([(500, {}, b"", None), (502, {}, b"", None)], max_attempts=1)
+    for call in (lambda: d.put("k", b"v"), lambda: d.stat("k")):
+        with pytest.raises(StorageUnavailable):
+            call()
 
 
 def test_s3_reader_resumes_a_broken_stream_with_a_range(scripted_s3: Callable[..., Any]) -> None:
@@ -526,7 +528,7 @@ def test_s3_options_from_settings() -> None:
 
     d = create_driver("s3", {
         "bucket": "b", "prefix": "/registry/", "region": "eu-west-1", "endpoint_url": "http://127.0.0.1:9",
-        "addressing_style": "virtual", "part_size": "8MiB", "redirect": "true", "max_attempts": "4",
+        "addressing_style": "virtual", "part_size": str(8 * MiB), "redirect": "true", "max_attempts": "4",
         "retry_mode": "adaptive", "access_key": None, "secret_key": None,
     })
     assert isinstance(d, S3Driver)

@@ -36,6 +36,7 @@ class S3Server:
     process: subprocess.Popen[bytes]
     log_path: Path
     region: str = REGION
+    stop_grace: float = 15.0  # seconds between SIGTERM and SIGKILL
     _client: Any = field(default=None, repr=False)
 
     def log(self) -> str:
@@ -85,7 +86,7 @@ class S3Server:
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(15)
+                self.process.wait(self.stop_grace)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
@@ -172,13 +173,17 @@ def start_seaweedfs(workdir: Path, timeout: float = 60.0) -> S3Server:
         "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
         "-master.volumeSizeLimitMB=64",
         "-volume.preStopSeconds=0",  # nothing to drain in tests; stop at once
+        f"-filer.localSocket={workdir / 'filer.sock'}",
+        f"-s3.localSocket={workdir / 's3.sock'}",
         f"-s3.config={config_path}",
     ]
     (workdir / "data").mkdir(exist_ok=True)
     log_path = workdir / "weed.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
-    server = S3Server("seaweedfs", f"http://127.0.0.1:{ports['s3.port']}", access_key, secret_key, process, log_path)
+    # The data is thrown away, and a graceful stop sometimes takes over 10 s: kill it after 3.
+    server = S3Server("seaweedfs", f"http://127.0.0.1:{ports['s3.port']}", access_key, secret_key, process, log_path,
+                      stop_grace=3.0)
     _wait_ready(server, timeout)
     return server
 
