@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plain-http", action="store_true", default=False)
     p = command("logout", "forget a registry's credentials")
     p.add_argument("host")
+    p = command("push", "push a stored image to a registry (to DEST, default its own reference)")
+    p.add_argument("reference")
+    p.add_argument("dest", nargs="?", default=None)
+    p.add_argument("--plain-http", action="store_true", default=False, help="talk plain HTTP to the registry")
     p = command("unpack", "build an image's root filesystem (fetching it first when needed)")
     p.add_argument("reference")
     p.add_argument("dest", type=Path)
@@ -194,6 +198,16 @@ def cmd_rm(ctx: Context) -> int:
     return 0
 
 
+def cmd_push(ctx: Context) -> int:
+    from .push import push
+    from .resolve import parse_ref
+
+    record = ctx.store.find(ctx.args.reference)
+    dest = parse_ref(ctx.args.dest or record.reference)
+    push(ctx.client(), ctx.store, record.reference, dest, ctx.output.emit)
+    return 0
+
+
 def cmd_prune(ctx: Context) -> int:
     count, size = ctx.store.prune()
     ctx.output.result(json.dumps({"deleted": count, "bytes": size}) if ctx.args.json
@@ -271,7 +285,7 @@ def cmd_export(ctx: Context) -> int:
 
 COMMANDS: dict[str, Callable[[Context], int]] = {
     "fetch": cmd_fetch, "images": cmd_images, "inspect": cmd_inspect, "rm": cmd_rm, "prune": cmd_prune,
-    "login": cmd_login, "logout": cmd_logout, "unpack": cmd_unpack, "export": cmd_export,
+    "push": cmd_push, "login": cmd_login, "logout": cmd_logout, "unpack": cmd_unpack, "export": cmd_export,
 }
 
 

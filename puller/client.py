@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol, TypeVar
+from typing import BinaryIO, Callable, Protocol, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 import urllib3
@@ -68,12 +68,15 @@ class RegistryClient:
         self.auth = authenticator or Authenticator(self.transport.token_http)
 
     # -- one registry request ----------------------------------------------------------------
-    def _open(self, ref: Reference, ep: Endpoint, method: str, suffix: str, headers: dict[str, str] | None = None,
-              preload: bool = True) -> urllib3.BaseHTTPResponse:
-        """One request, following redirects and answering one auth challenge; returns a 2xx
-        response, raises Transient for retryable failures and PullError subclasses otherwise."""
-        scope = f"repository:{ref.repository}:pull"
-        url = f"{ep.base}/v2/{ref.repository}{suffix}"
+    def request(self, ref: Reference, ep: Endpoint, method: str, suffix: str, headers: dict[str, str] | None = None,
+                preload: bool = True, body: bytes | BinaryIO | None = None,
+                actions: str = "pull") -> urllib3.BaseHTTPResponse:
+        """One request to `ep` for repository `ref.repository` (`suffix` after `/v2/<repo>`, or an
+        absolute URL such as an upload Location), following redirects and answering one auth
+        challenge for `actions`; returns a 2xx response, raises Transient for retryable failures
+        and PullError subclasses otherwise. A file `body` is rewound before each send."""
+        scope = f"repository:{ref.repository}:{actions}"
+        url = suffix if suffix.startswith(("http://", "https://")) else f"{ep.base}/v2/{ref.repository}{suffix}"
         if ep.ns:
             url += ("&" if "?" in url else "?") + "ns=" + quote(ep.ns, safe="")
         pool = self.transport.pool(ep.ca_file, ep.tls_verify)
@@ -86,7 +89,10 @@ class RegistryClient:
                 cached = self.auth.cached(ep.netloc, scope)
                 if cached:
                     send_headers["Authorization"] = cached
-            response = self.transport.send(pool if same_host else self.transport.pool(), method, url, send_headers, preload=preload)
+            if hasattr(body, "seek"):
+                body.seek(0)  # type: ignore[union-attr]
+            response = self.transport.send(pool if same_host else self.transport.pool(), method, url, send_headers,
+                                           body, preload)
             status = response.status
             if 200 <= status < 300:
                 return response
@@ -101,7 +107,7 @@ class RegistryClient:
                 authorized = True
                 self.auth.answer(ep.netloc, scope, response.headers.get("WWW-Authenticate", ""))
                 continue
-            where = f"{ep.netloc} {ref.repository}{suffix.split('?')[0]}"
+            where = f"{ep.netloc} {ref.repository}{urlsplit(url).path.split('/' + ref.repository, 1)[-1]}"
             if status in (401, 403):
                 raise AuthenticationError(f"{where}: access denied ({error_message(data, status)})")
             if status == 404:
@@ -140,7 +146,7 @@ class RegistryClient:
     # -- the operations ----------------------------------------------------------------------
     def ping(self, host: str) -> None:
         """`GET /v2/` on `host` itself, answering its challenge (for `login`)."""
-        ep = self.config.endpoints(host, self.plain_http)[-1]
+        ep = self.config.host_endpoint(host, self.plain_http)
         scope = ""
 
         def once() -> None:
@@ -169,7 +175,7 @@ class RegistryClient:
 
         def on(ep: Endpoint) -> FetchedManifest:
             def once() -> FetchedManifest:
-                response = self._open(ref, ep, "GET", f"/manifests/{identifier}", {"Accept": accept}, preload=False)
+                response = self.request(ref, ep, "GET", f"/manifests/{identifier}", {"Accept": accept}, preload=False)
                 try:
                     length = response.headers.get("Content-Length")
                     if length and length.isdigit() and int(length) > MAX_MANIFEST_SIZE:
@@ -195,7 +201,7 @@ class RegistryClient:
         """The digest the reference resolves to now (HEAD), or None when the registry does not say."""
         def on(ep: Endpoint) -> Digest | None:
             def once() -> Digest | None:
-                response = self._open(ref, ep, "HEAD", f"/manifests/{ref.identifier}", {"Accept": mt.MANIFEST_ACCEPT})
+                response = self.request(ref, ep, "HEAD", f"/manifests/{ref.identifier}", {"Accept": mt.MANIFEST_ACCEPT})
                 header = response.headers.get("Docker-Content-Digest")
                 return Digest.parse(header) if header and ":" in header else None
             return self.transport.retrying(f"{ep.netloc}: manifest {ref}", once)
@@ -220,7 +226,7 @@ class RegistryClient:
             offset = 0
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
-            response = self._open(ref, ep, "GET", f"/blobs/{desc.digest}", headers, preload=False)
+            response = self.request(ref, ep, "GET", f"/blobs/{desc.digest}", headers, preload=False)
         except RangeRefused:
             sink.reset()
             raise Transient("range refused; starting over", 0.0) from None

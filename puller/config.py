@@ -90,20 +90,25 @@ class Config:
 
     def endpoints(self, host: str, plain_http: bool = False) -> list[Endpoint]:
         """Where to fetch `host`'s content from, in order: its mirrors, then (unless the config
-        turns fallback off) the host itself. `plain_http` forces http for the host itself."""
+        turns fallback off) the host itself."""
         hc = self.hosts.get(host, HostConfig())
         out = list(hc.mirrors)
         if hc.fallback or not out:
-            if hc.server:
-                base = hc.server.rstrip("/")
-            elif host == "docker.io":
-                base = DOCKER_HUB_SERVER
-            else:
-                base = f"{'http' if (hc.insecure or plain_http) else 'https'}://{host}"
-            if plain_http and base.startswith("https://"):
-                base = "http://" + base[len("https://"):]
-            out.append(Endpoint(base, None, hc.ca_file, hc.tls_verify))
+            out.append(self.host_endpoint(host, plain_http))
         return out
+
+    def host_endpoint(self, host: str, plain_http: bool = False) -> Endpoint:
+        """The host itself (never a mirror); `plain_http` forces http."""
+        hc = self.hosts.get(host, HostConfig())
+        if hc.server:
+            base = hc.server.rstrip("/")
+        elif host == "docker.io":
+            base = DOCKER_HUB_SERVER
+        else:
+            base = f"{'http' if (hc.insecure or plain_http) else 'https'}://{host}"
+        if plain_http and base.startswith("https://"):
+            base = "http://" + base[len("https://"):]
+        return Endpoint(base, None, hc.ca_file, hc.tls_verify)
 
 
 def default_config_paths() -> list[Path]:

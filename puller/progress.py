@@ -11,6 +11,7 @@
 - `blob-progress`: digest, done, size
 - `blob-done`: digest, size, role
 - `done`: reference, digest, downloaded (bytes), elapsed (seconds)
+- `pushed`: reference, digest, uploaded (bytes), elapsed (seconds)
 - `warning`: message
 """
 
@@ -93,6 +94,9 @@ class PlainRenderer:
         if k == "done":
             return (f"Status: downloaded {human_size(f['downloaded'])} in {f['elapsed']:.1f}s for {f['reference']}\n"
                     f"Digest: {f['digest']}\n")
+        if k == "pushed":
+            return (f"Status: pushed {f['reference']} ({human_size(f['uploaded'])} uploaded in {f['elapsed']:.1f}s)\n"
+                    f"Digest: {f['digest']}\n")
         if k == "warning":
             return f"warning: {f['message']}\n"
         return ""
@@ -162,7 +166,7 @@ class TtyRenderer:
                     self._last = now
                 else:
                     bar.done, bar.state = bar.size, "verified"
-            elif k in ("up-to-date", "done", "warning"):
+            elif k in ("up-to-date", "done", "pushed", "warning"):
                 frame = self._frame() if self._bars else ""
                 self._drawn = 0
                 return frame + PlainRenderer().handle(event)

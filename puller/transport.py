@@ -89,7 +89,7 @@ class Transport:
             return pool
 
     def send(self, pool: urllib3.PoolManager, method: str, url: str, headers: dict[str, str],
-              body: bytes | None = None, preload: bool = True) -> urllib3.BaseHTTPResponse:
+             body: Any = None, preload: bool = True) -> urllib3.BaseHTTPResponse:
         try:
             return pool.request(method, url, headers=headers, body=body, redirect=False, retries=False,
                                 preload_content=preload, decode_content=False)

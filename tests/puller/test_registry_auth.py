@@ -89,6 +89,12 @@ def test_login_and_token_flow(token_registries: tuple[RunningServer, RunningServ
     puller.ok("fetch", "--plain-http", f"{host}/team-a/app:v1", env=env)
     assert "up to date" in puller.ok("fetch", "--plain-http", f"{host}/team-a/app:v1", env=env).stdout
     verify_store(puller.store)
+    # Pushing needs push rights: alice only pulls, admin may.
+    copy = f"{host}/team-a/copy:v1"
+    assert puller.run("push", "--plain-http", f"{host}/team-a/app:v1", copy, env=env).returncode == 4
+    puller.ok("login", "--plain-http", "-u", "admin", "-p", USERS["admin"], host, env=env)
+    puller.ok("push", "--plain-http", f"{host}/team-a/app:v1", copy, env=env)
+    puller.ok("login", "--plain-http", "-u", "alice", "-p", USERS["alice"], host, env=env)
     puller.ok("logout", host, env=env)
     puller.ok("rm", f"{host}/team-a/app:v1")
     assert puller.run("fetch", "--plain-http", f"{host}/team-a/app:v1", env=env).returncode == 4
