@@ -95,6 +95,8 @@ class Config:
         out = list(hc.mirrors)
         if hc.fallback or not out:
             out.append(self.host_endpoint(host, plain_http))
+            if host not in self.hosts and is_loopback(host) and out[-1].base.startswith("https://"):
+                out.append(Endpoint("http://" + host))  # like Docker: loopback registries may be plain HTTP
         return out
 
     def host_endpoint(self, host: str, plain_http: bool = False) -> Endpoint:
@@ -109,6 +111,12 @@ class Config:
         if plain_http and base.startswith("https://"):
             base = "http://" + base[len("https://"):]
         return Endpoint(base, None, hc.ca_file, hc.tls_verify)
+
+
+def is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]")
+    return name == "localhost" or name.startswith("127.") or name == "::1"
 
 
 def default_config_paths() -> list[Path]:

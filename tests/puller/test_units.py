@@ -44,6 +44,9 @@ def test_config_endpoints_and_validation(tmp_path: Path, monkeypatch: pytest.Mon
     assert config.endpoints("reg.local:5000") == [Endpoint("http://m", "reg.local:5000")]
     assert config.endpoints("private.example") == [Endpoint("https://private.example", None, "/private.pem")]
     assert config.endpoints("other:5000", plain_http=True) == [Endpoint("http://other:5000")]
+    # Loopback registries not in the config: HTTPS first, then plain HTTP, as Docker does.
+    assert config.endpoints("localhost:5000") == [Endpoint("https://localhost:5000"), Endpoint("http://localhost:5000")]
+    assert config.endpoints("127.0.0.1:5000", plain_http=True) == [Endpoint("http://127.0.0.1:5000")]
     for bad in ({"hosts": {"h": {"fallback": "yes"}}}, {"hosts": {"h": {"mirrors": [3]}}}, {"jobs": 0},
                 {"hosts": {"h": {"mirrors": ["ftp://x"]}}}):
         with pytest.raises(UsageError):
