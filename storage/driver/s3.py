@@ -17,6 +17,7 @@ Works with AWS S3 and S3-compatible servers (MinIO, Ceph RGW, SeaweedFS). Choice
 from __future__ import annotations
 
 import base64
+import builtins
 import hashlib
 import io
 import threading
@@ -410,7 +411,7 @@ class S3Driver:
                 raise StorageConfigError(f"S3 endpoint for {where} is unreachable: {type(exc).__name__}") from None
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _delete_batch(self, key: str, batch: list[dict[str, str]]) -> None:
+    def _delete_batch(self, key: str, batch: builtins.list[dict[str, str]]) -> None:  # `list` is a method here
         resp = self._call("delete_objects", key, Delete={"Objects": batch, "Quiet": True})
         errors = [e for e in resp.get("Errors", ()) if e.get("Code") != "NoSuchKey"]
         if errors:

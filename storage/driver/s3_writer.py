@@ -288,6 +288,7 @@ class S3FileWriter:
         else:
             if self._buf or not self._parts:
                 self._send_part(self._buf)  # the last part may be any size
+                self._buf = bytearray()  # sent: a commit() retried after a failed completion must not resend it
             complete_upload(self._driver, self._key, self._upload_id, self._parts)
         if self._state_saved:
             self._driver._call("delete_object", self._key, Key=state_full(self._driver, self._key))

@@ -109,7 +109,7 @@ def test_writer_commit_makes_the_object(driver: StorageDriver) -> None:
     data = blob(7 * MiB + 123)  # more than one part
     w = driver.writer("w/obj")
     assert isinstance(w, FileWriter)
-    pieces = [data[: 1 * MiB], bytearray(data[1 * MiB : 6 * MiB + 7]), memoryview(data)[6 * MiB + 7 :]]
+    pieces: list[bytes | bytearray | memoryview] = [data[: 1 * MiB], bytearray(data[1 * MiB : 6 * MiB + 7]), memoryview(data)[6 * MiB + 7 :]]
     for piece in pieces:
         assert w.write(piece) == len(piece)
     assert w.size == len(data)
