@@ -212,8 +212,17 @@ class RegistryClient:
         """Stream blob `desc` into `sink` (continuing from `sink.offset` with Range) and commit it.
         A blob that fails verification on a mirror is tried on the next endpoint."""
         def on(ep: Endpoint) -> None:
-            self.transport.retrying(f"{ep.netloc}: blob {desc.digest}", lambda: self._fetch_once(ref, ep, desc, sink, progress))
-            sink.commit()
+            for attempt in range(2):
+                self.transport.retrying(f"{ep.netloc}: blob {desc.digest}",
+                                        lambda: self._fetch_once(ref, ep, desc, sink, progress))
+                try:
+                    sink.commit()
+                    return
+                except VerificationError:
+                    # A partial file left by an earlier run may not be a prefix of this blob (it was
+                    # cut short mid-write, or tampered with): commit reset it, so start over once.
+                    if attempt or not getattr(sink, "resumed_from", 0):
+                        raise
         self._each_endpoint(ref, on, prefer)
 
     def _fetch_once(self, ref: Reference, ep: Endpoint, desc: Descriptor, sink: BlobSink,

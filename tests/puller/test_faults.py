@@ -142,3 +142,14 @@ def test_resume_after_the_process_is_killed(image_ref: tuple, puller: PullerRunn
     assert layer_gets(proxy, image)[-1].headers.get("Range") == f"bytes={kept}-"
     index = verify_store(puller.store)
     assert [e["digest"] for e in index["manifests"]] == [image.digest]
+
+
+def test_a_bad_partial_file_is_fetched_again(image_ref: tuple, puller: PullerRunner) -> None:
+    proxy, ref, image = image_ref
+    digest = image.layers[0].digest
+    partial = puller.store / ".puller" / "ingest" / ("sha256-" + digest.split(":")[1])
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"\xff" * 100_000)  # not a prefix of the blob
+    puller.ok("fetch", "--plain-http", ref)
+    assert [r.headers.get("Range") for r in layer_gets(proxy, image)] == ["bytes=100000-", None]
+    verify_store(puller.store)
