@@ -125,23 +125,23 @@ class RegistryClient:
         return alive or endpoints
 
     def _each_endpoint(self, ref: Reference, fn: Callable[[Endpoint], T], prefer: Endpoint | None = None) -> T:
-        """Try `fn` on each endpoint (mirrors first) until one succeeds; raise the last error."""
+        """Try `fn` on each endpoint (mirrors first) until one succeeds. When all fail, raise what
+        the host itself said (its first endpoint), else the last mirror's error."""
         endpoints = self._endpoints(ref)
         if prefer is not None and prefer in endpoints:
             endpoints.remove(prefer)
             endpoints.insert(0, prefer)
-        last: PullError | None = None
+        errors: list[tuple[Endpoint, PullError]] = []
         for ep in endpoints:
             try:
                 return fn(ep)
             except NetworkError as exc:
                 with self._lock:
                     self._dead.add(ep.base)
-                last = exc
+                errors.append((ep, exc))
             except (NotFound, AuthenticationError, VerificationError) as exc:
-                last = exc
-        assert last is not None
-        raise last
+                errors.append((ep, exc))
+        raise next((exc for ep, exc in errors if not ep.is_mirror), errors[-1][1])
 
     # -- the operations ----------------------------------------------------------------------
     def ping(self, host: str) -> None:

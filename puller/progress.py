@@ -3,7 +3,7 @@
 `pull` emits `Event`s; a renderer turns each into text (possibly empty) and the CLI writes that text
 (this module never prints). Event kinds and their fields:
 
-- `resolved`: reference, digest (of the image manifest), platform, layers, size
+- `resolved`: reference, digest (of the image manifest), platform (null unless an index named it), layers, size
 - `up-to-date`: reference, digest
 - `blob-exists`: digest, size, role (`config` | `layer`)
 - `blob-wait`: digest, role (another puller process is fetching it)
@@ -79,7 +79,8 @@ class PlainRenderer:
         if self.quiet:
             return ""
         if k == "resolved":
-            return f"{f['reference']}: resolved to {f['digest']} ({f['platform']}, {f['layers']} layers, {human_size(f['size'])})\n"
+            where = f"{f['platform']}, " if f.get("platform") else ""
+            return f"{f['reference']}: resolved to {f['digest']} ({where}{f['layers']} layers, {human_size(f['size'])})\n"
         if k == "blob-exists":
             return f"{short(f['digest'])}: already exists\n"
         if k == "blob-wait":
@@ -148,7 +149,7 @@ class TtyRenderer:
         k, f = event.kind, event.fields
         with self._lock:
             if k == "resolved":
-                self._header = f"{f['reference']} ({f['platform']})"
+                self._header = f"{f['reference']}" + (f" ({f['platform']})" if f.get("platform") else "")
             elif k in ("blob-exists", "blob-wait", "blob-start", "blob-progress", "blob-done"):
                 bar = self._bars.setdefault(f["digest"], _Bar(f["digest"], f.get("size", 0)))
                 bar.size = f.get("size", bar.size)

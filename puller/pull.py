@@ -144,7 +144,7 @@ def pull(client: RegistryClient, store: Store, ref: Reference, platform: Platfor
             raise VerificationError(f"{ref}: config of {manifest.config.size} bytes refused (limit {MAX_MANIFEST_SIZE})")
         total = sum(d.size for d in manifest.blobs())
         emit(Event("resolved", {"reference": key, "digest": str(resolved.descriptor.digest),
-                                "platform": str(resolved.descriptor.platform or platform),
+                                "platform": str(resolved.descriptor.platform) if resolved.descriptor.platform else None,
                                 "layers": len(manifest.layers), "size": total}))
         downloaded = _download_all(client, store, resolved, jobs, emit)
         store.put_blob(manifest.raw, resolved.descriptor.digest)
