@@ -146,25 +146,34 @@ class RegistryClient:
     # -- the operations ----------------------------------------------------------------------
     def ping(self, host: str) -> None:
         """`GET /v2/` on `host` itself, answering its challenge (for `login`)."""
-        ep = self.config.host_endpoint(host, self.plain_http)
-        scope = ""
+        def on(ep: Endpoint) -> None:
+            def once() -> None:
+                for attempt in range(2):
+                    headers = {}
+                    if cached := self.auth.cached(ep.netloc, ""):
+                        headers["Authorization"] = cached
+                    response = self.transport.send(self.transport.pool(ep.ca_file, ep.tls_verify), "GET",
+                                                   f"{ep.base}/v2/", headers)
+                    if response.status == 401 and attempt == 0:
+                        self.auth.answer(ep.netloc, "", response.headers.get("WWW-Authenticate", ""))
+                        continue
+                    if response.status in (401, 403):
+                        raise AuthenticationError(f"{host}: credentials refused (HTTP {response.status})")
+                    if response.status >= 500 or response.status == 429:
+                        raise Transient(f"{host}: HTTP {response.status}")
+                    return
+            self.transport.retrying(host, once)
+        self.on_host(host, on)
 
-        def once() -> None:
-            url = f"{ep.base}/v2/"
-            for attempt in range(2):
-                headers = {}
-                if cached := self.auth.cached(ep.netloc, scope):
-                    headers["Authorization"] = cached
-                response = self.transport.send(self.transport.pool(ep.ca_file, ep.tls_verify), "GET", url, headers)
-                if response.status == 401 and attempt == 0:
-                    self.auth.answer(ep.netloc, scope, response.headers.get("WWW-Authenticate", ""))
-                    continue
-                if response.status in (401, 403):
-                    raise AuthenticationError(f"{host}: credentials refused (HTTP {response.status})")
-                if response.status >= 500 or response.status == 429:
-                    raise Transient(f"{host}: HTTP {response.status}")
-                return
-        self.transport.retrying(host, once)
+    def on_host(self, host: str, fn: Callable[[Endpoint], T]) -> T:
+        """`fn` on the host itself (never a mirror), trying its endpoints in order."""
+        errors: list[PullError] = []
+        for ep in self.config.host_endpoints(host, self.plain_http):
+            try:
+                return fn(ep)
+            except NetworkError as exc:
+                errors.append(exc)
+        raise errors[0]
 
     def get_manifest(self, ref: Reference, identifier: str | None = None,
                      accept: str = mt.MANIFEST_ACCEPT) -> FetchedManifest:

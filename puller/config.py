@@ -94,10 +94,16 @@ class Config:
         hc = self.hosts.get(host, HostConfig())
         out = list(hc.mirrors)
         if hc.fallback or not out:
-            out.append(self.host_endpoint(host, plain_http))
-            if host not in self.hosts and is_loopback(host) and out[-1].base.startswith("https://"):
-                out.append(Endpoint("http://" + host))  # like Docker: loopback registries may be plain HTTP
+            out += self.host_endpoints(host, plain_http)
         return out
+
+    def host_endpoints(self, host: str, plain_http: bool = False) -> list[Endpoint]:
+        """The host itself, never a mirror (for login and push): one endpoint, or for a loopback host
+        not in the config HTTPS then plain HTTP, as Docker does."""
+        ep = self.host_endpoint(host, plain_http)
+        if host not in self.hosts and is_loopback(host) and ep.base.startswith("https://"):
+            return [ep, Endpoint("http://" + host)]
+        return [ep]
 
     def host_endpoint(self, host: str, plain_http: bool = False) -> Endpoint:
         """The host itself (never a mirror); `plain_http` forces http."""

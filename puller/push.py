@@ -53,15 +53,17 @@ def push(client: RegistryClient, store: Store, source: str, dest: Reference, emi
     """Push stored image `source` to `dest` (tagged with dest's tag, or by digest); returns the
     manifest digest."""
     started = time.monotonic()
-    ep = client.config.host_endpoint(dest.domain, client.plain_http)
     with store.using():
         record, manifest, _ = store.image(source)
         if dest.digest and dest.digest != record.digest:
             raise PullError(f"{dest} names another digest than the stored {record.digest}")
+        # The first question picks the endpoint (a loopback host may answer on plain HTTP only).
+        ep, first_exists = client.on_host(dest.domain, lambda e: (e, _exists(client, dest, e, manifest.config)))
         uploaded = 0
         for desc in manifest.blobs():
             event = {"digest": str(desc.digest), "size": desc.size, "role": "layer"}
-            if _exists(client, dest, ep, desc):
+            exists = first_exists if desc is manifest.config else _exists(client, dest, ep, desc)
+            if exists:
                 emit(Event("blob-exists", event))
                 continue
             emit(Event("blob-start", {**event, "offset": 0}))

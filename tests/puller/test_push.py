@@ -26,8 +26,8 @@ def test_push_roundtrip(registry: RunningServer, upstream: RunningServer, http: 
     assert {e["digest"] for e in events if e["event"] == "blob-done"} == {b.digest for b in image.blobs()}
     r = http.get(f"{registry.url}/v2/{repo}/copy/manifests/pushed", headers={"Accept": image.media_type})
     assert r.content == image.manifest
-    # Again: every blob is already there.
-    events = puller.events(puller.ok("--json", "push", "--plain-http", source, dest))
+    # Again (and without --plain-http: a loopback registry may answer on plain HTTP): every blob is there.
+    events = puller.events(puller.ok("--json", "push", source, dest))
     assert [e["event"] for e in events].count("blob-exists") == len(image.blobs())
     # Fetched back into a fresh store, it is the same image.
     other = puller.store.parent / "other-store"
