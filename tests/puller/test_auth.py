@@ -17,7 +17,7 @@ from tests.support.servers import RunningServer
 
 from .conftest import PullerRunner, verify_store
 from .proxy import ProxyConfig
-from .registry_push import push_image
+from tests.support.images import push_image
 
 
 def b64(text: str) -> str:

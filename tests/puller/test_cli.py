@@ -15,7 +15,7 @@ from tests.support import images as im
 from tests.support.servers import REPO_ROOT, RunningServer
 
 from .conftest import PullerRunner
-from .registry_push import push_image
+from tests.support.images import push_image
 
 
 def test_progress_bars_on_a_terminal(upstream: RunningServer, http: httpx.Client, repo: str, puller: PullerRunner) -> None:

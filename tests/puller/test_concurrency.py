@@ -11,7 +11,7 @@ from tests.support import images as im
 from tests.support.servers import RunningServer
 
 from .conftest import PullerRunner, verify_store
-from .registry_push import push_image
+from tests.support.images import push_image
 
 
 def blob(seed: str, size: int = 1024 * 1024) -> im.Blob:

@@ -15,7 +15,7 @@ from tests.support import images as im
 from tests.support.servers import RunningServer
 
 from .conftest import PullerRunner, verify_store
-from .registry_push import push_image
+from tests.support.images import push_image
 
 BIG = 3 * 1024 * 1024
 

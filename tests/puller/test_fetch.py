@@ -12,7 +12,7 @@ from tests.support.servers import RunningServer
 from tests.support.tools import require_tool
 
 from .conftest import PullerRunner, verify_store
-from .registry_push import push_image, push_index
+from tests.support.images import push_image, push_index
 
 
 def mixed_image(seed: str, flavour: str = "oci") -> im.Image:

@@ -11,7 +11,7 @@ from tests.support import images as im
 from tests.support.servers import RunningServer
 
 from .conftest import FAST_NETWORK, PullerRunner, verify_store
-from .registry_push import push_image
+from tests.support.images import push_image
 
 
 def registry_requests(proxy: object) -> list[object]:

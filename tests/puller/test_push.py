@@ -11,7 +11,7 @@ from tests.support import images as im
 from tests.support.servers import RunningServer
 
 from .conftest import PullerRunner
-from .registry_push import push_image
+from tests.support.images import push_image
 
 
 def test_push_roundtrip(registry: RunningServer, upstream: RunningServer, http: httpx.Client, repo: str,

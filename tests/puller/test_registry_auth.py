@@ -16,7 +16,7 @@ from tests.support import images as im
 from tests.support.servers import RunningServer, start_cargobay, start_distribution
 
 from .conftest import PullerRunner, _cargobay_available, verify_store
-from .registry_push import push_image
+from tests.support.images import push_image
 
 SERVICE, ISSUER, DIST_SERVICE = "cargobay-puller", "cargobay-puller-issuer", "distribution-puller"
 USERS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "admin": "admin-pw-3"}

@@ -17,7 +17,7 @@ from tests.support import images as im
 from tests.support.servers import RunningServer
 
 from .conftest import FAST_NETWORK, PullerRunner, verify_store
-from .registry_push import push_image
+from tests.support.images import push_image
 
 
 def self_signed(directory: Path) -> tuple[str, str]:
