@@ -28,7 +28,7 @@ def test_two_processes_share_layers(upstream: RunningServer, http: httpx.Client,
     push_image(http, upstream.url, repo, two, "two")
     proxy = make_proxy()  # type: ignore[operator]
     for layer in shared:  # slow enough that the two processes overlap on every shared layer
-        proxy.add_fault(action="slow", path=f"/blobs/{layer.digest}", delay=0.06, times=-1)
+        proxy.add_fault(action="slow", path=f"/blobs/{layer.digest}", delay=0.12, times=-1)
 
     procs = [puller.popen("--json", "fetch", "--plain-http", f"{proxy.hostport}/{repo}:{tag}") for tag in ("one", "two")]
     outputs = [p.communicate(timeout=120) for p in procs]
