@@ -15,7 +15,7 @@ from ocispec.digest import Digest
 from . import paths
 from .driver.base import StorageDriver
 from .errors import BlobUnknown, PathNotFound
-from .links import delete_quietly, link_exists, write_link
+from .links import delete_quietly, digests_below, link_exists, write_link
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,13 +112,4 @@ class RepositoryBlobs:
 
     def linked(self) -> list[Digest]:
         """Every blob this repository links (for garbage collection)."""
-        found: list[Digest] = []
-        try:
-            for alg_key in self.driver.list(paths.layers(self.name)):
-                for hex_key in self.driver.list(alg_key):
-                    digest = paths.digest_from_link_parts(alg_key.rsplit("/", 1)[1], hex_key.rsplit("/", 1)[1])
-                    if digest:
-                        found.append(digest)
-        except PathNotFound:
-            pass
-        return found
+        return digests_below(self.driver, paths.layers(self.name))

@@ -16,8 +16,8 @@ from ocispec.errors import OCIValidationError
 from ocispec.manifest import ImageManifest, parse_manifest
 
 from . import paths
-from .errors import BlobUnknown, PathNotFound
-from .links import delete_quietly
+from .errors import BlobUnknown
+from .links import delete_quietly, digest_from_parts
 from .repository import Storage
 
 
@@ -56,7 +56,7 @@ def collect(storage: Storage, grace_seconds: float = 3600.0, dry_run: bool = Fal
         parts = info.key.split("/")
         if len(parts) < 6 or parts[-1] != "data":
             continue
-        digest = paths.digest_from_link_parts(parts[-4], parts[-2])
+        digest = digest_from_parts(parts[-4], parts[-2])
         if digest is None or digest in live or info.modified > cutoff:
             continue
         report.swept.append(digest)
@@ -70,8 +70,5 @@ def collect(storage: Storage, grace_seconds: float = 3600.0, dry_run: bool = Fal
                 if digest in swept:
                     report.unlinked += 1
                     if not dry_run:
-                        try:
-                            delete_quietly(driver, paths.layer_link(name, digest).rsplit("/", 1)[0])
-                        except PathNotFound:
-                            pass
+                        delete_quietly(driver, paths.layer_link(name, digest).rsplit("/", 1)[0])
     return report

@@ -37,3 +37,31 @@ def delete_quietly(driver: StorageDriver, key: str) -> bool:
         return True
     except PathNotFound:
         return False
+
+
+def digests_below(driver: StorageDriver, prefix: str) -> list[Digest]:
+    """The digests a `<prefix>/<alg>/<hex>/…` tree names (layer links, manifest revisions);
+    anything else lying there is ignored."""
+    found: list[Digest] = []
+    try:
+        alg_keys = driver.list(prefix)
+    except PathNotFound:
+        return found
+    for alg_key in alg_keys:
+        try:
+            hex_keys = driver.list(alg_key)
+        except PathNotFound:
+            continue  # removed meanwhile
+        for hex_key in hex_keys:
+            digest = digest_from_parts(alg_key.rsplit("/", 1)[1], hex_key.rsplit("/", 1)[1])
+            if digest:
+                found.append(digest)
+    return found
+
+
+def digest_from_parts(algorithm: str, hex_: str) -> Digest | None:
+    """The digest an `<alg>/<hex>` pair of path components names, or None."""
+    try:
+        return Digest.parse(f"{algorithm}:{hex_}")
+    except OCIValidationError:
+        return None

@@ -14,7 +14,7 @@ from . import paths
 from .blobs import BlobStore, RepositoryBlobs
 from .driver.base import StorageDriver
 from .errors import BlobUnknown, DigestInvalid, ManifestBlobUnknown, ManifestInvalid, ManifestUnknown, PathNotFound
-from .links import delete_quietly, link_exists, write_link
+from .links import delete_quietly, digests_below, link_exists, write_link
 from .referrers import ReferrerStore
 from .tags import TagStore
 
@@ -135,13 +135,5 @@ class ManifestStore:
         delete_quietly(self.driver, paths.manifest_revision(self.name, digest))
 
     def revisions(self) -> list[Digest]:
-        found: list[Digest] = []
-        try:
-            for alg_key in self.driver.list(paths.manifest_revisions(self.name)):
-                for hex_key in self.driver.list(alg_key):
-                    digest = paths.digest_from_link_parts(alg_key.rsplit("/", 1)[1], hex_key.rsplit("/", 1)[1])
-                    if digest:
-                        found.append(digest)
-        except PathNotFound:
-            pass
-        return found
+        """Every manifest of this repository (for garbage collection)."""
+        return digests_below(self.driver, paths.manifest_revisions(self.name))

@@ -108,11 +108,3 @@ def upload_data(name: str, upload_id: str) -> str:
 
 def upload_state(name: str, upload_id: str) -> str:
     return f"{upload(name, upload_id)}/startedat"
-
-
-def digest_from_link_parts(algorithm: str, hex_: str) -> Digest | None:
-    """The digest a `<alg>/<hex>` directory pair names, or None for anything else lying there."""
-    try:
-        return Digest.parse(f"{algorithm}:{hex_}")
-    except ValueError:
-        return None

@@ -43,39 +43,29 @@ class Storage:
 
     def repositories(self) -> list[str]:
         """Every repository that has manifests, sorted (the catalog). Derived from the tree."""
-        return sorted(self._walk_repositories(paths.REPOSITORIES, ""))
-
-    def _walk_repositories(self, key: str, name: str) -> Iterator[str]:
-        try:
-            children = self.driver.list(key)
-        except PathNotFound:
-            return
-        for child in children:
-            leaf = child.rsplit("/", 1)[1]
-            if leaf == "_manifests" and name:
-                yield name
-            elif not leaf.startswith("_"):
-                yield from self._walk_repositories(child, f"{name}/{leaf}" if name else leaf)
+        return sorted(name for name, data_dirs in self._walk(paths.REPOSITORIES, "") if "_manifests" in data_dirs)
 
     def all_repository_dirs(self) -> list[str]:
         """Every repository directory, with or without manifests (uploads may exist before any
         manifest); used by maintenance jobs."""
-        return sorted(self._walk_dirs(paths.REPOSITORIES, ""))
+        return sorted(name for name, _ in self._walk(paths.REPOSITORIES, ""))
 
-    def _walk_dirs(self, key: str, name: str) -> Iterator[str]:
+    def _walk(self, key: str, name: str) -> Iterator[tuple[str, set[str]]]:
+        """(name, its data directories such as `_manifests`) for every repository below `key`;
+        names nest (`a` and `a/b` can both be repositories), data directories start with `_`."""
         try:
             children = self.driver.list(key)
         except PathNotFound:
             return
-        is_repo = False
+        data_dirs: set[str] = set()
         for child in children:
             leaf = child.rsplit("/", 1)[1]
             if leaf.startswith("_"):
-                is_repo = True
+                data_dirs.add(leaf)
             else:
-                yield from self._walk_dirs(child, f"{name}/{leaf}" if name else leaf)
-        if is_repo and name:
-            yield name
+                yield from self._walk(child, f"{name}/{leaf}" if name else leaf)
+        if data_dirs and name:
+            yield name, data_dirs
 
     def purge_uploads(self, older_than_seconds: float) -> int:
         return self.uploads.purge(self.all_repository_dirs(), older_than_seconds)
