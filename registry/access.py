@@ -43,6 +43,12 @@ def anyone(request: Request) -> list[Access]:
     return []
 
 
+def public(request: Request) -> list[Access]:
+    """No authentication at all: the route skips the Authorizer (`/healthz`, for load balancers
+    and probes). Only for endpoints that reveal nothing about the registry's content."""
+    return []
+
+
 class Authorizer(Protocol):
     async def authorize(self, request: Request, needed: list[Access]) -> None:
         """Return when the request may proceed; raise RegistryError (401/403) otherwise."""

@@ -23,17 +23,20 @@ from storage.errors import StorageError
 from .errors import RegistryError, handle_exception
 from .handlers.base import run
 from .routes import routes
-from .settings import Settings
+from .settings import Settings, to_dict
 
 log = logging.getLogger("cargobay.registry")
 
 
 def storage_driver(settings: Settings) -> StorageDriver:
+    """The driver the `storage.driver` section names, built from that section's options."""
     storage = settings.storage
-    options = getattr(storage, storage.driver)
-    from .settings import to_dict
-
-    return create_driver(storage.driver, to_dict(options))
+    options = to_dict(getattr(storage, storage.driver))
+    if storage.driver == "s3":
+        # Settings cannot hold "unset": an empty string (or `auto`) leaves the option to the
+        # driver's default, e.g. credentials from the standard AWS chain.
+        options = {name: value for name, value in options.items() if value not in ("", "auto")}
+    return create_driver(storage.driver, options)
 
 
 def create_app(settings: Settings, storage: Storage | None = None, authorizer: Authorizer | None = None) -> Starlette:

@@ -16,7 +16,7 @@ from starlette.routing import Route
 from . import access
 from .access import DELETE, PULL, PUSH, AccessRule
 from .context import context
-from .handlers import blobs, listing, manifests, uploads
+from .handlers import blobs, health, listing, manifests, uploads
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -28,6 +28,9 @@ class Endpoint:
 
 
 def guard(endpoint: Endpoint) -> Handler:
+    if endpoint.needs is access.public:
+        return endpoint.handler  # no Authorizer: not even the anonymous challenge
+
     async def guarded(request: Request) -> Response:
         await context(request).authorizer.authorize(request, endpoint.needs(request))
         return await endpoint.handler(request)
@@ -49,6 +52,7 @@ pull, push, delete = access.repository(PULL), access.repository(PUSH), access.re
 
 # Order matters: upload paths before blob paths, `_catalog` before repository paths.
 TABLE: list[tuple[str, dict[str, Endpoint]]] = [
+    ("/healthz", {"GET": Endpoint(health.healthz, access.public), "HEAD": Endpoint(health.healthz, access.public)}),
     ("/v2/", {"GET": Endpoint(listing.version_check, access.anyone),
               "HEAD": Endpoint(listing.version_check, access.anyone)}),
     ("/v2/_catalog", {"GET": Endpoint(listing.catalog, access.catalog)}),

@@ -45,6 +45,56 @@ class FilesystemSettings:
 
 
 @dataclass(frozen=True)
+class S3Settings:
+    """`storage.s3`: the S3 driver's options, by the names `S3Driver.from_options` takes. Empty
+    strings mean "not set" (the driver's default, or the standard AWS chain)."""
+
+    bucket: str = field(default="", metadata=_help("Bucket that holds everything (required with driver s3)."))
+    prefix: str = field(default="", metadata=_help(
+        "Key prefix inside the bucket (e.g. `cargobay/prod`), so one bucket can hold several registries."))
+    region: str = field(default="", metadata=_help(
+        "Region to sign requests for (e.g. eu-west-1). Empty: from the AWS chain (AWS_REGION, profile), else us-east-1."))
+    endpoint_url: str = field(default="", metadata=_help(
+        "S3 endpoint for MinIO, Ceph RGW, SeaweedFS… (e.g. http://minio:9000). Empty: AWS S3."))
+    addressing_style: str = field(default="auto", metadata=_help(
+        "Bucket in the path (`path`, what most self-hosted servers need) or in the host name (`virtual`).",
+        choices=("auto", "path", "virtual")))
+    access_key: str = field(default="", metadata=_help(
+        "Access key id. Prefer leaving it empty: credentials then come from the standard AWS chain "
+        "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, an instance or task role)."))
+    secret_key: str = field(default="", metadata=_help(
+        "Secret key, with `access_key`. Keep it out of config files: use the AWS chain or CARGOBAY_STORAGE_S3_SECRET_KEY "
+        "(e.g. from a Kubernetes Secret)."))
+    session_token: str = field(default="", metadata=_help(
+        "Session token of temporary credentials (usually better from the AWS chain or CARGOBAY_STORAGE_S3_SESSION_TOKEN)."))
+    part_size: int = field(default=16 * 1024 * 1024, metadata=_help(
+        "Multipart upload part size in bytes (5 MiB to 5 GiB); memory per upload in flight is about one part. "
+        "Blobs up to 10000 parts fit.", min=5 * 1024 * 1024, max=5 * 1024 * 1024 * 1024 - 5 * 1024 * 1024))
+    redirect: bool = field(default=False, metadata=_help(
+        "Answer blob downloads with 307 to a short-lived presigned S3 URL (clients fetch the bytes from S3 directly, "
+        "without their registry credentials); false streams them through the registry."))
+    retry_mode: str = field(default="standard", metadata=_help(
+        "botocore retry mode for throttling, 5xx and timeouts.", choices=("standard", "adaptive")))
+    max_attempts: int = field(default=5, metadata=_help(
+        "Tries per S3 request, the first included; after that the client gets 503 UNAVAILABLE.", min=1, max=20))
+    connect_timeout: float = field(default=10.0, metadata=_help(
+        "Seconds (or a duration) to wait for a connection to S3.", duration=True, min=0.1))
+    read_timeout: float = field(default=60.0, metadata=_help(
+        "Seconds (or a duration) to wait for S3 to answer or send more bytes.", duration=True, min=0.1))
+    max_pool_connections: int = field(default=50, metadata=_help(
+        "Most connections to S3 kept open per process.", min=1, max=1000))
+    multipart_copy_threshold: int = field(default=64 * 1024 * 1024, metadata=_help(
+        "Objects larger than this are copied server-side in parallel ranges (UploadPartCopy) rather than with one "
+        "CopyObject (which stops at 5 GiB).", min=5 * 1024 * 1024, max=5 * 1024 * 1024 * 1024))
+    multipart_copy_part_size: int = field(default=64 * 1024 * 1024, metadata=_help(
+        "Range size of those copies.", min=5 * 1024 * 1024, max=5 * 1024 * 1024 * 1024 - 5 * 1024 * 1024))
+    page_size: int = field(default=1000, metadata=_help("Keys per S3 list request.", min=1, max=1000))
+    verify_prefixes: str = field(default="auto", metadata=_help(
+        "Whether listings confirm each sub-prefix still holds objects, for servers that report emptied "
+        "\"directories\" for a while (SeaweedFS). `auto` detects it from the server.", choices=("auto", "true", "false")))
+
+
+@dataclass(frozen=True)
 class DeleteSettings:
     enabled: bool = field(default=False, metadata=_help(
         "Allow DELETE of blobs, manifests and tags; when false those requests get 405 UNSUPPORTED."))
@@ -60,8 +110,11 @@ class UploadSettings:
 
 @dataclass(frozen=True)
 class StorageSettings:
-    driver: str = field(default="filesystem", metadata=_help("Storage driver.", choices=("filesystem",)))
+    driver: str = field(default="filesystem", metadata=_help(
+        "Storage driver: `filesystem` (one machine) or `s3` (a bucket several replicas share).",
+        choices=("filesystem", "s3")))
     filesystem: FilesystemSettings = field(default_factory=FilesystemSettings)
+    s3: S3Settings = field(default_factory=S3Settings)
     delete: DeleteSettings = field(default_factory=DeleteSettings)
     uploads: UploadSettings = field(default_factory=UploadSettings)
 
