@@ -12,7 +12,7 @@ from storage.manifests import StoredManifest
 
 from ..context import context
 from ..errors import RegistryError
-from .base import API_VERSION_HEADER, empty, manifest_url, repository, run, stream_body
+from .base import API_VERSION_HEADER, empty, manifest_url, repository, run, run_small, stream_body
 
 
 def _reference(request: Request) -> tuple[str | None, Digest | None]:
@@ -51,7 +51,7 @@ async def get_manifest(request: Request) -> Response:
     def load() -> StoredManifest:
         return repo.manifests.get(digest if digest is not None else repo.tags.resolve(tag or ""))
 
-    stored = await run(load)
+    stored = await run_small(request, load)
     headers = {
         **API_VERSION_HEADER,
         "Content-Type": stored.media_type,

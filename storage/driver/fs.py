@@ -64,6 +64,9 @@ class FsFileWriter:
 
 class FilesystemDriver:
     name = "filesystem"
+    #: Small reads and stats are served from the page cache in microseconds: callers may make them
+    #: without a thread hand-off (see registry.handlers.base.run_small).
+    fast_small_reads = True
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
