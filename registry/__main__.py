@@ -66,7 +66,9 @@ def serve(settings: Settings) -> None:
         AuthService.from_settings(settings)  # fail fast on unusable auth files; make the key once, here
     common = dict(host=settings.http.host, port=settings.http.port, log_level=settings.log.level,
                   access_log=settings.log.access, http="httptools", loop="uvloop", timeout_keep_alive=30,
-                  server_header=False, date_header=True, h11_max_incomplete_event_size=1 << 20)
+                  server_header=False, date_header=True, h11_max_incomplete_event_size=1 << 20,
+                  proxy_headers=bool(settings.http.trusted_proxies),
+                  forwarded_allow_ips=settings.http.trusted_proxies or None)
     if workers > 1:
         os.environ[SETTINGS_ENV] = json.dumps(to_dict(settings))
         uvicorn.run("registry.__main__:app_from_environment", factory=True, workers=workers, **common)  # type: ignore[arg-type]
