@@ -411,3 +411,18 @@ def test_tokens_of_a_trusted_external_issuer(tmp_path: Path) -> None:
             assert challenge_params(r.headers["www-authenticate"])["error"] == "invalid_token"
     finally:
         srv.stop()
+
+
+def test_forwarded_for_from_an_untrusted_peer_cannot_dodge_the_address_limit(tmp_path: Path) -> None:
+    config = auth_config(tmp_path, PASSWORDS, RULES, basic=True, ratelimit={"address_failures": 2, "user_failures": 50})
+    config["http"] = {"trusted_proxies": ""}  # loopback is a client here, not a proxy
+    srv = start_cargobay(tmp_path, config=config)
+    try:
+        url = f"{srv.url}/v2/team-a/x/tags/list"
+        for i in range(2):  # each "from" a different forged address, all really from 127.0.0.1
+            r = httpx.get(url, auth=(f"guess{i}", "x"), headers={"X-Forwarded-For": f"10.9.0.{i}"})
+            assert r.status_code == 401
+        r = httpx.get(url, auth=("alice", PASSWORDS["alice"]), headers={"X-Forwarded-For": "10.9.0.77"})
+        assert_error(r, 429, "TOOMANYREQUESTS")
+    finally:
+        srv.stop()
