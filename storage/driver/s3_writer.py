@@ -249,13 +249,21 @@ class S3FileWriter:
         written = len(view)
         while view:
             room = self._part_size - len(self._buf)
-            self._buf += view[:room]
-            view = view[room:]
+            piece = view[:room]
+            self._buf += piece
             if len(self._buf) >= self._part_size:
-                self._send_part(self._buf)
+                try:
+                    self._send_part(self._buf)
+                except BaseException:
+                    # The piece was not stored: take it back out, so that a close() after S3
+                    # returns saves exactly the bytes `size` counts (the rest of the part is
+                    # sent again later).
+                    del self._buf[len(self._buf) - len(piece):]
+                    raise
                 self._buf = bytearray()
-        self._size += written
-        self._dirty = True
+            self._size += len(piece)
+            self._dirty = True
+            view = view[room:]
         return written
 
     def close(self) -> None:

@@ -102,3 +102,34 @@ def test_s3_down_mid_upload_gives_503_then_the_upload_resumes_and_completes(
     skopeo.copy(f"oci:{layout}:v1", f"docker://{a.hostport}/outage/app:v1", "--preserve-digests")
     pushed = verify_pushed_image(b.url, "outage/app", "v1")
     assert sha256_of(pushed.raw) == image.digest
+
+
+def test_a_write_cut_off_by_s3_is_not_half_kept(s3: S3Server) -> None:
+    """The S3 writer under the upload store: S3 goes away while a PATCH's bytes fill a part and is
+    back when the handler closes the session. Exactly the bytes written before the failure are
+    kept, the status agrees with them, and the upload resumes from there to the right digest."""
+    from ocispec.digest import Digest
+    from storage.driver.s3 import S3Driver
+    from storage.errors import StorageUnavailable
+    from storage.repository import Storage
+
+    storage = Storage(S3Driver(**s3.driver_options(s3.create_bucket(), part_size=5 * MiB, max_attempts=2)))
+    data = random.Random(9).randbytes(12 * MiB)
+    upload = storage.uploads.start("cut")
+    session = storage.uploads.open_session("cut", upload.id, 0)
+    session.write(data[:6 * MiB])  # part 1 is in S3, 1 MiB waits in the buffer
+    stop_s3(s3)
+    try:
+        written = 6 * MiB
+        with pytest.raises(StorageUnavailable):
+            for start in range(6 * MiB, 11 * MiB, MiB):  # the write that fills part 2 fails
+                session.write(data[start:start + MiB])
+                written += MiB
+    finally:
+        restart_s3(s3)
+    assert session.close() == written == storage.uploads.status("cut", upload.id).size
+    session = storage.uploads.open_session("cut", upload.id, written)
+    session.write(data[written:])
+    session.close()
+    info = storage.uploads.complete("cut", upload.id, Digest.parse(sha256_of(data)))
+    assert info.size == len(data)
