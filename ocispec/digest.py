@@ -46,7 +46,7 @@ class Digest:
     @classmethod
     def parse(cls, text: str) -> "Digest":
         """Parse and validate; raises OCIValidationError(DIGEST_INVALID) on anything else."""
-        if not isinstance(text, str) or len(text) > 256 or not _GRAMMAR.match(text):
+        if not isinstance(text, str) or len(text) > 256 or not _GRAMMAR.fullmatch(text):
             raise OCIValidationError(ErrorCode.DIGEST_INVALID, f"invalid digest {str(text)[:80]!r}")
         algorithm, _, encoded = text.partition(":")
         expected_len = ALGORITHMS.get(algorithm)
@@ -83,7 +83,7 @@ def new_hasher(algorithm: str) -> Hasher:
 
 def is_digest(text: str) -> bool:
     """True when `text` looks like a digest (has the grammar), whether or not it is supported."""
-    return bool(_GRAMMAR.match(text)) and ":" in text
+    return bool(_GRAMMAR.fullmatch(text)) and ":" in text
 
 
 class VerifyingReader:
@@ -107,6 +107,8 @@ class VerifyingReader:
         return self._count
 
     def read(self, n: int = -1) -> bytes:
+        if n == 0:
+            return b""
         if self._size is not None and n is not None and n >= 0:
             # Ask for one byte beyond the limit at most, enough to notice an overlong stream.
             n = min(n, self._size - self._count + 1)

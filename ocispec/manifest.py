@@ -150,12 +150,15 @@ def _detect_media_type(obj: dict[str, Any], content_type: str | None) -> str:
     return media_type
 
 
-def parse_manifest(raw: bytes, content_type: str | None = None) -> Manifest:
-    """Parse and validate manifest bytes; raises OCIValidationError(MANIFEST_INVALID) when invalid."""
-    if len(raw) > MAX_MANIFEST_SIZE:
-        raise OCIValidationError(ErrorCode.MANIFEST_INVALID, f"manifest is larger than {MAX_MANIFEST_SIZE} bytes")
+def parse_manifest(raw: bytes, content_type: str | None = None, max_size: int | None = MAX_MANIFEST_SIZE) -> Manifest:
+    """Parse and validate manifest bytes; raises OCIValidationError(MANIFEST_INVALID) when invalid.
+    `max_size=None` leaves the size limit to the caller (the registry's configurable limit)."""
+    if max_size is not None and len(raw) > max_size:
+        raise OCIValidationError(ErrorCode.MANIFEST_INVALID, f"manifest is larger than {max_size} bytes")
     try:
         obj = json.loads(raw)
+    except RecursionError:
+        raise _invalid("manifest JSON is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise _invalid(f"manifest is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):

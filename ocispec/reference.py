@@ -31,20 +31,20 @@ def validate_repository_name(name: str) -> str:
     A valid name has no `..`, no leading `/`, nothing but `[a-z0-9._/-]`, so it is also safe to use
     as a storage path below a repository root.
     """
-    if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH or not NAME_PATTERN.fullmatch(name):
         raise OCIValidationError(ErrorCode.NAME_INVALID, f"invalid repository name {str(name)[:300]!r}")
     return name
 
 
 def validate_tag(tag: str) -> str:
     """Return `tag` if it matches the tag grammar, else raise TAG_INVALID."""
-    if not isinstance(tag, str) or not TAG_PATTERN.match(tag):
+    if not isinstance(tag, str) or not TAG_PATTERN.fullmatch(tag):
         raise OCIValidationError(ErrorCode.TAG_INVALID, f"invalid tag {str(tag)[:200]!r}")
     return tag
 
 
 def is_tag(text: str) -> bool:
-    return bool(TAG_PATTERN.match(text))
+    return bool(TAG_PATTERN.fullmatch(text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +118,7 @@ def parse_reference(text: str, default_tag: str | None = DEFAULT_TAG) -> Referen
         remainder, tag = remainder[:colon], remainder[colon + 1 :]
         validate_tag(tag)
     domain, repository = split_domain(remainder)
-    if not DOMAIN_PATTERN.match(domain):
+    if not DOMAIN_PATTERN.fullmatch(domain):
         raise OCIValidationError(ErrorCode.NAME_INVALID, f"invalid registry host {domain!r} in {text!r}")
     if repository.lower() != repository:
         raise OCIValidationError(ErrorCode.NAME_INVALID, f"repository name must be lowercase: {text!r}")

@@ -24,8 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (http.port)")
     serve.add_argument("--root", help="filesystem storage root (storage.filesystem.root)")
     serve.add_argument("--workers", type=int, help="worker processes (http.workers)")
-    gc = sub.add_parser("gc", help="remove blobs no manifest references (safe beside a running server: "
-                                   "blobs younger than --grace are kept)")
+    gc = sub.add_parser("gc", help="remove blobs no manifest references; beside a running server, blobs "
+                                   "uploaded, mounted or named by a push within --grace are kept")
     gc.add_argument("--config", help="YAML settings file (CARGOBAY_* variables override it)")
     gc.add_argument("--root", help="filesystem storage root (storage.filesystem.root)")
     gc.add_argument("--dry-run", action="store_true", help="report what would be removed, remove nothing")

@@ -41,6 +41,10 @@ def guard(endpoint: Endpoint) -> Handler:
 
 def _dispatch(methods: dict[str, Endpoint]) -> Handler:
     guarded = {method: guard(endpoint) for method, endpoint in methods.items()}
+    # Starlette lets HEAD through wherever GET is allowed: answer it as GET does (the server sends
+    # no body for HEAD), with GET's access rule.
+    if "GET" in guarded:
+        guarded.setdefault("HEAD", guarded["GET"])
 
     async def by_method(request: Request) -> Response:
         return await guarded[request.method](request)

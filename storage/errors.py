@@ -31,6 +31,10 @@ class InvalidKey(StorageError):
     so this signals a bug or an attack that got past name validation."""
 
 
+class ObjectBusy(StorageError):
+    """The object is being written by another request; try again once it is done."""
+
+
 class StorageUnavailable(StorageError):
     """The backend did not answer (after retries); the request may succeed later."""
 

@@ -45,22 +45,45 @@ def mark(storage: Storage) -> set[Digest]:
     return live
 
 
+def recently_linked(storage: Storage, cutoff: float) -> set[Digest]:
+    """Blobs some repository linked (uploaded, mounted, or named by a manifest push) after
+    `cutoff`: a push in flight may be about to reference them."""
+    recent: set[Digest] = set()
+    for info in storage.driver.walk(paths.REPOSITORIES):
+        parts = info.key.split("/")
+        if info.modified > cutoff and len(parts) >= 4 and parts[-1] == "link" and parts[-4] == "_layers":
+            digest = digest_from_parts(parts[-3], parts[-2])
+            if digest:
+                recent.add(digest)
+    return recent
+
+
 def collect(storage: Storage, grace_seconds: float = 3600.0, dry_run: bool = False,
             now: float | None = None) -> GcReport:
+    """Sweep blobs no manifest needs that are older than the grace period, both as CAS entries
+    and as links. A manifest push validates its blobs by rewriting their links, so a push that
+    started within the grace period keeps what it needs; marking again just before the sweep
+    narrows the remaining window further."""
     report = GcReport()
     live = mark(storage)
-    report.marked = len(live)
     cutoff = (now or time.time()) - grace_seconds
     driver = storage.driver
+    candidates = []
     for info in list(driver.walk(paths.BLOBS)):
         parts = info.key.split("/")
         if len(parts) < 6 or parts[-1] != "data":
             continue
         digest = digest_from_parts(parts[-4], parts[-2])
-        if digest is None or digest in live or info.modified > cutoff:
+        if digest is not None and digest not in live and info.modified <= cutoff:
+            candidates.append((digest, info.size))
+    if candidates:
+        live |= mark(storage) | recently_linked(storage, cutoff)
+    report.marked = len(live)
+    for digest, size in candidates:
+        if digest in live:
             continue
         report.swept.append(digest)
-        report.bytes_freed += info.size
+        report.bytes_freed += size
         if not dry_run:
             storage.blobs.delete(digest)
     swept = set(report.swept)

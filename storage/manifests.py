@@ -54,7 +54,7 @@ class ManifestStore:
         if reference_digest is not None and digest != reference_digest:
             raise DigestInvalid(f"manifest digest {digest} does not match the reference {reference_digest}")
         try:
-            manifest = parse_manifest(raw, content_type)
+            manifest = parse_manifest(raw, content_type, max_size=None)  # the HTTP layer enforces its limit
         except OCIValidationError as exc:
             raise ManifestInvalid(exc.message) from None
         self._check_references(manifest)
@@ -73,9 +73,15 @@ class ManifestStore:
             for descriptor in manifest.blobs():
                 if descriptor.urls:
                     continue  # non-distributable layers may live elsewhere
-                if not self.layer_links.has(descriptor.digest):
+                if not self.layer_links.has(descriptor.digest) or not self.blobs.exists(descriptor.digest):
                     raise ManifestBlobUnknown(f"blob unknown to repository: {descriptor.digest}",
                                               digest=str(descriptor.digest))
+            for descriptor in manifest.blobs():
+                if not descriptor.urls:
+                    # Rewriting the link marks the blob as just used: garbage collection keeps
+                    # blobs with young links, so it cannot sweep them between this check and
+                    # the revision link that makes the manifest count (storage.gc).
+                    self.layer_links.link(descriptor.digest)
         elif isinstance(manifest, ImageIndex):
             for descriptor in manifest.manifests:
                 if not self.exists(descriptor.digest):
@@ -125,6 +131,11 @@ class ManifestStore:
         """Remove the manifest revision, every tag pointing at it and its referrer entry."""
         stored = self.get(digest)
         for tag in self.tags.tags_of(digest):
+            try:
+                if self.tags.resolve(tag) != digest:
+                    continue  # moved to another manifest since it was listed: not ours to remove
+            except ManifestUnknown:
+                continue
             delete_quietly(self.driver, paths.tag(self.name, tag))
         try:
             subject = parse_manifest(stored.raw, stored.media_type).subject

@@ -8,6 +8,7 @@
     v1/repositories/<name>/_referrers/<salg>/<shex>/<alg>/<hex>    descriptor JSON of a referrer
     v1/repositories/<name>/_uploads/<id>/data                      bytes received so far
     v1/repositories/<name>/_uploads/<id>/startedat                 upload state (JSON)
+    v1/repositories/<name>/_uploads/<id>/verifying                 bytes being verified (disk)
 
 A link's content is the digest it points at. Manifests are stored as blobs in the CAS too.
 Repository names are validated here (defence in depth: handlers validate first), so no key can
@@ -97,13 +98,17 @@ def uploads(name: str) -> str:
 
 
 def upload(name: str, upload_id: str) -> str:
-    if not UPLOAD_ID_PATTERN.match(upload_id):
+    if not UPLOAD_ID_PATTERN.fullmatch(upload_id):
         raise ValueError(f"invalid upload id {upload_id!r}")
     return f"{uploads(name)}/{upload_id}"
 
 
 def upload_data(name: str, upload_id: str) -> str:
     return f"{upload(name, upload_id)}/data"
+
+
+def upload_verifying(name: str, upload_id: str) -> str:
+    return f"{upload(name, upload_id)}/verifying"
 
 
 def upload_state(name: str, upload_id: str) -> str:

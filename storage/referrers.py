@@ -15,7 +15,7 @@ from ocispec.digest import Digest
 from . import paths
 from .driver.base import StorageDriver
 from .errors import PathNotFound
-from .links import delete_quietly
+from .links import delete_quietly, link_exists
 
 
 class ReferrerStore:
@@ -48,6 +48,10 @@ class ReferrerStore:
                     descriptor = json.loads(self.driver.get(key))
                 except (PathNotFound, ValueError):
                     continue  # removed meanwhile, or debris
-                if artifact_type is None or descriptor.get("artifactType") == artifact_type:
+                if artifact_type is not None and descriptor.get("artifactType") != artifact_type:
+                    continue
+                # The entry is written before the referrer's revision link; after a crash in
+                # between, or a delete, it names a manifest the repository does not serve.
+                if link_exists(self.driver, paths.manifest_revision_link(self.name, Digest.parse(descriptor["digest"]))):
                     found.append(descriptor)
         return sorted(found, key=lambda d: d["digest"])

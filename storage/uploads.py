@@ -21,7 +21,8 @@ from ocispec.digest import DEFAULT_ALGORITHM, Digest, Hasher, new_hasher
 from . import paths
 from .blobs import BlobInfo, BlobStore, RepositoryBlobs
 from .driver.base import FileWriter, StorageDriver, iter_chunks
-from .errors import DigestInvalid, PathNotFound, SizeInvalid, UploadRangeInvalid, UploadUnknown
+from .errors import (DigestInvalid, ObjectBusy, PathNotFound, SizeInvalid, UploadInvalid, UploadRangeInvalid,
+                     UploadUnknown)
 from .links import delete_quietly
 
 REHASH_CHUNK = 4 * 1024 * 1024
@@ -146,24 +147,41 @@ class UploadStore:
         """Verify the upload's bytes against `digest`, move them into the CAS and link them into
         the repository. On a mismatch nothing becomes visible, the upload is removed, and
         DigestInvalid is raised."""
-        status = self.status(repository, upload_id)
+        self.status(repository, upload_id)
         data_key = paths.upload_data(repository, upload_id)
         # Finish the appended object (on S3: complete the multipart upload; on disk: fsync), so it
         # can be read back for hashing and moved; an empty upload becomes an empty object.
         self.driver.writer(data_key, append=True).commit()
+        verified_key = self._out_of_writers_reach(repository, upload_id, data_key)
         try:
-            if expected_size is not None and expected_size != status.size:
-                raise SizeInvalid(f"upload has {status.size} bytes, expected {expected_size}")
-            actual = self._digest_of(upload_id, data_key, status.size, digest.algorithm)
+            size = self.driver.stat(verified_key).size
+            if expected_size is not None and expected_size != size:
+                raise SizeInvalid(f"upload has {size} bytes, expected {expected_size}")
+            actual = self._digest_of(upload_id, verified_key, size, digest.algorithm)
             if actual != digest:
                 raise DigestInvalid(f"digest mismatch: expected {digest}, got {actual}", digest=str(digest))
         except (DigestInvalid, SizeInvalid):
-            self.cancel(repository, upload_id)
+            self._remove(repository, upload_id)
             raise
-        self.blobs.adopt(data_key, digest)
+        self.blobs.adopt(verified_key, digest)
         RepositoryBlobs(self.blobs, repository).link(digest)
         self._remove(repository, upload_id)
-        return BlobInfo(digest, status.size)
+        return BlobInfo(digest, size)
+
+    def _out_of_writers_reach(self, repository: str, upload_id: str, data_key: str) -> str:
+        """The key whose bytes get verified and adopted. Where a writer still open on the upload
+        would keep appending to the very object a move takes (files), the bytes are first moved
+        to a key no writer opens, so nothing can change between verification and adoption."""
+        if not getattr(self.driver, "appends_in_place", False):
+            return data_key
+        verifying_key = paths.upload_verifying(repository, upload_id)
+        try:
+            self.driver.move(data_key, verifying_key)
+        except PathNotFound:
+            raise UploadUnknown(f"upload unknown: {upload_id} (already completed)") from None
+        except ObjectBusy:
+            raise UploadInvalid(f"upload {upload_id} still has a chunk being written") from None
+        return verifying_key
 
     def cancel(self, repository: str, upload_id: str) -> None:
         self.status(repository, upload_id)

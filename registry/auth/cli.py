@@ -78,7 +78,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.command == "robot":
             htpasswd, rules = _path(args.htpasswd, auth.htpasswd, "htpasswd"), _path(args.rules, auth.rules, "rules")
-            if not NAME.match(args.name):
+            if not NAME.fullmatch(args.name):
                 raise UsersError(f"{args.name!r} is not a valid account name (letters, digits, . _ @ -)")
             actions = [a.strip() for a in args.actions.split(",") if a.strip()]
             document = robot_rule_document(args.name, args.repo, actions, f"robot account {args.name}")

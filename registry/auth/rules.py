@@ -46,7 +46,7 @@ class RulesError(ValueError):
 def compile_pattern(pattern: str) -> re.Pattern[str]:
     """A repository glob → an anchored regex: `*` any run of characters (including `/`), `?` one
     character other than `/`; every other character stands for itself."""
-    if not isinstance(pattern, str) or not _PATTERN_CHARS.match(pattern):
+    if not isinstance(pattern, str) or not _PATTERN_CHARS.fullmatch(pattern):
         raise RulesError(f"repository pattern {pattern!r} may hold only a-z 0-9 . _ / - * ?")
     parts = [".*" if ch == "*" else "[^/]" if ch == "?" else re.escape(ch) for ch in pattern]
     return re.compile("^" + "".join(parts) + "$")
@@ -64,7 +64,7 @@ class Rule:
         return subject in self.users or ANYONE in self.users or bool(self.groups & groups)
 
     def matches(self, name: str) -> bool:
-        return any(p.match(name) for p in self.patterns)
+        return any(p.fullmatch(name) for p in self.patterns)
 
 
 class Rules:
@@ -81,7 +81,7 @@ class Rules:
         """Everything `subject` (None: anonymous) may do to one resource."""
         granted: set[str] = set()
         if type_ == "repository":
-            if any(p.match(name) for p in self.anonymous):
+            if any(p.fullmatch(name) for p in self.anonymous):
                 granted.add(PULL)
             if subject is not None:
                 groups = self.groups_of(subject)

@@ -26,10 +26,10 @@ def parse_scope(text: str) -> Access | None:
     first, last = text.find(":"), text.rfind(":")
     if first <= 0 or last <= first + 1:
         return None
-    type_match = _TYPE.match(text[:first])
+    type_match = _TYPE.fullmatch(text[:first])
     name = text[first + 1:last]
     actions = tuple(dict.fromkeys(a.strip() for a in text[last + 1:].split(",") if a.strip()))
-    if not type_match or not name or any(not _ACTION.match(a) for a in actions):
+    if not type_match or not name or any(not _ACTION.fullmatch(a) for a in actions):
         return None
     return Access(type_match.group(1), name, actions)
 

@@ -115,19 +115,23 @@ class AuthService:
     # -- logins ----------------------------------------------------------------------------------
     async def login(self, address: str, username: str, password: str) -> None:
         """Return when the password is right; raise RateLimited or LoginFailed."""
-        retry = self.limiter.retry_after(address, username)
+        retry = self.limiter.begin(address, username)
         if retry is not None:
             log.warning("login refused, too many failures: user %r from %s", username[:64], address)
             raise RateLimited(retry)
-        users = self.users()
-        fingerprint = users.fingerprint(username)
-        if self.cache.hit(username, password, fingerprint):
-            return
-        if not await run_in_threadpool(users.verify, username, password):
-            self.limiter.failed(address, username)
-            log.warning("failed login: user %r from %s", username[:64], address)
-            raise LoginFailed()
-        self.cache.add(username, password, fingerprint)
+        failed = False
+        try:
+            users = self.users()
+            fingerprint = users.fingerprint(username)
+            if self.cache.hit(username, password, fingerprint):
+                return
+            if not await run_in_threadpool(users.verify, username, password):
+                failed = True
+                log.warning("failed login: user %r from %s", username[:64], address)
+                raise LoginFailed()
+            self.cache.add(username, password, fingerprint)
+        finally:
+            self.limiter.end(address, username, failed)
 
     # -- tokens ----------------------------------------------------------------------------------
     def verify(self, token: str) -> VerifiedToken:

@@ -40,7 +40,7 @@ def b64url(data: bytes) -> str:
 
 
 def unb64url(text: str) -> bytes:
-    if not _B64URL.match(text) or len(text) % 4 == 1:
+    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
         raise TokenError("malformed token")
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -60,7 +60,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _json_object(data: bytes) -> dict[str, Any]:
     try:
         value = json.loads(data, object_pairs_hook=_no_duplicates)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise TokenError("malformed token") from None
     if not isinstance(value, dict):
         raise TokenError("malformed token")

@@ -54,7 +54,7 @@ def hash_password(password: str, cost: int = DEFAULT_COST) -> str:
 class Users:
     def __init__(self, entries: dict[str, bytes]) -> None:
         self._entries = dict(entries)
-        costs = Counter(int(m.group(1)) for h in entries.values() if (m := _BCRYPT.match(h)))
+        costs = Counter(int(m.group(1)) for h in entries.values() if (m := _BCRYPT.fullmatch(h)))
         self._dummy = dummy_hash(costs.most_common(1)[0][0] if costs else DEFAULT_COST)
 
     def __contains__(self, name: str) -> bool:
@@ -71,7 +71,7 @@ class Users:
     def verify(self, name: str, password: str) -> bool:
         """Whether `password` is `name`'s; one bcrypt comparison either way."""
         entry = self._entries.get(name)
-        usable = entry is not None and _BCRYPT.match(entry) is not None
+        usable = entry is not None and _BCRYPT.fullmatch(entry) is not None
         ok = bcrypt.checkpw(_secret(password), entry if usable else self._dummy)  # type: ignore[arg-type]
         return ok and usable
 
@@ -85,7 +85,7 @@ def parse_htpasswd(text: str, source: str = "htpasswd") -> Users:
         name, sep, hashed = line.partition(":")
         if not sep or not name:
             raise UsersError(f"{source} line {number}: expected name:hash")
-        if not _BCRYPT.match(hashed.encode()):
+        if not _BCRYPT.fullmatch(hashed.encode()):
             log.warning("%s line %d: %s has no bcrypt hash (htpasswd -B); that user cannot log in", source, number, name)
         entries[name] = hashed.encode()
     return Users(entries)
@@ -102,7 +102,7 @@ def load_htpasswd(path: Path) -> Users:
 def set_password(path: Path, name: str, password: str, cost: int = DEFAULT_COST, create: bool = True,
                  replace: bool = False) -> None:
     """Add `name` (or change its password when `replace`) in the htpasswd file, atomically."""
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise UsersError(f"{name!r} is not a valid user name (letters, digits, . _ @ -; at most 128)")
     line = f"{name}:{hash_password(password, cost)}"
     with locked(path):

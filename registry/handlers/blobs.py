@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import BinaryIO
 
@@ -21,27 +22,29 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """(start, end inclusive) of a single `bytes=` range, None to send everything.
 
-    Raises RegistryError 416 when the range cannot be satisfied. Multi-range requests are answered
-    with the whole blob, which RFC 9110 allows.
+    As RFC 9110 says: a header that is not a valid single byte range (another unit, `5-2`,
+    several ranges) is ignored and the whole blob sent; a valid range that lies beyond the blob
+    raises RegistryError 416.
     """
     if not header:
         return None
-    match = _RANGE.match(header.strip().replace(" ", ""))
+    match = _RANGE.fullmatch(header.strip().replace(" ", ""))
     if not match:
-        return None if "," in header else _unsatisfiable(size)
+        return None
     first, last = match.groups()
     if first == "" and last == "":
-        return _unsatisfiable(size)
+        return None
     if first == "":  # suffix: the last N bytes
         length = int(last)
         if length == 0 or size == 0:
             return _unsatisfiable(size)
         return max(size - length, 0), size - 1
     start = int(first)
-    end = int(last) if last else size - 1
-    if start >= size or end < start:
+    if last and int(last) < start:
+        return None  # `5-2` is not a valid range: ignored
+    if start >= size:
         return _unsatisfiable(size)
-    return start, min(end, size - 1)
+    return start, min(int(last) if last else size - 1, size - 1)
 
 
 def _unsatisfiable(size: int) -> tuple[int, int]:
@@ -61,17 +64,27 @@ class StreamResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # No read-ahead of the next chunk: measured, it costs concurrent downloads more (memory,
-        # contention for two cores) than it gains a single one.
+        # contention for two cores) than it gains a single one. A client that goes away stops the
+        # reading (the server would otherwise silently drop what we keep sending).
+        gone = asyncio.Event()
+
+        async def watch_for_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.ensure_future(watch_for_disconnect())
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             remaining = self.length
-            while remaining > 0:
+            while remaining > 0 and not gone.is_set():
                 chunk = await run(self.stream.read, min(self.chunk_size, remaining))
                 if not chunk:
                     return  # storage shrank under us: end the body short, the client sees it
                 remaining -= len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": remaining > 0})
         finally:
+            watcher.cancel()
             await run(self.stream.close)
 
 

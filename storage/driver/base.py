@@ -8,6 +8,8 @@ Contract every driver keeps:
 - `writer(key, append=True)` continues what an earlier writer `close()`d (possibly in another
   process or replica); the key is not readable as a normal object until `commit()`.
 - Readers stream; nothing loads a whole object into memory except `get`, meant for small objects.
+- A driver whose writers append in place to the object a `move` takes (files: an inode) sets
+  `appends_in_place = True`; its `move` refuses with ObjectBusy while a writer is open.
 - Missing keys raise `storage.errors.PathNotFound`; a backend that is down raises
   `StorageUnavailable` after the driver's own retries.
 """

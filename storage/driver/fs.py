@@ -6,13 +6,15 @@ TEMP_PREFIX and are invisible to `list` and `walk`.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from ..errors import InvalidKey, InvalidOffset, PathNotFound, StorageConfigError
+from ..errors import InvalidKey, InvalidOffset, ObjectBusy, PathNotFound, StorageConfigError
 from .base import FileInfo
 
 TEMP_PREFIX = ".cargobay-tmp-"
@@ -24,42 +26,82 @@ def _fsync_close(fd_file: BinaryIO) -> None:
     fd_file.close()
 
 
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (the directory entry, not just the file's bytes)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _lock_exclusive(f: BinaryIO, key: str, wait_seconds: float = 2.0) -> None:
+    """Take the exclusive lock writers exclude; ObjectBusy if a writer keeps it past the wait."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise ObjectBusy(f"{key} is still being written") from None
+            time.sleep(0.01)
+
+
 class FsFileWriter:
     """Appends straight into the key's file; the file lives under an upload prefix, which nothing
-    serves, so it needs no temp name. `commit` makes its bytes durable."""
+    serves, so it needs no temp name. `commit` makes its bytes durable.
+
+    While open, the writer holds a shared lock on the file, and `FilesystemDriver.move` takes an
+    exclusive one: a file cannot be moved away (into the CAS) while a writer may still append to
+    it, and a writer that waited for a move finds the path moved and starts a new file instead of
+    writing into the moved one.
+    """
 
     def __init__(self, path: Path, append: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
-        self._file: BinaryIO | None = open(path, "ab" if append else "wb")  # noqa: SIM115 - owned by the writer
-        self._size = self._file.tell()
-        self._done = False
+        self._file: BinaryIO = self._open_locked(path, append)
+        self._closed = False
+        self._size = self._file.seek(0, os.SEEK_END)
+
+    @staticmethod
+    def _open_locked(path: Path, append: bool) -> BinaryIO:
+        for _ in range(100):
+            f = open(path, "ab" if append else "wb")  # noqa: SIM115 - owned by the writer
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH)
+            try:
+                if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+                    return f  # still the file at this key: nobody moved it while we waited
+            except FileNotFoundError:
+                pass
+            f.close()  # moved away meanwhile: open whatever the key holds now
+        raise ObjectBusy(f"{path.name}: could not open a stable file")
 
     @property
     def size(self) -> int:
         return self._size
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        assert self._file is not None, "writer is closed"
+        if self._closed:
+            raise ValueError("writer is closed")
         n = self._file.write(data)
         self._size += n
         return n
 
     def close(self) -> None:
-        if self._file is not None:
+        if not self._closed:
+            self._closed = True
             self._file.close()
-            self._file = None
 
     def cancel(self) -> None:
         self.close()
         self._path.unlink(missing_ok=True)
-        self._done = True
 
     def commit(self) -> None:
-        if self._file is not None:
+        if not self._closed:
+            self._closed = True
             _fsync_close(self._file)
-            self._file = None
-        self._done = True
 
 
 class FilesystemDriver:
@@ -98,6 +140,7 @@ class FilesystemDriver:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+            _fsync_dir(path.parent)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -149,13 +192,25 @@ class FilesystemDriver:
                     continue  # removed while walking
                 yield FileInfo(self._key(full), st.st_size, st.st_mtime)
 
+    #: A writer still open on a key keeps appending to the very file a move takes away (an
+    #: inode), so callers move an upload out of writers' reach before verifying it; `move`
+    #: refuses (ObjectBusy) while a writer is open. See storage.uploads.
+    appends_in_place = True
+
     def move(self, source: str, destination: str) -> None:
         src, dst = self._path(source), self._path(destination)
         dst.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.replace(src, dst)
+            f = open(src, "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:
             raise PathNotFound(source) from None
+        except IsADirectoryError:
+            os.replace(src, dst)
+            return
+        with f:
+            _lock_exclusive(f, source)
+            os.replace(src, dst)
+        _fsync_dir(dst.parent)
 
     def delete(self, key: str) -> None:
         path = self._path(key)

@@ -157,6 +157,9 @@ def test_range_requests(client: httpx.Client, repo: str) -> None:
     assert r.status_code == 206 and r.content == data[-5:]
     r = client.get(url, headers={"Range": "bytes=5-100000"})
     assert r.status_code == 206 and r.content == data[5:]
+    for ignored in ("items=0-5", "bytes=5-2", "bytes=0-1,5-6", "bytes=-"):  # not one valid byte range: whole blob
+        r = client.get(url, headers={"Range": ignored})
+        assert r.status_code == 200 and r.content == data, ignored
     r = client.get(url, headers={"Range": f"bytes={len(data)}-"})
     assert r.status_code == 416
     assert r.headers["Content-Range"] == f"bytes */{len(data)}"
@@ -211,3 +214,23 @@ def test_same_blob_uploaded_concurrently(client: httpx.Client, repo: str, server
         assert list(pool.map(push, range(8))) == [201] * 8
     for i in range(3):
         assert client.get(f"/v2/{repo}{i}/blobs/{sha256(data)}").content == data
+
+
+def test_download_stops_reading_when_the_client_goes_away(client: httpx.Client, repo: str, server) -> None:  # type: ignore[no-untyped-def]
+    import socket
+    import time
+
+    data = os.urandom(64 * 1024 * 1024)
+    digest = upload(client, repo, data)
+    pid = server.process.pid
+
+    def read_bytes() -> int:
+        with open(f"/proc/{pid}/io") as io:
+            return int(next(line for line in io if line.startswith("rchar")).split()[1])
+
+    before = read_bytes()
+    with socket.create_connection((server.host, server.port)) as s:
+        s.sendall(f"GET /v2/{repo}/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        s.recv(1000)
+    time.sleep(1.5)
+    assert read_bytes() - before < 40 * 1024 * 1024  # nowhere near the whole 64 MiB

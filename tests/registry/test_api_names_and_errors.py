@@ -69,3 +69,26 @@ def test_deletes_disabled_by_default(readonly_server: RunningServer) -> None:
         assert_error(c.delete(f"/v2/keep/blobs/{digest}"), 405, "UNSUPPORTED")
         assert_error(c.delete(f"/v2/keep/manifests/{digest}"), 405, "UNSUPPORTED")
         assert c.get(f"/v2/keep/blobs/{digest}").content == b"kept"
+
+
+@pytest.mark.parametrize("path", ["/v2/_catalog", "/v2/h/tags/list", "/v2/h/referrers/sha256:" + "a" * 64,
+                                  "/v2/h/blobs/uploads/00000000-0000-0000-0000-000000000000"])
+def test_head_on_get_routes_answers_like_get_without_a_body(client: httpx.Client, path: str) -> None:
+    get, head = client.get(path), client.head(path)
+    assert head.status_code == get.status_code < 500
+    assert head.content == b""
+
+
+def test_deeply_nested_manifest_is_invalid_not_a_crash(client: httpx.Client) -> None:
+    r = client.put("/v2/nest/manifests/t", content=b"[" * 200_000,
+                   headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    assert_error(r, 400, "MANIFEST_INVALID")
+
+
+@pytest.mark.parametrize("path", ["/v2/nl/manifests/latest%0A", "/v2/nl%0A/tags/list",
+                                  "/v2/nl/blobs/sha256:" + "a" * 64 + "%0A"])
+def test_trailing_newlines_are_not_valid_names_tags_or_digests(client: httpx.Client, path: str) -> None:
+    r = client.put(path, content=b"{}") if "manifests" in path else client.get(path)
+    assert r.status_code in (400, 404) and r.json()["errors"], r.text  # 404: no route takes a newline
+    if "manifests" in path:
+        assert "latest\n" not in client.get("/v2/nl/tags/list").text

@@ -221,6 +221,21 @@ def test_limiter_per_address_and_per_user_with_a_sliding_window() -> None:
     assert limiter.retry_after("10.0.0.1", "alice") is None
 
 
+
+def test_limiter_counts_checks_still_in_flight() -> None:
+    limiter = FailureLimiter(address_limit=3, user_limit=100, window=60)
+    started = [limiter.begin("10.0.0.9", f"guess{i}") for i in range(10)]  # ten concurrent guesses
+    assert started[:3] == [None, None, None]
+    assert all(retry is not None and retry >= 1 for retry in started[3:])  # only three get checked
+    for i in range(3):
+        limiter.end("10.0.0.9", f"guess{i}", failed=True)
+    assert limiter.retry_after("10.0.0.9", "alice") == 60
+    ok = FailureLimiter(address_limit=3, user_limit=100, window=60)
+    for _ in range(5):  # successful logins never pile up
+        assert ok.begin("10.0.0.8", "alice") is None
+        ok.end("10.0.0.8", "alice", failed=False)
+
+
 # -- keys ----------------------------------------------------------------------------------------
 def test_libtrust_key_id_format_and_jwk_round_trip() -> None:
     for alg in ("ES256", "RS256"):
@@ -354,3 +369,11 @@ def test_x5c_chain_to_a_trusted_certificate(signing: keys.SigningKey) -> None:
     forged = keys.SigningKey(stranger, signing.algorithm, "")
     with pytest.raises(TokenError, match="trusted certificate"):
         verify(tokens.encode({**header, "x5c": [fder]}, claims, forged), store, [AUDIENCE])
+
+
+def test_deeply_nested_token_json_is_malformed_not_a_crash(trust: TrustStore) -> None:
+    import base64
+
+    segment = base64.urlsafe_b64encode(b"[" * 5000).rstrip(b"=").decode()
+    with pytest.raises(TokenError, match="malformed"):
+        verify(f"{segment}.e30.AAAA", trust, [AUDIENCE])

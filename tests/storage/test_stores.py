@@ -217,3 +217,29 @@ def test_upload_memory_stays_flat(driver: StorageDriver) -> None:
     for _ in range(48):
         hasher.update(chunk)
     storage.uploads.complete("mem/flat", status.id, Digest("sha256", hasher.hexdigest()))
+
+
+def test_chunk_still_being_written_cannot_change_a_completed_blob(driver: StorageDriver) -> None:
+    from storage.errors import StorageError, UploadInvalid
+
+    storage = Storage(driver)
+    data = b"the verified bytes"
+    status = storage.uploads.start("late/chunk")
+    storage.uploads.append("late/chunk", status.id, [data])
+    late = storage.uploads.open_session("late/chunk", status.id)  # a PATCH whose body is still arriving
+    try:
+        storage.uploads.complete("late/chunk", status.id, Digest.of(data))
+        completed = True
+    except UploadInvalid:
+        completed = False  # disk: refused while a writer is open
+    late.write(b"JUNK")
+    try:
+        late.close()
+    except StorageError:
+        pass
+    if completed:
+        with storage.blobs.open(Digest.of(data)) as stream:
+            assert stream.read() == data
+    else:
+        assert not storage.blobs.exists(Digest.of(data))
+        assert not storage.blobs.exists(Digest.of(data + b"JUNK"))
