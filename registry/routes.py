@@ -16,7 +16,7 @@ from starlette.routing import Route
 from . import access
 from .access import DELETE, PULL, PUSH, AccessRule
 from .context import context
-from .handlers import blobs, health, listing, manifests, uploads
+from .handlers import base, blobs, catalog, health, manifests, referrers, tags, uploads
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -57,9 +57,9 @@ pull, push, delete = access.repository(PULL), access.repository(PUSH), access.re
 # Order matters: upload paths before blob paths, `_catalog` before repository paths.
 TABLE: list[tuple[str, dict[str, Endpoint]]] = [
     ("/healthz", {"GET": Endpoint(health.healthz, access.public), "HEAD": Endpoint(health.healthz, access.public)}),
-    ("/v2/", {"GET": Endpoint(listing.version_check, access.anyone),
-              "HEAD": Endpoint(listing.version_check, access.anyone)}),
-    ("/v2/_catalog", {"GET": Endpoint(listing.catalog, access.catalog)}),
+    ("/v2/", {"GET": Endpoint(base.version_check, access.anyone),
+              "HEAD": Endpoint(base.version_check, access.anyone)}),
+    ("/v2/_catalog", {"GET": Endpoint(catalog.catalog, access.catalog)}),
     ("/v2/{name:path}/blobs/uploads/", {"POST": Endpoint(uploads.start_upload, access.repository(PULL, PUSH))}),
     ("/v2/{name:path}/blobs/uploads/{upload_id}", {
         "GET": Endpoint(uploads.upload_status, push),
@@ -78,8 +78,8 @@ TABLE: list[tuple[str, dict[str, Endpoint]]] = [
         "PUT": Endpoint(manifests.put_manifest, access.repository(PULL, PUSH)),
         "DELETE": Endpoint(manifests.delete_manifest, delete),
     }),
-    ("/v2/{name:path}/tags/list", {"GET": Endpoint(listing.list_tags, pull)}),
-    ("/v2/{name:path}/referrers/{digest}", {"GET": Endpoint(listing.referrers, pull)}),
+    ("/v2/{name:path}/tags/list", {"GET": Endpoint(tags.list_tags, pull)}),
+    ("/v2/{name:path}/referrers/{digest}", {"GET": Endpoint(referrers.referrers, pull)}),
 ]
 
 

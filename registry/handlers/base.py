@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 from urllib.parse import quote
@@ -72,6 +73,15 @@ def manifest_url(name: str, reference: str) -> str:
 def range_header(size: int) -> str:
     """The `Range` header of an upload: the bytes received so far, inclusive (0-0 when none)."""
     return f"0-{max(size - 1, 0)}"
+
+
+def json_response(obj: object, headers: dict[str, str] | None = None, media_type: str = "application/json") -> Response:
+    return Response(json.dumps(obj).encode(), headers={**API_VERSION_HEADER, **(headers or {})}, media_type=media_type)
+
+
+async def version_check(request: Request) -> Response:
+    """`GET /v2/`: the API is here (authentication, when on, has already been checked)."""
+    return json_response({})
 
 
 def empty(status: int, headers: dict[str, str] | None = None) -> Response:
