@@ -135,7 +135,9 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in response.getheaders():
             if name.lower() not in ("transfer-encoding", "connection", "content-length"):
                 self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
+        # A HEAD's Content-Length is the object's size (S3 clients read it as such); a body's is its length.
+        length = response.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data))
+        self.send_header("Content-Length", length)
         self._headers_buffer.append(b"\r\n")  # end_headers(), with the body in the same write
         if self.command != "HEAD":
             self._headers_buffer.append(data)
