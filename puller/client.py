@@ -3,8 +3,9 @@
 One `RegistryClient` per command; it is thread-safe (urllib3 pools), so layer downloads share it.
 Rules it keeps:
 - every request to a mirror carries `ns=<the host the reference names>`;
-- `Authorization` goes only to the endpoint it was obtained for: a redirect to another host (an S3
-  presigned URL) is followed without it;
+- `Authorization` goes only to the endpoint it was obtained for (same scheme, host and port): a
+  redirect to another host (an S3 presigned URL), or to plain http:// on the same host, is followed
+  without it;
 - connection failures, stalls (read timeout), 5xx and 429 (honouring `Retry-After`) are retried with
   exponential backoff; a blob download that breaks off continues with `Range` from what it has;
 - a blob body longer than its descriptor is refused, so are manifests over 4 MiB.
@@ -35,6 +36,11 @@ CHUNK = 1 << 20
 MAX_REDIRECTS = 5
 _REDIRECTS = (301, 302, 303, 307, 308)
 T = TypeVar("T")
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
 
 
 class BlobSink(Protocol):
@@ -83,7 +89,7 @@ class RegistryClient:
         base_headers = dict(headers or {})
         authorized = False
         for _ in range(MAX_REDIRECTS + 1):
-            same_host = urlsplit(url).netloc == ep.netloc
+            same_host = _origin(url) == _origin(ep.base)  # the scheme too: never downgrade to http://
             send_headers = dict(base_headers)
             if same_host:
                 cached = self.auth.cached(ep.netloc, scope)

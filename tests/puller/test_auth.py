@@ -15,8 +15,10 @@ import httpx
 from tests.support import images as im
 from tests.support.servers import RunningServer
 
-from .conftest import PullerRunner, verify_store
+from .conftest import FAST_NETWORK, PullerRunner, verify_store
+from .fakes import ScriptedServer, Seen
 from .proxy import ProxyConfig
+from .test_tls import self_signed
 from tests.support.images import push_image
 
 
@@ -153,3 +155,39 @@ def test_redirect_to_another_host_drops_credentials(upstream: RunningServer, htt
     assert all("Authorization" not in r.headers for r in blob_gets)
     assert any(r.headers.get("Authorization", "").startswith("Basic") for r in registry.requests)
     verify_store(puller.store)
+
+
+def test_no_credentials_along_a_redirect_to_plain_http_on_the_same_host(upstream: RunningServer, http: httpx.Client,
+                                                                        repo: str, puller: PullerRunner,
+                                                                        tmp_path: Path) -> None:
+    """An HTTPS registry that sends a manifest GET, or a push's upload, to http:// on its own host
+    and port: the password must not cross the wire in clear (the port here speaks both)."""
+    cert, key = self_signed(tmp_path)
+    good = "Basic " + b64("erin:pw")
+
+    def script(seen: Seen, _: object) -> tuple[int, dict[str, str], bytes]:
+        if not seen.tls or seen.headers.get("Authorization") != good:
+            return 401, {"WWW-Authenticate": 'Basic realm="r"'}, b""
+        if seen.method == "GET" and "/manifests/" in seen.path:
+            return 302, {"Location": f"http://{server.hostport}{seen.path}"}, b""
+        if seen.method == "POST":
+            return 202, {"Location": f"http://{server.hostport}/upload/1"}, b""
+        return 404, {}, b""
+
+    server = ScriptedServer(script, tls=(cert, key))
+    try:
+        push_image(http, upstream.url, repo, im.simple_image("downgrade"), "v1")
+        puller.ok("fetch", "--plain-http", f"{upstream.hostport}/{repo}:v1")
+        auth_file = puller.home / "auth.json"
+        auth_file.write_text(json.dumps({"auths": {server.hostport: {"auth": b64("erin:pw")}}}))
+        puller.write_config(FAST_NETWORK + f'[hosts."{server.hostport}"]\nca_file = "{cert}"\n')
+        env = {"REGISTRY_AUTH_FILE": str(auth_file)}
+
+        assert puller.run("fetch", f"{server.hostport}/app:v1", env=env).returncode == 4
+        assert puller.run("push", f"{upstream.hostport}/{repo}:v1", f"{server.hostport}/app:v1", env=env).returncode == 4
+        plain = [s for s in server.seen if not s.tls]
+        assert {s.method for s in plain} == {"GET", "PUT"}  # both redirects were followed, and
+        assert not [s for s in plain if any(k.lower() == "authorization" for k in s.headers)]  # carried no password
+        assert any(s.headers.get("Authorization") == good for s in server.seen if s.tls)
+    finally:
+        server.stop()
