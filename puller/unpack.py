@@ -27,6 +27,7 @@ from ocispec.mediatypes import layer_compression
 from .errors import PullError, UsageError, VerificationError
 from .layerstream import Budget, LayerStream
 from .runtimespec import MAX_ACCOUNT_FILE, runtime_config
+from .confine import LayerFormatError
 from .tarsafe import RootTree
 
 __all__ = ["unpack_image"]
@@ -167,6 +168,7 @@ def _apply_entries(tree: RootTree, stream: LayerStream, budget: Budget) -> None:
         raise
     while True:
         member = tar.next()
+        _drop_global_headers(tar)
         if member is None:
             break
         tar.members.clear()  # a streaming reader needs no index; keep memory flat
@@ -185,6 +187,22 @@ def _apply_entries(tree: RootTree, stream: LayerStream, budget: Budget) -> None:
     # tarfile quietly ends an archive at an invalid header; Go's archive/tar (umoci) refuses it.
     if stream.last_read.count(0) != len(stream.last_read):
         raise VerificationError(f"invalid tar header at offset {tar.offset}")
+
+
+#: The only key a global PAX header ('g') may set: git archive writes the commit id there.
+HARMLESS_GLOBAL_KEYS = frozenset({"comment"})
+
+
+def _drop_global_headers(tar: tarfile.TarFile) -> None:
+    """Python's tarfile merges a global PAX header into every later member (its `path` would rename
+    them all; many keys make every member slow), where Go's archive/tar (umoci, Docker) ignores it
+    for names and metadata. Refuse a layer whose global header says anything but a comment."""
+    if tar.pax_headers:
+        keys = sorted(set(tar.pax_headers) - HARMLESS_GLOBAL_KEYS)
+        if keys:
+            shown = ", ".join(repr(k) for k in keys[:5]) + (", ..." if len(keys) > 5 else "")
+            raise LayerFormatError(f"a global PAX header sets {shown}; such layers are refused")
+        tar.pax_headers = {}
 
 
 def _relabel(exc: PullError, prefix: str) -> PullError:

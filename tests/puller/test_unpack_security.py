@@ -237,3 +237,21 @@ def test_nothing_is_left_when_the_failure_is_in_the_last_layer(arena: Arena) -> 
     """Two good layers were applied before the third is refused: still no partial rootfs."""
     refused(arena, [make_layer([f("one", b"1")]), make_layer([f("two", b"2")]), make_layer([f("/abs", b"3")])],
             UnsafeContent, r"layer 3/3 .*absolute name")
+
+
+def _plain_layer(tar: bytes) -> Blob:
+    return Blob.of("application/vnd.oci.image.layer.v1.tar", tar, diff_id=sha256(tar))
+
+
+def test_a_global_pax_header_is_refused_unless_it_only_comments(arena: Arena, tmp_path: Path) -> None:
+    """Python's tarfile would merge a global header into every later member (renaming them all, or
+    costing time per member for every key); Go's archive/tar, which umoci and Docker use, ignores it."""
+    files = make_tar([f("a", b"1"), f("b", b"2")])
+    renaming = tarfile.TarInfo.create_pax_global_header({"path": "etc/passwd"}) + files
+    refused(arena, [_plain_layer(renaming)], VerificationError, r"layer 1/1 .*global PAX header sets 'path'")
+    many = tarfile.TarInfo.create_pax_global_header({f"k{i}": "v" for i in range(1000)}) + files
+    refused(arena, [_plain_layer(many)], VerificationError, r"global PAX header sets 'k0', 'k1', .*\.\.\.")
+    # git archive's global header carries only the commit id: harmless, and not merged into the files.
+    git_archive = tarfile.TarInfo.create_pax_global_header({"comment": "0" * 40}) + files
+    Layout(tmp_path / "layout", build_image([_plain_layer(git_archive)])).unpack(arena.dest)
+    assert sorted(os.listdir(arena.dest)) == ["a", "b"] and (arena.dest / "b").read_bytes() == b"2"
