@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("reference")
     p.add_argument("dest", type=Path)
     p.add_argument("--bundle", action="store_true", default=False, help="write an OCI runtime bundle")
+    p.add_argument("--keep-root-mode", action="store_true", default=False, help="as root without --bundle, give "
+                   "DEST the image's mode (default 0700: other users must not reach its setuid files and devices)")
     p.add_argument("--max-unpacked-size", type=_size, default=DEFAULT_MAX_UNPACKED, help="refuse layers "
                    "unpacking to more than this (e.g. 20G)")
     fetch_options(p)
@@ -263,7 +265,8 @@ def cmd_unpack(ctx: Context) -> int:
     with ctx.store.using():
         record, manifest, config = _stored_image(ctx)
         unpack_image(manifest, config, ctx.store.open_blob, ctx.args.dest,
-                     max_unpacked_bytes=ctx.args.max_unpacked_size, bundle=ctx.args.bundle, warn=ctx.output.warn)
+                     max_unpacked_bytes=ctx.args.max_unpacked_size, bundle=ctx.args.bundle, warn=ctx.output.warn,
+                     keep_root_mode=ctx.args.keep_root_mode)
     if not ctx.args.quiet and not ctx.args.json:
         ctx.output.result(f"Unpacked {record.reference} into {ctx.args.dest}")
     return 0

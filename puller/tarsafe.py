@@ -4,7 +4,7 @@ Paths are resolved by `confine.ConfinedTree` (from a descriptor of the root, one
 time, symlinks in the middle of a name followed only inside the root). The last component of a name
 is never followed: whatever is there (file, symlink, directory) is replaced, not written through.
 The root itself stays mode 0700 until `finish()`, so no other user can reach into the tree (and race
-it) while it is being built.
+it) while it is being built; with `private_root` it stays 0700 for good.
 
 Semantics follow the OCI image-spec layer rules as `umoci unpack` implements them: entries replace
 what is at their path unless both are directories; whiteouts (`.wh.<name>`) and opaque markers
@@ -84,9 +84,12 @@ def _kind(member: tarfile.TarInfo) -> str | None:
 class RootTree(ConfinedTree):
     """A root directory that layer entries are applied to. Not thread-safe; one per unpack."""
 
-    def __init__(self, path: str | os.PathLike[str], *, privileged: bool, warn: Callable[[str], None]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, privileged: bool, warn: Callable[[str], None],
+                 private_root: bool = False) -> None:
         super().__init__(path)
         self.privileged = privileged
+        #: Keep the root itself 0700 after finish() (whatever mode the image gives it).
+        self.private_root = private_root
         self.warn = warn
         self.skipped_devices: list[str] = []
         # Per layer: directory times to put back at the layer's end, and the paths this layer
@@ -127,7 +130,10 @@ class RootTree(ConfinedTree):
         self._upper = set()
 
     def finish(self) -> None:
-        """Apply the deferred directory modes (the root's last): the tree is complete."""
+        """Apply the deferred directory modes (the root's last, unless it stays private): the tree
+        is complete."""
+        if self.private_root:
+            self._final_modes.pop((), None)
         for real in sorted(self._final_modes, key=len, reverse=True):
             fd = self._open_real(real)
             if fd is None:

@@ -34,9 +34,15 @@ __all__ = ["unpack_image"]
 
 
 def unpack_image(manifest: ImageManifest, config_raw: bytes, open_blob: Callable[[Digest], BinaryIO], dest: Path, *,
-                 max_unpacked_bytes: int, bundle: bool = False, warn: Callable[[str], None]) -> None:
+                 max_unpacked_bytes: int, bundle: bool = False, warn: Callable[[str], None],
+                 keep_root_mode: bool = False) -> None:
     """Build the root filesystem of an image at `dest` (or, with `bundle`, an OCI runtime bundle:
     `dest/config.json` and `dest/rootfs`). `dest` must not exist or be an empty directory.
+
+    As root, a rootfs holds the image's setuid-root programs and device nodes with its owners and
+    modes; like umoci's bundle directory, what contains them is mode 0700 so that other local users
+    cannot reach them: the bundle directory with `bundle`, else `dest` itself, unless
+    `keep_root_mode` gives it the mode the image says (`warn` tells which happened).
 
     `open_blob(digest)` opens a stored blob for reading; it is closed here. Owners and device nodes
     need root: otherwise they are skipped and `warn` says so. Raises UnsafeContent for anything that
@@ -44,11 +50,12 @@ def unpack_image(manifest: ImageManifest, config_raw: bytes, open_blob: Callable
     layers, UsageError for a bad `dest`; in every case `dest` is left as it was.
     """
     _unpack(manifest, config_raw, open_blob, Path(os.path.abspath(dest)), max_unpacked_bytes=max_unpacked_bytes,
-            bundle=bundle, warn=warn, privileged=os.geteuid() == 0)
+            bundle=bundle, warn=warn, privileged=os.geteuid() == 0, keep_root_mode=keep_root_mode)
 
 
 def _unpack(manifest: ImageManifest, config_raw: bytes, open_blob: Callable[[Digest], BinaryIO], dest: Path, *,
-            max_unpacked_bytes: int, bundle: bool, warn: Callable[[str], None], privileged: bool) -> None:
+            max_unpacked_bytes: int, bundle: bool, warn: Callable[[str], None], privileged: bool,
+            keep_root_mode: bool = False) -> None:
     config, diff_ids = image_config(manifest, config_raw)
     _check_dest(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -59,7 +66,8 @@ def _unpack(manifest: ImageManifest, config_raw: bytes, open_blob: Callable[[Dig
             rootfs.mkdir(mode=0o700)
         if not privileged:
             warn("not running as root: file owners are not restored and device nodes are skipped")
-        tree = RootTree(rootfs, privileged=privileged, warn=warn)
+        private_root = privileged and not bundle and not keep_root_mode
+        tree = RootTree(rootfs, privileged=privileged, warn=warn, private_root=private_root)
         try:
             budget = Budget(max_unpacked_bytes)
             total = len(manifest.layers)
@@ -70,6 +78,9 @@ def _unpack(manifest: ImageManifest, config_raw: bytes, open_blob: Callable[[Dig
                     names = ", ".join(tree.skipped_devices[:5]) + (", ..." if len(tree.skipped_devices) > 5 else "")
                     warn(f"{label}: skipped {len(tree.skipped_devices)} device node(s) that need root: {names}")
             tree.finish()
+            if private_root:
+                warn(f"{dest} is left mode 0700 so that other users cannot reach the image's setuid programs "
+                     "and device nodes (use --bundle, or --keep-root-mode for the image's own mode)")
             if bundle:
                 spec = runtime_config(config, lambda p: tree.read_file(p, MAX_ACCOUNT_FILE), rootless=not privileged,
                                       host_ids=(os.geteuid(), os.getegid()))

@@ -4,6 +4,7 @@ first when needed), global options after the command."""
 from __future__ import annotations
 
 import os
+import stat
 import pty
 import subprocess
 import sys
@@ -63,3 +64,10 @@ def test_unpack_and_export_fetch_first(upstream: RunningServer, http: httpx.Clie
     with tarfile.open(archive) as tar:
         assert "manifest.json" in tar.getnames()
     assert puller.run("unpack", "--plain-http", f"{upstream.hostport}/{repo}:absent", str(puller.home / "x")).returncode == 3
+    # As root without --bundle the rootfs itself is private (it holds setuid-root files and device
+    # nodes, readable by their image modes); --keep-root-mode gives it the image's mode.
+    if os.geteuid() == 0:
+        assert stat.S_IMODE(rootfs.stat().st_mode) == 0o700
+        assert "warning: " in puller.ok("unpack", ref, str(puller.home / "private")).stdout
+        puller.ok("unpack", ref, str(puller.home / "shared"), "--keep-root-mode")
+        assert stat.S_IMODE((puller.home / "shared").stat().st_mode) == 0o755

@@ -41,10 +41,12 @@ class Layout:
     def open_blob(self, digest: Digest) -> BinaryIO:
         return open(self.root / "blobs" / digest.algorithm / digest.hex, "rb")
 
-    def unpack(self, dest: Path, *, limit: int = 1 << 30, bundle: bool = False, warnings: list[str] | None = None) -> None:
+    def unpack(self, dest: Path, *, limit: int = 1 << 30, bundle: bool = False, warnings: list[str] | None = None,
+               keep_root_mode: bool = True) -> None:
+        """Unpack to `dest`; by default the root gets the image's mode, as umoci's rootfs does."""
         sink = warnings if warnings is not None else []
         unpack_image(self.manifest, self.config_raw, self.open_blob, dest, max_unpacked_bytes=limit, bundle=bundle,
-                     warn=sink.append)
+                     warn=sink.append, keep_root_mode=keep_root_mode)
 
 
 def umoci_unpack(layout: Path, bundle: Path) -> Path:
@@ -351,7 +353,36 @@ def test_the_tree_is_private_while_it_is_built(tmp_path: Path) -> None:
         return layout.open_blob(digest)
 
     unpack_image(layout.manifest, layout.config_raw, open_blob, work / "rootfs", max_unpacked_bytes=1 << 20,
-                 warn=print)
+                 warn=print, keep_root_mode=True)
     assert seen == [0o700, 0o700]
     assert stat.S_IMODE(os.stat(work / "rootfs").st_mode) == 0o755
     assert os.listdir(work) == ["rootfs"]
+
+
+@needs_root
+def test_as_root_the_rootfs_stays_private_unless_asked_or_in_a_bundle(tmp_path: Path) -> None:
+    """Unpacked as root, setuid-root programs and device nodes are real: other users must not reach
+    them. umoci keeps them in a 0700 bundle directory; without --bundle the rootfs itself stays 0700."""
+    from puller import unpack as unpack_module
+
+    layout = Layout(tmp_path / "layout", build_image([make_layer([
+        d("./", mode=0o755), d("bin"), f("bin/su", b"#!", mode=0o4755), f("bin/ls", b"#!", mode=0o755)])]))
+
+    def unpack(dest: Path, privileged: bool, **options: bool) -> list[str]:
+        warnings: list[str] = []
+        unpack_module._unpack(layout.manifest, layout.config_raw, layout.open_blob, dest, max_unpacked_bytes=1 << 20,
+                              warn=warnings.append, privileged=privileged, **{"bundle": False, **options})
+        return warnings
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(os.stat(path).st_mode)
+
+    warnings = unpack(tmp_path / "private", privileged=True)
+    assert mode(tmp_path / "private") == 0o700 and mode(tmp_path / "private" / "bin" / "su") == 0o4755
+    assert any("left mode 0700" in w and "--keep-root-mode" in w for w in warnings)
+    assert not any("0700" in w for w in unpack(tmp_path / "kept", privileged=True, keep_root_mode=True))
+    assert mode(tmp_path / "kept") == 0o755
+    assert not any("0700" in w for w in unpack(tmp_path / "bundle", privileged=True, bundle=True))
+    assert (mode(tmp_path / "bundle"), mode(tmp_path / "bundle" / "rootfs")) == (0o700, 0o755)
+    unpack(tmp_path / "user", privileged=False)  # nothing setuid-root to protect: the image's mode
+    assert mode(tmp_path / "user") == 0o755
