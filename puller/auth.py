@@ -3,8 +3,10 @@
 A registry answers 401 with `WWW-Authenticate: Bearer realm="…",service="…",scope="…"` (get a token
 from the realm, with Basic credentials or an identity token when there are any, anonymously
 otherwise) or `Basic realm="…"` (send the credentials). The resulting `Authorization` header is
-cached per (registry host, scope) until the token expires, and is only ever attached to requests for
-that host: the client drops it on redirects to any other host.
+cached per (registry endpoint, scope) until the token expires, and is only ever attached to requests
+for that endpoint: the client drops it on redirects to any other host or scheme. The credentials are
+those stored for the host the user named (`puller login HOST`), also when the config's `server`
+sends its requests elsewhere.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Callable, Protocol
 from urllib.parse import urlencode, urlsplit
 
 from . import credentials
+from .config import Endpoint
 from .credentials import Credentials
 from .errors import AuthenticationError, NetworkError
 
@@ -88,35 +91,37 @@ class Authenticator:
                 self._creds[host] = self._lookup(host)
             return self._creds[host]
 
-    def cached(self, netloc: str, scope: str) -> str | None:
-        """The header to send with a request to `netloc` for `scope`, when one is known."""
+    def cached(self, ep: Endpoint, scope: str) -> str | None:
+        """The header to send with a request to endpoint `ep` for `scope`, when one is known."""
         with self._lock:
-            entry = self._cache.get((netloc, scope))
+            entry = self._cache.get((ep.base, scope))
             if entry and entry[1] > time.monotonic():
                 return entry[0]
-            basic = netloc in self._basic_hosts
+            basic = ep.base in self._basic_hosts
         if basic:
-            creds = self.credentials_for(netloc)
+            creds = self.credentials_for(ep.credentials_host)
             if creds and (creds.username or creds.password):
                 return basic_header(creds)
         return None
 
-    def answer(self, netloc: str, scope: str, challenge_header: str) -> str:
-        """An `Authorization` header answering a 401's `WWW-Authenticate`; raises AuthenticationError."""
+    def answer(self, ep: Endpoint, scope: str, challenge_header: str) -> str:
+        """An `Authorization` header answering a 401's `WWW-Authenticate` from `ep` (with the
+        credentials of `ep.credentials_host`); raises AuthenticationError."""
         challenges = parse_challenges(challenge_header or "")
-        creds = self.credentials_for(netloc)
+        netloc, host = ep.netloc, ep.credentials_host
+        creds = self.credentials_for(host)
         for scheme, params in challenges:
             if scheme == "bearer" and params.get("realm"):
                 header, ttl = self._token(netloc, params, scope, creds)
                 with self._lock:
-                    self._cache[(netloc, scope)] = (header, time.monotonic() + max(ttl - 10, 5))
+                    self._cache[(ep.base, scope)] = (header, time.monotonic() + max(ttl - 10, 5))
                 return header
         for scheme, _ in challenges:
             if scheme == "basic":
                 if not creds or not (creds.username or creds.password):
-                    raise AuthenticationError(f"{netloc} requires credentials (try `puller login {netloc}`)")
+                    raise AuthenticationError(f"{netloc} requires credentials (try `puller login {host}`)")
                 with self._lock:
-                    self._basic_hosts.add(netloc)
+                    self._basic_hosts.add(ep.base)
                 return basic_header(creds)
         raise AuthenticationError(f"{netloc} asked for authentication this client cannot do: {challenge_header[:120]!r}")
 

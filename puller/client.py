@@ -92,7 +92,7 @@ class RegistryClient:
             same_host = _origin(url) == _origin(ep.base)  # the scheme too: never downgrade to http://
             send_headers = dict(base_headers)
             if same_host:
-                cached = self.auth.cached(ep.netloc, scope)
+                cached = self.auth.cached(ep, scope)
                 if cached:
                     send_headers["Authorization"] = cached
             if hasattr(body, "seek"):
@@ -111,7 +111,7 @@ class RegistryClient:
                 continue
             if status == 401 and same_host and not authorized:
                 authorized = True
-                self.auth.answer(ep.netloc, scope, response.headers.get("WWW-Authenticate", ""))
+                self.auth.answer(ep, scope, response.headers.get("WWW-Authenticate", ""))
                 continue
             where = f"{ep.netloc} {ref.repository}{urlsplit(url).path.split('/' + ref.repository, 1)[-1]}"
             if status in (401, 403):
@@ -156,12 +156,12 @@ class RegistryClient:
             def once() -> None:
                 for attempt in range(2):
                     headers = {}
-                    if cached := self.auth.cached(ep.netloc, ""):
+                    if cached := self.auth.cached(ep, ""):
                         headers["Authorization"] = cached
                     response = self.transport.send(self.transport.pool(ep.ca_file, ep.tls_verify), "GET",
                                                    f"{ep.base}/v2/", headers)
                     if response.status == 401 and attempt == 0:
-                        self.auth.answer(ep.netloc, "", response.headers.get("WWW-Authenticate", ""))
+                        self.auth.answer(ep, "", response.headers.get("WWW-Authenticate", ""))
                         continue
                     if response.status in (401, 403):
                         raise AuthenticationError(f"{host}: credentials refused (HTTP {response.status})")

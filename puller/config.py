@@ -46,16 +46,24 @@ class Endpoint:
     """One place to send registry requests to: `base` is `scheme://host[:port][/prefix]`.
 
     `ns` is set on mirrors: the host the reference names, sent as the OCI `ns` query parameter.
+    `cred_host` is the host whose stored credentials apply when that is not `base`'s own (a host
+    reached through its config `server`).
     """
 
     base: str
     ns: str | None = None
     ca_file: str | None = None
     tls_verify: bool = True
+    cred_host: str | None = None
 
     @property
     def netloc(self) -> str:
         return urlsplit(self.base).netloc
+
+    @property
+    def credentials_host(self) -> str:
+        """Whose credentials to send here (what `puller login` was given)."""
+        return self.cred_host or self.netloc
 
     @property
     def is_mirror(self) -> bool:
@@ -116,7 +124,7 @@ class Config:
             base = f"{'http' if (hc.insecure or plain_http) else 'https'}://{host}"
         if plain_http and base.startswith("https://"):
             base = "http://" + base[len("https://"):]
-        return Endpoint(base, None, hc.ca_file, hc.tls_verify)
+        return Endpoint(base, None, hc.ca_file, hc.tls_verify, host if hc.server else None)
 
 
 def is_loopback(host: str) -> bool:

@@ -191,3 +191,21 @@ def test_no_credentials_along_a_redirect_to_plain_http_on_the_same_host(upstream
         assert any(s.headers.get("Authorization") == good for s in server.seen if s.tls)
     finally:
         server.stop()
+
+
+def test_credentials_of_a_host_reached_through_its_config_server(upstream: RunningServer, http: httpx.Client,
+                                                                  repo: str, make_proxy: object,
+                                                                  puller: PullerRunner) -> None:
+    """`server =` sends a host's requests elsewhere; login and fetch still use that host's credentials."""
+    push_image(http, upstream.url, repo, im.simple_image("server-override"), "v1")
+    proxy = make_proxy(ProxyConfig(basic_auth=True, users={"frank": "pw"}))  # type: ignore[operator]
+    puller.write_config(FAST_NETWORK + f'[hosts."registry.test"]\nserver = "{proxy.url}"\n')
+    env = {"REGISTRY_AUTH_FILE": str(puller.home / "auth.json")}
+    failed = puller.run("fetch", f"registry.test/{repo}:v1", env=env)
+    assert failed.returncode == 4 and "puller login registry.test" in failed.stderr
+    assert puller.run("login", "-u", "frank", "-p", "wrong", "registry.test", env=env).returncode == 4
+    puller.ok("login", "-u", "frank", "-p", "pw", "registry.test", env=env)
+    assert list(json.loads((puller.home / "auth.json").read_text())["auths"]) == ["registry.test"]
+    puller.ok("fetch", f"registry.test/{repo}:v1", env=env)
+    assert any(r.headers.get("Authorization") == "Basic " + b64("frank:pw") for r in proxy.requests)
+    verify_store(puller.store)
