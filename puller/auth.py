@@ -33,8 +33,9 @@ class TokenResponse(Protocol):
     data: bytes
 
 
-#: (method, url, headers, body) -> response with `.status` and `.data`; used for token requests.
-TokenHttp = Callable[[str, str, dict[str, str], bytes | None], TokenResponse]
+#: (method, url, headers, body, (ca_file, tls_verify)) -> response with `.status` and `.data`; used for
+#: token requests.
+TokenHttp = Callable[[str, str, dict[str, str], bytes | None, tuple[str | None, bool]], TokenResponse]
 
 
 def parse_challenges(header: str) -> list[tuple[str, dict[str, str]]]:
@@ -112,7 +113,7 @@ class Authenticator:
         creds = self.credentials_for(host)
         for scheme, params in challenges:
             if scheme == "bearer" and params.get("realm"):
-                header, ttl = self._token(netloc, params, scope, creds)
+                header, ttl = self._token(ep, params, scope, creds)
                 with self._lock:
                     self._cache[(ep.base, scope)] = (header, time.monotonic() + max(ttl - 10, 5))
                 return header
@@ -125,10 +126,16 @@ class Authenticator:
                 return basic_header(creds)
         raise AuthenticationError(f"{netloc} asked for authentication this client cannot do: {challenge_header[:120]!r}")
 
-    def _token(self, netloc: str, params: dict[str, str], scope: str, creds: Credentials | None) -> tuple[str, float]:
-        realm = params["realm"]
-        if urlsplit(realm).scheme not in ("http", "https"):
+    def _token(self, ep: Endpoint, params: dict[str, str], scope: str, creds: Credentials | None) -> tuple[str, float]:
+        netloc, realm = ep.netloc, params["realm"]
+        where = urlsplit(realm)
+        if where.scheme not in ("http", "https") or not where.hostname:
             raise AuthenticationError(f"{netloc}: invalid token realm {realm!r}")
+        if where.scheme == "http" and ep.base.startswith("https://") and creds:
+            raise AuthenticationError(f"{netloc}: refusing to send credentials in clear to the plain-HTTP token "
+                                      f"realm {realm} of an HTTPS registry")
+        # A realm on the registry's own host shares its CA file and verification setting.
+        tls = (ep.ca_file, ep.tls_verify) if where.hostname == urlsplit(ep.base).hostname else (None, True)
         scopes = [s for s in (params.get("scope") or scope).split(" ") if s]
         query: list[tuple[str, str]] = []
         if params.get("service"):
@@ -140,19 +147,20 @@ class Authenticator:
                 form = urlencode([("grant_type", "refresh_token"), ("refresh_token", creds.identity_token),
                                   ("client_id", "puller"), *query]).encode()
                 headers["Content-Type"] = "application/x-www-form-urlencoded"
-                response = self._http("POST", realm, headers, form)
+                response = self._http("POST", realm, headers, form, tls)
             else:
                 if creds and (creds.username or creds.password):
                     headers["Authorization"] = basic_header(creds)
                 url = realm + ("&" if "?" in realm else "?") + urlencode([*query, ("client_id", "puller")])
-                response = self._http("GET", url, headers, None)
+                response = self._http("GET", url, headers, None, tls)
         except NetworkError as exc:
             raise NetworkError(f"token server {urlsplit(realm).netloc}: {exc.message}") from None
         if response.status in (401, 403):
             who = "the stored credentials were refused" if creds else "anonymous access was refused"
             raise AuthenticationError(f"{netloc}: {who} by the token server (HTTP {response.status})")
         if response.status != 200:
-            raise AuthenticationError(f"{netloc}: token server answered HTTP {response.status}")
+            moved = " (a redirect elsewhere, not followed)" if 300 <= response.status < 400 else ""
+            raise AuthenticationError(f"{netloc}: token server answered HTTP {response.status}{moved}")
         try:
             body = json.loads(response.data)
             token = body.get("token") or body.get("access_token")

@@ -30,17 +30,11 @@ from ocispec.reference import Reference
 from .auth import Authenticator
 from .config import Config, Endpoint
 from .errors import AuthenticationError, NetworkError, NotFound, PullError, VerificationError
-from .transport import RangeRefused, Short, Transient, Transport, error_message, retry_after
+from .transport import (MAX_REDIRECTS, REDIRECTS, RangeRefused, Short, Transient, Transport, error_message, origin,
+                        retry_after)
 
 CHUNK = 1 << 20
-MAX_REDIRECTS = 5
-_REDIRECTS = (301, 302, 303, 307, 308)
 T = TypeVar("T")
-
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower()
 
 
 class BlobSink(Protocol):
@@ -89,7 +83,7 @@ class RegistryClient:
         base_headers = dict(headers or {})
         authorized = False
         for _ in range(MAX_REDIRECTS + 1):
-            same_host = _origin(url) == _origin(ep.base)  # the scheme too: never downgrade to http://
+            same_host = origin(url) == origin(ep.base)  # the scheme too: never downgrade to http://
             send_headers = dict(base_headers)
             if same_host:
                 cached = self.auth.cached(ep, scope)
@@ -104,7 +98,7 @@ class RegistryClient:
                 return response
             data = response.data if preload else response.read(65536)
             response.release_conn()
-            if status in _REDIRECTS and response.headers.get("Location"):
+            if status in REDIRECTS and response.headers.get("Location"):
                 url = urljoin(url, response.headers["Location"])
                 if status == 303:
                     method = "GET"

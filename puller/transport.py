@@ -11,7 +11,7 @@ import ssl
 import threading
 import time
 from typing import Any, Callable, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
@@ -21,7 +21,17 @@ from .config import NetworkConfig
 from .errors import NetworkError, VerificationError
 
 MAX_RETRY_AFTER = 60.0
+MAX_REDIRECTS = 5
+REDIRECTS = (301, 302, 303, 307, 308)
+#: TLS settings of a pool: (CA file or None for the system's, verify certificates).
+DEFAULT_TLS: tuple[str | None, bool] = (None, True)
 T = TypeVar("T")
+
+
+def origin(url: str) -> tuple[str, str]:
+    """(scheme, host[:port]) of a URL: what must match for credentials to go along."""
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
 
 
 class Transient(Exception):
@@ -117,10 +127,25 @@ class Transport:
                 self._backoff(attempt, exc.delay)
         raise AssertionError("unreachable")
 
-    def token_http(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> Any:
+    def token_http(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
+                   tls: tuple[str | None, bool] = DEFAULT_TLS) -> Any:
+        """A token request with the TLS settings `tls`; redirects are followed only to the same
+        scheme, host and port (the request carries credentials), any other is returned as it is."""
+        pool = self.pool(*tls)
+
         def once() -> Any:
-            response = self.send(self.pool(), method, url, headers, body)
-            if response.status >= 500 or response.status == 429:
-                raise Transient(f"token server HTTP {response.status}", retry_after(response.headers.get("Retry-After")))
-            return response
+            target, verb, payload = url, method, body
+            for _ in range(MAX_REDIRECTS + 1):
+                response = self.send(pool, verb, target, headers, payload)
+                location = response.headers.get("Location")
+                if response.status in REDIRECTS and location and origin(urljoin(target, location)) == origin(url):
+                    target = urljoin(target, location)
+                    if response.status == 303:
+                        verb, payload = "GET", None
+                    continue
+                if response.status >= 500 or response.status == 429:
+                    raise Transient(f"token server HTTP {response.status}",
+                                    retry_after(response.headers.get("Retry-After")))
+                return response
+            raise NetworkError(f"token server {urlsplit(url).netloc}: too many redirects")
         return self.retrying(f"token request to {urlsplit(url).netloc}", once)
