@@ -24,7 +24,8 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ocispec import mediatypes as mt
 from ocispec.digest import Digest, SizeExceeded
-from ocispec.manifest import MAX_MANIFEST_SIZE, Descriptor
+from ocispec.errors import OCIValidationError
+from ocispec.manifest import MAX_MANIFEST_SIZE, Descriptor, Manifest, parse_manifest
 from ocispec.reference import Reference
 
 from .auth import Authenticator
@@ -55,6 +56,7 @@ class FetchedManifest:
     media_type: str
     digest: Digest
     endpoint: Endpoint
+    manifest: Manifest
 
 
 class RegistryClient:
@@ -139,7 +141,11 @@ class RegistryClient:
                 with self._lock:
                     self._dead.add(ep.base)
                 errors.append((ep, exc))
-            except (NotFound, AuthenticationError, VerificationError) as exc:
+            except PullError as exc:
+                # Whatever a mirror answers (400 for an `ns` it does not take, 405, garbage), the
+                # next endpoint may do better; the host's own other failures are final.
+                if not ep.is_mirror and not isinstance(exc, (NotFound, AuthenticationError, VerificationError)):
+                    raise
                 errors.append((ep, exc))
         raise next((exc for ep, exc in errors if not ep.is_mirror), errors[-1][1])
 
@@ -176,11 +182,13 @@ class RegistryClient:
         raise errors[0]
 
     def get_manifest(self, ref: Reference, identifier: str | None = None,
-                     accept: str = mt.MANIFEST_ACCEPT) -> FetchedManifest:
+                     accept: str = mt.MANIFEST_ACCEPT, media_type: str | None = None) -> FetchedManifest:
         """GET a manifest by tag or digest; verifies it against a requested digest or the
-        registry's `Docker-Content-Digest`."""
+        registry's `Docker-Content-Digest` and parses it (as `media_type` when the registry does not
+        say), on each endpoint in turn: what one mirror gets wrong, the next may serve."""
         identifier = identifier or ref.identifier
         expected = Digest.parse(identifier) if ":" in identifier else None
+        what = str(ref) if identifier == ref.identifier else f"{ref}@{identifier}"
 
         def on(ep: Endpoint) -> FetchedManifest:
             def once() -> FetchedManifest:
@@ -201,8 +209,12 @@ class RegistryClient:
                 digest = Digest.of(raw, want.algorithm if want else "sha256")
                 if want is not None and digest != want:
                     raise VerificationError(f"{ref}: manifest digest mismatch: expected {want}, got {digest}")
-                media_type = mt.base_media_type(response.headers.get("Content-Type"))
-                return FetchedManifest(raw, media_type, digest, ep)
+                content_type = mt.base_media_type(response.headers.get("Content-Type"))
+                try:
+                    manifest = parse_manifest(raw, content_type or media_type)
+                except OCIValidationError as exc:
+                    raise VerificationError(f"{what}: {exc.message}") from None
+                return FetchedManifest(raw, content_type, digest, ep, manifest)
             return self.transport.retrying(f"{ep.netloc}: manifest {ref}", once)
         return self._each_endpoint(ref, on)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ocispec import mediatypes as mt
 from ocispec.digest import Digest
 from ocispec.errors import OCIValidationError
-from ocispec.manifest import Descriptor, ImageIndex, ImageManifest, parse_manifest
+from ocispec.manifest import Descriptor, ImageIndex, ImageManifest
 from ocispec.platform import Platform, match_rank
 from ocispec.reference import Reference, parse_reference
 
@@ -69,18 +69,11 @@ def select_platform(index: ImageIndex, wanted: Platform) -> Descriptor:
     return best[2]
 
 
-def _parse(raw: bytes, media_type: str, what: str) -> ImageManifest | ImageIndex:
-    try:
-        return parse_manifest(raw, media_type)
-    except OCIValidationError as exc:
-        raise VerificationError(f"{what}: {exc.message}") from None
-
-
 def resolve(client: RegistryClient, ref: Reference, platform: Platform) -> Resolved:
     """Fetch the manifest `ref` names and descend through indexes to `platform`'s image."""
     fetched = client.get_manifest(ref)
     top_digest = fetched.digest
-    manifest = _parse(fetched.raw, fetched.media_type, str(ref))
+    manifest = fetched.manifest
     descriptor = Descriptor(manifest.media_type, fetched.digest, len(fetched.raw))
     top_index: ImageIndex | None = None
     depth = 0
@@ -92,9 +85,9 @@ def resolve(client: RegistryClient, ref: Reference, platform: Platform) -> Resol
         descriptor = select_platform(manifest, platform)
         if descriptor.size > 4 * 1024 * 1024:
             raise VerificationError(f"{ref}: manifest {descriptor.digest} of {descriptor.size} bytes refused")
-        fetched = client.get_manifest(ref, str(descriptor.digest))
+        fetched = client.get_manifest(ref, str(descriptor.digest), media_type=descriptor.media_type)
         if len(fetched.raw) != descriptor.size:
             raise VerificationError(f"{ref}: manifest {descriptor.digest} has {len(fetched.raw)} bytes, "
                                     f"the index says {descriptor.size}")
-        manifest = _parse(fetched.raw, fetched.media_type or descriptor.media_type, f"{ref}@{descriptor.digest}")
+        manifest = fetched.manifest
     return Resolved(ref, top_digest, descriptor, manifest, top_index, fetched.endpoint)

@@ -77,3 +77,20 @@ def test_mirror_order_and_fallback(upstream: RunningServer, http: httpx.Client, 
     config([good.url])
     puller.ok("fetch", ref)
     assert registry_requests(origin)
+
+
+def test_a_mirror_answering_errors_or_garbage_falls_back_to_the_host(upstream: RunningServer, http: httpx.Client,
+                                                                     repo: str, make_proxy: object,
+                                                                     puller: PullerRunner) -> None:
+    """A mirror that refuses `ns` (400), answers 405, or serves something that is not a manifest is
+    passed over like one that is down."""
+    push_image(http, upstream.url, repo, im.simple_image("mirror-errors"), "v1")
+    origin, bad_request, not_allowed, garbage = (make_proxy() for _ in range(4))  # type: ignore[operator]
+    bad_request.add_fault(action="status", status=400, times=-1)
+    not_allowed.add_fault(action="status", status=405, times=-1)
+    garbage.add_fault(action="body", path="/manifests/", body=b'{"not": "a manifest"}', times=-1)
+    mirrors = ", ".join(f'"{m.url}"' for m in (bad_request, not_allowed, garbage))
+    puller.write_config(FAST_NETWORK + f'[hosts."{origin.hostport}"]\nmirrors = [{mirrors}]\ninsecure = true\n')
+    puller.ok("fetch", f"{origin.hostport}/{repo}:v1")
+    assert all(registry_requests(m) for m in (bad_request, not_allowed, garbage, origin))
+    verify_store(puller.store)
