@@ -253,8 +253,8 @@ def _stored_image(ctx: Context) -> Any:
     from .resolve import parse_platform, parse_ref
 
     ref = parse_ref(ctx.args.reference)
-    return ensure_image(ctx.client, ctx.store, ctx.args.reference, ref, parse_platform(ctx.args.platform),
-                        ctx.jobs, ctx.output.emit)
+    platform = parse_platform(ctx.args.platform) if ctx.args.platform else None
+    return ensure_image(ctx.client, ctx.store, ctx.args.reference, ref, platform, ctx.jobs, ctx.output.emit)
 
 
 def cmd_unpack(ctx: Context) -> int:

@@ -19,7 +19,7 @@ from ocispec.platform import Platform, match_rank
 from ocispec.reference import Reference
 
 from .client import RegistryClient
-from .errors import NotFound, PullError, VerificationError
+from .errors import NotFound, VerificationError
 from .progress import Emit, Event
 from .resolve import Resolved, resolve
 from .store import ImageRecord, Store
@@ -55,17 +55,22 @@ def _config_info(raw: bytes) -> tuple[Platform | None, str | None]:
     return platform, created
 
 
+def _serves(record: ImageRecord, platform: Platform) -> bool:
+    """Whether the stored image is what a request for `platform` gets. One picked from an index
+    must match exactly: a fallback (arm/v6 for arm/v7) may not be what the index has for it."""
+    if record.resolved == str(record.digest) or record.platform is None:
+        return True  # not from an index: there is no other choice
+    return match_rank(platform, record.platform) == 0
+
+
 def _up_to_date(client: RegistryClient, store: Store, ref: Reference, platform: Platform) -> ImageRecord | None:
     """The stored record when the reference still resolves (HEAD) to what is stored, completely."""
     try:
         record = store.find(str(ref))
     except NotFound:
         return None
-    if record.reference != str(ref):
+    if record.reference != str(ref) or not _serves(record, platform):
         return None
-    if record.resolved != str(record.digest) and record.platform is not None:
-        if match_rank(platform, record.platform) is None:
-            return None  # stored from an index for another platform
     try:
         manifest = store.manifest(record.digest)
     except (NotFound, VerificationError):
@@ -157,16 +162,16 @@ def pull(client: RegistryClient, store: Store, ref: Reference, platform: Platfor
     return PullResult(key, desc.digest, manifest, False, downloaded)
 
 
-def ensure_image(client_factory: Any, store: Store, ref_text: str, ref: Reference, platform: Platform,
+def ensure_image(client_factory: Any, store: Store, ref_text: str, ref: Reference, platform: Platform | None,
                  jobs: int, emit: Emit) -> tuple[ImageRecord, ImageManifest, bytes]:
-    """The stored image for `ref_text`, fetching it first when the store does not have it."""
+    """The stored image for `ref_text`, fetching it first when the store does not have it complete,
+    or has it for another platform than a requested one (`platform` None: whatever is stored, else
+    this machine's)."""
     try:
         record, manifest, config = store.image(ref_text)
-        if store.is_complete(manifest):
+        if store.is_complete(manifest) and (platform is None or _serves(record, platform)):
             return record, manifest, config
     except NotFound:
         pass
-    except PullError:
-        raise
-    pull(client_factory(), store, ref, platform, jobs, emit)
+    pull(client_factory(), store, ref, platform or Platform.host(), jobs, emit)
     return store.image(str(ref))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import tarfile
 
 import httpx
 
@@ -88,6 +90,34 @@ def test_index_platform_selection(registry: RunningServer, http: httpx.Client, p
     assert json.loads(puller.ok("inspect", f"{registry.hostport}/{repo}:dlist").stdout)["digest"] == \
         docker_list.images[1].digest
     verify_store(puller.store)
+
+
+def test_a_stored_platform_serves_only_an_exact_request(upstream: RunningServer, http: httpx.Client,
+                                                        puller: PullerRunner, repo: str) -> None:
+    """The image stored for one platform is not "up to date" for another that could fall back to it
+    (arm/v7 runs v6, but the index has a v7 image), and unpack/export fetch the platform they are
+    asked for instead of using whatever is stored."""
+    armv6, armv7 = im.simple_image("v6", "linux/arm/v6"), im.simple_image("v7", "linux/arm/v7")
+    amd, arm64 = im.simple_image("amd", "linux/amd64"), im.simple_image("arm64", "linux/arm64")
+    push_index(http, upstream.url, repo, im.build_index([armv6, armv7, amd, arm64]), "multi")
+    ref = f"{upstream.hostport}/{repo}:multi"
+    puller.ok("fetch", "--plain-http", "--platform", "linux/arm/v6", ref)
+    assert "up to date" not in puller.ok("fetch", "--plain-http", "--platform", "linux/arm/v7", ref).stdout
+    assert json.loads(puller.ok("inspect", ref).stdout)["digest"] == armv7.digest
+    assert "up to date" in puller.ok("fetch", "--plain-http", "--platform", "linux/arm/v7", ref).stdout
+
+    puller.ok("fetch", "--plain-http", "--platform", "linux/arm64", ref)
+    rootfs = puller.home / "rootfs"
+    puller.ok("unpack", "--plain-http", "--platform", "linux/amd64", ref, str(rootfs), "--keep-root-mode")
+    assert sorted(os.listdir(rootfs / "layer0")) == ["amd.bin"]
+    archive = puller.home / "arm64.tar"
+    puller.ok("export", "--plain-http", "--platform", "linux/arm64", ref, str(archive))
+    with tarfile.open(archive) as tar:
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+    assert index["manifests"][0]["digest"] == arm64.digest
+    # Without --platform, what is stored serves (as `docker run` uses a pulled image).
+    puller.ok("unpack", ref, str(puller.home / "stored"), "--keep-root-mode")
+    assert sorted(os.listdir(puller.home / "stored" / "layer0")) == ["arm64.bin"]
 
 
 def test_up_to_date_and_shared_layers(registry: RunningServer, http: httpx.Client, puller: PullerRunner, repo: str) -> None:
