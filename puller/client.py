@@ -151,7 +151,7 @@ class RegistryClient:
 
     # -- the operations ----------------------------------------------------------------------
     def ping(self, host: str) -> None:
-        """`GET /v2/` on `host` itself, answering its challenge (for `login`)."""
+        """`GET /v2/` on `host` itself, answering its challenge (for `login`): it must end in a 200."""
         def on(ep: Endpoint) -> None:
             def once() -> None:
                 for attempt in range(2):
@@ -167,6 +167,9 @@ class RegistryClient:
                         raise AuthenticationError(f"{host}: credentials refused (HTTP {response.status})")
                     if response.status >= 500 or response.status == 429:
                         raise Transient(f"{host}: HTTP {response.status}")
+                    if response.status != 200:  # as Docker: anything else is not a registry
+                        raise PullError(f"{host} does not look like a registry: GET {ep.base}/v2/ answered "
+                                        f"HTTP {response.status}")
                     return
             self.transport.retrying(host, once)
         self.on_host(host, on)

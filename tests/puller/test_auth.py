@@ -209,3 +209,21 @@ def test_credentials_of_a_host_reached_through_its_config_server(upstream: Runni
     puller.ok("fetch", f"registry.test/{repo}:v1", env=env)
     assert any(r.headers.get("Authorization") == "Basic " + b64("frank:pw") for r in proxy.requests)
     verify_store(puller.store)
+
+
+def test_login_to_something_that_is_not_a_registry_fails(puller: PullerRunner) -> None:
+    """A web server without the /v2/ API (404, or a redirect to a login page) is no registry, as
+    Docker says: nothing is stored."""
+    answers = iter([(404, {}, b"<html>not found</html>"), (302, {"Location": "/login"}, b"")])
+    current = next(answers)
+    server = ScriptedServer(lambda seen, _: current)
+    env = {"REGISTRY_AUTH_FILE": str(puller.home / "auth.json")}
+    try:
+        for _ in range(2):
+            result = puller.run("login", "--plain-http", "-u", "u", "-p", "p", server.hostport, env=env)
+            assert result.returncode == 1 and "does not look like a registry" in result.stderr
+            assert f"HTTP {current[0]}" in result.stderr and len(result.stderr.splitlines()) == 1
+            assert not (puller.home / "auth.json").exists()
+            current = next(answers, current)
+    finally:
+        server.stop()
