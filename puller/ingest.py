@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
@@ -32,8 +33,19 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+class Cancelled(Exception):
+    """A download, or its wait for another process's lock, stopped because the fetch is cancelled."""
+
+
+#: How often a wait for a lock checks whether it was cancelled (seconds).
+LOCK_POLL = 0.1
+
+
 @contextlib.contextmanager
-def flock(path: Path, mode: int, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+def flock(path: Path, mode: int, on_wait: Callable[[], None] | None = None,
+          cancel: threading.Event | None = None) -> Iterator[None]:
+    """Hold an flock on `path`. When another process holds it, `on_wait` is called and the wait
+    goes on until it is released, or, with `cancel`, until that is set (then Cancelled)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -41,7 +53,17 @@ def flock(path: Path, mode: int, on_wait: Callable[[], None] | None = None) -> I
         except BlockingIOError:
             if on_wait:
                 on_wait()
-            fcntl.flock(fd, mode)
+            if cancel is None:
+                fcntl.flock(fd, mode)
+            else:  # a blocking flock in a worker thread could not be interrupted
+                while True:
+                    if cancel.wait(LOCK_POLL):
+                        raise Cancelled() from None
+                    try:
+                        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        continue
         yield
     finally:
         os.close(fd)  # releases the lock

@@ -20,15 +20,12 @@ from ocispec.reference import Reference
 
 from .client import RegistryClient
 from .errors import NotFound, VerificationError
+from .ingest import Cancelled
 from .progress import Emit, Event
 from .resolve import Resolved, resolve
 from .store import ImageRecord, Store
 
 DEFAULT_JOBS = 4  # cli.DEFAULT_JOBS says the same, without importing the HTTP stack
-
-
-class _Cancelled(Exception):
-    """Raised inside a download when a sibling download failed."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +86,7 @@ def _download(client: RegistryClient, store: Store, resolved: Resolved, desc: De
         emit(Event("blob-exists", {"digest": digest, "size": desc.size, "role": role}))
         return 0
     on_wait = lambda: emit(Event("blob-wait", {"digest": digest, "size": desc.size, "role": role}))  # noqa: E731
-    with store.ingest(desc, on_wait) as ingest:
+    with store.ingest(desc, on_wait, cancel) as ingest:
         if ingest is None:
             emit(Event("blob-exists", {"digest": digest, "size": desc.size, "role": role}))
             return 0
@@ -98,7 +95,7 @@ def _download(client: RegistryClient, store: Store, resolved: Resolved, desc: De
 
         def progress(done: int) -> None:
             if cancel.is_set():
-                raise _Cancelled()
+                raise Cancelled()
             emit(Event("blob-progress", {"digest": digest, "done": done, "size": desc.size}))
 
         client.fetch_blob(resolved.ref, desc, ingest, progress, prefer=resolved.endpoint)
@@ -122,7 +119,7 @@ def _download_all(client: RegistryClient, store: Store, resolved: Resolved, jobs
                 future.cancel()
             wait(pending)
             errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()]
-            raise next((e for e in errors if not isinstance(e, _Cancelled)), errors[0])  # type: ignore[misc]
+            raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])  # type: ignore[misc]
         return sum(f.result() for f in futures)
     except BaseException:
         cancel.set()  # running downloads stop at their next chunk; their partial files stay for a resume

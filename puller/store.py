@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
@@ -123,9 +124,12 @@ class Store:
             atomic_write(path, data)
 
     @contextlib.contextmanager
-    def ingest(self, desc: Descriptor, on_wait: Callable[[], None] | None = None) -> Iterator[Ingest | None]:
-        """Lock the blob and open its partial file; yields None when the blob is (by then) stored."""
-        with flock(self._lock_path(f"{desc.digest.algorithm}-{desc.digest.hex}.lock"), fcntl.LOCK_EX, on_wait):
+    def ingest(self, desc: Descriptor, on_wait: Callable[[], None] | None = None,
+               cancel: threading.Event | None = None) -> Iterator[Ingest | None]:
+        """Lock the blob and open its partial file; yields None when the blob is (by then) stored.
+        A wait for another process's lock ends with ingest.Cancelled once `cancel` is set."""
+        with flock(self._lock_path(f"{desc.digest.algorithm}-{desc.digest.hex}.lock"), fcntl.LOCK_EX, on_wait,
+                   cancel):
             if self.has_blob(desc):
                 yield None
                 return

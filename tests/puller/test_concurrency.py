@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
+import signal
+import time
 
 import httpx
 
@@ -46,3 +50,39 @@ def test_two_processes_share_layers(upstream: RunningServer, http: httpx.Client,
 
     index = verify_store(puller.store)
     assert sorted(e["digest"] for e in index["manifests"]) == sorted([one.digest, two.digest])
+
+
+def test_waiting_for_another_process_s_blob_lock_can_be_cancelled(upstream: RunningServer, http: httpx.Client,
+                                                                  repo: str, make_proxy: object,
+                                                                  puller: PullerRunner) -> None:
+    """While another process holds a layer's lock, Ctrl-C, or a sibling download that fails, ends
+    the fetch at once instead of waiting for that process."""
+    held, failing = blob(f"{repo}-held", 4096), blob(f"{repo}-failing", 4096)
+    image = im.build_image([held, failing])
+    push_image(http, upstream.url, repo, image, "v1")
+    locks = puller.store / ".puller" / "locks"
+    locks.mkdir(parents=True)
+    fd = os.open(locks / f"sha256-{held.digest.split(':')[1]}.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # "another puller" is downloading this layer
+    proc = None
+    try:
+        proc = puller.popen("--json", "fetch", "--plain-http", f"{upstream.hostport}/{repo}:v1")
+        assert proc.stdout is not None
+        for line in proc.stdout:  # wait until it waits
+            if json.loads(line)["event"] == "blob-wait":
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 130 and "interrupted" in err
+
+        proxy = make_proxy()  # type: ignore[operator]
+        proxy.add_fault(action="status", path=f"/blobs/{failing.digest}", status=404, times=-1)
+        started = time.monotonic()
+        proc = puller.popen("fetch", "--plain-http", f"{proxy.hostport}/{repo}:v1")
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 3 and failing.digest in err and time.monotonic() - started < 10
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        os.close(fd)
