@@ -170,6 +170,11 @@ def _apply_layer(tree: RootTree, layer: Descriptor, diff_id: Digest, open_blob: 
                                 layer=str(layer.digest), expected=str(diff_id), actual=str(actual))
 
 
+#: What tarfile and the os calls raise for header values they cannot represent (a PAX mtime of
+#: Infinity or 1e30, a uid past 2**32, a GNU sparse map that is not numbers).
+BAD_VALUE_ERRORS = (ValueError, OverflowError)
+
+
 def _apply_entries(tree: RootTree, stream: LayerStream, budget: Budget) -> None:
     try:
         tar = tarfile.TarFile(fileobj=stream, mode="r", encoding="utf-8", errors="surrogateescape")  # type: ignore[arg-type]
@@ -177,8 +182,14 @@ def _apply_entries(tree: RootTree, stream: LayerStream, budget: Budget) -> None:
         if stream.tell() == 0:
             return  # a zero-byte layer: nothing to apply
         raise
+    except BAD_VALUE_ERRORS as exc:  # the first header is read here
+        raise LayerFormatError(f"invalid tar header at offset 0: {_short(exc)}") from None
     while True:
-        member = tar.next()
+        offset = tar.offset
+        try:
+            member = tar.next()
+        except BAD_VALUE_ERRORS as exc:
+            raise LayerFormatError(f"invalid tar header at offset {offset}: {_short(exc)}") from None
         _drop_global_headers(tar)
         if member is None:
             break
@@ -195,6 +206,8 @@ def _apply_entries(tree: RootTree, stream: LayerStream, budget: Budget) -> None:
             raise _relabel(exc, f"entry {member.name!r}") from None
         except OSError as exc:
             raise PullError(f"entry {member.name!r}: {exc.strerror or exc}") from None
+        except BAD_VALUE_ERRORS as exc:
+            raise LayerFormatError(f"entry {member.name!r}: invalid header value: {_short(exc)}") from None
     # tarfile quietly ends an archive at an invalid header; Go's archive/tar (umoci) refuses it.
     if stream.last_read.count(0) != len(stream.last_read):
         raise VerificationError(f"invalid tar header at offset {tar.offset}")
@@ -214,6 +227,11 @@ def _drop_global_headers(tar: tarfile.TarFile) -> None:
             shown = ", ".join(repr(k) for k in keys[:5]) + (", ..." if len(keys) > 5 else "")
             raise LayerFormatError(f"a global PAX header sets {shown}; such layers are refused")
         tar.pax_headers = {}
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _relabel(exc: PullError, prefix: str) -> PullError:

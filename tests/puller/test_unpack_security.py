@@ -255,3 +255,23 @@ def test_a_global_pax_header_is_refused_unless_it_only_comments(arena: Arena, tm
     git_archive = tarfile.TarInfo.create_pax_global_header({"comment": "0" * 40}) + files
     Layout(tmp_path / "layout", build_image([_plain_layer(git_archive)])).unpack(arena.dest)
     assert sorted(os.listdir(arena.dest)) == ["a", "b"] and (arena.dest / "b").read_bytes() == b"2"
+
+
+def test_header_values_out_of_range_are_refused_in_one_line(arena: Arena) -> None:
+    """Values Python cannot represent or the kernel cannot take are a malformed layer, not a crash."""
+    for pax in ({"mtime": "Infinity"}, {"mtime": "1e30"}, {"atime": "-1e30"}, {"mtime": "NaN"}):
+        refused(arena, [make_layer([f("f", b"x", pax=pax)])], VerificationError,
+                r"layer 1/1 .*entry 'f': invalid header value")
+    if os.geteuid() == 0:  # owners are applied only as root
+        refused(arena, [make_layer([f("f", b"x", pax={"uid": "99999999999"})])], VerificationError,
+                r"entry 'f': invalid header value")
+    sparse = {"GNU.sparse.map": "a,b", "GNU.sparse.major": "0", "GNU.sparse.minor": "1", "GNU.sparse.size": "10"}
+    refused(arena, [make_layer([f("ok", b"1"), f("f", b"x", pax=sparse)])], VerificationError,
+            r"layer 1/1 .*invalid tar header at offset \d+")
+    # GNU sparse 1.0 keeps its map in the data: a number too long to convert.
+    info = tarfile.TarInfo("f")
+    info.size = 10_240
+    info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "f",
+                        "GNU.sparse.realsize": "10"}
+    tar = info.tobuf(tarfile.PAX_FORMAT) + b"1\n" + b"9" * 10_238 + bytes(1024)
+    refused(arena, [_plain_layer(tar)], VerificationError, "invalid tar header at offset 0")
