@@ -144,45 +144,66 @@ def resolve_user(spec: str, passwd: bytes | None, group: bytes | None) -> tuple[
     return uid, gid, extra, home
 
 
+_KINDS = {str: "a string", list: "a list of strings", dict: "an object"}
+
+
+def _typed(obj: dict[str, Any], key: str, kind: type, where: str = "config.") -> Any:
+    """`obj[key]` when it has the JSON type `kind` (a list: of strings), the empty value when absent
+    or null; ImageConfigError otherwise, as Go's decoder refuses such a config in umoci and runc."""
+    value = obj.get(key)
+    if value is None:
+        return kind()
+    if not isinstance(value, kind) or (kind is list and not all(isinstance(item, str) for item in value)):
+        raise ImageConfigError(f"image config {where}{key} must be {_KINDS[kind]}")
+    return value
+
+
 def runtime_config(image_config: dict[str, Any], read_file: Callable[[str], bytes | None], *,
                    rootless: bool = False, host_ids: tuple[int, int] = (0, 0)) -> dict[str, Any]:
     """The runtime-spec config for `image_config` (the parsed image config JSON). `read_file` reads a
-    small file of the unpacked rootfs (resolved inside it), for /etc/passwd and /etc/group."""
-    os_name = image_config.get("os") or "linux"
+    small file of the unpacked rootfs (resolved inside it), for /etc/passwd and /etc/group.
+    ImageConfigError for a config that is not a Linux one or whose fields have the wrong types."""
+    text = {key: _typed(image_config, key, str, "") for key in ("os", "architecture", "author", "created")}
+    os_name = text["os"] or "linux"
     if os_name != "linux":
         raise ImageConfigError(f"cannot make a runtime config for a {os_name!r} image")
-    cfg = image_config.get("config") or {}
+    cfg = _typed(image_config, "config", dict, "")
+    strings = {key: _typed(cfg, key, str) for key in ("WorkingDir", "User", "StopSignal")}
+    lists = {key: _typed(cfg, key, list) for key in ("Env", "Entrypoint", "Cmd")}
+    objects = {key: _typed(cfg, key, dict) for key in ("Volumes", "ExposedPorts", "Labels")}
+    if not all(isinstance(value, str) for value in objects["Labels"].values()):
+        raise ImageConfigError("image config config.Labels must map names to strings")
     spec = copy.deepcopy(_TEMPLATE)
     if rootless:
         _rootless(spec, *host_ids)
     process = spec["process"]
-    if cfg.get("WorkingDir"):
-        process["cwd"] = cfg["WorkingDir"]
-    for item in cfg.get("Env") or []:
-        name, sep, value = str(item).partition("=")
+    if strings["WorkingDir"]:
+        process["cwd"] = strings["WorkingDir"]
+    for item in lists["Env"]:
+        name, sep, value = item.partition("=")
         if not sep or not name:
             raise ImageConfigError(f"image config Env entry {item!r} is not NAME=value")
         _set_env(process["env"], name, value)
-    args = [*(cfg.get("Entrypoint") or []), *(cfg.get("Cmd") or [])]
+    args = [*lists["Entrypoint"], *lists["Cmd"]]
     if args:
-        process["args"] = [str(a) for a in args]
+        process["args"] = args
     passwd = read_file("/etc/passwd")
     group = read_file("/etc/group")
-    uid, gid, extra, home = resolve_user(str(cfg.get("User") or ""), passwd, group)
+    uid, gid, extra, home = resolve_user(strings["User"], passwd, group)
     process["user"] = {"uid": uid, "gid": gid, **({"additionalGids": extra} if extra else {})}
     if home:
         _set_env(process["env"], "HOME", home)
-    for volume in sorted(cfg.get("Volumes") or {}):
+    for volume in sorted(objects["Volumes"]):
         spec["mounts"].append({"destination": volume, "type": "tmpfs", "source": "none",
                                "options": ["rw", "nosuid", "nodev", "noexec", "relatime"]})
-    annotations = {str(k): str(v) for k, v in (cfg.get("Labels") or {}).items()}
+    annotations = dict(objects["Labels"])
     annotations.update({
         "org.opencontainers.image.os": os_name,
-        "org.opencontainers.image.architecture": str(image_config.get("architecture") or ""),
-        "org.opencontainers.image.author": str(image_config.get("author") or ""),
-        "org.opencontainers.image.created": str(image_config.get("created") or ""),
-        "org.opencontainers.image.stopSignal": str(cfg.get("StopSignal") or ""),
-        "org.opencontainers.image.exposedPorts": ",".join(sorted(cfg.get("ExposedPorts") or {})),
+        "org.opencontainers.image.architecture": text["architecture"],
+        "org.opencontainers.image.author": text["author"],
+        "org.opencontainers.image.created": text["created"],
+        "org.opencontainers.image.stopSignal": strings["StopSignal"],
+        "org.opencontainers.image.exposedPorts": ",".join(sorted(objects["ExposedPorts"])),
     })
     spec["annotations"] = annotations
     return spec

@@ -386,3 +386,21 @@ def test_as_root_the_rootfs_stays_private_unless_asked_or_in_a_bundle(tmp_path: 
     assert (mode(tmp_path / "bundle"), mode(tmp_path / "bundle" / "rootfs")) == (0o700, 0o755)
     unpack(tmp_path / "user", privileged=False)  # nothing setuid-root to protect: the image's mode
     assert mode(tmp_path / "user") == 0o755
+
+
+def test_a_bundle_of_a_config_with_wrongly_typed_fields_is_refused(tmp_path: Path) -> None:
+    from puller.runtimespec import ImageConfigError
+
+    cases = [({"config": []}, "config must be an object"),
+             ({"config": {"Labels": ["a=b"]}}, "config.Labels must be an object"),
+             ({"config": {"Labels": {"a": 1}}}, "Labels must map names to strings"),
+             ({"config": {"Cmd": "/bin/sh -c true"}}, "config.Cmd must be a list of strings"),
+             ({"config": {"Env": ["A=1", 2]}}, "config.Env must be a list of strings"),
+             ({"config": {"User": 1000}}, "config.User must be a string"),
+             ({"config": {"Volumes": ["/data"]}}, "config.Volumes must be an object"),
+             ({"os": ["linux"]}, "image config os must be a string")]
+    for i, (extra, message) in enumerate(cases):
+        layout = Layout(tmp_path / f"layout{i}", build_image([make_layer([f("a", b"1")])], config_extra=extra))
+        with pytest.raises(ImageConfigError, match=message):
+            layout.unpack(tmp_path / f"bundle{i}", bundle=True)
+        assert not (tmp_path / f"bundle{i}").exists()
