@@ -27,6 +27,7 @@ default `~/.config/puller/config.toml`); per-user keys win, host tables are merg
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -186,6 +187,21 @@ def _bool(table: dict[str, Any], key: str, default: bool, where: str) -> bool:
     return value
 
 
+def _number(table: dict[str, Any], key: str, default: float, minimum: float, *, integer: bool = False,
+            positive: bool = False) -> float:
+    """`network.<key>`: a finite number (an integer with `integer`) of at least `minimum` (above it
+    with `positive`); UsageError saying so otherwise."""
+    value = table.get(key, default)
+    kinds = (int,) if integer else (int, float)
+    ok = isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value) and \
+        (value > minimum if positive else value >= minimum)
+    if not ok:
+        want = "an integer" if integer else "a number"
+        bound = f"greater than {minimum}" if positive else f"at least {minimum}"
+        raise UsageError(f"network.{key} must be {want} {bound}, not {value!r}")
+    return float(value)
+
+
 def parse_config(data: dict[str, Any], sources: tuple[str, ...] = ()) -> Config:
     """Build a Config from already-parsed TOML data."""
     hosts: dict[str, HostConfig] = {}
@@ -212,11 +228,12 @@ def parse_config(data: dict[str, Any], sources: tuple[str, ...] = ()) -> Config:
     net = data.get("network", {})
     if not isinstance(net, dict):
         raise UsageError("network must be a table")
-    try:
-        network = NetworkConfig(int(net.get("retries", 5)), float(net.get("backoff", 0.5)),
-                                float(net.get("connect_timeout", 10)), float(net.get("read_timeout", 60)))
-    except (TypeError, ValueError):
-        raise UsageError("network: retries, backoff and timeouts must be numbers") from None
+    defaults = NetworkConfig()
+    network = NetworkConfig(
+        int(_number(net, "retries", defaults.retries, 0, integer=True)),
+        _number(net, "backoff", defaults.backoff, 0),
+        _number(net, "connect_timeout", defaults.connect_timeout, 0, positive=True),
+        _number(net, "read_timeout", defaults.read_timeout, 0, positive=True))
     jobs = data.get("jobs")
     if jobs is not None and (not isinstance(jobs, int) or jobs < 1):
         raise UsageError("jobs must be a positive integer")

@@ -71,3 +71,13 @@ def test_unpack_and_export_fetch_first(upstream: RunningServer, http: httpx.Clie
         assert "warning: " in puller.ok("unpack", ref, str(puller.home / "private")).stdout
         puller.ok("unpack", ref, str(puller.home / "shared"), "--keep-root-mode")
         assert stat.S_IMODE((puller.home / "shared").stat().st_mode) == 0o755
+
+
+def test_network_settings_out_of_range_are_one_line_usage_errors(puller: PullerRunner) -> None:
+    for setting in ("retries = -1", "read_timeout = 0", "connect_timeout = -2.5", "backoff = nan", "retries = inf",
+                    'retries = "5"'):
+        puller.write_config(f"[network]\n{setting}\n")
+        result = puller.run("fetch", "127.0.0.1:9/app:v1")
+        key = setting.split()[0]
+        assert result.returncode == 2 and result.stderr.startswith(f"puller: network.{key} must be"), result.stderr
+        assert len(result.stderr.splitlines()) == 1
