@@ -17,9 +17,19 @@ from ocispec.manifest import Descriptor
 from .errors import VerificationError
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically (temp file in the same directory, fsync, rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+def fsync_dir(path: Path) -> None:
+    """Make a rename into directory `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
+    """Write `data` to `path` atomically: a temp file (in `tmp_dir`, on the same filesystem, else
+    next to `path`), fsync, rename, fsync of the directory."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=tmp_dir or path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -31,6 +41,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
 
 
 class Cancelled(Exception):
@@ -118,6 +129,7 @@ class Ingest:
         os.fsync(self._file.fileno())
         os.chmod(self.path, 0o644)
         os.replace(self.path, self._final)
+        fsync_dir(self._final.parent)
 
     def close(self) -> None:
         self._file.close()

@@ -5,6 +5,7 @@
 <root>/index.json                          one entry per image, annotated with its full reference
 <root>/blobs/<alg>/<hex>                   every blob once, shared by all images
 <root>/.puller/ingest/<alg>-<hex>          partial downloads (resumed by a later run)
+<root>/.puller/tmp/                        small blobs being written (renamed into blobs/ when complete)
 <root>/.puller/locks/                      flock files: one per blob being fetched, index, gc
 ```
 
@@ -66,7 +67,7 @@ class Store:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         try:
-            for sub in ("blobs/sha256", ".puller/ingest", ".puller/locks"):
+            for sub in ("blobs/sha256", ".puller/ingest", ".puller/locks", ".puller/tmp"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
             if not (self.root / "oci-layout").exists():
                 atomic_write(self.root / "oci-layout", LAYOUT)
@@ -120,8 +121,8 @@ class Store:
         if Digest.of(data, digest.algorithm) != digest:
             raise VerificationError(f"content does not match {digest}")
         path = self.blob_path(digest)
-        if not path.exists():
-            atomic_write(path, data)
+        if not path.exists():  # written outside blobs/, which other tools read as the layout it is
+            atomic_write(path, data, self.root / ".puller" / "tmp")
 
     @contextlib.contextmanager
     def ingest(self, desc: Descriptor, on_wait: Callable[[], None] | None = None,
@@ -284,9 +285,10 @@ class Store:
                         size += path.stat().st_size
                         path.unlink()
                         count += 1
-            for path in (self.root / ".puller" / "ingest").iterdir():
-                size += path.stat().st_size
-                path.unlink()
-                count += 1
+            for leftovers in ("ingest", "tmp"):
+                for path in (self.root / ".puller" / leftovers).iterdir():
+                    size += path.stat().st_size
+                    path.unlink()
+                    count += 1
         return count, size
 

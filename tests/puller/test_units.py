@@ -148,3 +148,27 @@ def test_renderers() -> None:
     assert [json.loads(line)["event"] for line in lines] == [e.kind for e in events]
     tty = "".join(TtyRenderer(interval=0).handle(e) for e in events)
     assert "\x1b[2K" in tty and "total" in tty and "verified" in tty
+
+
+def test_small_blobs_are_written_outside_the_layout_and_their_rename_is_synced(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readers of the OCI layout (skopeo, umoci) never see a temporary file in blobs/, and a blob's
+    rename reaches the disk with its directory."""
+    import os
+
+    from ocispec.digest import Digest
+    from puller.store import Store
+
+    store = Store(tmp_path)
+    renames: list[tuple[str, str]] = []
+    synced: list[str] = []
+    real_replace, real_fsync = os.replace, os.fsync
+    monkeypatch.setattr(os, "replace", lambda a, b: (renames.append((str(a), str(b))), real_replace(a, b))[1])
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))[1])
+    data = b'{"config": true}'
+    store.put_blob(data, Digest.of(data))
+    [(source, target)] = renames
+    assert os.path.dirname(source) == str(tmp_path / ".puller" / "tmp")
+    assert target == str(store.blob_path(Digest.of(data)))
+    assert str(tmp_path / "blobs" / "sha256") in synced
+    assert os.listdir(tmp_path / ".puller" / "tmp") == []
