@@ -71,7 +71,8 @@ class LayoutDir:
         return open(self.root / "blobs" / digest.algorithm / digest.hex, "rb")
 
     def unpack(self, dest: Path) -> None:
-        unpack_image(self.manifest, self.config_raw, self.open_blob, dest, max_unpacked_bytes=1 << 30, warn=print)
+        unpack_image(self.manifest, self.config_raw, self.open_blob, dest, max_unpacked_bytes=1 << 30, warn=print,
+                     keep_root_mode=True)
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd", ""])
@@ -186,3 +187,4 @@ def test_bad_arguments_are_usage_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="invalid reference"):
         export(layout, tmp_path / "x.tar", "oci-archive", "app:not a tag")
     assert not (tmp_path / "x.tar").exists()
+
