@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("reference")
     p.add_argument("output", type=Path)
     p.add_argument("--format", choices=("oci-archive", "docker-archive"), default="oci-archive")
+    p.add_argument("--max-unpacked-size", type=_size, default=DEFAULT_MAX_UNPACKED, help="docker-archive: refuse "
+                   "layers decompressing to more than this (e.g. 20G)")
     fetch_options(p)
     return parser
 
@@ -280,7 +282,7 @@ def cmd_export(ctx: Context) -> int:
     with ctx.store.using():
         record, manifest, config = _stored_image(ctx)
         export_image(record.reference, manifest.raw, manifest, config, ctx.store.open_blob, ctx.args.output,
-                     ctx.args.format)
+                     ctx.args.format, ctx.args.max_unpacked_size)
     if not ctx.args.quiet and not ctx.args.json:
         ctx.output.result(f"Exported {record.reference} to {ctx.args.output} ({ctx.args.format})")
     return 0

@@ -29,8 +29,8 @@ from ocispec.errors import OCIValidationError
 from ocispec.manifest import ImageManifest
 from ocispec.reference import Reference, parse_reference
 
-from .errors import PullError, UsageError, VerificationError
-from .layerstream import DECOMPRESSION_ERRORS, decompressor
+from .errors import PullError, UnsafeContent, UsageError, VerificationError
+from .layerstream import DECOMPRESSION_ERRORS, Budget, decompressor
 from .unpack import image_config
 
 FORMATS = ("oci-archive", "docker-archive")
@@ -43,9 +43,12 @@ __all__ = ["export_image", "FORMATS"]
 
 
 def export_image(reference: str, manifest_raw: bytes, manifest: ImageManifest, config_raw: bytes,
-                 open_blob: Callable[[Digest], BinaryIO], out: Path, fmt: str) -> None:
+                 open_blob: Callable[[Digest], BinaryIO], out: Path, fmt: str,
+                 max_unpacked_bytes: int | None = None) -> None:
     """Write the image (`manifest_raw`/`manifest`, its config and the blobs `open_blob` opens) to
-    `out` in format `fmt` ('oci-archive' or 'docker-archive'), naming it `reference`."""
+    `out` in format `fmt` ('oci-archive' or 'docker-archive'), naming it `reference`. A
+    docker-archive holds the layers decompressed: past `max_unpacked_bytes` of them (all layers
+    together), UnsafeContent, as for unpack (a decompression bomb)."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r} (use {' or '.join(FORMATS)})")
     try:
@@ -64,7 +67,8 @@ def export_image(reference: str, manifest_raw: bytes, manifest: ImageManifest, c
             if fmt == "oci-archive":
                 _write_oci(writer, ref, manifest, config, config_raw, open_blob)
             else:
-                _write_docker(writer, ref, manifest, config, config_raw, diff_ids, open_blob)
+                budget = Budget(max_unpacked_bytes) if max_unpacked_bytes is not None else None
+                _write_docker(writer, ref, manifest, config, config_raw, diff_ids, open_blob, budget)
             writer.finish()
             f.flush()
             os.fsync(f.fileno())
@@ -117,7 +121,8 @@ def _write_oci(w: "_TarWriter", ref: Reference, manifest: ImageManifest, config:
 
 
 def _write_docker(w: "_TarWriter", ref: Reference, manifest: ImageManifest, config: dict[str, Any],
-                  config_raw: bytes, diff_ids: list[Digest], open_blob: Callable[[Digest], BinaryIO]) -> None:
+                  config_raw: bytes, diff_ids: list[Digest], open_blob: Callable[[Digest], BinaryIO],
+                  budget: Budget | None = None) -> None:
     config_digest = Digest.of(config_raw)  # Docker names everything by sha256
     w.add_bytes("oci-layout", OCI_LAYOUT)
     _blob_dirs(w, [config_digest, *diff_ids])
@@ -130,7 +135,11 @@ def _write_docker(w: "_TarWriter", ref: Reference, manifest: ImageManifest, conf
             if compression is None:
                 raise PullError(f"layer {layer.digest}: unsupported layer media type {layer.media_type!r}")
             with _open_verified(open_blob, layer.digest, layer.size) as raw:
-                w.add_stream(path, decompressor(raw, compression), diff_id)
+                source = decompressor(raw, compression)
+                try:
+                    w.add_stream(path, _Charged(source, budget) if budget else source, diff_id)
+                except UnsafeContent as exc:
+                    raise UnsafeContent(f"layer {layer.digest}: {exc.message}") from None
                 try:
                     while raw.read(CHUNK):  # the compressed blob too must end where its digest says
                         pass
@@ -162,6 +171,18 @@ def _blob_dirs(w: "_TarWriter", digests: list[Digest]) -> None:
     w.add_dir("blobs")
     for algorithm in sorted({d.algorithm for d in digests}):
         w.add_dir(f"blobs/{algorithm}")
+
+
+class _Charged:
+    """A reader whose every byte counts against `budget`."""
+
+    def __init__(self, source: Any, budget: Budget) -> None:
+        self._source, self._budget = source, budget
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self._source.read(n)
+        self._budget.charge(len(data))
+        return data
 
 
 class _open_verified:

@@ -188,3 +188,17 @@ def test_bad_arguments_are_usage_errors(tmp_path: Path) -> None:
         export(layout, tmp_path / "x.tar", "oci-archive", "app:not a tag")
     assert not (tmp_path / "x.tar").exists()
 
+
+def test_a_docker_archive_of_a_decompression_bomb_stops_at_the_limit(tmp_path: Path) -> None:
+    from puller.errors import UnsafeContent
+
+    bomb = make_layer([f("zeros", bytes(24 << 20))])
+    layout = Layout(tmp_path / "layout", build_image([make_layer([f("a", b"1")]), bomb]))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(UnsafeContent, match=f"layer {bomb.digest}: .*more than the limit of 4194304 bytes"):
+        export_image(REFERENCE, layout.image.manifest, layout.manifest, layout.config_raw, layout.open_blob,
+                     out_dir / "image.tar", "docker-archive", 4 << 20)
+    assert os.listdir(out_dir) == []
+    export_image(REFERENCE, layout.image.manifest, layout.manifest, layout.config_raw, layout.open_blob,
+                 out_dir / "image.tar", "oci-archive", 4 << 20)  # blobs as stored: nothing decompressed
