@@ -144,16 +144,17 @@ def resolve_user(spec: str, passwd: bytes | None, group: bytes | None) -> tuple[
     return uid, gid, extra, home
 
 
-_KINDS = {str: "a string", list: "a list of strings", dict: "an object"}
+_KINDS: dict[type, str] = {str: "a string", list: "a list of strings", dict: "an object"}
 
 
 def _typed(obj: dict[str, Any], key: str, kind: type, where: str = "config.") -> Any:
     """`obj[key]` when it has the JSON type `kind` (a list: of strings), the empty value when absent
     or null; ImageConfigError otherwise, as Go's decoder refuses such a config in umoci and runc."""
-    value = obj.get(key)
+    value: Any = obj.get(key)
     if value is None:
         return kind()
-    if not isinstance(value, kind) or (kind is list and not all(isinstance(item, str) for item in value)):
+    wrong_items = isinstance(value, list) and not all(isinstance(item, str) for item in value)
+    if not isinstance(value, kind) or wrong_items:
         raise ImageConfigError(f"image config {where}{key} must be {_KINDS[kind]}")
     return value
 
