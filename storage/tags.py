@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 from ocispec.digest import Digest
 
 from . import paths
@@ -40,9 +42,9 @@ class TagStore:
             return []
         return sorted(key.rsplit("/", 1)[1] for key in keys)
 
-    def tags_of(self, digest: Digest) -> list[str]:
+    def tags_of(self, digest: Digest) -> "builtins.list[str]":
         """Every tag currently pointing at `digest`."""
-        found = []
+        found: builtins.list[str] = []
         for tag in self.list() if self._has_tags() else []:
             try:
                 if self.resolve(tag) == digest:

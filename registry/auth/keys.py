@@ -86,13 +86,15 @@ def verify_signature(alg: str, key: PublicKey, data: bytes, signature: bytes) ->
         return False
     hash_cls, curve, half = ALGORITHMS[alg]
     try:
-        if curve is None:
-            key.verify(signature, data, padding.PKCS1v15(), hash_cls())  # type: ignore[union-attr]
-        else:
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, data, padding.PKCS1v15(), hash_cls())
+        elif isinstance(key, ec.EllipticCurvePublicKey):
             if len(signature) != 2 * half:
                 return False
             der = encode_dss_signature(int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big"))
-            key.verify(der, data, ec.ECDSA(hash_cls()))  # type: ignore[union-attr,call-arg]
+            key.verify(der, data, ec.ECDSA(hash_cls()))
+        else:
+            return False
     except InvalidSignature:
         return False
     return True

@@ -118,10 +118,10 @@ class TrustStore:
             if kid in self.keys:
                 return self.keys[kid]
             raise TokenError("token signed by an untrusted key")
-        kid = header.get("kid")
-        if isinstance(kid, str) and kid in self.keys:
-            return self.keys[kid]
-        raise TokenError("token signed by an untrusted key" if kid else "token names no signing key")
+        named = header.get("kid")
+        if isinstance(named, str) and named in self.keys:
+            return self.keys[named]
+        raise TokenError("token signed by an untrusted key" if named else "token names no signing key")
 
     def _from_chain(self, x5c: Any, now: float) -> TrustedKey:
         if not isinstance(x5c, list) or not x5c or len(x5c) > 5 or not all(isinstance(c, str) for c in x5c):
