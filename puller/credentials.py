@@ -169,7 +169,7 @@ def save(host: str, creds: Credentials, path: Path | None = None) -> Path:
     path = path or write_target()
     host = normalize_host(host)
     data = _read_json(path)
-    helpers = data.get("credHelpers") if isinstance(data.get("credHelpers"), dict) else {}
+    helpers: dict[str, Any] = data["credHelpers"] if isinstance(data.get("credHelpers"), dict) else {}
     helper = next((h for k, h in helpers.items() if normalize_host(k) == host), None) or data.get("credsStore")
     auths = data.setdefault("auths", {})
     for key in [k for k in auths if normalize_host(k) == host]:
@@ -194,9 +194,9 @@ def remove(host: str, path: Path | None = None) -> bool:
     path = path or write_target()
     host = normalize_host(host)
     data = _read_json(path)
-    auths = data.get("auths") if isinstance(data.get("auths"), dict) else {}
+    auths: dict[str, Any] = data["auths"] if isinstance(data.get("auths"), dict) else {}
     keys = [k for k in auths if normalize_host(k) == host]
-    helpers = data.get("credHelpers") if isinstance(data.get("credHelpers"), dict) else {}
+    helpers: dict[str, Any] = data["credHelpers"] if isinstance(data.get("credHelpers"), dict) else {}
     helper = next((h for k, h in helpers.items() if normalize_host(k) == host), None) or data.get("credsStore")
     removed = bool(keys)
     if helper:

@@ -60,8 +60,8 @@ def decompressor(raw: BinaryIO | VerifyingReader, compression: str) -> Any:
     if compression == "zstd":
         if zstandard is None:  # pragma: no cover
             raise PullError("zstd layers need the zstandard package")
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK, read_across_frames=True,
-                                                          closefd=False)
+        return zstandard.ZstdDecompressor().stream_reader(
+            raw, read_size=CHUNK, read_across_frames=True, closefd=False)  # type: ignore[arg-type]
     return raw
 
 

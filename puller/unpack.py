@@ -193,7 +193,7 @@ def _apply_entries(tree: RootTree, stream: LayerStream, budget: Budget) -> None:
         _drop_global_headers(tar)
         if member is None:
             break
-        tar.members.clear()  # a streaming reader needs no index; keep memory flat
+        tar.members.clear()  # type: ignore[attr-defined]  # a streaming reader needs no index; keep memory flat
         try:
             data: Any = None
             if member.issparse():
