@@ -111,13 +111,21 @@ def start_weed(workdir: Path) -> Weed:
 
 
 # -- the two registries ------------------------------------------------------------------------------
-def start_cargobay(weed: Weed, bucket: str, workdir: Path, workers: int, extra: dict[str, str]) -> br.Server:
+def start_cargobay(weed: Weed, bucket: str, workdir: Path, workers: int, extra: dict[str, str],
+                   settings: dict[str, str] | None = None) -> br.Server:
+    """`extra`: more storage.s3 options; `settings`: any other dotted setting (limits.download_chunk_bytes=...)."""
     port = br.free_port()
     s3 = {"bucket": bucket, "endpoint_url": weed.endpoint, "region": REGION, "addressing_style": "path",
           "access_key": weed.access_key, **extra}
-    config = {"http": {"host": "127.0.0.1", "port": port, "workers": workers},
-              "storage": {"driver": "s3", "s3": s3, "delete": {"enabled": True}, "uploads": {"purge_interval": 0}},
-              "log": {"level": "warning"}}
+    config: dict = {"http": {"host": "127.0.0.1", "port": port, "workers": workers},
+                    "storage": {"driver": "s3", "s3": s3, "delete": {"enabled": True}, "uploads": {"purge_interval": 0}},
+                    "log": {"level": "warning"}}
+    for key, value in (settings or {}).items():
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
     config_path = workdir / "cargobay.yaml"
     config_path.write_text(json.dumps(config, indent=1))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CARGOBAY_", "AWS_"))}
@@ -290,6 +298,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="Cargobay's http.workers")
     p.add_argument("--cargobay-s3", action="append", default=[], metavar="KEY=VALUE",
                    help="extra storage.s3 settings for Cargobay (e.g. part_size=33554432)")
+    p.add_argument("--cargobay-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other Cargobay setting by its dotted key (e.g. limits.download_chunk_bytes=1048576)")
     p.add_argument("--quick", action="store_true", help="1 round, 64 MiB, 2 x 16 MiB, 512 MiB memory row")
     p.add_argument("--profile", type=Path, help="write py-spy flame graphs of Cargobay's rows here")
     p.add_argument("--tmp", type=Path, help="work directory (default: a new temp dir, removed at the end)")
@@ -313,13 +323,14 @@ def run(args: argparse.Namespace) -> int:
             client.create_bucket(Bucket=bucket)
         (workdir / "cargobay").mkdir()
         (workdir / "distribution").mkdir()
-        servers.append(start_cargobay(weed, "cargobay-bench", workdir / "cargobay", args.workers, extra))
+        settings = dict(item.split("=", 1) for item in args.cargobay_set)
+        servers.append(start_cargobay(weed, "cargobay-bench", workdir / "cargobay", args.workers, extra, settings))
         servers.append(start_distribution(distribution_bin, weed, "distribution-bench", workdir / "distribution"))
         for server in servers:
             server.idle_rss = br.rss_of(br.process_tree(server.process.pid))
         print("\n".join(br.versions(None, distribution_bin, REPO_ROOT)[:3]))
         print(f"storage: SeaweedFS `weed mini` ({subprocess.run(['weed', 'version'], capture_output=True, text=True).stdout.strip()}),"
-              f" one bucket per registry, loopback; Cargobay s3 options {extra or 'default'}")
+              f" one bucket per registry, loopback; Cargobay s3 options {extra or 'default'}, settings {settings or 'default'}")
         print(f"load: {args.rounds} round(s), servers alternating, fresh random blobs every round\n", flush=True)
 
         # Memory first, while both processes are fresh: the peak then is what this push needs,
