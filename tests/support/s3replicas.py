@@ -87,6 +87,27 @@ def restart_s3(server: S3Server, timeout: float = 60.0) -> None:
         server.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
     server._client = None  # a fresh client: the old one's pooled connections are dead
     _wait_ready(server, timeout)
+    _wait_serving(server, timeout)
+
+
+def _wait_serving(server: S3Server, timeout: float) -> None:
+    """Until an object round trip works: SeaweedFS answers listings (what `_wait_ready` asks) a
+    moment before its volume server stores and serves objects again."""
+    client = server.client()
+    bucket = "cargobay-restart-probe"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", ())}:
+                client.create_bucket(Bucket=bucket)
+            client.put_object(Bucket=bucket, Key="probe", Body=b"probe")
+            if client.get_object(Bucket=bucket, Key="probe")["Body"].read() == b"probe":
+                return
+        except Exception:  # noqa: BLE001 - not serving yet
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{server.kind} did not serve objects within {timeout:.0f}s after a restart")
+        time.sleep(0.2)
 
 
 # -- a recording proxy in front of S3 --------------------------------------------------------------
