@@ -58,6 +58,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from .app import create_app, storage_driver
+    from .server import SendfileHttpToolsProtocol
     from .settings import to_dict
 
     _configure_logging(settings)
@@ -68,7 +69,7 @@ def serve(settings: Settings) -> None:
 
         AuthService.from_settings(settings)  # fail fast on unusable auth files; make the key once, here
     common = dict(host=settings.http.host, port=settings.http.port, log_level=settings.log.level,
-                  access_log=settings.log.access, http="httptools", loop="uvloop", timeout_keep_alive=30,
+                  access_log=settings.log.access, http=SendfileHttpToolsProtocol, loop="uvloop", timeout_keep_alive=30,
                   server_header=False, date_header=True, h11_max_incomplete_event_size=1 << 20,
                   proxy_headers=bool(settings.http.trusted_proxies),
                   forwarded_allow_ips=settings.http.trusted_proxies or None)

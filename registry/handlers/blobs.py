@@ -13,6 +13,7 @@ from starlette.types import Receive, Scope, Send
 from ocispec.errors import ErrorCode
 
 from ..context import context
+from ..server import SENDFILE
 from ..errors import RegistryError
 from .base import API_VERSION_HEADER, empty, path_digest, repository, run, run_small
 
@@ -52,6 +53,14 @@ def _unsatisfiable(size: int) -> tuple[int, int]:
                         headers={"Content-Range": f"bytes */{size}"})
 
 
+def _file_descriptor(stream: BinaryIO) -> int | None:
+    """The OS file behind a storage reader (the disk driver's), None for anything else (S3)."""
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return None
+
+
 class StreamResponse(Response):
     """Sends `length` bytes of an already opened stream, read in large chunks in the thread pool
     (Starlette's 64 KiB file chunks are several times slower under uvicorn)."""
@@ -73,6 +82,16 @@ class StreamResponse(Response):
                 pass
             gone.set()
 
+        send_file = scope.get("extensions", {}).get(SENDFILE)
+        fd = _file_descriptor(self.stream) if send_file is not None else None
+        if send_file is not None and fd is not None:
+            try:
+                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+                await send_file(fd, self.stream.tell(), self.length)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            finally:
+                await run(self.stream.close)
+            return
         watcher = asyncio.ensure_future(watch_for_disconnect())
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
