@@ -73,8 +73,9 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace `path` with `data`: temp file, fsync, rename; readers see the old file or the new one."""
+def _durable_temp(path: Path, data: bytes, mode: int) -> str:
+    """A fsynced temp file holding `data` beside `path` (same filesystem, so it can be renamed or
+    linked into place); the caller removes it if it is not used."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -83,6 +84,17 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace `path` with `data`: temp file, fsync, rename; readers see the old file or the new one."""
+    tmp = _durable_temp(path, data, mode)
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -93,14 +105,8 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
 def create_exclusively(path: Path, data: bytes, mode: int = 0o600) -> bool:
     """Write `path` only if it does not exist yet (atomically: temp file + hard link). False when
     another process got there first, whose file then stands."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = _durable_temp(path, data, mode)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
         try:
             os.link(tmp, path)
         except FileExistsError:
