@@ -81,11 +81,6 @@ def new_hasher(algorithm: str) -> Hasher:
     return hashlib.new(algorithm)
 
 
-def is_digest(text: str) -> bool:
-    """True when `text` looks like a digest (has the grammar), whether or not it is supported."""
-    return bool(_GRAMMAR.fullmatch(text)) and ":" in text
-
-
 class VerifyingReader:
     """Wraps a binary stream; hashes what is read and checks size and digest at EOF.
 

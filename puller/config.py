@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ocispec.reference import DEFAULT_DOMAIN, LEGACY_DOMAINS
+
 from .errors import UsageError
 
 SYSTEM_CONFIG = Path("/etc/puller/config.toml")
@@ -221,7 +223,7 @@ def parse_config(data: dict[str, Any], sources: tuple[str, ...] = ()) -> Config:
         server = table.get("server")
         if server is not None and not isinstance(server, str):
             raise UsageError(f"{where}.server must be a URL")
-        host_key = "docker.io" if host in ("index.docker.io", "registry-1.docker.io") else host
+        host_key = DEFAULT_DOMAIN if host in LEGACY_DOMAINS else host
         hosts[host_key] = HostConfig(
             tuple(_mirror(host_key, m) for m in mirrors), _bool(table, "fallback", True, where),
             _bool(table, "insecure", False, where), ca_file, _bool(table, "tls_verify", True, where), server)

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ocispec.reference import DEFAULT_DOMAIN, LEGACY_DOMAINS
+
 from .errors import AuthenticationError, UsageError
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
-_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def normalize_host(key: str) -> str:
     if "://" in text:
         text = text.split("://", 1)[1]
     text = text.split("/", 1)[0].lower()
-    return "docker.io" if text in _HUB_ALIASES else text
+    return DEFAULT_DOMAIN if text in LEGACY_DOMAINS else text
 
 
 def _server_url(host: str) -> str:

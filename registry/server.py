@@ -29,7 +29,8 @@ class SendfileHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         # The request task was only scheduled, not run: its scope (this very dict) still gets this.
-        self.scope.setdefault("extensions", {})[SENDFILE] = functools.partial(_send_file, self, self.cycle)  # type: ignore[typeddict-unknown-key,typeddict-item]
+        extensions: dict[str, Any] = self.scope.setdefault("extensions", {})  # type: ignore[assignment]
+        extensions[SENDFILE] = functools.partial(_send_file, self, self.cycle)
 
 
 async def _send_file(protocol: HttpToolsProtocol, cycle: Any, fd: int, offset: int, count: int) -> None:

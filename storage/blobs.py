@@ -7,7 +7,6 @@ entry appears only by `adopt` (an already verified upload moved into place) or `
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 from ocispec.digest import Digest
@@ -51,11 +50,6 @@ class BlobStore:
             return self.driver.get(paths.blob_data(digest))
         except PathNotFound:
             raise BlobUnknown(f"blob unknown: {digest}", digest=str(digest)) from None
-
-    def local_path(self, digest: Digest) -> Path | None:
-        """The file behind the blob when the driver is local (lets the server send it directly)."""
-        local = getattr(self.driver, "local_path", None)
-        return local(paths.blob_data(digest)) if local else None
 
     def url_for(self, digest: Digest) -> str | None:
         return self.driver.url_for(paths.blob_data(digest))

@@ -29,8 +29,6 @@ REPOSITORIES = f"{ROOT}/repositories"
 
 UPLOAD_ID_PATTERN = re.compile(r"^[a-zA-Z0-9-]{8,64}$")
 
-# Directory names that hold repository data rather than nested repositories.
-RESERVED_DIRS = frozenset({"_layers", "_manifests", "_referrers", "_uploads"})
 
 
 def blob_dir(digest: Digest) -> str:

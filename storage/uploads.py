@@ -74,7 +74,6 @@ class UploadSession:
         self._hasher = hasher
         self._id = upload_id
         self._cache = cache
-        self.start_offset = writer.size
 
     @property
     def size(self) -> int:
@@ -91,9 +90,6 @@ class UploadSession:
         if self._hasher is not None:
             self._cache.give_back(self._id, self._writer.size, self._hasher)
         return self._writer.size
-
-    def hasher(self) -> Hasher | None:
-        return self._hasher
 
 
 class UploadStore:

@@ -233,7 +233,3 @@ class FilesystemDriver:
             probe.unlink()
         except OSError as exc:
             raise StorageConfigError(f"storage root {self.root} is not writable: {exc.strerror or exc}") from None
-
-    def local_path(self, key: str) -> Path:
-        """The file behind a key; lets the HTTP layer hand whole files to the server to send."""
-        return self._path(key)
