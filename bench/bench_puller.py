@@ -24,8 +24,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import httpx  # noqa: E402
 
-from tests.support.images import push_image  # noqa: E402
 from tests.support import images as im  # noqa: E402
+from tests.support.images import push_image  # noqa: E402
 from tests.support.servers import start_cargobay, start_distribution  # noqa: E402
 
 

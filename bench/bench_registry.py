@@ -36,10 +36,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
 MiB = 1024 * 1024
@@ -86,15 +86,15 @@ class Connection:
         finally:
             self.sock.close()
 
-    def __enter__(self) -> "Connection":
+    def __enter__(self) -> Connection:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def request(self, method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b"",
-                file: "object | None" = None, offset: int = 0, length: int = 0,
-                sink: memoryview | None = None, hasher: "hashlib._Hash | None" = None) -> Reply:
+                file: object | None = None, offset: int = 0, length: int = 0,
+                sink: memoryview | None = None, hasher: hashlib._Hash | None = None) -> Reply:
         size = length if file is not None else len(body)
         lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}"]
         if size or method in ("POST", "PUT", "PATCH"):
@@ -111,7 +111,7 @@ class Connection:
                 raise BenchError(f"sendfile sent {sent} of {length} bytes")
         return self._reply(method, sink, hasher)
 
-    def _reply(self, method: str, sink: memoryview | None, hasher: "hashlib._Hash | None") -> Reply:
+    def _reply(self, method: str, sink: memoryview | None, hasher: hashlib._Hash | None) -> Reply:
         line = self.rfile.readline(65537)
         if not line:
             raise ConnectionError("server closed the connection without a response")
@@ -155,7 +155,7 @@ class Connection:
             raise ConnectionError(f"connection closed after {len(data)} of {n} body bytes")
         return data
 
-    def _discard(self, n: int, sink: memoryview, hasher: "hashlib._Hash | None") -> int:
+    def _discard(self, n: int, sink: memoryview, hasher: hashlib._Hash | None) -> int:
         remaining = n
         while remaining:
             got = self.rfile.readinto(sink[:min(len(sink), remaining)])  # type: ignore[attr-defined]
@@ -283,7 +283,7 @@ class Variant:
     env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, text: str, default_src: Path) -> "Variant":
+    def parse(cls, text: str, default_src: Path) -> Variant:
         """`NAME[;src=DIR][;python=EXE][;VAR=VALUE...]`"""
         name, *items = [part.strip() for part in text.split(";")]
         variant = cls(name, default_src)
@@ -416,7 +416,7 @@ class RssSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 
@@ -498,7 +498,7 @@ def download(server: Server, repo: str, blob: Blob, verify: bool = False) -> int
     return blob.size
 
 
-def concurrently(jobs: "Sequence[Callable[[], int]]") -> tuple[int, float]:
+def concurrently(jobs: Sequence[Callable[[], int]]) -> tuple[int, float]:
     """Run the jobs in as many threads, released together; (bytes, wall seconds)."""
     barrier = threading.Barrier(len(jobs) + 1)
 
@@ -634,7 +634,7 @@ def asyncio_rate(host: str, port: int, path: str, method: str, seconds: float, c
         runner = None
     try:
         return runner(main()) if runner else asyncio.run(main())
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise BenchError(f"{method} {path}: responses stopped coming") from None
 
 
@@ -716,7 +716,7 @@ class Profiler:
         if directory and not self.binary:
             raise BenchError("--profile needs py-spy on PATH (pip install py-spy)")
 
-    def around(self, server: Server, row: Row, rnd: int) -> "subprocess.Popen | None":
+    def around(self, server: Server, row: Row, rnd: int) -> subprocess.Popen | None:
         if not self.binary or server.kind != "cargobay" or self.directory is None:
             return None
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -728,7 +728,7 @@ class Profiler:
         return proc
 
     @staticmethod
-    def done(proc: "subprocess.Popen | None") -> None:
+    def done(proc: subprocess.Popen | None) -> None:
         if proc is None:
             return
         proc.send_signal(signal.SIGINT)

@@ -34,12 +34,12 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_registry as br  # noqa: E402 - the disk bench's client and helpers
+import bench_registry as br
 
 MiB = br.MiB
 REPO_ROOT = br.REPO_ROOT
@@ -103,7 +103,7 @@ def start_weed(workdir: Path) -> Weed:
         try:
             client.list_buckets()
             return weed
-        except Exception:  # noqa: BLE001 - not ready yet
+        except Exception:
             if time.monotonic() > deadline:
                 weed.stop()
                 raise br.BenchError("weed mini did not become ready within 60 s") from None

@@ -44,7 +44,7 @@ class Digest:
     hex: str
 
     @classmethod
-    def parse(cls, text: str) -> "Digest":
+    def parse(cls, text: str) -> Digest:
         """Parse and validate; raises OCIValidationError(DIGEST_INVALID) on anything else."""
         if not isinstance(text, str) or len(text) > 256 or not _GRAMMAR.fullmatch(text):
             raise OCIValidationError(ErrorCode.DIGEST_INVALID, f"invalid digest {str(text)[:80]!r}")
@@ -57,14 +57,14 @@ class Digest:
         return cls(algorithm, encoded)
 
     @classmethod
-    def of(cls, data: bytes | bytearray | memoryview, algorithm: str = DEFAULT_ALGORITHM) -> "Digest":
+    def of(cls, data: bytes | bytearray | memoryview, algorithm: str = DEFAULT_ALGORITHM) -> Digest:
         """The digest of `data`."""
         h = new_hasher(algorithm)
         h.update(data)
         return cls(algorithm, h.hexdigest())
 
     @classmethod
-    def from_hasher(cls, algorithm: str, hasher: Hasher) -> "Digest":
+    def from_hasher(cls, algorithm: str, hasher: Hasher) -> Digest:
         return cls(algorithm, hasher.hexdigest())
 
     def hasher(self) -> Hasher:

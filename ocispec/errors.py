@@ -37,7 +37,7 @@ class ErrorCode(Enum):
         self.message = message
 
     @classmethod
-    def from_wire(cls, wire: str) -> "ErrorCode | None":
+    def from_wire(cls, wire: str) -> ErrorCode | None:
         """The code with that wire name, or None for a code this model does not know."""
         for code in cls:
             if code.wire == wire:

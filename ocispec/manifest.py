@@ -46,7 +46,7 @@ class Descriptor:
     data: str | None = None
 
     @classmethod
-    def from_json(cls, obj: Any, where: str = "descriptor") -> "Descriptor":
+    def from_json(cls, obj: Any, where: str = "descriptor") -> Descriptor:
         if not isinstance(obj, dict):
             raise _invalid(f"{where} must be an object")
         media_type = obj.get("mediaType")

@@ -37,7 +37,7 @@ class Platform:
     os_features: tuple[str, ...] = field(default=())
 
     @classmethod
-    def parse(cls, text: str) -> "Platform":
+    def parse(cls, text: str) -> Platform:
         """Parse `os/arch[/variant]` (e.g. `linux/arm64/v8`), normalising architecture aliases."""
         parts = text.strip().lower().split("/")
         if len(parts) not in (2, 3) or not all(parts):
@@ -45,7 +45,7 @@ class Platform:
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else "").normalized()
 
     @classmethod
-    def from_json(cls, obj: Any) -> "Platform":
+    def from_json(cls, obj: Any) -> Platform:
         if not isinstance(obj, dict) or not isinstance(obj.get("os"), str) or not isinstance(obj.get("architecture"), str):
             raise OCIValidationError(ErrorCode.MANIFEST_INVALID, "platform needs string os and architecture")
         features = obj.get("os.features") or ()
@@ -55,7 +55,7 @@ class Platform:
         )
 
     @classmethod
-    def host(cls) -> "Platform":
+    def host(cls) -> Platform:
         """The platform of the machine this runs on."""
         system = _host.system().lower() or "linux"
         machine = _host.machine().lower()
@@ -64,7 +64,7 @@ class Platform:
             variant, machine = "v" + machine[4], "arm"
         return cls(system, machine, variant).normalized()
 
-    def normalized(self) -> "Platform":
+    def normalized(self) -> Platform:
         arch = _ARCH_ALIASES.get(self.architecture, self.architecture)
         variant = self.variant or _DEFAULT_VARIANT.get(arch, "")
         return Platform(self.os, arch, variant, self.os_version, self.os_features)

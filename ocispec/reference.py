@@ -67,7 +67,7 @@ class Reference:
         """What to ask the registry for: the digest when known (it wins over the tag), else the tag."""
         return str(self.digest) if self.digest else (self.tag or DEFAULT_TAG)
 
-    def with_digest(self, digest: Digest) -> "Reference":
+    def with_digest(self, digest: Digest) -> Reference:
         return Reference(self.domain, self.repository, self.tag, digest)
 
     def __str__(self) -> str:

@@ -16,7 +16,8 @@ import json
 import re
 import threading
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 from urllib.parse import urlencode, urlsplit
 
 from . import credentials

@@ -12,8 +12,9 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ocispec.errors import OCIValidationError
 
@@ -157,7 +158,7 @@ class Context:
             raise UsageError("--jobs must be at least 1")
         return jobs
 
-    def client(self, authenticator_overrides: dict[str, credentials.Credentials] | None = None) -> "RegistryClient":
+    def client(self, authenticator_overrides: dict[str, credentials.Credentials] | None = None) -> RegistryClient:
         from .auth import Authenticator
         from .client import RegistryClient
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Protocol, TypeVar
+from typing import BinaryIO, Protocol, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 import urllib3
@@ -31,8 +32,17 @@ from ocispec.reference import Reference
 from .auth import Authenticator
 from .config import Config, Endpoint
 from .errors import AuthenticationError, NetworkError, NotFound, PullError, VerificationError
-from .transport import (MAX_REDIRECTS, REDIRECTS, RangeRefused, Short, Transient, Transport, error_message, origin,
-                        retry_after)
+from .transport import (
+    MAX_REDIRECTS,
+    REDIRECTS,
+    RangeRefused,
+    Short,
+    Transient,
+    Transport,
+    error_message,
+    origin,
+    retry_after,
+)
 
 CHUNK = 1 << 20
 T = TypeVar("T")

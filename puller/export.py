@@ -20,8 +20,9 @@ import json
 import os
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 from ocispec import mediatypes as mt
 from ocispec.digest import Digest, DigestMismatch, VerifyingReader
@@ -39,7 +40,7 @@ REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
-__all__ = ["export_image", "FORMATS"]
+__all__ = ["FORMATS", "export_image"]
 
 
 def export_image(reference: str, manifest_raw: bytes, manifest: ImageManifest, config_raw: bytes,
@@ -103,7 +104,7 @@ def _blob_path(digest: Digest) -> str:
     return f"blobs/{digest.algorithm}/{digest.hex}"
 
 
-def _write_oci(w: "_TarWriter", ref: Reference, manifest: ImageManifest, config: dict[str, Any], config_raw: bytes,
+def _write_oci(w: _TarWriter, ref: Reference, manifest: ImageManifest, config: dict[str, Any], config_raw: bytes,
                open_blob: Callable[[Digest], BinaryIO]) -> None:
     digest = manifest.digest()
     w.add_bytes("oci-layout", OCI_LAYOUT)
@@ -120,7 +121,7 @@ def _write_oci(w: "_TarWriter", ref: Reference, manifest: ImageManifest, config:
     }))
 
 
-def _write_docker(w: "_TarWriter", ref: Reference, manifest: ImageManifest, config: dict[str, Any],
+def _write_docker(w: _TarWriter, ref: Reference, manifest: ImageManifest, config: dict[str, Any],
                   config_raw: bytes, diff_ids: list[Digest], open_blob: Callable[[Digest], BinaryIO],
                   budget: Budget | None = None) -> None:
     config_digest = Digest.of(config_raw)  # Docker names everything by sha256
@@ -167,7 +168,7 @@ def _write_docker(w: "_TarWriter", ref: Reference, manifest: ImageManifest, conf
     }]))
 
 
-def _blob_dirs(w: "_TarWriter", digests: list[Digest]) -> None:
+def _blob_dirs(w: _TarWriter, digests: list[Digest]) -> None:
     w.add_dir("blobs")
     for algorithm in sorted({d.algorithm for d in digests}):
         w.add_dir(f"blobs/{algorithm}")
@@ -199,7 +200,7 @@ class _open_verified:
         self._raw.close()
 
 
-def _copy_blob(w: "_TarWriter", digest: Digest, size: int, open_blob: Callable[[Digest], BinaryIO]) -> None:
+def _copy_blob(w: _TarWriter, digest: Digest, size: int, open_blob: Callable[[Digest], BinaryIO]) -> None:
     with _open_verified(open_blob, digest, size) as reader:
         w.add_stream(_blob_path(digest), reader, None, size=size)  # the VerifyingReader checks it
 

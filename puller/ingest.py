@@ -8,8 +8,9 @@ import fcntl
 import os
 import tempfile
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 from ocispec.digest import SizeExceeded
 from ocispec.manifest import Descriptor

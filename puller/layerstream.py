@@ -89,7 +89,7 @@ class LayerStream:
         self._thread = threading.Thread(target=self._produce, name="layer-reader", daemon=True)
         self._thread.start()
 
-    def __enter__(self) -> "LayerStream":
+    def __enter__(self) -> LayerStream:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -117,7 +117,7 @@ class LayerStream:
             self._put(VerificationError(exc.message))
         except DECOMPRESSION_ERRORS as exc:
             self._put(VerificationError(f"corrupt {self._kind} data: {exc}"))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+        except BaseException as exc:
             self._put(exc)
 
     def _put(self, item: bytes | BaseException | None) -> None:
@@ -195,7 +195,7 @@ class LayerStream:
     def seekable(self) -> bool:
         return False
 
-    def member(self, size: int) -> "_MemberData":
+    def member(self, size: int) -> _MemberData:
         """The next `size` bytes as a reader for one member's data."""
         return _MemberData(self, size)
 

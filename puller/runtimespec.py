@@ -10,7 +10,8 @@ the other image fields as annotations. Unprivileged, the rootless variant of the
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .errors import PullError
 

@@ -22,9 +22,10 @@ import fcntl
 import json
 import os
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO
 
 from ocispec import mediatypes as mt
 from ocispec.digest import Digest

@@ -20,8 +20,9 @@ import os
 import shutil
 import stat
 import tarfile
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from .confine import DIR_FLAGS, ConfinedTree, LayerFormatError, Real, split_name
 from .errors import UnsafeContent

@@ -10,7 +10,8 @@ import random
 import ssl
 import threading
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import urllib3

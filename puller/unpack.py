@@ -16,18 +16,19 @@ import shutil
 import stat
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 from ocispec.digest import Digest
 from ocispec.errors import OCIValidationError
 from ocispec.manifest import Descriptor, ImageManifest
 from ocispec.mediatypes import layer_compression
 
+from .confine import LayerFormatError
 from .errors import PullError, UsageError, VerificationError
 from .layerstream import Budget, LayerStream
 from .runtimespec import MAX_ACCOUNT_FILE, runtime_config
-from .confine import LayerFormatError
 from .tarsafe import RootTree
 
 __all__ = ["unpack_image"]

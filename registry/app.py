@@ -5,21 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute
 
+from ocispec.errors import OCIValidationError
 from storage.driver.base import StorageDriver
 from storage.driver.factory import create_driver
+from storage.errors import StorageError
 from storage.repository import Storage
 
 from .access import AllowAll, Authorizer
 from .context import RegistryContext
-from ocispec.errors import OCIValidationError
-from storage.errors import StorageError
-
 from .errors import RegistryError, handle_exception
 from .handlers.base import run
 from .routes import routes
@@ -59,7 +58,7 @@ def create_app(settings: Settings, storage: Storage | None = None, authorizer: A
 
     handled = (RegistryError, OCIValidationError, StorageError, HTTPException, Exception)
     app = Starlette(routes=routes() + extra_routes, lifespan=lifespan,
-                    exception_handlers={cls: handle_exception for cls in handled})
+                    exception_handlers=dict.fromkeys(handled, handle_exception))
     app.state.ctx = ctx
     return app
 
@@ -85,5 +84,5 @@ async def _purge_loop(ctx: RegistryContext) -> None:
             removed = await run(ctx.storage.purge_uploads, uploads.purge_age)
             if removed:
                 log.info("purged %d abandoned uploads", removed)
-        except Exception:  # noqa: BLE001 - maintenance must never take the server down
+        except Exception:
             log.exception("upload purge failed")

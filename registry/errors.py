@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Mapping
+from collections.abc import Mapping
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request

@@ -6,8 +6,8 @@ authentication plugs in without touching any handler.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response

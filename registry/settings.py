@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, get_type_hints
+from typing import Any, get_type_hints
 
 import yaml
 
@@ -150,7 +151,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
 
-    def replace(self, **dotted: Any) -> "Settings":
+    def replace(self, **dotted: Any) -> Settings:
         """A copy with some dotted keys changed: `settings.replace(**{"http.port": 1})`."""
         data = to_dict(self)
         for key, value in dotted.items():

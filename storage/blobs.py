@@ -97,7 +97,7 @@ class RepositoryBlobs:
         if not delete_quietly(self.driver, paths.layer_link(self.name, digest).rsplit("/", 1)[0]):
             raise BlobUnknown(f"blob unknown to repository {self.name}: {digest}", digest=str(digest))
 
-    def mount_from(self, source: "RepositoryBlobs", digest: Digest) -> bool:
+    def mount_from(self, source: RepositoryBlobs, digest: Digest) -> bool:
         """Link a blob the source repository has; False (nothing written) when it has not."""
         if not source.has(digest) or not self.store.exists(digest):
             return False

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from ocispec import mediatypes as mt
 from ocispec.digest import Digest
-from ocispec.manifest import ImageIndex, ImageManifest, Manifest, parse_manifest
 from ocispec.errors import OCIValidationError
+from ocispec.manifest import ImageIndex, ImageManifest, Manifest, parse_manifest
 
 from . import paths
 from .blobs import BlobStore, RepositoryBlobs

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from ocispec.reference import validate_repository_name
 
@@ -19,7 +19,7 @@ from .uploads import UploadStore
 class Repository:
     """Everything about one repository. Creating one validates the name; it does not touch storage."""
 
-    def __init__(self, storage: "Storage", name: str) -> None:
+    def __init__(self, storage: Storage, name: str) -> None:
         self.name = validate_repository_name(name)
         self.storage = storage
         self.blobs = RepositoryBlobs(storage.blobs, name)

@@ -42,7 +42,7 @@ class TagStore:
             return []
         return sorted(key.rsplit("/", 1)[1] for key in keys)
 
-    def tags_of(self, digest: Digest) -> "builtins.list[str]":
+    def tags_of(self, digest: Digest) -> builtins.list[str]:
         """Every tag currently pointing at `digest`."""
         found: builtins.list[str] = []
         for tag in self.list() if self._has_tags() else []:

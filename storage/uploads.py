@@ -13,16 +13,23 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from ocispec.digest import DEFAULT_ALGORITHM, Digest, Hasher, new_hasher
 
 from . import paths
 from .blobs import BlobInfo, BlobStore, RepositoryBlobs
 from .driver.base import FileWriter, StorageDriver, iter_chunks
-from .errors import (DigestInvalid, ObjectBusy, PathNotFound, SizeInvalid, UploadInvalid, UploadRangeInvalid,
-                     UploadUnknown)
+from .errors import (
+    DigestInvalid,
+    ObjectBusy,
+    PathNotFound,
+    SizeInvalid,
+    UploadInvalid,
+    UploadRangeInvalid,
+    UploadUnknown,
+)
 from .links import delete_quietly
 
 REHASH_CHUNK = 4 * 1024 * 1024

@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from typing import Callable
+from collections.abc import Callable
 
 
 class FailureLimiter:

@@ -10,7 +10,8 @@ Distribution's token servers do: the caller simply gets nothing for them.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..access import Access
 

@@ -22,7 +22,7 @@ from .ratelimit import FailureLimiter
 from .rules import Rules, load_rules
 from .scopes import format_scope
 from .tokens import TokenError, TrustStore, VerifiedToken, issue, verify
-from .users import Users, VerifiedCache, dummy_hash, load_htpasswd, DEFAULT_COST
+from .users import DEFAULT_COST, Users, VerifiedCache, dummy_hash, load_htpasswd
 
 log = logging.getLogger("cargobay.auth")
 REFRESH = "refresh"
@@ -58,7 +58,7 @@ class AuthService:
     cache: VerifiedCache
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "AuthService":
+    def from_settings(cls, settings: Settings) -> AuthService:
         """Raises SettingsError (one line) when a key, certificate, JWKS, htpasswd or rules file is unusable."""
         try:
             return cls._build(settings)
@@ -66,7 +66,7 @@ class AuthService:
             raise SettingsError(f"auth: {exc}") from None
 
     @classmethod
-    def _build(cls, settings: Settings) -> "AuthService":
+    def _build(cls, settings: Settings) -> AuthService:
         auth = settings.auth
         token = auth.token
         users = Reloading(auth.htpasswd, load_htpasswd) if auth.htpasswd else None
@@ -147,7 +147,7 @@ class AuthService:
         lifetime = self.settings.auth.token.expiry * 60
         token, claims = issue(self.signing, issuer=self.issuer, audience=service, subject=subject or "",
                               access=granted, lifetime=lifetime)
-        issued_at = datetime.datetime.fromtimestamp(claims["iat"], datetime.timezone.utc)
+        issued_at = datetime.datetime.fromtimestamp(claims["iat"], datetime.UTC)
         body: dict[str, Any] = {"token": token, "access_token": token, "expires_in": lifetime,
                                 "issued_at": issued_at.strftime("%Y-%m-%dT%H:%M:%SZ"), "scope": format_scope(granted)}
         if offline and subject and self.settings.auth.token.refresh_expiry:

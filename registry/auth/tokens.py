@@ -17,8 +17,9 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from cryptography import x509
 
@@ -130,14 +131,14 @@ class TrustStore:
             chain = [x509.load_der_x509_certificate(base64.b64decode(c, validate=True)) for c in x5c]
         except (ValueError, binascii.Error):
             raise TokenError("malformed x5c header") from None
-        moment = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+        moment = datetime.datetime.fromtimestamp(now, datetime.UTC)
         for cert in chain:
             if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
                 raise TokenError("x5c certificate outside its validity period")
         try:
             for child, parent in zip(chain, chain[1:]):
                 child.verify_directly_issued_by(parent)
-        except Exception:  # noqa: BLE001 - InvalidSignature, wrong key type, unsupported algorithm
+        except Exception:
             raise TokenError("x5c chain does not verify") from None
         top = chain[-1]
         for root, issuer in self.roots:
@@ -146,7 +147,7 @@ class TrustStore:
             try:
                 top.verify_directly_issued_by(root)
                 return TrustedKey(chain[0].public_key(), issuer)  # type: ignore[arg-type]
-            except Exception:  # noqa: BLE001 - not this root
+            except Exception:
                 continue
         raise TokenError("x5c chain does not lead to a trusted certificate")
 

@@ -13,8 +13,8 @@ from starlette.types import Receive, Scope, Send
 from ocispec.errors import ErrorCode
 
 from ..context import context
-from ..server import SENDFILE
 from ..errors import RegistryError
+from ..server import SENDFILE
 from .base import API_VERSION_HEADER, empty, path_digest, repository, run, run_small
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")

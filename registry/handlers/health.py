@@ -63,7 +63,7 @@ class HealthProbe:
                 def work() -> None:
                     try:
                         probe_storage(self.storage)
-                    except BaseException as exc:  # noqa: BLE001 - handed to the waiters
+                    except BaseException as exc:
                         future.set_exception(exc)
                     else:
                         future.set_result(None)
@@ -78,12 +78,12 @@ class HealthProbe:
             return
         try:
             await asyncio.wait_for(asyncio.wrap_future(self._current()), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RegistryError(ErrorCode.UNAVAILABLE, f"storage did not answer within {self.timeout:g}s",
                                 status=503) from None
         except StorageError as exc:
             raise RegistryError(ErrorCode.UNAVAILABLE, f"storage: {exc.message}", status=503) from None
-        except Exception as exc:  # noqa: BLE001 - whatever broke, this replica cannot serve
+        except Exception as exc:
             raise RegistryError(ErrorCode.UNAVAILABLE, f"storage: {type(exc).__name__}", status=503) from None
         self._ok_at = time.monotonic()
 

@@ -11,8 +11,9 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from ..errors import InvalidKey, InvalidOffset, ObjectBusy, PathNotFound, StorageConfigError
 from .base import FileInfo

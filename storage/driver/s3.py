@@ -22,8 +22,9 @@ import hashlib
 import io
 import threading
 import uuid
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, BinaryIO, Callable, Iterator, Mapping, cast
+from typing import Any, BinaryIO, cast
 
 import boto3
 import botocore.exceptions as bce
@@ -220,7 +221,7 @@ class S3Driver:
         """Call a client operation on the bucket, translating failures (see `_translate`)."""
         try:
             return getattr(self._client, operation)(Bucket=self.bucket, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - re-raised, translated where known
+        except Exception as exc:
             raise _translate(exc, key, operation) from exc
 
     def _object_size(self, key: str) -> int | None:
@@ -421,7 +422,7 @@ class S3Driver:
     def _guard_read(self, key: str, read: Callable[[], bytes]) -> bytes:
         try:
             return read()
-        except Exception as exc:  # noqa: BLE001 - translated or re-raised
+        except Exception as exc:
             raise _translate(exc, key, "get_object") from exc
 
 

@@ -7,8 +7,8 @@ a client that is installed but cannot work in this environment (the preflight be
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 

@@ -10,7 +10,7 @@ CARGOBAY_REQUIRE_TOOLS=1 (CI).
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import base64
 import json
 import re
-import time
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 from urllib.parse import quote
 
 import httpx

@@ -4,8 +4,8 @@ and by fetching every blob through the API and hashing it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 

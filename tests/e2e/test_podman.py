@@ -9,17 +9,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import httpx
 import pytest
 
-from tests.support.images import DOCKER_CONFIG, DOCKER_MANIFEST, OCI_MANIFEST, build_index, simple_image, write_oci_layout
+from tests.support.images import (
+    DOCKER_CONFIG,
+    DOCKER_MANIFEST,
+    OCI_MANIFEST,
+    build_index,
+    simple_image,
+    write_oci_layout,
+)
 from tests.support.servers import RunningServer
 
 from .clients import (
-    Engine, Skopeo, engine_image, get_manifest, oci_archive, read_mounted_file, sha256_of, tar_files,
+    Engine,
+    Skopeo,
+    engine_image,
+    get_manifest,
+    oci_archive,
+    read_mounted_file,
+    sha256_of,
+    tar_files,
     verify_pushed_image,
 )
 

@@ -13,19 +13,37 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator
 
 import httpx
 import pytest
 
-from tests.support.images import OCI_MANIFEST, Blob, Entry, Image, build_image, make_layer, simple_image, write_oci_layout
+from tests.support.images import (
+    OCI_MANIFEST,
+    Blob,
+    Entry,
+    Image,
+    build_image,
+    make_layer,
+    simple_image,
+    write_oci_layout,
+)
 from tests.support.s3replicas import MiB, logs, start_replicas, stop_all
 from tests.support.s3servers import S3Server
 from tests.support.servers import RunningServer
 
-from .clients import Engine, Skopeo, engine_image, get_blob, get_manifest, read_mounted_file, sha256_of, verify_pushed_image
+from .clients import (
+    Engine,
+    Skopeo,
+    engine_image,
+    get_blob,
+    get_manifest,
+    read_mounted_file,
+    sha256_of,
+    verify_pushed_image,
+)
 from .conftest_s3 import s3_bucket, seaweedfs  # noqa: F401 - fixtures
 
 S3_OPTIONS = {"part_size": 5 * MiB, "multipart_copy_threshold": 8 * MiB, "multipart_copy_part_size": 5 * MiB}

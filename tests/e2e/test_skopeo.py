@@ -16,14 +16,33 @@ import httpx
 import pytest
 
 from tests.support.images import (
-    DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Blob, Entry, build_image, canonical_json, build_index, make_layer, push_image,
-    push_manifest, simple_image, write_oci_layout,
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Blob,
+    Entry,
+    build_image,
+    build_index,
+    canonical_json,
+    make_layer,
+    push_image,
+    push_manifest,
+    simple_image,
+    write_oci_layout,
 )
 from tests.support.servers import RunningServer, start_cargobay
 
 from .clients import (
-    Skopeo, dir_layout_contents, expected_blobs, get_blob, get_manifest, manifest_status, oci_layout_contents,
-    sha256_of, write_dir_layout,
+    Skopeo,
+    dir_layout_contents,
+    expected_blobs,
+    get_blob,
+    get_manifest,
+    manifest_status,
+    oci_layout_contents,
+    sha256_of,
+    write_dir_layout,
 )
 from .conftest import PAGE_SIZE
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import httpx
 
 from tests.support import images as im
+from tests.support.images import push_image
 from tests.support.servers import RunningServer
 
 from .conftest import FAST_NETWORK, PullerRunner, verify_store
 from .fakes import ScriptedServer, Seen
 from .proxy import ProxyConfig
 from .test_tls import self_signed
-from tests.support.images import push_image
 
 
 def b64(text: str) -> str:

@@ -4,8 +4,8 @@ first when needed), global options after the command."""
 from __future__ import annotations
 
 import os
-import stat
 import pty
+import stat
 import subprocess
 import sys
 import tarfile
@@ -13,10 +13,10 @@ import tarfile
 import httpx
 
 from tests.support import images as im
+from tests.support.images import push_image
 from tests.support.servers import REPO_ROOT, RunningServer
 
 from .conftest import PullerRunner
-from tests.support.images import push_image
 
 
 def test_progress_bars_on_a_terminal(upstream: RunningServer, http: httpx.Client, repo: str, puller: PullerRunner) -> None:

@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from tests.support import images as im
+from tests.support.images import push_image
 from tests.support.servers import RunningServer
 
 from .conftest import PullerRunner, verify_store
-from tests.support.images import push_image
 
 BIG = 3 * 1024 * 1024
 

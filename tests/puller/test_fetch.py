@@ -10,11 +10,11 @@ import tarfile
 import httpx
 
 from tests.support import images as im
+from tests.support.images import push_image, push_index
 from tests.support.servers import RunningServer
 from tests.support.tools import require_tool
 
 from .conftest import PullerRunner, verify_store
-from tests.support.images import push_image, push_index
 
 
 def mixed_image(seed: str, flavour: str = "oci") -> im.Image:

@@ -8,10 +8,10 @@ import hashlib
 import httpx
 
 from tests.support import images as im
+from tests.support.images import push_image
 from tests.support.servers import RunningServer
 
 from .conftest import FAST_NETWORK, PullerRunner, verify_store
-from tests.support.images import push_image
 
 
 def registry_requests(proxy: object) -> list[object]:

@@ -8,10 +8,10 @@ import json
 import httpx
 
 from tests.support import images as im
+from tests.support.images import push_image
 from tests.support.servers import RunningServer
 
 from .conftest import PullerRunner
-from tests.support.images import push_image
 
 
 def test_push_roundtrip(registry: RunningServer, upstream: RunningServer, http: httpx.Client, repo: str,

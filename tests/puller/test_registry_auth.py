@@ -5,18 +5,18 @@ an independent implementation). The puller logs in, fetches what it may and is r
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import bcrypt
 import httpx
 import pytest
 
 from tests.support import images as im
+from tests.support.images import push_image
 from tests.support.servers import RunningServer, start_cargobay, start_distribution
 
 from .conftest import PullerRunner, _cargobay_available, verify_store
-from tests.support.images import push_image
 
 SERVICE, ISSUER, DIST_SERVICE = "cargobay-puller", "cargobay-puller-issuer", "distribution-puller"
 USERS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "admin": "admin-pw-3"}

@@ -15,18 +15,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.support import images as im
+from tests.support.images import push_image
 from tests.support.servers import RunningServer
 
 from .conftest import FAST_NETWORK, PullerRunner, verify_store
 from .fakes import ScriptedServer, Seen
 from .proxy import ProxyConfig
-from tests.support.images import push_image
 
 
 def self_signed(directory: Path) -> tuple[str, str]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "puller test registry")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
             .not_valid_after(now + datetime.timedelta(days=1))

@@ -16,8 +16,9 @@ model another registry replica; `store_factory` builds more, with option overrid
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 

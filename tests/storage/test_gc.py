@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ocispec.digest import Digest
 from storage.errors import BlobUnknown
 from storage.gc import collect
 from storage.repository import Storage
 from tests.support.images import simple_image
-
-import pytest
 
 from .test_stores import push_blob, push_image
 

@@ -13,8 +13,17 @@ import pytest
 from ocispec.digest import Digest
 from storage import paths
 from storage.driver.base import StorageDriver
-from storage.errors import (BlobUnknown, DigestInvalid, ManifestBlobUnknown, ManifestInvalid, ManifestUnknown,
-                            NameUnknown, TagUnknown, UploadRangeInvalid, UploadUnknown)
+from storage.errors import (
+    BlobUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameUnknown,
+    TagUnknown,
+    UploadRangeInvalid,
+    UploadUnknown,
+)
 from storage.repository import Storage
 from tests.support.images import build_index, simple_image
 
@@ -172,7 +181,7 @@ def test_concurrent_uploads_of_the_same_blob_and_tag(driver: StorageDriver) -> N
         try:
             push_blob(storage, f"race/r{i % 2}", data, chunk=256 * 1024)
             push_image(storage, "race/tagged", image, "same")
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]

@@ -10,9 +10,9 @@ import hashlib
 import io
 import json
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import httpx
 
@@ -44,7 +44,7 @@ class Blob:
     diff_id: str | None = None  # for layers: digest of the uncompressed tar
 
     @classmethod
-    def of(cls, media_type: str, data: bytes, diff_id: str | None = None) -> "Blob":
+    def of(cls, media_type: str, data: bytes, diff_id: str | None = None) -> Blob:
         return cls(media_type, data, sha256(data), diff_id)
 
     @property

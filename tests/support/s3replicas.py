@@ -55,7 +55,7 @@ def start_replicas(workdir: Path, server: S3Server, bucket: str, count: int, con
         for future in futures:
             try:
                 replicas.append(future.result())
-            except Exception as exc:  # noqa: BLE001 - stop the others, then report
+            except Exception as exc:
                 errors.append(exc)
     if errors:
         stop_all(replicas)
@@ -103,7 +103,7 @@ def _wait_serving(server: S3Server, timeout: float) -> None:
             client.put_object(Bucket=bucket, Key="probe", Body=b"probe")
             if client.get_object(Bucket=bucket, Key="probe")["Body"].read() == b"probe":
                 return
-        except Exception:  # noqa: BLE001 - not serving yet
+        except Exception:
             pass
         if time.monotonic() > deadline:
             raise RuntimeError(f"{server.kind} did not serve objects within {timeout:.0f}s after a restart")
@@ -128,9 +128,9 @@ class Seen:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # or every small response waits for a delayed ACK (40 ms)
-    server: "_ProxyServer"
+    server: _ProxyServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _forward(self) -> None:
