@@ -15,7 +15,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -26,8 +26,8 @@ from cryptography.x509.oid import NameOID
 
 from .files import create_exclusively
 
-PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
-PublicKey = Union[ec.EllipticCurvePublicKey, rsa.RSAPublicKey]
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
 #: alg → (hash, curve name for EC or None for RSA, bytes per signature half for EC)
 ALGORITHMS: dict[str, tuple[type[hashes.HashAlgorithm], str | None, int]] = {
@@ -74,9 +74,11 @@ def suits(alg: str, key: PublicKey) -> bool:
 def sign(alg: str, key: PrivateKey, data: bytes) -> bytes:
     hash_cls, curve, half = ALGORITHMS[alg]
     if curve is None:
-        assert isinstance(key, rsa.RSAPrivateKey)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise KeyFileError(f"{alg} needs an RSA key")
         return key.sign(data, padding.PKCS1v15(), hash_cls())
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise KeyFileError(f"{alg} needs an EC key")
     r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hash_cls())))
     return r.to_bytes(half, "big") + s.to_bytes(half, "big")  # JWS: fixed-width r || s
 
@@ -84,17 +86,15 @@ def sign(alg: str, key: PrivateKey, data: bytes) -> bytes:
 def verify_signature(alg: str, key: PublicKey, data: bytes, signature: bytes) -> bool:
     if not suits(alg, key):
         return False
-    hash_cls, curve, half = ALGORITHMS[alg]
+    hash_cls, _, half = ALGORITHMS[alg]
     try:
         if isinstance(key, rsa.RSAPublicKey):
             key.verify(signature, data, padding.PKCS1v15(), hash_cls())
-        elif isinstance(key, ec.EllipticCurvePublicKey):
+        else:  # suits() admitted only RSA and EC keys
             if len(signature) != 2 * half:
                 return False
             der = encode_dss_signature(int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big"))
             key.verify(der, data, ec.ECDSA(hash_cls()))
-        else:
-            return False
     except InvalidSignature:
         return False
     return True
@@ -132,7 +132,8 @@ def self_signed_certificate(key: PrivateKey, common_name: str, days: int = 3650)
 
 
 def pem_private(key: PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
 
 
 def pem_certificate(cert: x509.Certificate) -> bytes:

@@ -132,7 +132,7 @@ def _rule(data: Any, where: str) -> Rule:
         raise RulesError(f"{where}: names no users and no groups")
     actions = _strings(data.get("actions"), f"{where}.actions")
     for action in actions:
-        if action not in REPOSITORY_ACTIONS + (ALL,):
+        if action not in (*REPOSITORY_ACTIONS, ALL):
             raise RulesError(f"{where}.actions: {action!r} is not one of pull, push, delete, *")
     try:
         patterns = tuple(compile_pattern(p) for p in _strings(data.get("repositories"), f"{where}.repositories"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import itertools
 import json
 import re
 import secrets
@@ -136,7 +137,7 @@ class TrustStore:
             if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
                 raise TokenError("x5c certificate outside its validity period")
         try:
-            for child, parent in zip(chain, chain[1:]):
+            for child, parent in itertools.pairwise(chain):
                 child.verify_directly_issued_by(parent)
         except Exception:
             raise TokenError("x5c chain does not verify") from None
@@ -146,9 +147,9 @@ class TrustStore:
                 return TrustedKey(chain[0].public_key(), issuer)  # type: ignore[arg-type]
             try:
                 top.verify_directly_issued_by(root)
-                return TrustedKey(chain[0].public_key(), issuer)  # type: ignore[arg-type]
-            except Exception:
+            except Exception:  # noqa: S112 (not issued by this root: try the next one)
                 continue
+            return TrustedKey(chain[0].public_key(), issuer)  # type: ignore[arg-type]
         raise TokenError("x5c chain does not lead to a trusted certificate")
 
 
@@ -197,7 +198,7 @@ def verify(token: str, trust: TrustStore, audiences: Iterable[str], now: float |
         raise TokenError("token from an untrusted issuer")
     aud = claims.get("aud")
     aud_list = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-    if not set(a for a in aud_list if isinstance(a, str)) & set(audiences):
+    if not {a for a in aud_list if isinstance(a, str)} & set(audiences):
         raise TokenError("token intended for another audience")
     exp = _number(claims, "exp", required=True)
     if now > exp + leeway:  # type: ignore[operator]

@@ -86,7 +86,8 @@ def parse_htpasswd(text: str, source: str = "htpasswd") -> Users:
         if not sep or not name:
             raise UsersError(f"{source} line {number}: expected name:hash")
         if not _BCRYPT.fullmatch(hashed.encode()):
-            log.warning("%s line %d: %s has no bcrypt hash (htpasswd -B); that user cannot log in", source, number, name)
+            log.warning("%s line %d: %s has no bcrypt hash (htpasswd -B); that user cannot log in",
+                        source, number, name)
         entries[name] = hashed.encode()
     return Users(entries)
 
