@@ -72,6 +72,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from .files import locked, write_atomically
     from .keys import CERT_FILE, KEY_FILE, KeyFileError, load_signing_key, write_key_pair
     from .rules import RulesError, robot_rule_document
+    from .settings import key_directory
     from .users import NAME, UsersError, remove_user, set_password
 
     auth = settings.auth
@@ -101,8 +102,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             remove_user(htpasswd, args.name)
             print(f"user {args.name} removed from {htpasswd}", file=sys.stderr)
         elif args.command == "auth" and args.action == "keygen":
-            key_dir = Path(auth.token.key_dir)
-            key = Path(args.key or auth.token.key or key_dir / KEY_FILE)
+            key = Path(args.key or auth.token.key or key_directory(settings) / KEY_FILE)
             cert = Path(args.certificate or auth.token.certificate or key.with_name(CERT_FILE))
             if args.force:
                 key.unlink(missing_ok=True)

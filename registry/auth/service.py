@@ -21,6 +21,7 @@ from .keys import CERT_FILE, KEY_FILE, SigningKey, load_certificates, load_jwks,
 from .ratelimit import FailureLimiter
 from .rules import Rules, load_rules
 from .scopes import format_scope
+from .settings import key_directory
 from .tokens import TokenError, TrustStore, VerifiedToken, issue, verify
 from .users import DEFAULT_COST, Users, VerifiedCache, dummy_hash, load_htpasswd
 
@@ -74,10 +75,13 @@ class AuthService:
         if token.key:
             signing = load_signing_key(Path(token.key), Path(token.certificate) if token.certificate else None)
         else:
-            key_dir = Path(token.key_dir)
+            key_dir = key_directory(settings)
             key_path, cert_path = key_dir / KEY_FILE, key_dir / CERT_FILE
             if not key_path.exists() and write_key_pair(key_path, cert_path, token.algorithm, token.issuer):
                 log.info("generated a %s token signing key in %s", token.algorithm, key_dir)
+                if settings.storage.driver != "filesystem":
+                    log.warning("the token key is local to this machine: replicas sharing the bucket need the same "
+                                "key (set auth.token.key, or auth.token.key_dir to a shared directory)")
             signing = load_signing_key(key_path, cert_path if cert_path.exists() else None)
         own = TrustStore()
         own.add_key(signing.public_key, token.issuer, signing.kid)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 
 def _help(text: str, **extra: Any) -> dict[str, Any]:
@@ -13,7 +18,8 @@ def _help(text: str, **extra: Any) -> dict[str, Any]:
 @dataclass(frozen=True)
 class TokenSettings:
     issuer: str = field(default="cargobay", metadata=_help(
-        "`iss` of the tokens the built-in token endpoint issues (Distribution's `auth.token.issuer` must say the same)."))
+        "`iss` of the tokens the built-in token endpoint issues "
+        "(Distribution's `auth.token.issuer` must say the same)."))
     expiry: int = field(default=5, metadata=_help("Lifetime of an access token, in minutes.", min=1, max=1440))
     refresh_expiry: int = field(default=10080, metadata=_help(
         "Lifetime of a refresh token (`offline_token=true`, `access_type=offline`), in minutes; 0 issues none.",
@@ -25,8 +31,11 @@ class TokenSettings:
         "PEM private key that signs tokens. Empty: a key generated once and kept in `auth.token.key_dir`."))
     certificate: str = field(default="", metadata=_help(
         "PEM certificate of that key (give it to Distribution as `rootcertbundle`). Empty: generated (self-signed)."))
-    key_dir: str = field(default="./auth", metadata=_help(
-        "Where the generated key and certificate are kept (token-key.pem, token-cert.pem) when `key` is empty."))
+    key_dir: str = field(default="", metadata=_help(
+        "Where the generated key and certificate are kept (token-key.pem, token-cert.pem) when `key` is empty. "
+        "Empty: `<storage.filesystem.root>/auth` with the filesystem driver; with s3, "
+        "`$XDG_STATE_HOME/cargobay/auth` (default `~/.local/state/cargobay/auth`), local to each machine, so "
+        "replicas should share one configured `key`."))
     extra_services: str = field(default="", metadata=_help(
         "Comma-separated further `service` names the token endpoint issues tokens for (other registries that "
         "trust this issuer); this registry itself only accepts tokens for `auth.service`."))
@@ -70,3 +79,15 @@ class AuthSettings:
     token: TokenSettings = field(default_factory=TokenSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
     ratelimit: RateLimitSettings = field(default_factory=RateLimitSettings)
+
+
+def key_directory(settings: Settings) -> Path:
+    """Where the generated token key lives: `auth.token.key_dir`, else beside the data (the
+    filesystem root), else a per-user state directory; never the current directory, which depends
+    on where the server happened to be started."""
+    if settings.auth.token.key_dir:
+        return Path(settings.auth.token.key_dir)
+    if settings.storage.driver == "filesystem":
+        return Path(settings.storage.filesystem.root) / "auth"
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "cargobay" / "auth"
