@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
 import sys
+from typing import Any
 
 from storage.errors import StorageError
 
-from .settings import Settings, SettingsError, load_settings, parse_duration
+from .settings import Settings, SettingsError, load_settings, parse_duration, settings_from_dict, to_dict
 
 SETTINGS_ENV = "CARGOBAY__SETTINGS_JSON"  # hands resolved settings to uvicorn worker processes
 
@@ -24,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (http.port)")
     serve.add_argument("--root", help="filesystem storage root (storage.filesystem.root)")
     serve.add_argument("--workers", type=int, help="worker processes (http.workers)")
+    serve.add_argument("--delete", action="store_true", default=None,
+                       help="allow DELETE of manifests, tags and blobs (storage.delete.enabled; off by default)")
     gc = sub.add_parser("gc", help="remove blobs no manifest references; beside a running server, blobs "
                                    "uploaded, mounted or named by a push within --grace are kept")
     gc.add_argument("--config", help="YAML settings file (CARGOBAY_* variables override it)")
@@ -47,37 +51,51 @@ def _configure_logging(settings: Settings) -> None:
 def app_from_environment():  # type: ignore[no-untyped-def]
     """uvicorn factory for worker processes: rebuilds the app from the settings the parent resolved."""
     from .app import create_app
-    from .settings import _build
 
-    settings = _build(Settings, json.loads(os.environ[SETTINGS_ENV]), "")
+    settings = settings_from_dict(json.loads(os.environ[SETTINGS_ENV]))
     _configure_logging(settings)
     return create_app(settings)
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """What uvicorn.run gets besides the app: the listener, our protocol with its connection limits,
+    timeouts, TLS and logging."""
+    from . import tls
+    from .server import ConnectionLimits, RegistryHttpProtocol
+
+    http = settings.http
+    limits = ConnectionLimits(header_timeout=http.header_timeout, max_connections=http.max_connections)
+    options: dict[str, Any] = {
+        "host": http.host, "port": http.port, "log_level": settings.log.level, "access_log": settings.log.access,
+        "http": functools.partial(RegistryHttpProtocol, limits=limits), "loop": "uvloop",
+        "timeout_keep_alive": http.keepalive_timeout, "server_header": False, "date_header": True,
+        "proxy_headers": bool(http.trusted_proxies), "forwarded_allow_ips": http.trusted_proxies or None,
+    }
+    if tls.enabled(http.tls):
+        options["ssl_context_factory"] = tls.context_factory(http.tls)
+    return options
 
 
 def serve(settings: Settings) -> None:
     import uvicorn
 
+    from . import tls
     from .app import create_app, storage_driver
-    from .server import SendfileHttpToolsProtocol
-    from .settings import to_dict
 
     _configure_logging(settings)
-    storage_driver(settings).check()  # fail fast, with one line, on unusable storage
+    tls.check(settings.http.tls)  # fail fast, with one line, on unusable certificate or key files
+    storage_driver(settings).check()  # and on unusable storage
     workers = settings.http.workers or os.cpu_count() or 1
     if settings.auth.enabled and workers > 1:
         from .auth.service import AuthService
 
         AuthService.from_settings(settings)  # fail fast on unusable auth files; make the key once, here
-    common = dict(host=settings.http.host, port=settings.http.port, log_level=settings.log.level,
-                  access_log=settings.log.access, http=SendfileHttpToolsProtocol, loop="uvloop", timeout_keep_alive=30,
-                  server_header=False, date_header=True, h11_max_incomplete_event_size=1 << 20,
-                  proxy_headers=bool(settings.http.trusted_proxies),
-                  forwarded_allow_ips=settings.http.trusted_proxies or None)
+    options = uvicorn_options(settings)
     if workers > 1:
         os.environ[SETTINGS_ENV] = json.dumps(to_dict(settings))
-        uvicorn.run("registry.__main__:app_from_environment", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+        uvicorn.run("registry.__main__:app_from_environment", factory=True, workers=workers, **options)
     else:
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        uvicorn.run(create_app(settings), **options)
 
 
 def collect_garbage(settings: Settings, grace_seconds: float, dry_run: bool) -> int:
@@ -99,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config or os.environ.get("CARGOBAY_CONFIG"), overrides={
             "http.host": getattr(args, "host", None), "http.port": getattr(args, "port", None),
             "http.workers": getattr(args, "workers", None), "storage.filesystem.root": getattr(args, "root", None),
+            "storage.delete.enabled": getattr(args, "delete", None),
         })
         if args.command == "serve":
             serve(settings)

@@ -6,10 +6,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ocispec.errors import OCIValidationError
 from storage.driver.base import StorageDriver
@@ -19,9 +23,10 @@ from storage.repository import Storage
 
 from .access import AllowAll, Authorizer
 from .context import RegistryContext
-from .errors import RegistryError, handle_exception
+from .errors import BodyCutShort, ClientHungUp, RegistryError, handle_exception, handle_hangup
 from .handlers.base import run
 from .routes import routes
+from .server import BODY_ERROR
 from .settings import Settings, to_dict
 
 log = logging.getLogger("cargobay.registry")
@@ -57,10 +62,43 @@ def create_app(settings: Settings, storage: Storage | None = None, authorizer: A
                     await task
 
     handled = (RegistryError, OCIValidationError, StorageError, HTTPException, Exception)
-    app = Starlette(routes=routes() + extra_routes, lifespan=lifespan,
-                    exception_handlers=dict.fromkeys(handled, handle_exception))
+    handlers: dict[Any, Any] = dict.fromkeys(handled, handle_exception)
+    # Registered by class, not under Exception, so that Starlette's ExceptionMiddleware answers them
+    # and nothing re-raises them into a traceback.
+    handlers.update(dict.fromkeys((ClientHungUp, ClientDisconnect), handle_hangup))
+    app = Starlette(routes=routes() + extra_routes, lifespan=lifespan, exception_handlers=handlers,
+                    middleware=[Middleware(BodyErrors)])
     app.state.ctx = ctx
     return app
+
+
+class BodyErrors:
+    """Raises, from the handler's read of a request body's end, what the HTTP protocol saw wrong with
+    that body (registry.server's BODY_ERROR: cut short by a half-close, or followed by more bytes
+    than its Content-Length), so a short body is answered 400 SIZE_INVALID, never taken as whole."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        failed: str | None = None
+
+        async def checked_receive() -> Message:
+            nonlocal failed
+            if failed:
+                raise BodyCutShort(failed)
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                failed = scope.get("extensions", {}).get(BODY_ERROR)
+                if failed:  # the bytes that came still reach the handler (an upload keeps them); the next read fails
+                    return {**message, "more_body": True}
+            return message
+
+        await self.app(scope, checked_receive, send)
 
 
 def _auth(settings: Settings) -> tuple[Authorizer, list[BaseRoute]]:

@@ -29,6 +29,23 @@ class RegistryError(Exception):
         self.headers = dict(headers or {})
 
 
+class BodyCutShort(RegistryError):
+    """The request body is not what its headers announced (it ended early, or ran past its
+    Content-Length): 400 SIZE_INVALID. Readers keep the bytes that did arrive."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.SIZE_INVALID, message)
+
+
+class ClientHungUp(Exception):
+    """The client closed the connection before its request body ended: nobody is left to answer,
+    and nothing went wrong on this side. `received` counts the body bytes that arrived."""
+
+    def __init__(self, received: int | None = None) -> None:
+        super().__init__("client hung up")
+        self.received = received
+
+
 # Storage exception → OCI error code. Order matters: the first matching class wins.
 STORAGE_ERRORS: tuple[tuple[type[se.StorageError], ErrorCode], ...] = (
     (se.BlobUnknown, ErrorCode.BLOB_UNKNOWN),
@@ -87,6 +104,15 @@ def to_registry_error(exc: Exception) -> RegistryError:
         return RegistryError(ErrorCode.UNSUPPORTED, exc.detail or "not found", status=exc.status_code)
     log.exception("unexpected error", exc_info=exc)
     return RegistryError(ErrorCode.UNAVAILABLE, "internal error", status=500)
+
+
+async def handle_hangup(request: Request, exc: Exception) -> Response:
+    """A hang-up is one INFO line (method, path, bytes received) and no answer anyone will read."""
+    received = exc.received if isinstance(exc, ClientHungUp) else None
+    amount = "an unknown number of" if received is None else str(received)
+    log.info("client hung up during %s %s after %s bytes of the request body", request.method, request.url.path,
+             amount)
+    return Response(status_code=400)  # uvicorn drops it: the connection is gone
 
 
 async def handle_exception(request: Request, exc: Exception) -> Response:

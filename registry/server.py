@@ -1,36 +1,269 @@
-"""uvicorn's HTTP protocol with one addition: blob bodies sent by `sendfile(2)`.
+"""uvicorn's HTTP protocol (httptools) with what a registry facing the open network needs on top.
 
-Handing the file to the kernel saves the two copies a chunked body costs (file → Python → socket),
-which on loopback is the difference between trailing Go's Distribution and beating it, and keeps
-memory flat however many downloads run. Requests get an ASGI scope extension, SENDFILE: an
-awaitable `(fd, offset, count)` that writes `count` bytes of the open file `fd` from `offset` as
-the response body, after `http.response.start` and before the final empty `http.response.body`.
-Responses fall back to ordinary chunks when the extension is absent (another server, tests).
+- Blob bodies sent by `sendfile(2)`. Handing the file to the kernel saves the two copies a chunked
+  body costs (file → Python → socket), which on loopback is the difference between trailing Go's
+  Distribution and beating it, and keeps memory flat however many downloads run. Requests get an
+  ASGI scope extension, SENDFILE: an awaitable `(fd, offset, count)` that writes `count` bytes of
+  the open file `fd` from `offset` as the response body, after `http.response.start` and before the
+  final empty `http.response.body`. Responses fall back to ordinary chunks when it is absent.
+- A request-header timeout (uvicorn has none: a client sending one header line every few seconds
+  could hold a connection for ever), and a connection limit that first closes idle keep-alive
+  connections and otherwise answers 503 with the OCI error JSON.
+- Bodies that end wrong: a client that half-closes before sending the Content-Length it declared,
+  or sends more than it declared, gets the OCI error JSON (400 SIZE_INVALID) instead of uvicorn's
+  `400 text/plain` or a silently shortened body. The protocol records what it saw in the scope
+  extension BODY_ERROR; `registry.app` turns it into the error when the handler reads the body's end.
+- Malformed requests get the OCI error JSON; a TLS handshake on the plain-HTTP port is logged once
+  per client address with what to do about it, instead of a warning per attempt.
 
-This is the one module that knows uvicorn's internals (the transport and the request cycle's
-expected content length); keep it that way.
+This is the one module that knows uvicorn's internals (the transport, the request cycle, the
+parser callbacks); keep it that way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
+import logging
 import os
 import select
+from dataclasses import dataclass
 from typing import Any
 
+import httptools
+from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ocispec.errors import ErrorCode
+
+from .errors import error_body, error_response
+
 SENDFILE = "cargobay.sendfile"
+BODY_ERROR = "cargobay.body_error"  # scope extension: why the request body cannot be trusted (a message)
 STALL_SECONDS = 120.0  # a client that takes no bytes for this long is dropped
+TLS_HANDSHAKE = 0x16  # first byte of a TLS record carrying a handshake (ClientHello); never starts an HTTP request
+
+log = logging.getLogger("cargobay.registry")
 
 
-class SendfileHttpToolsProtocol(HttpToolsProtocol):
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What `http.header_timeout` and `http.max_connections` say (0: no connection limit)."""
+
+    header_timeout: float = 10.0
+    max_connections: int = 0
+
+
+class Notices:
+    """Log a line once per (kind, client address): a misconfigured client retrying every second
+    must not fill the log. Remembers the most recent `size` pairs (per worker process)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._seen: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
+        self._size = size
+
+    def first(self, kind: str, address: str) -> bool:
+        key = (kind, address)
+        if key in self._seen:
+            self._seen.move_to_end(key)
+            return False
+        self._seen[key] = None
+        if len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+        return True
+
+
+NOTICES = Notices()
+
+
+class RegistryHttpProtocol(HttpToolsProtocol):
+    """uvicorn builds one per connection; `limits` is bound with functools.partial (picklable, so
+    worker processes get it too)."""
+
+    def __init__(self, *args: Any, limits: ConnectionLimits | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = limits or ConnectionLimits()
+        self.limit_concurrency = None  # uvicorn's own limit answers text/plain; ours is in on_headers_complete
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._first_bytes = True
+        self._body_declared: int | None = None  # Content-Length of the request being read
+        self._body_received = 0
+
+    # -- connection --------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+        if self._over_limit():
+            self._close_an_idle_connection()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        """The client closed its sending side. Mid-body that means the body is shorter than declared:
+        the handler gets it as an error (BODY_ERROR), and the transport stays open for the answer."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or self.scheme == "https":
+            return None  # nothing in flight (or TLS, where a close_notify ends the connection): close
+        cycle.keep_alive = False  # nothing more can come; close once the answer is out
+        if cycle.more_body:
+            # A client that hung up altogether looks the same from here (its FIN comes first), so
+            # this is the hang-up's one log line; the 400 reaches only a client that half-closed.
+            if self._body_declared is not None:
+                amount = f"{self._body_received} of the {self._body_declared}"
+                problem = f"the request body ended after {amount} bytes its Content-Length declared"
+            else:
+                amount = str(self._body_received)
+                problem = f"the chunked request body ended after {amount} bytes, before its last chunk"
+            log.info("client hung up during %s %s after %s bytes of the request body", cycle.scope["method"],
+                     cycle.scope["path"], amount)
+            _record_body_error(cycle.scope, problem)
+            cycle.more_body = False
+            cycle.message_event.set()
+        return True
+
+    def _over_limit(self) -> bool:
+        limit = self.limits.max_connections
+        if not limit or len(self.connections) <= limit:
+            return False
+        # Connections closed a moment ago (to make room) leave the set only on the next loop turn.
+        return sum(1 for other in self.connections if not _closing(other)) > limit
+
+    def _close_an_idle_connection(self) -> None:
+        """Over the limit: make room by closing a connection that waits for its next request."""
+        for other in self.connections:
+            if (other is not self and isinstance(other, HttpToolsProtocol) and other.timeout_keep_alive_task is not None
+                    and not other.transport.is_closing()):
+                other.timeout_keep_alive_handler()
+                return
+
+    # -- the header timeout ----------------------------------------------------------------------
+    def _arm_header_timer(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.limits.header_timeout, self._header_timeout)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        address = self.client[0] if self.client else "unknown"
+        if NOTICES.first("header-timeout", address):
+            log.info("closed a connection from %s that sent no complete request headers within %gs "
+                     "(http.header_timeout); further ones from there are closed without a log line",
+                     address, self.limits.header_timeout)
+        self.transport.close()
+
+    # -- parsing -----------------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self._first_bytes:
+            self._first_bytes = False
+            if data[:1] == bytes([TLS_HANDSHAKE]) and self.scheme == "http":
+                self._tls_on_plain_port()
+                return
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._malformed(exc)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    def _tls_on_plain_port(self) -> None:
+        address = self.client[0] if self.client else "unknown"
+        if NOTICES.first("tls", address):
+            log.warning("client %s speaks TLS to this plain-HTTP port: configure http.tls (certificate and key), or "
+                        "tell the client the registry is insecure (e.g. --tls-verify=false, or insecure = true in "
+                        "registries.conf); further attempts from there are not logged", address)
+        # Any HTTP answer lets Go clients (docker, podman, skopeo, containerd) say "server gave HTTP
+        # response to HTTPS client", the hint their users know.
+        self._refuse(ErrorCode.UNSUPPORTED, "this port speaks plain HTTP, not TLS")
+
+    def _malformed(self, exc: Exception) -> None:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # Bytes that do not parse while a request is being answered came right after its body:
+            # more than its Content-Length. That request gets the error (if it has not read its body's
+            # end yet), and the connection closes after its answer; the parser cannot go on anyway.
+            _record_body_error(cycle.scope, f"the request sent more bytes than its Content-Length "
+                                            f"({self._body_declared}) declared")
+            cycle.keep_alive = False
+            self.flow.pause_reading()
+            return
+        address = self.client[0] if self.client else "unknown"
+        if NOTICES.first("malformed", address):
+            log.info("malformed HTTP request from %s (%s); further ones from there are not logged", address, exc)
+        self._refuse(ErrorCode.UNSUPPORTED, "malformed HTTP request")
+
+    def _refuse(self, code: ErrorCode, message: str) -> None:
+        """Answer 400 with the OCI error JSON, outside any request cycle, and close."""
+        body = error_body(code, message)
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head.append(b"content-type: application/json\r\ndocker-distribution-api-version: registry/2.0\r\n"
+                    b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_header_timer()  # from the first byte of each further request on the connection
+
     def on_headers_complete(self) -> None:
-        super().on_headers_complete()
-        # The request task was only scheduled, not run: its scope (this very dict) still gets this.
-        extensions: dict[str, Any] = self.scope.setdefault("extensions", {})  # type: ignore[assignment]
-        extensions[SENDFILE] = functools.partial(_send_file, self, self.cycle)
+        self._disarm_header_timer()
+        self._body_declared = _content_length(self.headers)
+        self._body_received = 0
+        overloaded = self._over_limit()
+        if overloaded:
+            app, self.app = self.app, _overloaded
+        try:
+            super().on_headers_complete()
+        finally:
+            if overloaded:
+                self.app = app
+        # The request task was only scheduled, not run: its scope (this very dict) still gets these.
+        extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
+        if self.scheme == "http":  # under TLS the bytes must go through the transport's encryption
+            extensions[SENDFILE] = functools.partial(_send_file, self, self.cycle)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_received += len(body)
+        super().on_body(body)
+
+
+def _closing(protocol: Any) -> bool:
+    transport = getattr(protocol, "transport", None)
+    return transport is None or transport.is_closing()
+
+
+def _record_body_error(scope: Any, problem: str) -> None:
+    extensions: dict[str, Any] = scope.setdefault("extensions", {})
+    extensions.setdefault(BODY_ERROR, problem)
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the parser refuses it anyway
+    return None
+
+
+async def _overloaded(scope: Scope, receive: Receive, send: Send) -> None:
+    response = error_response(ErrorCode.UNAVAILABLE, "too many connections; retry shortly",
+                              headers={"Retry-After": "1", "Connection": "close"}, method=scope.get("method", "GET"))
+    await response(scope, receive, send)
 
 
 async def _send_file(protocol: HttpToolsProtocol, cycle: Any, fd: int, offset: int, count: int) -> None:

@@ -32,15 +32,41 @@ def _help(text: str, **extra: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """`http.tls`: with a certificate, `registry serve` speaks HTTPS itself (no proxy needed)."""
+
+    certificate: str = field(default="", metadata=_help(
+        "PEM certificate (chain) the server presents; setting it turns HTTPS on. Empty: plain HTTP."))
+    key: str = field(default="", metadata=_help(
+        "PEM private key of that certificate (unencrypted). Empty: the key is in the certificate file."))
+    client_ca: str = field(default="", metadata=_help(
+        "PEM bundle of the CAs whose client certificates are accepted; setting it requires every client to "
+        "present one (mutual TLS). Empty: no client certificates asked for."))
+
+
+@dataclass(frozen=True)
 class HttpSettings:
     host: str = field(default="127.0.0.1", metadata=_help("Address to listen on."))
     port: int = field(default=5000, metadata=_help("TCP port to listen on.", min=1, max=65535))
-    workers: int = field(default=1, metadata=_help("Worker processes (uvicorn); 0 means one per CPU core.", min=0, max=256))
+    workers: int = field(default=1, metadata=_help(
+        "Worker processes (uvicorn); 0 means one per CPU core.", min=0, max=256))
     trusted_proxies: str = field(default="127.0.0.1", metadata=_help(
         "Comma-separated addresses (or *) whose X-Forwarded-For / X-Forwarded-Proto headers are believed: "
         "the client address used for login rate limits comes from them. Empty: trust no proxy."))
     public_url: str = field(default="", metadata=_help(
-        "Externally visible base URL (e.g. https://registry.example.com); used in token realms. Empty: from the request."))
+        "Externally visible base URL (e.g. https://registry.example.com); used in token realms. "
+        "Empty: from the request."))
+    header_timeout: float = field(default=10.0, metadata=_help(
+        "Time a client has to send a request's line and headers (seconds or a duration), counted from the "
+        "connection's start or the request's first byte; slower connections are closed.", duration=True, min=1))
+    keepalive_timeout: float = field(default=30.0, metadata=_help(
+        "An idle keep-alive connection is closed after this long without a new request (seconds or a duration).",
+        duration=True, min=1))
+    max_connections: int = field(default=1000, metadata=_help(
+        "Most open client connections per worker process; 0: no limit. Beyond it idle keep-alive connections are "
+        "closed to make room, and requests on further connections get 503 UNAVAILABLE with Retry-After. Keep it "
+        "below the process's open-file limit (`ulimit -n`).", min=0))
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
 
 @dataclass(frozen=True)
@@ -57,7 +83,8 @@ class S3Settings:
     prefix: str = field(default="", metadata=_help(
         "Key prefix inside the bucket (e.g. `cargobay/prod`), so one bucket can hold several registries."))
     region: str = field(default="", metadata=_help(
-        "Region to sign requests for (e.g. eu-west-1). Empty: from the AWS chain (AWS_REGION, profile), else us-east-1."))
+        "Region to sign requests for (e.g. eu-west-1). "
+        "Empty: from the AWS chain (AWS_REGION, profile), else us-east-1."))
     endpoint_url: str = field(default="", metadata=_help(
         "S3 endpoint for MinIO, Ceph RGW, SeaweedFS… (e.g. http://minio:9000). Empty: AWS S3."))
     addressing_style: str = field(default="auto", metadata=_help(
@@ -67,10 +94,12 @@ class S3Settings:
         "Access key id. Prefer leaving it empty: credentials then come from the standard AWS chain "
         "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, an instance or task role)."))
     secret_key: str = field(default="", metadata=_help(
-        "Secret key, with `access_key`. Keep it out of config files: use the AWS chain or CARGOBAY_STORAGE_S3_SECRET_KEY "
+        "Secret key, with `access_key`. Keep it out of config files: use the AWS chain or "
+        "CARGOBAY_STORAGE_S3_SECRET_KEY "
         "(e.g. from a Kubernetes Secret)."))
     session_token: str = field(default="", metadata=_help(
-        "Session token of temporary credentials (usually better from the AWS chain or CARGOBAY_STORAGE_S3_SESSION_TOKEN)."))
+        "Session token of temporary credentials "
+        "(usually better from the AWS chain or CARGOBAY_STORAGE_S3_SESSION_TOKEN)."))
     part_size: int = field(default=16 * 1024 * 1024, metadata=_help(
         "Multipart upload part size in bytes (5 MiB to 5 GiB); memory per upload in flight is about one part. "
         "Blobs up to 10000 parts fit.", min=5 * 1024 * 1024, max=5 * 1024 * 1024 * 1024 - 5 * 1024 * 1024))
@@ -95,7 +124,8 @@ class S3Settings:
     page_size: int = field(default=1000, metadata=_help("Keys per S3 list request.", min=1, max=1000))
     verify_prefixes: str = field(default="auto", metadata=_help(
         "Whether listings confirm each sub-prefix still holds objects, for servers that report emptied "
-        "\"directories\" for a while (SeaweedFS). `auto` detects it from the server.", choices=("auto", "true", "false")))
+        "\"directories\" for a while (SeaweedFS). `auto` detects it from the server.",
+        choices=("auto", "true", "false")))
 
 
 @dataclass(frozen=True)
@@ -107,9 +137,11 @@ class DeleteSettings:
 @dataclass(frozen=True)
 class UploadSettings:
     purge_age: float = field(default=7 * 86400.0, metadata=_help(
-        "Uploads started longer ago than this are removed (seconds, or a duration like 168h, 30m).", duration=True, min=1))
+        "Uploads started longer ago than this are removed (seconds, or a duration like 168h, 30m).",
+        duration=True, min=1))
     purge_interval: float = field(default=86400.0, metadata=_help(
-        "How often abandoned uploads are looked for (seconds or a duration); 0 disables purging.", duration=True, min=0))
+        "How often abandoned uploads are looked for (seconds or a duration); 0 disables purging.",
+        duration=True, min=0))
 
 
 @dataclass(frozen=True)
@@ -156,7 +188,7 @@ class Settings:
         data = to_dict(self)
         for key, value in dotted.items():
             _set_dotted(data, key.split("."), value)
-        return _build(Settings, data, "")
+        return settings_from_dict(data)
 
 
 # -- introspection -------------------------------------------------------------------------------
@@ -267,6 +299,12 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def settings_from_dict(data: Mapping[str, Any]) -> Settings:
+    """Settings from a mapping shaped like the YAML file (e.g. `to_dict`'s output), validated."""
+    built: Settings = _build(Settings, data, "")
+    return built
+
+
 def _set_dotted(data: dict[str, Any], parts: list[str], value: Any) -> None:
     for part in parts[:-1]:
         nested = data.get(part)
@@ -300,13 +338,13 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, environ: Ma
             _set_dotted(data, info.key.split("."), environ[info.env])
     known_env = {info.env for info in describe()}
     for name in environ:
-        if name.startswith(ENV_PREFIX) and name not in known_env and not name.startswith(ENV_PREFIX + "_"):
-            if name not in IGNORED_ENV:
-                raise SettingsError(f"unknown environment variable {name}")
+        if (name.startswith(ENV_PREFIX) and name not in known_env and not name.startswith(ENV_PREFIX + "_")
+                and name not in IGNORED_ENV):
+            raise SettingsError(f"unknown environment variable {name}")
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(data, key.split("."), value)
-    return _build(Settings, data, "")
+    return settings_from_dict(data)
 
 
 # Variables with the prefix that are not settings (read by tests and tooling, not the server).

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ocispec.digest import Digest
@@ -17,7 +17,7 @@ from ocispec.errors import ErrorCode
 from storage.repository import Repository
 
 from ..context import context
-from ..errors import RegistryError
+from ..errors import BodyCutShort, ClientHungUp, RegistryError
 
 T = TypeVar("T")
 
@@ -96,6 +96,9 @@ async def stream_body(request: Request, write: Callable[[bytes], None], buffer_s
     Batches are lists of the received chunks, not joined buffers: joining would copy every byte
     once more on the event loop. The next batch is received while the previous one is written,
     so network and disk overlap. Returns the number of bytes. `limit` caps the body (413 beyond).
+    A body that stops short (the client hung up: ClientHungUp; or it ended before its
+    Content-Length: BodyCutShort) still has what arrived written before the error is raised, so
+    an upload keeps those bytes and the client can resume from the Range it is told.
     """
     pending: asyncio.Future[None] | None = None
     batch: list[bytes] = []
@@ -112,18 +115,24 @@ async def stream_body(request: Request, write: Callable[[bytes], None], buffer_s
             await pending
         pending = asyncio.ensure_future(run(write_all, chunks))
 
+    stopped: Exception | None = None  # the body stopped short: keep what came, then say so
     try:
-        async for chunk in request.stream():
-            if not chunk:
-                continue
-            total += len(chunk)
-            if limit is not None and total > limit:
-                raise RegistryError(ErrorCode.SIZE_INVALID, f"body larger than {limit} bytes", status=413)
-            batch.append(chunk)
-            batched += len(chunk)
-            if batched >= buffer_size:
-                await flush(batch)
-                batch, batched = [], 0
+        try:
+            async for chunk in request.stream():
+                if not chunk:
+                    continue
+                total += len(chunk)
+                if limit is not None and total > limit:
+                    raise RegistryError(ErrorCode.SIZE_INVALID, f"body larger than {limit} bytes", status=413)
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= buffer_size:
+                    await flush(batch)
+                    batch, batched = [], 0
+        except ClientDisconnect:
+            stopped = ClientHungUp(total)
+        except BodyCutShort as exc:
+            stopped = exc
         if batch:
             await flush(batch)
         if pending is not None:
@@ -132,6 +141,8 @@ async def stream_body(request: Request, write: Callable[[bytes], None], buffer_s
     finally:
         if pending is not None:  # failing part-way: let the write finish before the caller cleans up
             await asyncio.gather(pending, return_exceptions=True)
+    if stopped is not None:
+        raise stopped
     return total
 
 

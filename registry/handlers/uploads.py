@@ -3,6 +3,7 @@ DELETE (cancel). Every piece of state is in storage, so any replica can serve an
 
 from __future__ import annotations
 
+import logging
 import re
 
 from starlette.requests import Request
@@ -20,6 +21,7 @@ from ..context import context
 from ..errors import RegistryError
 from .base import blob_url, empty, query_digest, range_header, repository, run, stream_body, upload_url
 
+log = logging.getLogger("cargobay.registry")
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(\d+|\*))?$")
 
 
@@ -105,10 +107,11 @@ async def _monolithic(request: Request, repo: Repository, digest: Digest) -> Res
 
 
 def _cancel_quietly(uploads: UploadStore, name: str, upload_id: str) -> None:
+    """Best effort: the request is failing already, and the upload purge removes what is left."""
     try:
         uploads.cancel(name, upload_id)
-    except Exception:
-        pass
+    except Exception as exc:
+        log.debug("could not cancel upload %s of %s: %s", upload_id, name, exc)
 
 
 def _chunk_offset(request: Request) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,8 +63,8 @@ def test_serve_refuses_unwritable_root(tmp_path: Path) -> None:
 
 def test_serve_with_yaml_config(tmp_path: Path) -> None:
     root = tmp_path / "yaml-root"
-    server = start_cargobay(tmp_path, config={"storage": {"filesystem": {"root": str(root)}, "delete": {"enabled": True}},
-                                              "log": {"level": "warning"}})
+    storage = {"filesystem": {"root": str(root)}, "delete": {"enabled": True}}
+    server = start_cargobay(tmp_path, config={"storage": storage, "log": {"level": "warning"}})
     try:
         digest = "sha256:" + hashlib.sha256(b"cfg").hexdigest()
         with httpx.Client(base_url=server.url) as c:
@@ -100,3 +101,38 @@ def test_gc_command_removes_unreferenced_blobs(tmp_path: Path) -> None:
     done = run("--grace", "0")
     assert "removed 1 blobs" in done.stdout and "1 repository links" in done.stdout
     assert not list((server.root / "v1" / "blobs").rglob("data"))
+
+
+@pytest.mark.parametrize("command", ["serve", "gc"])
+def test_s3_without_boto3_is_one_line_naming_the_extra(tmp_path: Path, command: str) -> None:
+    # A Python that cannot import boto3, as after `pip install cargobay` without the s3 extra.
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['boto3'] = None  # import boto3 fails\n")
+    config = tmp_path / "c.yaml"
+    config.write_text("storage:\n  driver: s3\n  s3:\n    bucket: images\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "registry", command, "--config", str(config)],
+                            capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, env=env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "registry: storage.driver s3 needs boto3, which is not installed: pip install 'cargobay[s3]'"]
+
+
+def test_deletes_are_off_by_default_and_on_with_the_delete_flag(tmp_path: Path) -> None:
+    digest = "sha256:" + hashlib.sha256(b"del").hexdigest()
+    plain = start_cargobay(tmp_path / "plain")
+    try:
+        with httpx.Client(base_url=plain.url) as c:
+            assert c.post("/v2/del/blobs/uploads/", params={"digest": digest}, content=b"del").status_code == 201
+            refused = c.delete(f"/v2/del/blobs/{digest}")
+            assert refused.status_code == 405 and refused.json()["errors"][0]["code"] == "UNSUPPORTED"
+    finally:
+        plain.stop()
+    flagged = start_cargobay(tmp_path / "flagged", extra_args=["--delete"])
+    try:
+        with httpx.Client(base_url=flagged.url) as c:
+            assert c.post("/v2/del/blobs/uploads/", params={"digest": digest}, content=b"del").status_code == 201
+            assert c.delete(f"/v2/del/blobs/{digest}").status_code == 202
+            assert c.get(f"/v2/del/blobs/{digest}").status_code == 404
+    finally:
+        flagged.stop()
