@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import httpx
 import pytest
 
 from tests.support.images import push_image, simple_image
-from tests.support.servers import REPO_ROOT, RunningServer, start_cargobay
+from tests.support.servers import REPO_ROOT, RunningServer, free_port, start_cargobay, wait_until_ready
 
 from .helpers import assert_error, sha256
 
@@ -124,7 +125,8 @@ def test_no_credentials_get_401_with_the_bearer_challenge(server: RunningServer,
 
 
 def test_public_pull_is_anonymous_and_nothing_else_is(server: RunningServer, seeded: dict[str, str]) -> None:
-    r = httpx.get(f"{server.url}/v2/public/base/manifests/v1", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    r = httpx.get(f"{server.url}/v2/public/base/manifests/v1",
+                  headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
     assert r.status_code == 200 and r.headers["docker-content-digest"] == seeded["digest"]
     assert_error(httpx.post(f"{server.url}/v2/public/base/blobs/uploads/"), 401, "UNAUTHORIZED")
     token = get_token(server.url, None, "repository:public/base:pull,push", "repository:team-a/exists:pull")
@@ -163,7 +165,8 @@ def test_oauth2_password_and_refresh_token_grants(server: RunningServer, tmp_pat
     r = httpx.post(url, data=form)
     assert r.status_code == 200 and r.headers["cache-control"] == "no-store", r.text
     body = r.json()
-    assert claims(body["access_token"])["access"] == [{"type": "repository", "name": "team-a/app", "actions": ["pull", "push"]}]
+    assert claims(body["access_token"])["access"] == [
+        {"type": "repository", "name": "team-a/app", "actions": ["pull", "push"]}]
     assert body["expires_in"] == 7 * 60 and body["refresh_token"]
     refresh = body["refresh_token"]
     # a refresh token is no access token
@@ -171,11 +174,13 @@ def test_oauth2_password_and_refresh_token_grants(server: RunningServer, tmp_pat
     r = httpx.post(url, data={"grant_type": "refresh_token", "refresh_token": refresh, "service": SERVICE,
                               "scope": "repository:team-a/other:pull", "client_id": "containerd"})
     assert r.status_code == 200, r.text
-    assert claims(r.json()["access_token"])["access"] == [{"type": "repository", "name": "team-a/other", "actions": ["pull"]}]
+    assert claims(r.json()["access_token"])["access"] == [
+        {"type": "repository", "name": "team-a/other", "actions": ["pull"]}]
     assert "refresh_token" not in r.json()
     # wrong password, tampered refresh token, unknown grant
     assert httpx.post(url, data={**form, "password": "nope"}).json()["error"] == "invalid_grant"
-    assert httpx.post(url, data={"grant_type": "refresh_token", "refresh_token": refresh[:-4] + "AAAA"}).status_code == 400
+    tampered = {"grant_type": "refresh_token", "refresh_token": refresh[:-4] + "AAAA"}
+    assert httpx.post(url, data=tampered).status_code == 400
     assert httpx.post(url, data={"grant_type": "client_credentials"}).json()["error"] == "unsupported_grant_type"
     # GET with offline_token=true also hands out a refresh token (docker login)
     r = httpx.get(url, params={"service": SERVICE, "offline_token": "true", "client_id": "docker"},
@@ -217,10 +222,10 @@ def test_valid_credentials_without_the_right_get_403(server: RunningServer, seed
 
 def test_invalid_or_expired_tokens_get_401_invalid_token(server: RunningServer) -> None:
     token = get_token(server.url, "alice", "repository:team-a/exists:pull")
-    h, c, s = token.split(".")
+    h, _, s = token.split(".")
     body = claims(token)
-    forged = base64.urlsafe_b64encode(json.dumps({**body, "access": [
-        {"type": "repository", "name": "team-a/exists", "actions": ["pull", "push", "delete"]}]}).encode()).decode().rstrip("=")
+    more = [{"type": "repository", "name": "team-a/exists", "actions": ["pull", "push", "delete"]}]
+    forged = base64.urlsafe_b64encode(json.dumps({**body, "access": more}).encode()).decode().rstrip("=")
     for bad in (f"{h}.{forged}.{s}", "not-a-token", token + "x"):
         r = httpx.get(f"{server.url}/v2/team-a/exists/tags/list", headers=bearer(bad))
         assert_error(r, 401, "UNAUTHORIZED")
@@ -285,7 +290,8 @@ def test_robot_account_from_the_cli_is_limited_to_its_repository(server: Running
     workdir = Path(server.log_path).parent
     out = subprocess.run([sys.executable, "-m", "registry", "robot", "create", "ci-robot", "--repo", "team-r/only",
                           "--actions", "pull,push", "--cost", "4", "--htpasswd", str(workdir / "htpasswd"),
-                          "--rules", str(workdir / "rules.yaml")], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+                          "--rules", str(workdir / "rules.yaml")],
+                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     secret = out.stdout.strip()
     assert len(secret) >= 40 and "\n" not in secret and secret not in out.stderr
@@ -295,7 +301,8 @@ def test_robot_account_from_the_cli_is_limited_to_its_repository(server: Running
     assert again.returncode == 2 and again.stderr.strip() == "registry: user ci-robot already exists"
     time.sleep(1.1)
     r = httpx.get(f"{server.url}/auth/token", auth=("ci-robot", secret), params=[
-        ("service", SERVICE), ("scope", "repository:team-r/only:pull,push"), ("scope", "repository:team-a/exists:pull")])
+        ("service", SERVICE), ("scope", "repository:team-r/only:pull,push"),
+        ("scope", "repository:team-a/exists:pull")])
     assert r.status_code == 200, r.text
     token = r.json()["token"]
     assert claims(token)["access"] == [{"type": "repository", "name": "team-r/only", "actions": ["pull", "push"]}]
@@ -317,8 +324,8 @@ def test_basic_on_v2_only_when_configured_and_failed_logins_rate_limited(tmp_pat
     r = httpx.get(f"{server.url}/v2/team-a/exists/tags/list", auth=("alice", PASSWORDS["alice"]))
     assert_error(r, 401, "UNAUTHORIZED")
 
-    srv = start_cargobay(tmp_path, config=auth_config(tmp_path, PASSWORDS, RULES, basic=True,
-                                                      ratelimit={"address_failures": 3, "user_failures": 5, "window": "1m"}))
+    limits = {"address_failures": 3, "user_failures": 5, "window": "1m"}
+    srv = start_cargobay(tmp_path, config=auth_config(tmp_path, PASSWORDS, RULES, basic=True, ratelimit=limits))
     try:
         url = f"{srv.url}/v2/team-a/x/tags/list"
         assert httpx.get(f"{srv.url}/v2/", auth=("alice", PASSWORDS["alice"])).status_code == 200
@@ -362,7 +369,8 @@ def test_bad_auth_files_stop_the_server_with_one_line(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     rules = tmp_path / "rules.yaml"
     rules.write_text("rules:\n  - users: [a]\n    repositories: [x]\n    actions: [read]\n")
-    config.write_text(json.dumps({"auth": {"enabled": True, "rules": str(rules), "token": {"key_dir": str(tmp_path / "k")}},
+    auth = {"enabled": True, "rules": str(rules), "token": {"key_dir": str(tmp_path / "k")}}
+    config.write_text(json.dumps({"auth": auth,
                                   "storage": {"filesystem": {"root": str(tmp_path / "d")}}}))
     result = subprocess.run([sys.executable, "-m", "registry", "serve", "--config", str(config)],
                             capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
@@ -426,3 +434,44 @@ def test_forwarded_for_from_an_untrusted_peer_cannot_dodge_the_address_limit(tmp
         assert_error(r, 429, "TOOMANYREQUESTS")
     finally:
         srv.stop()
+
+
+def test_generated_key_lives_beside_the_data_not_in_the_cwd_and_survives_a_restart(tmp_path: Path) -> None:
+    """Started from an unrelated working directory with no key configured, the server keeps its
+    generated key under the storage root (docs/auth.md); a restart finds it, so tokens issued before
+    still work."""
+    config = auth_config(tmp_path / "etc", PASSWORDS, RULES)
+    del config["auth"]["token"]["key_dir"]  # the default
+    config_path = tmp_path / "etc" / "config.yaml"
+    config_path.write_text(json.dumps(config))
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    root = tmp_path / "etc" / "data"
+
+    def start() -> RunningServer:
+        port = free_port()
+        log_path = tmp_path / f"cargobay-{port}.log"
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen([sys.executable, "-m", "registry", "serve", "--config", str(config_path),
+                                        "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        server = RunningServer(f"http://127.0.0.1:{port}", "127.0.0.1", port, process, log_path, root, env)
+        wait_until_ready(server)
+        return server
+
+    first = start()
+    try:
+        token = get_token(first.url, "alice", "repository:team-a/app:pull")
+        assert httpx.get(f"{first.url}/v2/team-a/app/tags/list", headers=bearer(token)).status_code == 404
+    finally:
+        first.stop()
+    key = root / "auth" / "token-key.pem"
+    assert key.stat().st_mode & 0o077 == 0 and (root / "auth" / "token-cert.pem").exists()
+    assert list(cwd.iterdir()) == []  # nothing landed in the working directory
+    second = start()
+    try:
+        r = httpx.get(f"{second.url}/v2/team-a/app/tags/list", headers=bearer(token))  # issued by the first
+        assert_error(r, 404, "NAME_UNKNOWN")
+    finally:
+        second.stop()
+    assert list(cwd.iterdir()) == []
