@@ -7,8 +7,9 @@
   the open file `fd` from `offset` as the response body, after `http.response.start` and before the
   final empty `http.response.body`. Responses fall back to ordinary chunks when it is absent.
 - A request-header timeout (uvicorn has none: a client sending one header line every few seconds
-  could hold a connection for ever), and a connection limit that first closes idle keep-alive
-  connections and otherwise answers 503 with the OCI error JSON.
+  could hold a connection for ever), a cap on header bytes (httptools buffers them without one),
+  and a connection limit that first closes idle keep-alive connections and otherwise answers 503
+  with the OCI error JSON.
 - Bodies that end wrong: a client that half-closes before sending the Content-Length it declared,
   or sends more than it declared, gets the OCI error JSON (400 SIZE_INVALID) instead of uvicorn's
   `400 text/plain` or a silently shortened body. The protocol records what it saw in the scope
@@ -29,6 +30,7 @@ import logging
 import os
 import select
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import httptools
@@ -42,6 +44,7 @@ from .errors import error_body, error_response
 SENDFILE = "cargobay.sendfile"
 BODY_ERROR = "cargobay.body_error"  # scope extension: why the request body cannot be trusted (a message)
 STALL_SECONDS = 120.0  # a client that takes no bytes for this long is dropped
+MAX_HEADER_BYTES = 1 << 20  # request line and headers together, as Go's net/http allows by default
 TLS_HANDSHAKE = 0x16  # first byte of a TLS record carrying a handshake (ClientHello); never starts an HTTP request
 
 log = logging.getLogger("cargobay.registry")
@@ -87,6 +90,7 @@ class RegistryHttpProtocol(HttpToolsProtocol):
         self.limit_concurrency = None  # uvicorn's own limit answers text/plain; ours is in on_headers_complete
         self._header_timer: asyncio.TimerHandle | None = None
         self._first_bytes = True
+        self._header_bytes = 0  # bytes received while the current request's headers are incomplete
         self._body_declared: int | None = None  # Content-Length of the request being read
         self._body_received = 0
 
@@ -172,11 +176,18 @@ class RegistryHttpProtocol(HttpToolsProtocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._malformed(exc)
+            return
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
+            return
+        if self._header_timer is not None:  # still inside a request's line and headers
+            self._header_bytes += len(data)
+            if self._header_bytes > MAX_HEADER_BYTES:  # the parser buffers them: bound the memory
+                self._refuse(ErrorCode.SIZE_INVALID, f"request headers larger than {MAX_HEADER_BYTES} bytes",
+                             status=431)
 
     def _tls_on_plain_port(self) -> None:
         address = self.client[0] if self.client else "unknown"
@@ -204,10 +215,11 @@ class RegistryHttpProtocol(HttpToolsProtocol):
             log.info("malformed HTTP request from %s (%s); further ones from there are not logged", address, exc)
         self._refuse(ErrorCode.UNSUPPORTED, "malformed HTTP request")
 
-    def _refuse(self, code: ErrorCode, message: str) -> None:
-        """Answer 400 with the OCI error JSON, outside any request cycle, and close."""
+    def _refuse(self, code: ErrorCode, message: str, status: int = 400) -> None:
+        """Answer with the OCI error JSON, outside any request cycle, and close."""
+        self._disarm_header_timer()
         body = error_body(code, message)
-        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())]
         head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
         head.append(b"content-type: application/json\r\ndocker-distribution-api-version: registry/2.0\r\n"
                     b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
@@ -217,6 +229,7 @@ class RegistryHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._arm_header_timer()  # from the first byte of each further request on the connection
+        self._header_bytes = 0
 
     def on_headers_complete(self) -> None:
         self._disarm_header_timer()

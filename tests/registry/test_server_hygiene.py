@@ -1,8 +1,9 @@
 """What the server does with clients that misbehave at the HTTP level, driven over raw sockets
 against a real `registry serve`: hang-ups mid-body, bodies shorter or longer than their
-Content-Length, TLS spoken to the plain-HTTP port, garbage, slow-loris headers, idle keep-alive
-connections and the connection limit. Each is answered with the OCI error JSON where anyone is
-left to read it, logged in one line of ours (never a traceback), and the server keeps serving."""
+Content-Length, TLS spoken to the plain-HTTP port, garbage, endless or slow-loris headers, idle
+keep-alive connections and the connection limit. Each is answered with the OCI error JSON where
+anyone is left to read it, logged in one line of ours (never a traceback), and the server keeps
+serving."""
 
 from __future__ import annotations
 
@@ -167,6 +168,15 @@ def test_garbage_gets_the_oci_error_json(strict: RunningServer) -> None:
         sock.sendall(b"\x01\x02 not http at all\r\n\r\n")
         status, headers, body = read_response(sock)
     assert_oci_error(status, headers, body, 400, "UNSUPPORTED")
+    assert_still_serving(strict)
+
+
+def test_endless_headers_are_cut_off_at_one_mebibyte(strict: RunningServer) -> None:
+    line = b"X-Filler: " + b"f" * 8180 + b"\r\n"  # 8 KiB a line
+    with connect(strict) as sock:
+        sock.sendall(f"GET /v2/ HTTP/1.1\r\nHost: {strict.hostport}\r\n".encode() + line * 130)  # > 1 MiB
+        status, headers, body = read_response(sock)
+    assert_oci_error(status, headers, body, 431, "SIZE_INVALID")
     assert_still_serving(strict)
 
 
