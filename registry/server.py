@@ -202,11 +202,17 @@ class RegistryHttpProtocol(HttpToolsProtocol):
     def _malformed(self, exc: Exception) -> None:
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
-            # Bytes that do not parse while a request is being answered came right after its body:
-            # more than its Content-Length. That request gets the error (if it has not read its body's
-            # end yet), and the connection closes after its answer; the parser cannot go on anyway.
-            _record_body_error(cycle.scope, f"the request sent more bytes than its Content-Length "
-                                            f"({self._body_declared}) declared")
+            # The request being answered gets the error (if it has not read its body's end yet), and
+            # the connection closes after its answer: the parser cannot go on anyway.
+            if cycle.more_body:  # inside the body: only a chunked body can be malformed there
+                problem = f"the chunked request body is malformed ({exc})"
+                cycle.more_body = False
+                cycle.message_event.set()
+            elif self._body_declared is not None:  # right after the body: more than was declared
+                problem = f"the request sent more bytes than its Content-Length ({self._body_declared}) declared"
+            else:
+                problem = "the request was followed by bytes that are not HTTP"
+            _record_body_error(cycle.scope, problem)
             cycle.keep_alive = False
             self.flow.pause_reading()
             return

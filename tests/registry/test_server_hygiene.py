@@ -163,6 +163,16 @@ def test_body_longer_than_its_content_length_gets_size_invalid(strict: RunningSe
     assert_still_serving(strict)
 
 
+def test_malformed_chunked_body_gets_size_invalid(strict: RunningServer) -> None:
+    location = start_upload(strict, "hygiene/bad-chunks")
+    with connect(strict) as sock:
+        sock.sendall(f"PATCH {location} HTTP/1.1\r\nHost: {strict.hostport}\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     "5\r\nhello\r\nnot-a-chunk-size\r\n".encode())
+        status, headers, body = read_response(sock)
+    assert_oci_error(status, headers, body, 400, "SIZE_INVALID")
+    assert_still_serving(strict)
+
+
 def test_garbage_gets_the_oci_error_json(strict: RunningServer) -> None:
     with connect(strict) as sock:
         sock.sendall(b"\x01\x02 not http at all\r\n\r\n")
