@@ -286,20 +286,49 @@ async def _overloaded(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def _send_file(protocol: HttpToolsProtocol, cycle: Any, fd: int, offset: int, count: int) -> None:
+    """The SENDFILE extension. A client that goes away (or stops reading for STALL_SECONDS) ends
+    the response: one log line, the connection closed, and the rest of the response dropped by
+    uvicorn (the cycle counts as disconnected), never an exception into the application."""
     transport = protocol.transport
     sock = transport.get_extra_info("socket")
-    if sock is None or cycle.disconnected:
-        raise ConnectionError("client went away")
-    while transport.get_write_buffer_size():  # the status line and headers go first
-        if cycle.disconnected:
-            raise ConnectionError("client went away")
+    if sock is None:
+        raise RuntimeError("SENDFILE needs a socket transport")
+    while transport.get_write_buffer_size() and not cycle.disconnected:  # the status line and headers go first
         await asyncio.sleep(0.001)
-    await asyncio.get_running_loop().run_in_executor(None, _sendfile_all, sock.fileno(), fd, offset, count)
+    if cycle.disconnected:
+        log.info("client hung up during %s %s before the response body", cycle.scope["method"], cycle.scope["path"])
+        return
+    # A descriptor of our own: the transport closes its one when the client goes, and a number
+    # reused by another connection or file must never receive these bytes.
+    out_fd = os.dup(sock.fileno())
+    progress = [0]
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, _sendfile_all, out_fd, fd, offset, count, progress)
+    except (ConnectionError, TimeoutError) as exc:
+        log.info("client hung up during %s %s after %d of %d bytes of the response (%s)", cycle.scope["method"],
+                 cycle.scope["path"], progress[0], count, exc.strerror or exc)
+        _abandon(transport, cycle)
+        return
+    except OSError as exc:
+        log.error("sending %s failed after %d of %d bytes: %s", cycle.scope["path"], progress[0], count,
+                  exc.strerror or exc)
+        _abandon(transport, cycle)
+        return
+    finally:
+        os.close(out_fd)
     cycle.expected_content_length -= count  # uvicorn counts body bytes it sent itself
 
 
-def _sendfile_all(out_fd: int, in_fd: int, offset: int, count: int) -> None:
-    """All `count` bytes to the (non-blocking) socket, waiting for room in its buffer."""
+def _abandon(transport: asyncio.BaseTransport, cycle: Any) -> None:
+    """The response cannot be finished: drop the connection, and let uvicorn ignore the rest."""
+    cycle.disconnected = True
+    cycle.keep_alive = False
+    transport.close()
+
+
+def _sendfile_all(out_fd: int, in_fd: int, offset: int, count: int, progress: list[int]) -> None:
+    """All `count` bytes to the (non-blocking) socket, waiting for room in its buffer; `progress[0]`
+    counts what went out."""
     poller = select.poll()
     poller.register(out_fd, select.POLLOUT)
     while count > 0:
@@ -310,6 +339,7 @@ def _sendfile_all(out_fd: int, in_fd: int, offset: int, count: int) -> None:
                 raise TimeoutError("client stopped reading") from None
             continue
         if sent == 0:
-            raise OSError("file ended before the announced length")
+            raise OSError("the file ended before the announced length")
         offset += sent
         count -= sent
+        progress[0] += sent

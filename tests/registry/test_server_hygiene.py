@@ -1,5 +1,5 @@
 """What the server does with clients that misbehave at the HTTP level, driven over raw sockets
-against a real `registry serve`: hang-ups mid-body, bodies shorter or longer than their
+against a real `registry serve`: hang-ups mid-body or mid-download, bodies shorter or longer than their
 Content-Length, TLS spoken to the plain-HTTP port, garbage, endless or slow-loris headers, idle
 keep-alive connections and the connection limit. Each is answered with the OCI error JSON where
 anyone is left to read it, logged in one line of ours (never a traceback), and the server keeps
@@ -7,6 +7,8 @@ serving."""
 
 from __future__ import annotations
 
+import hashlib
+import random
 import select
 import socket
 import ssl
@@ -133,6 +135,29 @@ def test_hangup_in_a_manifest_put_is_one_info_line(strict: RunningServer) -> Non
     assert "Traceback" not in log
     assert len(lines_with(log, path)) == 1
     assert httpx.get(f"{strict.url}{path}").status_code == 404  # nothing half-stored
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+def test_hangup_in_a_blob_download_is_one_info_line(strict: RunningServer, how: str) -> None:
+    blob = random.Random(how).randbytes(32 << 20)  # larger than the socket buffers: the send is cut short
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    repo = f"hygiene/download-{how}"
+    assert httpx.post(f"{strict.url}/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=blob,
+                      timeout=HANG_GUARD).status_code == 201
+    path = f"/v2/{repo}/blobs/{digest}"
+    sock = connect(strict)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {strict.hostport}\r\n\r\n".encode())
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    if how == "reset":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    wait_for_log(strict, path)
+    time.sleep(0.5)
+    log = strict.log()
+    assert "Traceback" not in log
+    assert len(lines_with(log, path)) == 1
+    r = httpx.get(f"{strict.url}{path}", timeout=HANG_GUARD)  # the next download is whole
+    assert r.status_code == 200 and r.content == blob
 
 
 # -- bodies that do not match their Content-Length -------------------------------------------------
