@@ -2,10 +2,19 @@
 
 Parsed objects keep the exact raw bytes they came from: digests are only ever computed over those
 bytes, never over a re-serialisation.
+
+Parsing is strict by default: besides the schema, a manifest's fields must agree with its type
+(`_check_consistent`), so that no document can be read as two different things (the ambiguity of
+CVE-2021-41190: an index that also carries `layers` is an image manifest to a client that trusts
+the body, and an index to one that trusts the Content-Type). `strict=False` only checks the schema,
+for reading back what a store accepted under older rules (garbage collection must still see every
+blob such a manifest names, see `referenced_blobs`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,6 +143,59 @@ class ImageIndex(_Parsed):
 Manifest = ImageManifest | ImageIndex
 
 
+def _present(obj: dict[str, Any], *names: str) -> list[str]:
+    """Those of `names` that `obj` carries (a JSON null counts as absent, as Go decoders read it)."""
+    return [name for name in names if obj.get(name) is not None]
+
+
+def _check_consistent(obj: dict[str, Any], media_type: str, manifest: Manifest) -> None:
+    """Refuse fields that contradict the manifest's type (see the module docstring)."""
+    if media_type in mt.INDEXES:
+        stray = _present(obj, "config", "layers")
+        if stray:
+            raise _invalid(f"an image index ({media_type}) must not carry {' or '.join(stray)}: "
+                           "that would make it an image manifest too")
+    elif _present(obj, "manifests"):
+        raise _invalid(f"an image manifest ({media_type}) must not carry manifests: that would make it an index too")
+    if media_type in (mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST):
+        if obj.get("mediaType") != media_type:
+            raise _invalid(f"a Docker schema 2 manifest must name its mediaType {media_type!r} in the body")
+        oci_only = _present(obj, "subject", "artifactType")
+        if oci_only:
+            # Docker schema 2 has no such fields: a client setting them means an OCI manifest, and
+            # accepting them would make the registry index referrers the Docker type cannot express.
+            raise _invalid(f"{' and '.join(oci_only)} exist only in OCI manifests, not in {media_type}; "
+                           f"push it as {mt.OCI_INDEX if media_type in mt.INDEXES else mt.OCI_MANIFEST}")
+    for label, descriptor in labelled_descriptors(manifest):
+        if descriptor.data is not None:
+            _check_embedded_data(descriptor, label)
+
+
+def labelled_descriptors(manifest: Manifest) -> list[tuple[str, Descriptor]]:
+    """Every descriptor of a manifest with the JSON path that names it in messages
+    (`config`, `layers[0]`, `manifests[2]`, `subject`)."""
+    if isinstance(manifest, ImageIndex):
+        found = [(f"manifests[{i}]", d) for i, d in enumerate(manifest.manifests)]
+    else:
+        found = [("config", manifest.config), *((f"layers[{i}]", d) for i, d in enumerate(manifest.layers))]
+    if manifest.subject is not None:
+        found.append(("subject", manifest.subject))
+    return found
+
+
+def _check_embedded_data(descriptor: Descriptor, where: str) -> None:
+    """image-spec: a descriptor's `data` is the referenced content itself, so it must have the
+    descriptor's size and digest."""
+    try:
+        content = base64.b64decode(descriptor.data or "", validate=True)
+    except (binascii.Error, ValueError):
+        raise _invalid(f"{where}: data is not valid base64") from None
+    if len(content) != descriptor.size:
+        raise _invalid(f"{where}: data holds {len(content)} bytes but size says {descriptor.size}")
+    if Digest.of(content, descriptor.digest.algorithm) != descriptor.digest:
+        raise _invalid(f"{where}: data does not match digest {descriptor.digest}")
+
+
 def _detect_media_type(obj: dict[str, Any], content_type: str | None) -> str:
     declared = obj.get("mediaType")
     if declared is not None and not isinstance(declared, str):
@@ -150,11 +212,7 @@ def _detect_media_type(obj: dict[str, Any], content_type: str | None) -> str:
     return media_type
 
 
-def parse_manifest(raw: bytes, content_type: str | None = None, max_size: int | None = MAX_MANIFEST_SIZE) -> Manifest:
-    """Parse and validate manifest bytes; raises OCIValidationError(MANIFEST_INVALID) when invalid.
-    `max_size=None` leaves the size limit to the caller (the registry's configurable limit)."""
-    if max_size is not None and len(raw) > max_size:
-        raise OCIValidationError(ErrorCode.MANIFEST_INVALID, f"manifest is larger than {max_size} bytes")
+def _load_object(raw: bytes) -> dict[str, Any]:
     try:
         obj = json.loads(raw)
     except RecursionError:
@@ -163,6 +221,45 @@ def parse_manifest(raw: bytes, content_type: str | None = None, max_size: int | 
         raise _invalid(f"manifest is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise _invalid("manifest must be a JSON object")
+    return obj
+
+
+def parse_manifest(raw: bytes, content_type: str | None = None, max_size: int | None = MAX_MANIFEST_SIZE,
+                   strict: bool = True) -> Manifest:
+    """Parse and validate manifest bytes; raises OCIValidationError(MANIFEST_INVALID) when invalid.
+    `max_size=None` leaves the size limit to the caller (the registry's configurable limit).
+    `strict=False` skips the checks that fields agree with the type (module docstring)."""
+    if max_size is not None and len(raw) > max_size:
+        raise OCIValidationError(ErrorCode.MANIFEST_INVALID, f"manifest is larger than {max_size} bytes")
+    obj = _load_object(raw)
+    manifest = _parse_object(raw, obj, content_type)
+    if strict:
+        _check_consistent(obj, manifest.media_type, manifest)
+    return manifest
+
+
+def referenced_blobs(raw: bytes) -> set[Digest]:
+    """Every digest a stored manifest's `config` and `layers` name, whatever its type says
+    and however it breaks today's rules: what garbage collection must keep. Unreadable parts are
+    skipped; bytes that are no JSON object name nothing."""
+    try:
+        obj = _load_object(raw)
+    except OCIValidationError:
+        return set()
+    entries: list[Any] = [obj.get("config")]
+    if isinstance(obj.get("layers"), list):
+        entries.extend(obj["layers"])
+    found: set[Digest] = set()
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(entry.get("digest"), str):
+            try:
+                found.add(Digest.parse(entry["digest"]))
+            except OCIValidationError:
+                continue
+    return found
+
+
+def _parse_object(raw: bytes, obj: dict[str, Any], content_type: str | None) -> Manifest:
     if obj.get("schemaVersion") != 2:
         raise _invalid("schemaVersion must be 2")
     media_type = _detect_media_type(obj, content_type)

@@ -46,7 +46,7 @@ class Platform:
 
     @classmethod
     def from_json(cls, obj: Any) -> Platform:
-        if not isinstance(obj, dict) or not isinstance(obj.get("os"), str) or not isinstance(obj.get("architecture"), str):
+        if not isinstance(obj, dict) or not all(isinstance(obj.get(k), str) for k in ("os", "architecture")):
             raise OCIValidationError(ErrorCode.MANIFEST_INVALID, "platform needs string os and architecture")
         features = obj.get("os.features") or ()
         return cls(

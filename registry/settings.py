@@ -176,11 +176,25 @@ class LimitSettings:
 
 
 @dataclass(frozen=True)
+class ManifestValidationSettings:
+    allow_sparse_indexes: bool = field(default=False, metadata=_help(
+        "Accept image indexes whose child manifests are not in the repository (e.g. a cache keeping one platform "
+        "of a multi-platform image); children that are present must still match their descriptors. False: such "
+        "a push gets 400 MANIFEST_BLOB_UNKNOWN."))
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    manifests: ManifestValidationSettings = field(default_factory=ManifestValidationSettings)
+
+
+@dataclass(frozen=True)
 class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     log: LogSettings = field(default_factory=LogSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    validation: ValidationSettings = field(default_factory=ValidationSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
 
     def replace(self, **dotted: Any) -> Settings:

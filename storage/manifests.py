@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ocispec import mediatypes as mt
 from ocispec.digest import Digest
 from ocispec.errors import OCIValidationError
-from ocispec.manifest import ImageIndex, ImageManifest, Manifest, parse_manifest
+from ocispec.manifest import Descriptor, ImageIndex, ImageManifest, Manifest, labelled_descriptors, parse_manifest
 
 from . import paths
 from .blobs import BlobStore, RepositoryBlobs
@@ -34,6 +34,24 @@ class StoredManifest:
 class PutResult:
     digest: Digest
     subject: Digest | None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRules:
+    """How strictly a push's references are checked; the registry builds it from its settings
+    (`validation.manifests`) for each push.
+
+    `allow_sparse_indexes`: an index may name child manifests this repository does not have (a
+    pull-through cache keeping one platform of a multi-platform image). Children that are present
+    are still checked.
+    """
+
+    allow_sparse_indexes: bool = False
+
+
+#: The default: every reference must be present.
+STRICT = ManifestRules()
 
 
 class ManifestStore:
@@ -47,9 +65,11 @@ class ManifestStore:
 
     # -- write -----------------------------------------------------------------------------------
     def put(self, raw: bytes, content_type: str | None, reference_digest: Digest | None = None,
-            tags: tuple[str, ...] = ()) -> PutResult:
+            tags: tuple[str, ...] = (), rules: ManifestRules = STRICT) -> PutResult:
         """Validate and store `raw`; tag it with `tags`. When pushed by digest, `reference_digest`
-        must be the digest of `raw` (its algorithm decides which hash is computed)."""
+        must be the digest of `raw` (its algorithm decides which hash is computed). Every blob and
+        child manifest it names must be in this repository with the size its descriptor claims
+        (ManifestBlobUnknown, ManifestInvalid); `rules` relaxes that for sparse indexes."""
         digest = Digest.of(raw, reference_digest.algorithm if reference_digest else "sha256")
         if reference_digest is not None and digest != reference_digest:
             raise DigestInvalid(f"manifest digest {digest} does not match the reference {reference_digest}")
@@ -57,7 +77,7 @@ class ManifestStore:
             manifest = parse_manifest(raw, content_type, max_size=None)  # the HTTP layer enforces its limit
         except OCIValidationError as exc:
             raise ManifestInvalid(exc.message) from None
-        self._check_references(manifest)
+        self._check_references(manifest, rules)
         self.blobs.put_verified(digest, raw)
         self.driver.put(paths.manifest_media_type(self.name, digest), manifest.media_type.encode())
         if manifest.subject is not None:
@@ -66,31 +86,59 @@ class ManifestStore:
         write_link(self.driver, paths.manifest_revision_link(self.name, digest), digest)
         for tag in tags:
             self.tags.set(tag, digest)
-        return PutResult(digest, manifest.subject.digest if manifest.subject else None)
+        return PutResult(digest, manifest.subject.digest if manifest.subject else None, tags)
 
-    def _check_references(self, manifest: Manifest) -> None:
-        if isinstance(manifest, ImageManifest):
-            for descriptor in manifest.blobs():
+    def _check_references(self, manifest: Manifest, rules: ManifestRules) -> None:
+        """Each descriptor must name content this repository has, of the claimed size. The subject
+        is not checked: distribution-spec requires accepting a subject that is not (yet) pushed, so
+        checking it only when present would make the outcome depend on push order."""
+        for where, descriptor in labelled_descriptors(manifest):
+            if where == "subject":
+                continue
+            if isinstance(manifest, ImageIndex):
+                size = self._stored_size(descriptor.digest)
+                if size is not None:
+                    self._check_size(where, descriptor, size)
+                elif not rules.allow_sparse_indexes:
+                    raise ManifestBlobUnknown(f"manifest unknown to repository: {descriptor.digest}",
+                                              digest=str(descriptor.digest))
+                continue
+            try:
+                stored = self.layer_links.stat(descriptor.digest).size
+            except BlobUnknown:
                 if descriptor.urls:
                     continue  # non-distributable layers may live elsewhere
-                if not self.layer_links.has(descriptor.digest) or not self.blobs.exists(descriptor.digest):
-                    raise ManifestBlobUnknown(f"blob unknown to repository: {descriptor.digest}",
-                                              digest=str(descriptor.digest))
+                raise ManifestBlobUnknown(f"blob unknown to repository: {descriptor.digest}",
+                                          digest=str(descriptor.digest)) from None
+            self._check_size(where, descriptor, stored)
+        if isinstance(manifest, ImageManifest):
             for descriptor in manifest.blobs():
                 if not descriptor.urls:
                     # Rewriting the link marks the blob as just used: garbage collection keeps
                     # blobs with young links, so it cannot sweep them between this check and
                     # the revision link that makes the manifest count (storage.gc).
                     self.layer_links.link(descriptor.digest)
-        elif isinstance(manifest, ImageIndex):
-            for descriptor in manifest.manifests:
-                if not self.exists(descriptor.digest):
-                    raise ManifestBlobUnknown(f"manifest unknown to repository: {descriptor.digest}",
-                                              digest=str(descriptor.digest))
+
+    def _stored_size(self, digest: Digest) -> int | None:
+        """The size of a manifest of this repository, or None when it has no such manifest."""
+        if not self.exists(digest):
+            return None
+        try:
+            return self.blobs.stat(digest).size
+        except BlobUnknown:
+            return None  # linked, but its bytes are gone: it does not resolve
+
+    @staticmethod
+    def _check_size(where: str, descriptor: Descriptor, stored: int) -> None:
+        if descriptor.size != stored:
+            raise ManifestInvalid(
+                f"{where} {descriptor.digest} claims {descriptor.size} bytes but the stored content has {stored}",
+                descriptor=where, digest=str(descriptor.digest), size=descriptor.size, stored_size=stored)
 
     @staticmethod
     def _referrer_descriptor(manifest: Manifest, digest: Digest) -> dict[str, object]:
-        descriptor: dict[str, object] = {"mediaType": manifest.media_type, "digest": str(digest), "size": len(manifest.raw)}
+        descriptor: dict[str, object] = {"mediaType": manifest.media_type, "digest": str(digest),
+                                         "size": len(manifest.raw)}
         if manifest.effective_artifact_type:
             descriptor["artifactType"] = manifest.effective_artifact_type
         if manifest.annotations:
@@ -122,7 +170,7 @@ class ManifestStore:
         except PathNotFound:
             # Written before the media type file existed, or restored from the CAS: ask the bytes.
             try:
-                return parse_manifest(raw).media_type
+                return parse_manifest(raw, strict=False).media_type
             except OCIValidationError:
                 return mt.OCI_MANIFEST
 
@@ -138,7 +186,7 @@ class ManifestStore:
                 continue
             delete_quietly(self.driver, paths.tag(self.name, tag))
         try:
-            subject = parse_manifest(stored.raw, stored.media_type).subject
+            subject = parse_manifest(stored.raw, stored.media_type, strict=False).subject
         except OCIValidationError:
             subject = None
         if subject is not None:

@@ -8,7 +8,7 @@ from starlette.responses import Response
 from ocispec.digest import Digest
 from ocispec.errors import ErrorCode
 from ocispec.reference import is_tag, validate_tag
-from storage.manifests import StoredManifest
+from storage.manifests import ManifestRules, StoredManifest
 
 from ..context import context
 from ..errors import RegistryError
@@ -36,12 +36,20 @@ async def put_manifest(request: Request) -> Response:
         raise RegistryError(ErrorCode.SIZE_INVALID, f"manifest larger than {limit} bytes", status=413)
     body = bytearray()
     await stream_body(request, body.extend, 1 << 30, limit=limit)  # the buffer size keeps it on the loop
-    tags = ((tag,) if tag else ()) + tuple(t for t in extra_tags if t != tag)
-    result = await run(repo.manifests.put, bytes(body), request.headers.get("content-type"), reference_digest, tags)
+    tags = tuple(dict.fromkeys(((tag,) if tag else ()) + extra_tags))  # each once, in the order given
+    rules = ManifestRules(allow_sparse_indexes=ctx.settings.validation.manifests.allow_sparse_indexes)
+    result = await run(repo.manifests.put, bytes(body), request.headers.get("content-type"), reference_digest, tags,
+                       rules)
+    # The digest is the one the client pushed by (its algorithm, e.g. sha512), not always sha256.
     headers = {"Location": manifest_url(repo.name, str(result.digest)), "Docker-Content-Digest": str(result.digest)}
     if result.subject is not None:
         headers["OCI-Subject"] = str(result.subject)
-    return empty(201, headers)
+    response = empty(201, headers)
+    # distribution-spec (development branch, end-7b): one OCI-Tag header for every tag applied, so a
+    # client pushing by digest with `?tag=` knows the registry tagged it (and needs no tag pushes).
+    for applied in result.tags:
+        response.headers.append("OCI-Tag", applied)
+    return response
 
 
 async def get_manifest(request: Request) -> Response:
