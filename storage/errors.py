@@ -39,6 +39,10 @@ class StorageUnavailable(StorageError):
     """The backend did not answer (after retries); the request may succeed later."""
 
 
+class CorruptLink(StorageError):
+    """A link object whose content is no digest (written by something else, or damaged)."""
+
+
 class StorageConfigError(StorageError):
     """The driver's configuration is wrong (bucket missing, bad credentials, root not writable)."""
 

@@ -1,7 +1,8 @@
 """Garbage collection: mark every blob a manifest of any repository needs, sweep the rest.
 
 Marking reads only the tree (revisions, their manifests, referrer entries); sweeping removes CAS
-entries nobody marked and the repository links that pointed at them. A blob younger than
+entries nobody marked and the repository links that pointed at them, and the temporary files
+interrupted writes left (`Storage.sweep_temp`, never younger than an hour). A blob younger than
 `grace_seconds` is never swept, so a push in flight (blobs uploaded, manifest not yet put) keeps
 its blobs even though no manifest names them yet.
 """
@@ -12,8 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from ocispec.digest import Digest
-from ocispec.errors import OCIValidationError
-from ocispec.manifest import ImageManifest, parse_manifest
+from ocispec.manifest import referenced_blobs
 
 from . import paths
 from .errors import BlobUnknown
@@ -27,21 +27,26 @@ class GcReport:
     swept: list[Digest] = field(default_factory=list)
     unlinked: int = 0
     bytes_freed: int = 0
+    temp_removed: int = 0
 
 
 def mark(storage: Storage) -> set[Digest]:
-    """Every digest still in use: manifests (all revisions) and the blobs image manifests name."""
+    """Every digest still in use: manifests (all revisions) and the blobs they name.
+
+    What a manifest names is read leniently (`referenced_blobs`): a manifest accepted under older,
+    looser rules keeps its blobs even if it would be refused today. An index names no blobs; its
+    children are revisions of their own, so one whose children are absent (a sparse index) keeps
+    only itself."""
     live: set[Digest] = set()
     for name in storage.repositories():
         manifests = storage.repository(name).manifests
         for digest in manifests.revisions():
             live.add(digest)
             try:
-                parsed = parse_manifest(storage.blobs.read(digest))
-            except (BlobUnknown, OCIValidationError):
-                continue  # a revision whose bytes are gone or unreadable keeps nothing else alive
-            if isinstance(parsed, ImageManifest):
-                live.update(d.digest for d in parsed.blobs())
+                raw = storage.blobs.read(digest)
+            except BlobUnknown:
+                continue  # a revision whose bytes are gone keeps nothing else alive
+            live.update(referenced_blobs(raw))
     return live
 
 
@@ -86,6 +91,8 @@ def collect(storage: Storage, grace_seconds: float = 3600.0, dry_run: bool = Fal
         report.bytes_freed += size
         if not dry_run:
             storage.blobs.delete(digest)
+    if not dry_run:
+        report.temp_removed = storage.sweep_temp(grace_seconds, now)
     swept = set(report.swept)
     if swept:
         for name in storage.all_repository_dirs():

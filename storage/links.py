@@ -6,7 +6,7 @@ from ocispec.digest import Digest
 from ocispec.errors import OCIValidationError
 
 from .driver.base import StorageDriver
-from .errors import PathNotFound, StorageError
+from .errors import CorruptLink, PathNotFound
 
 
 def write_link(driver: StorageDriver, key: str, digest: Digest) -> None:
@@ -14,12 +14,12 @@ def write_link(driver: StorageDriver, key: str, digest: Digest) -> None:
 
 
 def read_link(driver: StorageDriver, key: str) -> Digest:
-    """The digest in a link; PathNotFound when there is no link. A corrupt link is a StorageError."""
+    """The digest in a link; PathNotFound when there is no link, CorruptLink when it holds no digest."""
     raw = driver.get(key)
     try:
         return Digest.parse(raw.decode("ascii", "replace").strip())
     except OCIValidationError:
-        raise StorageError(f"corrupt link at {key}") from None
+        raise CorruptLink(f"corrupt link at {key}", key=key) from None
 
 
 def link_exists(driver: StorageDriver, key: str) -> bool:

@@ -30,7 +30,6 @@ REPOSITORIES = f"{ROOT}/repositories"
 UPLOAD_ID_PATTERN = re.compile(r"^[a-zA-Z0-9-]{8,64}$")
 
 
-
 def blob_dir(digest: Digest) -> str:
     return f"{BLOBS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
 
@@ -89,6 +88,12 @@ def referrers(name: str, subject: Digest) -> str:
 
 def referrer(name: str, subject: Digest, digest: Digest) -> str:
     return f"{referrers(name, subject)}/{digest.algorithm}/{digest.hex}"
+
+
+def is_upload_key(key: str) -> bool:
+    """Whether `key` lies in some repository's `_uploads` area (repository name components cannot
+    start with `_`, so the component can only be that data directory)."""
+    return key.startswith(f"{REPOSITORIES}/") and "_uploads" in key.split("/")
 
 
 def uploads(name: str) -> str:

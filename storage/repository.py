@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 
 from ocispec.reference import validate_repository_name
@@ -14,6 +16,12 @@ from .manifests import ManifestStore
 from .referrers import ReferrerStore
 from .tags import TagStore
 from .uploads import UploadStore
+
+log = logging.getLogger("cargobay.storage")
+
+#: The youngest a temporary object can be and still be swept (seconds). A `put` keeps its temp file
+#: for one write and fsync; a server-side copy of the largest object takes well under an hour.
+TEMP_MIN_AGE = 3600.0
 
 
 class Repository:
@@ -67,5 +75,20 @@ class Storage:
         if data_dirs and name:
             yield name, data_dirs
 
-    def purge_uploads(self, older_than_seconds: float) -> int:
-        return self.uploads.purge(self.all_repository_dirs(), older_than_seconds)
+    def purge_uploads(self, older_than_seconds: float, now: float | None = None) -> int:
+        """Remove uploads started more than `older_than_seconds` ago, and the temp files and
+        unfinished copies writers killed mid-write left anywhere in the store (`sweep_temp`);
+        returns how many uploads were removed."""
+        removed = self.uploads.purge(self.all_repository_dirs(), older_than_seconds, now)
+        self.sweep_temp(older_than_seconds, now)
+        return removed
+
+    def sweep_temp(self, older_than_seconds: float, now: float | None = None) -> int:
+        """Remove temporary objects older than `older_than_seconds`, but never younger than
+        TEMP_MIN_AGE: a temp file lives for one write, so one that old has no writer left.
+        Uploads are left to their own purge. Returns how many were removed."""
+        age = max(older_than_seconds, TEMP_MIN_AGE)
+        removed = self.driver.remove_stale_temp((now or time.time()) - age, spare=paths.is_upload_key)
+        if removed:
+            log.info("removed %d temporary files left by interrupted writes", removed)
+        return removed

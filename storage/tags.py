@@ -1,15 +1,25 @@
-"""Tags: `_manifests/tags/<tag>/current/link` holds the digest a tag points at."""
+"""Tags: `_manifests/tags/<tag>/current/link` holds the digest a tag points at.
+
+A tag exists only while it resolves: its link is readable and names a manifest revision this
+repository links. A crash can leave a tag directory without its link (killed while writing it) and a
+racing delete can leave a link to a revision that is gone; neither is listed, resolved or counted.
+"""
 
 from __future__ import annotations
 
 import builtins
+from concurrent.futures import ThreadPoolExecutor
 
 from ocispec.digest import Digest
+from ocispec.reference import is_tag
 
 from . import paths
 from .driver.base import StorageDriver
-from .errors import NameUnknown, PathNotFound, TagUnknown
-from .links import delete_quietly, read_link, write_link
+from .errors import CorruptLink, NameUnknown, PathNotFound, TagUnknown
+from .links import delete_quietly, link_exists, read_link, write_link
+
+#: Tags resolved at once on a driver whose small reads are network round trips (S3).
+_RESOLVE_CONCURRENCY = 16
 
 
 class TagStore:
@@ -21,41 +31,57 @@ class TagStore:
         write_link(self.driver, paths.tag_current_link(self.name, tag), digest)
 
     def resolve(self, tag: str) -> Digest:
-        try:
-            return read_link(self.driver, paths.tag_current_link(self.name, tag))
-        except PathNotFound:
-            raise TagUnknown(f"manifest unknown: tag {tag!r} not found in {self.name}", tag=tag) from None
+        """The digest `tag` points at; TagUnknown unless it resolves (module docstring)."""
+        digest = self._target(paths.tag_current_link(self.name, tag))
+        if digest is None:
+            raise TagUnknown(f"manifest unknown: tag {tag!r} not found in {self.name}", tag=tag)
+        return digest
 
     def delete(self, tag: str) -> None:
         if not delete_quietly(self.driver, paths.tag(self.name, tag)):
             raise TagUnknown(f"manifest unknown: tag {tag!r} not found in {self.name}", tag=tag)
 
-    def list(self) -> list[str]:
-        """All tags, sorted lexically. NameUnknown when the repository has never had a manifest."""
-        try:
-            keys = self.driver.list(paths.tags(self.name))
-        except PathNotFound:
-            try:
-                self.driver.stat(paths.manifests(self.name))
-            except PathNotFound:
-                raise NameUnknown(f"repository name not known to registry: {self.name}", name=self.name) from None
-            return []
-        return sorted(key.rsplit("/", 1)[1] for key in keys)
+    def list(self) -> builtins.list[str]:
+        """Every tag that resolves, sorted lexically. NameUnknown when the repository has never had
+        a manifest."""
+        return sorted(self.resolved())
 
     def tags_of(self, digest: Digest) -> builtins.list[str]:
         """Every tag currently pointing at `digest`."""
-        found: builtins.list[str] = []
-        for tag in self.list() if self._has_tags() else []:
-            try:
-                if self.resolve(tag) == digest:
-                    found.append(tag)
-            except TagUnknown:
-                continue  # deleted meanwhile
-        return found
+        return sorted(tag for tag, target in self._resolved_or_none().items() if target == digest)
 
-    def _has_tags(self) -> bool:
+    def resolved(self) -> dict[str, Digest]:
+        """tag → digest for every tag that resolves. NameUnknown when the repository has never had
+        a manifest."""
+        return self._resolved_or_none(missing_ok=False)
+
+    def _resolved_or_none(self, missing_ok: bool = True) -> dict[str, Digest]:
         try:
-            self.driver.stat(paths.tags(self.name))
-            return True
+            keys = self.driver.list(paths.tags(self.name))
         except PathNotFound:
-            return False
+            if not missing_ok and not link_exists(self.driver, paths.manifests(self.name)):
+                raise NameUnknown(f"repository name not known to registry: {self.name}", name=self.name) from None
+            return {}
+        # Debris that is no tag (a stray file, a name outside the grammar) is not one.
+        names = [key.rsplit("/", 1)[1] for key in keys]
+        names = [name for name in names if is_tag(name)]
+
+        def target(tag: str) -> tuple[str, Digest | None]:
+            return tag, self._target(paths.tag_current_link(self.name, tag))
+
+        if getattr(self.driver, "fast_small_reads", False) or len(names) < 2:
+            results = [target(tag) for tag in names]
+        else:
+            with ThreadPoolExecutor(max_workers=min(_RESOLVE_CONCURRENCY, len(names))) as pool:
+                results = builtins.list(pool.map(target, names))
+        return {tag: digest for tag, digest in results if digest is not None}
+
+    def _target(self, link_key: str) -> Digest | None:
+        """The digest of the tag link at `link_key` if it names a revision this repository links."""
+        try:
+            digest = read_link(self.driver, link_key)
+        except (PathNotFound, CorruptLink):
+            return None  # no link (a tag write that never finished, or deleted meanwhile), or debris
+        if not link_exists(self.driver, paths.manifest_revision_link(self.name, digest)):
+            return None
+        return digest

@@ -16,7 +16,7 @@ Contract every driver keeps:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -84,6 +84,13 @@ class StorageDriver(Protocol):
 
     def check(self) -> None:
         """Verify at start-up that the backend is reachable and writable; raise StorageConfigError."""
+
+    def remove_stale_temp(self, cutoff: float, spare: Callable[[str], bool] | None = None) -> int:
+        """Remove what writers killed mid-write left behind anywhere in the store (temp files,
+        unfinished server-side copies) last written before `cutoff` (seconds since the epoch),
+        except below keys for which `spare(key)` is true; returns how many. Age is the only sign
+        that a writer is gone, so callers pick `cutoff` well before any write still in flight
+        can have begun."""
 
 
 def iter_chunks(stream: BinaryIO, chunk_size: int) -> Iterator[bytes]:

@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -225,6 +225,27 @@ class FilesystemDriver:
 
     def url_for(self, key: str, method: str = "GET", expires_in: int = 1200) -> str | None:
         return None
+
+    def remove_stale_temp(self, cutoff: float, spare: Callable[[str], bool] | None = None) -> int:
+        """Temp files (TEMP_PREFIX) anywhere under the root whose last write is older than `cutoff`:
+        what `put` or `check` left when the process died between creating and renaming them. The
+        directories `put` created for them stay (removing one could race a `put` into it): walks
+        skip empty directories, and the tag listing skips tags without a link (storage.tags)."""
+        removed = 0
+        for dirpath, _dirnames, filenames in os.walk(self.root):
+            for fname in filenames:
+                if not fname.startswith(TEMP_PREFIX):
+                    continue
+                path = Path(dirpath) / fname
+                if spare is not None and spare(self._key(path)):
+                    continue
+                try:
+                    if path.lstat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    continue  # renamed into place or removed meanwhile
+        return removed
 
     def check(self) -> None:
         try:

@@ -32,6 +32,7 @@ from botocore.config import Config
 
 from ..errors import InvalidKey, InvalidOffset, PathNotFound, StorageConfigError, StorageError, StorageUnavailable
 from .base import FileInfo
+from .s3_hygiene import probe_key, remove_stale_temp
 from .s3_writer import (
     MAX_PART_SIZE,
     MIN_PART_SIZE,
@@ -383,11 +384,14 @@ class S3Driver:
         params = {"Bucket": self.bucket, "Key": self._full(key)}
         return cast(str, self._client.generate_presigned_url(operation, Params=params, ExpiresIn=expires_in))
 
+    def remove_stale_temp(self, cutoff: float, spare: Callable[[str], bool] | None = None) -> int:
+        return remove_stale_temp(self, cutoff, spare)  # see s3_hygiene
+
     def check(self) -> None:
         """Raise StorageConfigError with one line naming the problem: endpoint unreachable, no or
         rejected credentials, missing bucket, or no permission to list or write."""
         where = f"bucket {self.bucket!r}" + (f" at {self.endpoint_url}" if self.endpoint_url else "")
-        probe = "/".join(filter(None, [self.prefix, f".cargobay-probe-{uuid.uuid4().hex}"]))
+        probe = probe_key(self, uuid.uuid4().hex)
         steps: list[tuple[str, Callable[[], Any]]] = [
             # ListObjectsV2 rather than HeadBucket: a HEAD has no body, so its 403 cannot say why.
             ("list", lambda: self._client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)),
