@@ -77,6 +77,40 @@ def test_sha512_manifest(client: httpx.Client, repo: str) -> None:
     assert client.get(f"/v2/{repo}/manifests/{digest}").content == image.manifest
 
 
+def test_sha512_push_with_tags_answers_that_digest_and_one_oci_tag_per_tag(client: httpx.Client, repo: str) -> None:
+    # distribution-spec development branch, end-7b: PUT by digest with `tag` query parameters.
+    image = simple_image("sha512-tags")
+    push_blobs(client, repo, image)
+    digest = sha512(image.manifest)
+    r = client.put(f"/v2/{repo}/manifests/{digest}?tag=a&tag=b", content=image.manifest,
+                   headers={"Content-Type": image.media_type})
+    assert r.status_code == 201, r.text
+    assert r.headers["Docker-Content-Digest"] == digest
+    assert r.headers["Location"] == f"/v2/{repo}/manifests/{digest}"
+    assert r.headers.get_list("OCI-Tag") == ["a", "b"]
+    for ref in (digest, "a", "b"):
+        got = client.get(f"/v2/{repo}/manifests/{ref}")
+        assert got.status_code == 200 and got.content == image.manifest
+        assert got.headers["Docker-Content-Digest"] == digest
+        head = client.head(f"/v2/{repo}/manifests/{ref}")
+        assert head.status_code == 200 and head.headers["Docker-Content-Digest"] == digest
+    assert client.get(f"/v2/{repo}/tags/list").json()["tags"] == ["a", "b"]
+
+
+def test_push_by_tag_names_that_tag_and_a_bad_extra_tag_stores_nothing(client: httpx.Client, repo: str) -> None:
+    image = simple_image("oci-tag")
+    push_blobs(client, repo, image)
+    r = put(client, repo, "v1", image.manifest, image.media_type)
+    assert r.status_code == 201 and r.headers.get_list("OCI-Tag") == ["v1"]
+    other = simple_image("oci-tag-bad")
+    push_blobs(client, repo, other)
+    r = client.put(f"/v2/{repo}/manifests/{other.digest}?tag=ok&tag=-bad", content=other.manifest,
+                   headers={"Content-Type": other.media_type})
+    assert_error(r, 400, "TAG_INVALID")
+    assert_error(client.head(f"/v2/{repo}/manifests/{other.digest}"), 404, "MANIFEST_UNKNOWN")
+    assert client.get(f"/v2/{repo}/tags/list").json()["tags"] == ["v1"]
+
+
 def test_missing_blob_is_manifest_blob_unknown(client: httpx.Client, repo: str) -> None:
     image = simple_image("missing")
     upload(client, repo, image.config.data)  # layers never pushed
@@ -100,7 +134,8 @@ def test_index_needs_its_manifests(client: httpx.Client, repo: str) -> None:
 
 
 def test_non_distributable_layers_with_urls_may_be_absent(client: httpx.Client, repo: str) -> None:
-    config = Blob.of(images.OCI_CONFIG, b'{"architecture":"amd64","os":"windows","rootfs":{"type":"layers","diff_ids":[]}}')
+    config = Blob.of(images.OCI_CONFIG,
+                     b'{"architecture":"amd64","os":"windows","rootfs":{"type":"layers","diff_ids":[]}}')
     upload(client, repo, config.data)
     manifest = canonical_json({"schemaVersion": 2, "mediaType": images.OCI_MANIFEST, "config": config.descriptor(),
                                "layers": [{"mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
@@ -221,7 +256,8 @@ def test_referrers_of_missing_subject_and_empty_list(client: httpx.Client, repo:
     assert r.status_code == 200 and r.json()["manifests"] == []
     empty_config = upload(client, repo, b"{}")
     body = canonical_json({"schemaVersion": 2, "mediaType": images.OCI_MANIFEST, "artifactType": ARTIFACT,
-                           "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty_config, "size": 2},
+                           "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty_config,
+                                      "size": 2},
                            "layers": [], "subject": {"mediaType": images.OCI_MANIFEST, "digest": missing, "size": 10}})
     r = put(client, repo, sha256(body), body, images.OCI_MANIFEST)
     assert r.status_code == 201 and r.headers["OCI-Subject"] == missing
