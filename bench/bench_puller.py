@@ -36,7 +36,8 @@ def make_layer(seed: int, size: int) -> im.Blob:
     written, n = 0, 0
     while written < size:
         if n % 4 == 3:
-            words = [rng.choice(("alpha", "beta", "gamma", "delta", "cargo", "bay", "layer", "\n")) for _ in range(20000)]
+            vocab = ("alpha", "beta", "gamma", "delta", "cargo", "bay", "layer", "\n")
+            words = [rng.choice(vocab) for _ in range(20000)]
             data = " ".join(words).encode()
         else:
             data = rng.randbytes(rng.randint(64 * 1024, 4 * 1024 * 1024))
@@ -106,14 +107,20 @@ def main() -> int:
                     if name == "puller":
                         puller("--store", str(out / "store"), "-q", "fetch", "--plain-http", *jobs, ref)
                         t1 = time.monotonic()
-                        puller("--store", str(out / "store"), "-q", "unpack", "--plain-http", ref, str(out / "rootfs"))
+                        puller(
+                            "--store", str(out / "store"), "-q", "unpack", "--plain-http", ref, str(out / "rootfs")
+                        )
                     else:
-                        run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"oci:{out / 'layout'}:v1"])
+                        run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}",
+                             f"oci:{out / 'layout'}:v1"])
                         t1 = time.monotonic()
                         run(["umoci", "unpack", "--image", f"{out / 'layout'}:v1", str(out / "bundle")])
                     t2 = time.monotonic()
                     times[name].append(t2 - t0)
-                    print(f"  round {round_no + 1}: {name:<13} {t2 - t0:6.2f}s (fetch {t1 - t0:.2f}s, unpack {t2 - t1:.2f}s)")
+                    print(
+                        f"  round {round_no + 1}: {name:<13} {t2 - t0:6.2f}s "
+                        f"(fetch {t1 - t0:.2f}s, unpack {t2 - t1:.2f}s)"
+                    )
                     shutil.rmtree(out, ignore_errors=True)
             p, s = statistics.median(times["puller"]), statistics.median(times["skopeo+umoci"])
             print(f"fetch+unpack median: puller {p:.2f}s, skopeo+umoci {s:.2f}s, ratio {s / p:.2f}x "

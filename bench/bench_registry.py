@@ -688,7 +688,8 @@ def build_rows(args: argparse.Namespace, big: Blob, smalls: list[Blob], workdir:
             lambda s, r: timed(lambda: upload_chunked(s, fresh("chunked"), big, args.chunk)), phase="upload"),
         Row("conc-up", f"{n_small} concurrent uploads x {small_mib} MiB (POST, PATCH, PUT)", "MiB/s",
             conc_uploads, phase="upload"),
-        Row("down", f"download {big_mib} MiB", "MiB/s", lambda s, r: timed(lambda: download(s, "bench/data", big)), phase="download"),
+        Row("down", f"download {big_mib} MiB", "MiB/s",
+            lambda s, r: timed(lambda: download(s, "bench/data", big)), phase="download"),
         Row("conc-down", f"{args.concurrent_downloads} concurrent downloads x {small_mib} MiB", "MiB/s", conc_downloads,
             phase="download"),
         Row("head", "manifest HEAD by tag, 32 connections", "req/s", manifests("HEAD")),
@@ -757,7 +758,8 @@ def versions(wrk: str | None, distribution: str, src: Path) -> list[str]:
 
     cpu = "?"
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     rev = cmd("git", "-C", str(src), "describe", "--always", "--dirty")
@@ -920,10 +922,10 @@ def run(args: argparse.Namespace) -> int:
                         cpu0, t0 = cpu_of(pids), time.perf_counter()
                         if row.phase:
                             with RssSampler(server.process.pid) as sampler:
-                                value = _guard(server, lambda: row.run(server, rnd))
+                                value = _guard(server, lambda row=row, server=server, rnd=rnd: row.run(server, rnd))
                             server.peak_rss[row.phase] = max(server.peak_rss.get(row.phase, 0), sampler.peak)
                         else:
-                            value = _guard(server, lambda: row.run(server, rnd))
+                            value = _guard(server, lambda row=row, server=server, rnd=rnd: row.run(server, rnd))
                         cpu, elapsed = cpu_of(pids) - cpu0, time.perf_counter() - t0
                     finally:
                         profiler.done(spy)
@@ -937,7 +939,7 @@ def run(args: argparse.Namespace) -> int:
                 for server in servers:
                     server.hwm_after_uploads = hwm_of(process_tree(server.process.pid))
         print()
-        for line in report(rows, servers, args.rounds) + [""] + raw_samples(rows):
+        for line in [*report(rows, servers, args.rounds), "", *raw_samples(rows)]:
             print(line)
         print(f"load average {os.getloadavg()[0]:.2f} at end")
         return 0

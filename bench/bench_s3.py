@@ -124,7 +124,8 @@ def start_cargobay(weed: Weed, bucket: str, workdir: Path, workers: int, extra: 
     s3 = {"bucket": bucket, "endpoint_url": weed.endpoint, "region": REGION, "addressing_style": "path",
           "access_key": weed.access_key, **extra}
     config: dict = {"http": {"host": "127.0.0.1", "port": port, "workers": workers},
-                    "storage": {"driver": "s3", "s3": s3, "delete": {"enabled": True}, "uploads": {"purge_interval": 0}},
+                    "storage": {"driver": "s3", "s3": s3, "delete": {"enabled": True},
+                                "uploads": {"purge_interval": 0}},
                     "log": {"level": "warning"}}
     for key, value in (settings or {}).items():
         *parents, leaf = key.split(".")
@@ -337,7 +338,8 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(br.versions(None, distribution_bin, REPO_ROOT)[:3]))
         weed_version = subprocess.run([weed.binary, "version"], capture_output=True, text=True).stdout.strip()
         print(f"storage: SeaweedFS `weed mini` ({weed_version}),"
-              f" one bucket per registry, loopback; Cargobay s3 options {extra or 'default'}, settings {settings or 'default'}")
+              f" one bucket per registry, loopback; Cargobay s3 options {extra or 'default'},"
+              f" settings {settings or 'default'}")
         print(f"load: {args.rounds} round(s), servers alternating, fresh random blobs every round\n", flush=True)
 
         # Memory first, while both processes are fresh: the peak then is what this push needs,
@@ -345,7 +347,8 @@ def run(args: argparse.Namespace) -> int:
         memory: list[str] = []
         if args.mem_gib > 0:
             size = int(args.mem_gib * 1024 * MiB)
-            memory.append(f"memory while pushing a {args.mem_gib:g} GiB blob (one streamed PATCH, generated on the fly; "
+            memory.append(f"memory while pushing a {args.mem_gib:g} GiB blob "
+                          f"(one streamed PATCH, generated on the fly; "
                           f"summed RSS of the fresh process tree, sampled every 20 ms):")
             for server in servers:
                 t0 = time.perf_counter()
@@ -388,7 +391,8 @@ def run(args: argparse.Namespace) -> int:
         # High-water marks: memory an earlier row freed is not always handed back to the OS.
         print(f"{'peak RSS during the rows (MiB, all rounds)':48} {'Cargobay':>12} {'Distribution':>13}")
         for row in rows:
-            print(f"{row.name:48} {cargobay.peak_rss[row.name] / MiB:12.0f} {distribution.peak_rss[row.name] / MiB:13.0f}")
+            print(f"{row.name:48} {cargobay.peak_rss[row.name] / MiB:12.0f}"
+                  f" {distribution.peak_rss[row.name] / MiB:13.0f}")
         print(f"{'idle':48} {cargobay.idle_rss / MiB:12.0f} {distribution.idle_rss / MiB:13.0f}")
         if memory:
             print("\n" + "\n".join(memory))

@@ -145,7 +145,9 @@ def test_dockerfile_is_slim_non_root_and_runs_the_cli(tmp_path: Path) -> None:
 
     ignore = [line.strip() for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
               if line.strip() and not line.startswith("#")]
-    assert ignore[0] == "*" and {"!ocispec/", "!storage/", "!registry/", "!puller/", "!deploy/config.yaml"} <= set(ignore)
+    assert ignore[0] == "*" and {
+        "!ocispec/", "!storage/", "!registry/", "!puller/", "!deploy/config.yaml"
+    } <= set(ignore)
 
 
 # -- compose -----------------------------------------------------------------------------------------
@@ -219,7 +221,9 @@ def k8s() -> dict[tuple[str, str], dict[str, Any]]:
 
 def test_kustomization_lists_every_manifest() -> None:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    assert sorted(kustomization["resources"]) == sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(kustomization["resources"]) == sorted(
+        p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"
+    )
 
 
 def test_k8s_manifests_agree_with_the_settings_routes_and_cli(tmp_path: Path) -> None:
@@ -264,7 +268,9 @@ def test_k8s_manifests_agree_with_the_settings_routes_and_cli(tmp_path: Path) ->
     # Ports and probes.
     (port,) = container["ports"]
     assert port["containerPort"] == settings.http.port and settings.http.host == "0.0.0.0"
-    probes = {kind: container[kind] for kind in ("readinessProbe", "livenessProbe", "startupProbe") if kind in container}
+    probes = {
+        kind: container[kind] for kind in ("readinessProbe", "livenessProbe", "startupProbe") if kind in container
+    }
     assert {"readinessProbe", "livenessProbe"} <= set(probes)
     for kind, probe in probes.items():
         assert probe["httpGet"]["path"] == "/healthz", kind

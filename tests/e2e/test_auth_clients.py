@@ -56,7 +56,8 @@ def authbay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
 def public_image(authbay: RunningServer) -> str:
     """public/base:v1, pushed by admin over plain HTTP; anyone may pull it."""
     image = simple_image("auth-e2e-public", layer_count=1)
-    with httpx.Client(headers=bearer(get_token(authbay.url, "admin", "repository:public/base:pull,push")), timeout=60) as c:
+    token = get_token(authbay.url, "admin", "repository:public/base:pull,push")
+    with httpx.Client(headers=bearer(token), timeout=60) as c:
         push_image(c, authbay.url, "public/base", image, "v1")
     return image.digest
 
@@ -186,7 +187,8 @@ def test_podman_creds_login_and_anonymous(authbay: RunningServer, public_image: 
 
     anon = make_podman("anon")
     anon("pull", "--tls-verify=false", f"{host}/public/base:v1")
-    refused(anon("push", "--tls-verify=false", f"{host}/public/base:v1", f"docker://{host}/public/anon:v1", check=False))
+    refused(anon("push", "--tls-verify=false", f"{host}/public/base:v1", f"docker://{host}/public/anon:v1",
+                 check=False))
 
 
 # -- Distribution trusts Cargobay's tokens --------------------------------------------------------

@@ -71,7 +71,8 @@ def big_image(seed: str) -> Image:
 
 # -- one image, pushed through A, pulled through B ----------------------------------------------------
 def test_skopeo_pushes_through_a_and_podman_pulls_through_b(replicas: list[RunningServer], skopeo: Skopeo,
-                                                            make_podman: Callable[[str], Engine], tmp_path: Path) -> None:
+                                                            make_podman: Callable[[str], Engine],
+                                                            tmp_path: Path) -> None:
     a, b, c = replicas
     image = big_image("replicas-ab")
     layout = write_oci_layout(tmp_path / "layout", image, "v1")
@@ -112,7 +113,7 @@ def test_upload_started_on_a_continued_on_b_finished_on_c(replicas: list[Running
         r = http.post(f"{a.url}/v2/split/blobs/uploads/")
         assert r.status_code == 202, r.text
         path = r.headers["Location"]
-        for replica, (start, end) in zip((b, c), pieces[:2]):
+        for replica, (start, end) in zip((b, c), pieces[:2], strict=True):
             r = http.patch(replica.url + path, content=data[start:end],
                            headers={"Content-Range": f"{start}-{end - 1}", "Content-Type": "application/octet-stream"})
             assert r.status_code == 202, (replica.hostport, r.text, logs(replicas))

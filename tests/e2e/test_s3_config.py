@@ -26,14 +26,17 @@ def serve(tmp_path: Path, config: dict, env: dict[str, str]) -> subprocess.Compl
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("CARGOBAY_", "AWS_"))}
-    return subprocess.run([sys.executable, "-m", "registry", "serve", "--config", str(path), "--port", str(free_port())],
+    return subprocess.run([sys.executable, "-m", "registry", "serve", "--config", str(path),
+                           "--port", str(free_port())],
                           capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
                           env={**clean, "PYTHONPATH": str(REPO_ROOT), "HOME": str(tmp_path), **env})
 
 
 @pytest.mark.parametrize("change,secret,line", [
-    ({"bucket": "no-such-bucket"}, "right", r"registry: S3 bucket 'no-such-bucket' at http://127\.0\.0\.1:\d+ does not exist"),
-    ({}, "wrong", r"registry: S3 credentials were rejected for bucket '[\w-]+' at http://\S+ \(SignatureDoesNotMatch\)"),
+    ({"bucket": "no-such-bucket"}, "right",
+     r"registry: S3 bucket 'no-such-bucket' at http://127\.0\.0\.1:\d+ does not exist"),
+    ({}, "wrong",
+     r"registry: S3 credentials were rejected for bucket '[\w-]+' at http://\S+ \(SignatureDoesNotMatch\)"),
     ({"access_key": ""}, "none", r"registry: no S3 credentials: .*"),
     ({"endpoint_url": "http://127.0.0.1:9"}, "right",
      r"registry: S3 endpoint for bucket '[\w-]+' at http://127\.0\.0\.1:9 is unreachable: \w+"),

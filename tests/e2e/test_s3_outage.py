@@ -85,7 +85,8 @@ def test_s3_down_mid_upload_gives_503_then_the_upload_resumes_and_completes(
 
         # Recovery by itself: no restart of the replicas.
         for replica in pair:
-            wait_for(lambda: http.get(f"{replica.url}/healthz").status_code == 200, 30, what="healthz to recover")
+            wait_for(lambda replica=replica: http.get(f"{replica.url}/healthz").status_code == 200, 30,
+                     what="healthz to recover")
         status = http.get(b.url + path)
         assert status.status_code == 204, (status.text, logs(pair))
         assert status.headers["Range"] == f"0-{len(first) - 1}"  # the failed PATCH left nothing half-applied

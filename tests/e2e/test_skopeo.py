@@ -267,8 +267,9 @@ def test_copy_between_repositories_mounts_blobs(cargobay: RunningServer, skopeo:
             lines = [line for line in log.splitlines() if mount.search(line)]
             assert lines and all(mount_from in line for line in lines), \
                 f"layer {layer.digest} was not mounted from {source}"
+    layer_digests = "|".join(re.escape(quote(layer.digest, safe="")) for i in index.images for layer in i.layers)
     assert not re.search(rf'"PUT /v2/{re.escape(target)}/blobs/uploads/[^"]*digest='
-                         rf'({"|".join(re.escape(quote(layer.digest, safe="")) for i in index.images for layer in i.layers)})',
+                         rf'({layer_digests})',
                          log), "a layer was uploaded instead of mounted"
 
     # deleting the target's index removes only that index: not its images, not the source's copy

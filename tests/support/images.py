@@ -228,7 +228,8 @@ def write_oci_layout(root: Path, target: Image | Index, ref_name: str | None = "
         (blobs_dir / image.digest.split(":")[1]).write_bytes(image.manifest)
     (blobs_dir / target.digest.split(":")[1]).write_bytes(target.manifest)
     (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    descriptor: dict[str, object] = {"mediaType": target.media_type, "digest": target.digest, "size": len(target.manifest)}
+    descriptor: dict[str, object] = {"mediaType": target.media_type, "digest": target.digest,
+                                     "size": len(target.manifest)}
     if ref_name:
         descriptor["annotations"] = {"org.opencontainers.image.ref.name": ref_name}
     (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [descriptor]}))
@@ -246,7 +247,8 @@ def push_blob(client: httpx.Client, base_url: str, repo: str, blob: Blob) -> Non
     r.raise_for_status()
 
 
-def push_manifest(client: httpx.Client, base_url: str, repo: str, reference: str, body: bytes, media_type: str) -> httpx.Response:
+def push_manifest(client: httpx.Client, base_url: str, repo: str, reference: str, body: bytes,
+                  media_type: str) -> httpx.Response:
     r = client.put(f"{base_url}/v2/{repo}/manifests/{reference}", content=body, headers={"Content-Type": media_type})
     r.raise_for_status()
     return r

@@ -6,6 +6,7 @@ proxy in front of it that shows exactly which requests reached S3 with which hea
 from __future__ import annotations
 
 import http.client
+import logging
 import subprocess
 import threading
 import time
@@ -20,6 +21,8 @@ from .s3servers import S3Server, _wait_ready
 from .servers import RunningServer, start_cargobay
 
 MiB = 1024 * 1024
+
+_log = logging.getLogger(__name__)
 
 
 def s3_config(server: S3Server, bucket: str, endpoint_url: str | None = None, **s3: Any) -> dict[str, Any]:
@@ -103,8 +106,8 @@ def _wait_serving(server: S3Server, timeout: float) -> None:
             client.put_object(Bucket=bucket, Key="probe", Body=b"probe")
             if client.get_object(Bucket=bucket, Key="probe")["Body"].read() == b"probe":
                 return
-        except Exception:
-            pass
+        except Exception as exc:  # not serving yet, whatever the reason: keep polling until the deadline
+            _log.debug("%s not serving objects yet: %r", server.kind, exc)
         if time.monotonic() > deadline:
             raise RuntimeError(f"{server.kind} did not serve objects within {timeout:.0f}s after a restart")
         time.sleep(0.2)

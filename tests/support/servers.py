@@ -112,7 +112,8 @@ def start_distribution(workdir: Path, extra_config: dict | None = None) -> Runni
     log_path = workdir / f"distribution-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen([binary, "serve", str(config_path)], stdout=log, stderr=subprocess.STDOUT)
-    server = RunningServer(f"http://127.0.0.1:{port}", "127.0.0.1", port, process, log_path, workdir / "distribution-data")
+    server = RunningServer(f"http://127.0.0.1:{port}", "127.0.0.1", port, process, log_path,
+                           workdir / "distribution-data")
     wait_until_ready(server)
     return server
 
