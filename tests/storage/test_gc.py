@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from ocispec.digest import Digest
-from storage.errors import BlobUnknown
+from storage.errors import BlobUnknown, ManifestBlobUnknown
 from storage.gc import collect
+from storage.manifests import ManifestRules
 from storage.repository import Storage
-from tests.support.images import simple_image
+from tests.support.images import build_index, simple_image
 
 from .test_stores import push_blob, push_image
 
@@ -38,3 +39,23 @@ def test_gc_keeps_what_manifests_need_and_sweeps_the_rest(driver) -> None:  # ty
     assert storage.repository("g/app").manifests.get(Digest.parse(kept.digest)).raw == kept.manifest
     with pytest.raises(BlobUnknown):
         storage.repository("g/other").blobs.stat(orphan)
+
+
+def test_gc_keeps_a_sparse_index_and_the_children_it_has(driver) -> None:  # type: ignore[no-untyped-def]
+    storage = Storage(driver)
+    present = simple_image("sparse-present")
+    absent = simple_image("sparse-absent", platform="linux/arm64")
+    push_image(storage, "g/sparse", present)
+    index = build_index([present, absent])
+    manifests = storage.repository("g/sparse").manifests
+    with pytest.raises(ManifestBlobUnknown):
+        manifests.put(index.manifest, index.media_type)
+    digest = manifests.put(index.manifest, index.media_type, tags=("multi",),
+                           rules=ManifestRules(allow_sparse_indexes=True)).digest
+
+    report = collect(storage, grace_seconds=0, now=10**10)
+    assert report.swept == []
+    assert manifests.get(digest).raw == index.manifest
+    assert storage.repository("g/sparse").tags.list() == ["multi"]
+    for blob in present.blobs():
+        assert storage.repository("g/sparse").blobs.stat(Digest.parse(blob.digest)).size == blob.size
