@@ -52,6 +52,7 @@ class ReferrerStore:
                     continue
                 # The entry is written before the referrer's revision link; after a crash in
                 # between, or a delete, it names a manifest the repository does not serve.
-                if link_exists(self.driver, paths.manifest_revision_link(self.name, Digest.parse(descriptor["digest"]))):
+                revision = paths.manifest_revision_link(self.name, Digest.parse(descriptor["digest"]))
+                if link_exists(self.driver, revision):
                     found.append(descriptor)
         return sorted(found, key=lambda d: d["digest"])

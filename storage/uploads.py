@@ -139,7 +139,8 @@ class UploadStore:
         hasher = self._hashes.take(upload_id, writer.size)
         return UploadSession(writer, hasher, upload_id, self._hashes)
 
-    def append(self, repository: str, upload_id: str, chunks: Iterable[bytes], expected_offset: int | None = None) -> int:
+    def append(self, repository: str, upload_id: str, chunks: Iterable[bytes],
+               expected_offset: int | None = None) -> int:
         """Synchronous convenience over open_session for callers that already have the bytes."""
         session = self.open_session(repository, upload_id, expected_offset)
         for chunk in chunks:

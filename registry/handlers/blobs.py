@@ -65,7 +65,8 @@ class StreamResponse(Response):
     """Sends `length` bytes of an already opened stream, read in large chunks in the thread pool
     (Starlette's 64 KiB file chunks are several times slower under uvicorn)."""
 
-    def __init__(self, stream: BinaryIO, length: int, chunk_size: int, status_code: int, headers: dict[str, str]) -> None:
+    def __init__(self, stream: BinaryIO, length: int, chunk_size: int, status_code: int,
+                 headers: dict[str, str]) -> None:
         super().__init__(status_code=status_code, headers=headers)
         self.stream = stream
         self.length = length

@@ -33,6 +33,7 @@ from botocore.config import Config
 from ..errors import InvalidKey, InvalidOffset, PathNotFound, StorageConfigError, StorageError, StorageUnavailable
 from .base import FileInfo
 from .s3_hygiene import probe_key, remove_stale_temp
+from .s3_options import driver_arguments
 from .s3_writer import (
     MAX_PART_SIZE,
     MIN_PART_SIZE,
@@ -60,7 +61,8 @@ _UNAVAILABLE_CODES = frozenset(
     {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling", "ThrottlingException", "503"}
 )
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404", "NoSuchUpload"})
-_CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "AuthorizationHeaderMalformed"})
+_CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
+                               "AuthorizationHeaderMalformed"})
 
 
 def _translate(exc: Exception, key: str, operation: str) -> Exception:
@@ -79,7 +81,8 @@ def _translate(exc: Exception, key: str, operation: str) -> Exception:
             return StorageUnavailable(f"S3 is unavailable ({code or status} on {operation})", key=key)
         if code in _CREDENTIAL_CODES or code == "AccessDenied" or status == 403:
             return StorageConfigError(f"S3 refused {operation} on {key}: {code or status}", key=key)
-        return StorageError(f"S3 {operation} on {key} failed: {code or status} {err.get('Message', '')}".rstrip(), key=key)
+        detail = f"{code or status} {err.get('Message', '')}".rstrip()
+        return StorageError(f"S3 {operation} on {key} failed: {detail}", key=key)
     if isinstance(exc, (bce.ConnectionError, bce.HTTPClientError, bce.IncompleteReadError)):
         return StorageUnavailable(f"S3 is unreachable ({type(exc).__name__} on {operation})", key=key)
     if isinstance(exc, (bce.NoCredentialsError, bce.PartialCredentialsError, bce.CredentialRetrievalError)):
@@ -149,7 +152,8 @@ class S3Driver:
             (MIN_PART_SIZE <= part_size <= MAX_PART_SIZE - MIN_PART_SIZE, "part_size must be 5 MiB to 5 GiB"),
             (MIN_PART_SIZE <= multipart_copy_part_size <= MAX_PART_SIZE - MIN_PART_SIZE,
              "multipart_copy_part_size must be 5 MiB to 5 GiB"),
-            (MIN_PART_SIZE <= multipart_copy_threshold <= MAX_PART_SIZE, "multipart_copy_threshold must be 5 MiB to 5 GiB"),
+            (MIN_PART_SIZE <= multipart_copy_threshold <= MAX_PART_SIZE,
+             "multipart_copy_threshold must be 5 MiB to 5 GiB"),
             (max_attempts >= 1 and 1 <= page_size <= 1000, "max_attempts must be >= 1, page_size 1 to 1000"),
         ):
             if not ok:
@@ -189,21 +193,8 @@ class S3Driver:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> S3Driver:
         """Build from a settings section (None means the default). Unknown option names are an
-        error, so typos fail at start-up."""
-        kwargs: dict[str, Any] = {}
-        for name, value in options.items():
-            conv = _OPTION_TYPES.get(name)
-            if conv is None:
-                raise StorageConfigError(f"unknown storage.s3 option {name!r} (known: {', '.join(sorted(_OPTION_TYPES))})")
-            if value is None:
-                continue
-            try:
-                kwargs[name] = conv(value)
-            except (TypeError, ValueError):
-                raise StorageConfigError(f"storage.s3.{name} has an invalid value {value!r}") from None
-        if "bucket" not in kwargs:
-            raise StorageConfigError("storage.s3.bucket is required")
-        return cls(**kwargs)
+        error, so typos fail at start-up (see s3_options)."""
+        return cls(**driver_arguments(options))
 
     # -- keys and calls --------------------------------------------------------------------------
     def _full(self, key: str) -> str:
@@ -303,7 +294,7 @@ class S3Driver:
         if dirs and self.verify_prefixes:
             with ThreadPoolExecutor(max_workers=min(_LIST_CONCURRENCY, len(dirs))) as pool:
                 alive = list(pool.map(lambda d: self._has_objects(f"{base}/{d}"), sorted(dirs)))
-            dirs = {d for d, ok in zip(sorted(dirs), alive) if ok}
+            dirs = {d for d, ok in zip(sorted(dirs), alive, strict=True) if ok}
         names.discard("")
         names |= dirs
         if not names:
@@ -346,7 +337,8 @@ class S3Driver:
         else:  # CopyObject stops at 5 GiB; ranges copied in parallel are faster well before that
             upload_id = create_upload(self, destination)
             try:
-                complete_upload(self, destination, upload_id, copy_into_upload(self, source, destination, upload_id, size))
+                parts = copy_into_upload(self, source, destination, upload_id, size)
+                complete_upload(self, destination, upload_id, parts)
             except BaseException:
                 abort_upload(self, destination, upload_id)
                 raise
@@ -411,7 +403,8 @@ class S3Driver:
                     raise StorageConfigError(f"S3 access denied: cannot {action} {where}") from None
                 raise StorageConfigError(f"S3 cannot {action} {where}: {code}") from None
             except (bce.NoCredentialsError, bce.PartialCredentialsError, bce.CredentialRetrievalError):
-                raise StorageConfigError("no S3 credentials: set storage.s3.access_key/secret_key or the AWS environment") from None
+                raise StorageConfigError(
+                    "no S3 credentials: set storage.s3.access_key/secret_key or the AWS environment") from None
             except (bce.ConnectionError, bce.HTTPClientError) as exc:
                 raise StorageConfigError(f"S3 endpoint for {where} is unreachable: {type(exc).__name__}") from None
 
@@ -481,21 +474,3 @@ class _S3Reader(io.RawIOBase):
         if not self.closed and self._body is not None:
             self._body.close()
         super().close()
-
-
-def _to_bool(value: Any) -> bool:
-    text = str(value).strip().lower()
-    if text not in ("true", "false", "1", "0", "yes", "no"):
-        raise ValueError(value)
-    return text in ("true", "1", "yes")
-
-
-# Option name -> conversion (settings normally give the right types; environment text is parsed).
-_OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
-    **dict.fromkeys(("bucket", "prefix", "region", "endpoint_url", "addressing_style", "access_key", "secret_key",
-                     "session_token", "retry_mode"), str),
-    **dict.fromkeys(("part_size", "max_attempts", "max_pool_connections", "multipart_copy_threshold",
-                     "multipart_copy_part_size", "page_size"), int),
-    **dict.fromkeys(("connect_timeout", "read_timeout"), float),
-    **dict.fromkeys(("redirect", "verify_prefixes"), _to_bool),
-}

@@ -88,7 +88,8 @@ class UploadState:
         return sum(p.size for p in self.parts) + len(self.tail)
 
     def encode_header(self) -> bytes:
-        header = {"v": _STATE_VERSION, "upload_id": self.upload_id, "parts": [[p.number, p.etag, p.size] for p in self.parts]}
+        parts = [[p.number, p.etag, p.size] for p in self.parts]
+        header = {"v": _STATE_VERSION, "upload_id": self.upload_id, "parts": parts}
         return json.dumps(header, separators=(",", ":")).encode() + b"\n"
 
     @classmethod
@@ -149,7 +150,7 @@ def copy_into_upload(driver: S3Driver, source: str, key: str, upload_id: str, si
     starts = list(range(0, size, step))
     if len(starts) > 1 and size - starts[-1] < MIN_PART_SIZE:
         starts.pop()
-    ends = starts[1:] + [size]
+    ends = [*starts[1:], size]
     copy_source = {"Bucket": driver.bucket, "Key": driver._full(source)}
 
     def copy(number: int) -> Part:

@@ -17,7 +17,8 @@ from .helpers import assert_error, sha256
 def raw_request(server: RunningServer, request_line: str) -> tuple[int, bytes]:
     """Send a request line exactly as written (no client-side path normalisation)."""
     with socket.create_connection((server.host, server.port), timeout=10) as s:
-        s.sendall(f"{request_line}\r\nHost: {server.hostport}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        headers = f"Host: {server.hostport}\r\nContent-Length: 0\r\nConnection: close\r\n"
+        s.sendall(f"{request_line}\r\n{headers}\r\n".encode())
         data = b""
         while chunk := s.recv(65536):
             data += chunk

@@ -52,7 +52,7 @@ def test_upload_complete_links_blob_once_in_cas(driver: StorageDriver) -> None:
         assert info.size == len(data)
     with storage.blobs.open(digest, 5) as stream:
         assert stream.read() == data[5:]
-    cas_entries = [f for f in driver.walk(paths.BLOBS)]
+    cas_entries = list(driver.walk(paths.BLOBS))
     assert [f.key for f in cas_entries] == [paths.blob_data(digest)]
     with pytest.raises(BlobUnknown):
         storage.repository("c/three").blobs.stat(digest)
