@@ -97,6 +97,17 @@ def test_sha512_push_with_tags_answers_that_digest_and_one_oci_tag_per_tag(clien
     assert client.get(f"/v2/{repo}/tags/list").json()["tags"] == ["a", "b"]
 
 
+def test_push_by_digest_takes_many_tags_at_once(client: httpx.Client, repo: str) -> None:
+    # The spec asks for at least 10 per request; each accepted one comes back in an OCI-Tag header.
+    image = simple_image("many-tags")
+    push_blobs(client, repo, image)
+    names = [f"v{i:02d}" for i in range(12)]
+    r = client.put(f"/v2/{repo}/manifests/{image.digest}", params=[("tag", n) for n in names], content=image.manifest,
+                   headers={"Content-Type": image.media_type})
+    assert r.status_code == 201 and r.headers.get_list("OCI-Tag") == names
+    assert client.get(f"/v2/{repo}/tags/list").json()["tags"] == names
+
+
 def test_push_by_tag_names_that_tag_and_a_bad_extra_tag_stores_nothing(client: httpx.Client, repo: str) -> None:
     image = simple_image("oci-tag")
     push_blobs(client, repo, image)
