@@ -44,6 +44,11 @@ from urllib.parse import urlsplit
 
 MiB = 1024 * 1024
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.support import servers as support_servers  # noqa: E402
+from tests.support.servers import RunningServer  # noqa: E402
+
 ACCEPT = ", ".join([
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.oci.image.index.v1+json",
@@ -205,25 +210,38 @@ def make_blob(path: Path, size: int) -> Blob:
 
 
 # -- servers ---------------------------------------------------------------------------------------
+# Servers start and stop through the tests' own harness (tests/support/servers.py); a bench Server
+# adds what the bench measures about one.
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return support_servers.free_port()
 
 
 @dataclass
 class Server:
     label: str
     kind: str  # "cargobay" | "distribution"
-    port: int
-    process: subprocess.Popen
-    log_path: Path
-    host: str = "127.0.0.1"
+    running: RunningServer
     start_rss: int = 0
     idle_rss: int = 0
     peak_rss: dict[str, int] = field(default_factory=dict)  # "upload"/"download" rows -> sampled peak
     hwm_after_uploads: int = 0
+
+    @property
+    def host(self) -> str:
+        return self.running.host
+
+    @property
+    def port(self) -> int:
+        return self.running.port
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        return self.running.process
+
+    @property
+    def log_path(self) -> Path:
+        return self.running.log_path
 
     def connect(self) -> Connection:
         return Connection(self.host, self.port)
@@ -232,46 +250,24 @@ class Server:
         return f"http://{self.host}:{self.port}{path}"
 
     def log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.strip().splitlines()[-lines:])
+        return "\n".join(self.running.log().strip().splitlines()[-lines:])
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
-        try:  # our own session: leftovers (uvicorn workers) go with the leader
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
+        self.running.stop()
 
 
-def _wait_ready(server: Server, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not server.alive():
-            raise BenchError(f"{server.label} exited with status {server.process.returncode} at start:\n"
-                             f"{server.log_tail()}")
-        try:
-            with Connection(server.host, server.port, timeout=2) as conn:
-                if conn.request("GET", "/v2/").status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise BenchError(f"{server.label} did not answer GET /v2/ within {timeout:.0f}s:\n{server.log_tail()}")
+def started(label: str, kind: str, start: Callable[[], RunningServer]) -> Server:
+    """A bench Server around what `start` starts; a server that does not come up is a BenchError."""
+    try:
+        running = start()
+    except RuntimeError as exc:
+        raise BenchError(f"{label} did not start: {exc}") from None
+    server = Server(label, kind, running)
+    server.start_rss = rss_of(process_tree(running.process.pid))
+    return server
 
 
 @dataclass
@@ -301,43 +297,15 @@ class Variant:
 
 
 def start_cargobay(variant: Variant, workdir: Path, workers: int) -> Server:
-    port = free_port()
     slug = f"{re.sub(r'[^A-Za-z0-9]+', '-', variant.name)}-w{workers}"
-    root = workdir / f"{slug}-data"
-    log_path = workdir / f"{slug}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOBAY_")}
-    env["PYTHONPATH"] = str(variant.src)
-    env.update(variant.env)
-    args = [variant.python, "-m", "registry", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--root", str(root), "--workers", str(workers)]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   cwd=variant.src, env=env, start_new_session=True)
-    server = Server(f"{variant.name} w{workers}", "cargobay", port, process, log_path)
-    _wait_ready(server)
-    server.start_rss = rss_of(process_tree(process.pid))
-    return server
+    return started(f"{variant.name} w{workers}", "cargobay", lambda: support_servers.start_cargobay(
+        workdir / slug, extra_args=["--workers", str(workers)], python=variant.python, src=variant.src,
+        env=variant.env, inherit_settings=False, ready_timeout=60))
 
 
 def start_distribution(binary: str, workdir: Path) -> Server:
-    port = free_port()
-    config = {  # JSON is YAML
-        "version": 0.1,
-        "log": {"level": "error", "accesslog": {"disabled": True}},
-        "storage": {"filesystem": {"rootdirectory": str(workdir / "distribution-data")},
-                    "delete": {"enabled": True}, "maintenance": {"uploadpurging": {"enabled": False}}},
-        "http": {"addr": f"127.0.0.1:{port}"},
-    }
-    config_path = workdir / "distribution.yml"
-    config_path.write_text(json.dumps(config, indent=1))
-    log_path = workdir / "distribution.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([binary, "serve", str(config_path)], stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
-    server = Server("Distribution", "distribution", port, process, log_path)
-    _wait_ready(server)
-    server.start_rss = rss_of(process_tree(process.pid))
-    return server
+    return started("Distribution", "distribution", lambda: support_servers.start_distribution(
+        workdir / "distribution", binary=binary, ready_timeout=60))
 
 
 # -- memory of a process tree ----------------------------------------------------------------------

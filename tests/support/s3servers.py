@@ -143,9 +143,10 @@ def start_moto(workdir: Path, timeout: float = 30.0) -> S3Server:
     return server
 
 
-def start_seaweedfs(workdir: Path, timeout: float = 60.0) -> S3Server:
+def start_seaweedfs(workdir: Path, timeout: float = 60.0, volume_size_limit_mb: int = 64) -> S3Server:
     """`weed mini` (master, volume, filer, S3 in one process) with every port a free loopback one,
-    one S3 identity, no telemetry, no WebDAV or Iceberg/Lance endpoints."""
+    one S3 identity, no telemetry, no WebDAV or Iceberg/Lance endpoints. Small volumes suit tests;
+    benchmarks that write gigabytes want larger ones."""
     weed = require_tool("weed")
     require_module("boto3")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -172,7 +173,7 @@ def start_seaweedfs(workdir: Path, timeout: float = 60.0) -> S3Server:
         *(f"-{name}={port}" for name, port in ports.items()),
         "-s3.port.iceberg=0", "-s3.port.lance=0",
         "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
-        "-master.volumeSizeLimitMB=64",
+        f"-master.volumeSizeLimitMB={volume_size_limit_mb}",
         "-volume.preStopSeconds=0",  # nothing to drain in tests; stop at once
         f"-filer.localSocket={workdir / 'filer.sock'}",
         f"-s3.localSocket={workdir / 's3.sock'}",

@@ -4,6 +4,7 @@ Distribution (Debian's `docker-registry`), started and stopped by the tests."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -51,6 +52,10 @@ class RunningServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        try:  # the server runs in a session of its own: leftovers (uvicorn workers) go with it
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def wait_until_ready(server: RunningServer, timeout: float = 30.0) -> None:
@@ -70,13 +75,17 @@ def wait_until_ready(server: RunningServer, timeout: float = 30.0) -> None:
 
 
 def start_cargobay(workdir: Path, config: dict | None = None, env: dict[str, str] | None = None,
-                   extra_args: list[str] | None = None, root: Path | None = None) -> RunningServer:
+                   extra_args: list[str] | None = None, root: Path | None = None, *,
+                   python: str = sys.executable, src: Path = REPO_ROOT, inherit_settings: bool = True,
+                   ready_timeout: float = 30.0) -> RunningServer:
     """`python -m registry serve` on a free loopback port, disk storage under `root` (default
-    workdir/data) unless `config` says otherwise."""
+    workdir/data) unless `config` says otherwise. `python` and `src` pick another interpreter or
+    source tree (benchmarks compare variants); without `inherit_settings`, CARGOBAY_* variables of
+    the calling environment are not passed on. The server runs in a session of its own."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     root = root or workdir / "data"
-    args = [sys.executable, "-m", "registry", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    args = [python, "-m", "registry", "serve", "--host", "127.0.0.1", "--port", str(port)]
     if config is not None:
         config_path = workdir / f"config-{port}.yaml"
         config_path.write_text(yaml.safe_dump(config))
@@ -85,17 +94,21 @@ def start_cargobay(workdir: Path, config: dict | None = None, env: dict[str, str
         args += ["--root", str(root)]
     args += extra_args or []
     log_path = workdir / f"cargobay-{port}.log"
-    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    inherited = {k: v for k, v in os.environ.items() if inherit_settings or not k.startswith("CARGOBAY_")}
+    full_env = {**inherited, "PYTHONPATH": str(src), **(env or {})}
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO_ROOT)
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env=full_env, cwd=src, start_new_session=True)
     server = RunningServer(f"http://127.0.0.1:{port}", "127.0.0.1", port, process, log_path, root, full_env)
-    wait_until_ready(server)
+    wait_until_ready(server, ready_timeout)
     return server
 
 
-def start_distribution(workdir: Path, extra_config: dict | None = None) -> RunningServer:
-    """Debian's docker-registry (CNCF Distribution 2.8) with filesystem storage, deletes enabled."""
-    binary = require_tool("docker-registry")
+def start_distribution(workdir: Path, extra_config: dict | None = None, *, binary: str | None = None,
+                       ready_timeout: float = 30.0) -> RunningServer:
+    """Debian's docker-registry (CNCF Distribution 2.8) with filesystem storage, deletes enabled;
+    `extra_config` replaces whole top-level sections (e.g. `storage` for its s3 driver)."""
+    binary = binary or require_tool("docker-registry")
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config: dict = {
@@ -110,11 +123,15 @@ def start_distribution(workdir: Path, extra_config: dict | None = None) -> Runni
     config_path = workdir / f"distribution-{port}.yml"
     config_path.write_text(yaml.safe_dump(config))
     log_path = workdir / f"distribution-{port}.log"
+    # AWS_* and REGISTRY_* variables of this shell would override the config (an AWS_CA_BUNDLE even
+    # breaks its plain-HTTP S3 client at start).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REGISTRY_"))}
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([binary, "serve", str(config_path)], stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([binary, "serve", str(config_path)], stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     server = RunningServer(f"http://127.0.0.1:{port}", "127.0.0.1", port, process, log_path,
                            workdir / "distribution-data")
-    wait_until_ready(server)
+    wait_until_ready(server, ready_timeout)
     return server
 
 
