@@ -125,7 +125,8 @@ class Authenticator:
                 with self._lock:
                     self._basic_hosts.add(ep.base)
                 return basic_header(creds)
-        raise AuthenticationError(f"{netloc} asked for authentication this client cannot do: {challenge_header[:120]!r}")
+        raise AuthenticationError(f"{netloc} asked for authentication this client cannot do: "
+                                  f"{challenge_header[:120]!r}")
 
     def _token(self, ep: Endpoint, params: dict[str, str], scope: str, creds: Credentials | None) -> tuple[str, float]:
         netloc, realm = ep.netloc, params["realm"]

@@ -186,7 +186,8 @@ def cmd_images(ctx: Context) -> int:
     table += [(r["reference"], r["digest"].split(":")[1][:12], r["platform"],
                human_size(r["size"]) if r["size"] is not None else "?", r["created"]) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(5)]
-    ctx.output.result("\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table))
+    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table)
+    ctx.output.result("\n".join(lines))
     return 0
 
 

@@ -129,7 +129,7 @@ def _write_docker(w: _TarWriter, ref: Reference, manifest: ImageManifest, config
     _blob_dirs(w, [config_digest, *diff_ids])
     w.add_bytes(_blob_path(config_digest), config_raw)
     layers = []
-    for layer, diff_id in zip(manifest.layers, diff_ids):
+    for layer, diff_id in zip(manifest.layers, diff_ids, strict=True):
         path = _blob_path(diff_id)
         if not w.has(path):
             compression = mt.layer_compression(layer.media_type)

@@ -89,7 +89,7 @@ class Ingest:
         self.desc = desc
         self.path = path
         self._final = final_path
-        self._file: BinaryIO = open(self.path, "a+b")
+        self._file: BinaryIO = open(self.path, "a+b")  # noqa: SIM115 (open for the object's life; close())
         self._hasher = desc.digest.hasher()
         self._offset = 0
         self._file.seek(0)

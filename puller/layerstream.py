@@ -149,10 +149,8 @@ class LayerStream:
         """Up to `n` bytes from the current chunk (short reads allowed, b"" at EOF)."""
         if n <= 0 or not self._fill():
             return b""
-        if self._off == 0 and n >= len(self._buf):
-            data = self._buf
-        else:
-            data = self._buf[self._off:self._off + n]
+        # The whole chunk when it fits: no copy.
+        data = self._buf if self._off == 0 and n >= len(self._buf) else self._buf[self._off:self._off + n]
         self._off += len(data)
         self._pos += len(data)
         return data

@@ -81,7 +81,8 @@ class PlainRenderer:
             return ""
         if k == "resolved":
             where = f"{f['platform']}, " if f.get("platform") else ""
-            return f"{f['reference']}: resolved to {f['digest']} ({where}{f['layers']} layers, {human_size(f['size'])})\n"
+            return (f"{f['reference']}: resolved to {f['digest']} "
+                    f"({where}{f['layers']} layers, {human_size(f['size'])})\n")
         if k == "blob-exists":
             return f"{short(f['digest'])}: already exists\n"
         if k == "blob-wait":

@@ -137,13 +137,15 @@ def pull(client: RegistryClient, store: Store, ref: Reference, platform: Platfor
         record = _up_to_date(client, store, ref, platform)
         if record is not None:
             manifest = store.manifest(record.digest)
-            assert isinstance(manifest, ImageManifest)
+            if not isinstance(manifest, ImageManifest):  # _up_to_date checked it; the store may have changed
+                raise VerificationError(f"{key}: the stored manifest {record.digest} is not an image manifest")
             emit(Event("up-to-date", {"reference": key, "digest": str(record.digest)}))
             return PullResult(key, record.digest, manifest, True, 0)
         resolved = resolve(client, ref, platform)
         manifest = resolved.manifest
         if manifest.config.size > MAX_MANIFEST_SIZE:
-            raise VerificationError(f"{ref}: config of {manifest.config.size} bytes refused (limit {MAX_MANIFEST_SIZE})")
+            raise VerificationError(f"{ref}: config of {manifest.config.size} bytes refused "
+                                    f"(limit {MAX_MANIFEST_SIZE})")
         total = sum(d.size for d in manifest.blobs())
         emit(Event("resolved", {"reference": key, "digest": str(resolved.descriptor.digest),
                                 "platform": str(resolved.descriptor.platform) if resolved.descriptor.platform else None,

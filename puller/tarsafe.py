@@ -170,7 +170,7 @@ class RootTree(ConfinedTree):
             return
 
         dir_fd, parent = self._parent(comps[:-1])
-        real = parent + (base,)
+        real = (*parent, base)
         self._touch(parent, dir_fd)
         existing = self._lstat(dir_fd, base)
         keep_dir = existing is not None and stat.S_ISDIR(existing.st_mode) and kind == "dir"
@@ -266,16 +266,14 @@ class RootTree(ConfinedTree):
         if self.privileged:
             os.fchown(fd, member.uid, member.gid)  # before chmod: chown clears setuid/setgid
         mode = member.mode & 0o7777
-        if is_dir and (real == () or not self.privileged):
-            assert real is not None
+        if is_dir and real is not None and (real == () or not self.privileged):
             self._final_modes[real] = mode
             mode = 0o700 if real == () else mode | 0o700
         os.fchmod(fd, mode)
         self._set_xattrs(fd, member, clear)
         times = _times(member)
         os.utime(fd, ns=times)
-        if is_dir:
-            assert real is not None
+        if is_dir and real is not None:
             self._dir_times[real] = times
 
     def _node_metadata(self, dir_fd: int, base: str, real: Real, member: tarfile.TarInfo, *, chmod: bool) -> None:
@@ -342,10 +340,10 @@ class RootTree(ConfinedTree):
             if victim is None:
                 self._touch(parent, dir_fd)
                 for child in os.listdir(dir_fd):
-                    self._purge(dir_fd, child, parent + (child,))
+                    self._purge(dir_fd, child, (*parent, child))
             elif self._lstat(dir_fd, victim) is not None:
                 self._touch(parent, dir_fd)
-                self._purge(dir_fd, victim, parent + (victim,))
+                self._purge(dir_fd, victim, (*parent, victim))
         finally:
             os.close(dir_fd)
 
@@ -361,10 +359,10 @@ class RootTree(ConfinedTree):
             fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
             try:
                 children = os.listdir(fd)
-                if any(real + (child,) not in self._upper for child in children):
+                if any((*real, child) not in self._upper for child in children):
                     self._touch(real, fd)
                 for child in children:
-                    self._purge(fd, child, real + (child,))
+                    self._purge(fd, child, (*real, child))
             finally:
                 os.close(fd)
 
@@ -393,7 +391,8 @@ class RootTree(ConfinedTree):
         if self._cache is not None and self._cache[0] == comps:
             return self._cache[1], self._cache[2]
         found = self._walk(comps, create=True, what="the path")
-        assert found is not None
+        if found is None:  # with create=True _walk makes what is missing or raises
+            raise LayerFormatError(f"cannot create the directory {'/'.join(comps)!r}")
         self._drop_cache()
         self._cache = (comps, found[0], found[1])
         return found

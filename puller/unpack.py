@@ -72,7 +72,7 @@ def _unpack(manifest: ImageManifest, config_raw: bytes, open_blob: Callable[[Dig
         try:
             budget = Budget(max_unpacked_bytes)
             total = len(manifest.layers)
-            for index, (layer, diff_id) in enumerate(zip(manifest.layers, diff_ids)):
+            for index, (layer, diff_id) in enumerate(zip(manifest.layers, diff_ids, strict=True)):
                 label = f"layer {index + 1}/{total} ({layer.digest})"
                 _apply_layer(tree, layer, diff_id, open_blob, budget, label)
                 if tree.skipped_devices:

@@ -87,7 +87,8 @@ class PullerRunner:
 
     def ok(self, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
         result = self.run(*args, **kwargs)  # type: ignore[arg-type]
-        assert result.returncode == 0, f"puller {' '.join(args)} failed ({result.returncode}):\n{result.stderr}\n{result.stdout}"
+        assert result.returncode == 0, \
+            f"puller {' '.join(args)} failed ({result.returncode}):\n{result.stderr}\n{result.stdout}"
         return result
 
     def events(self, result: subprocess.CompletedProcess[str]) -> list[dict[str, object]]:
@@ -109,7 +110,8 @@ def puller(tmp_path: Path) -> PullerRunner:
     home.mkdir()
     env = {k: v for k, v in os.environ.items()
            if k not in ("PULLER_CONFIG", "PULLER_STORE", "DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR")}
-    env.update({"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_DATA_HOME": str(home / ".local/share"),
+    env.update({"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+                "XDG_DATA_HOME": str(home / ".local/share"),
                 "PYTHONPATH": str(REPO_ROOT)})
     runner = PullerRunner(home, tmp_path / "store", env)
     runner.write_config(FAST_NETWORK)

@@ -136,7 +136,8 @@ class Proxy:
                     return fault
         return None
 
-    def _reply(self, h: BaseHTTPRequestHandler, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+    def _reply(self, h: BaseHTTPRequestHandler, status: int, body: bytes = b"",
+               headers: dict[str, str] | None = None) -> None:
         h.send_response(status)
         for k, v in (headers or {}).items():
             h.send_header(k, v)
@@ -194,7 +195,7 @@ class Proxy:
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         split = urlsplit(h.path)
         path, query = split.path, parse_qs(split.query)
-        record = Recorded(h.command, path, query, {k: v for k, v in h.headers.items()})
+        record = Recorded(h.command, path, query, dict(h.headers.items()))
         with self._lock:
             self.requests.append(record)
         if path == "/token":

@@ -184,7 +184,8 @@ def test_no_credentials_along_a_redirect_to_plain_http_on_the_same_host(upstream
         env = {"REGISTRY_AUTH_FILE": str(auth_file)}
 
         assert puller.run("fetch", f"{server.hostport}/app:v1", env=env).returncode == 4
-        assert puller.run("push", f"{upstream.hostport}/{repo}:v1", f"{server.hostport}/app:v1", env=env).returncode == 4
+        pushed = puller.run("push", f"{upstream.hostport}/{repo}:v1", f"{server.hostport}/app:v1", env=env)
+        assert pushed.returncode == 4
         plain = [s for s in server.seen if not s.tls]
         assert {s.method for s in plain} == {"GET", "PUT"}  # both redirects were followed, and
         assert not [s for s in plain if any(k.lower() == "authorization" for k in s.headers)]  # carried no password

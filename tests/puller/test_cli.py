@@ -19,7 +19,8 @@ from tests.support.servers import REPO_ROOT, RunningServer
 from .conftest import PullerRunner
 
 
-def test_progress_bars_on_a_terminal(upstream: RunningServer, http: httpx.Client, repo: str, puller: PullerRunner) -> None:
+def test_progress_bars_on_a_terminal(upstream: RunningServer, http: httpx.Client, repo: str,
+                                     puller: PullerRunner) -> None:
     push_image(http, upstream.url, repo, im.simple_image("tty", layer_count=2, layer_size=300_000), "v1")
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "puller", "--store", str(puller.store), "fetch", "--plain-http",
@@ -63,7 +64,8 @@ def test_unpack_and_export_fetch_first(upstream: RunningServer, http: httpx.Clie
     puller.ok("export", ref, str(archive), "--format", "docker-archive")
     with tarfile.open(archive) as tar:
         assert "manifest.json" in tar.getnames()
-    assert puller.run("unpack", "--plain-http", f"{upstream.hostport}/{repo}:absent", str(puller.home / "x")).returncode == 3
+    absent = puller.run("unpack", "--plain-http", f"{upstream.hostport}/{repo}:absent", str(puller.home / "x"))
+    assert absent.returncode == 3
     # As root without --bundle the rootfs itself is private (it holds setuid-root files and device
     # nodes, readable by their image modes); --keep-root-mode gives it the image's mode.
     if os.geteuid() == 0:

@@ -34,9 +34,10 @@ def test_two_processes_share_layers(upstream: RunningServer, http: httpx.Client,
     for layer in shared:  # slow enough that the two processes overlap on every shared layer
         proxy.add_fault(action="slow", path=f"/blobs/{layer.digest}", delay=0.12, times=-1)
 
-    procs = [puller.popen("--json", "fetch", "--plain-http", f"{proxy.hostport}/{repo}:{tag}") for tag in ("one", "two")]
+    procs = [puller.popen("--json", "fetch", "--plain-http", f"{proxy.hostport}/{repo}:{tag}")
+             for tag in ("one", "two")]
     outputs = [p.communicate(timeout=120) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
     events = [json.loads(line) for out, _ in outputs for line in out.splitlines()]
 

@@ -140,7 +140,7 @@ def test_docker_archive_has_the_layout_docker_save_writes(tmp_path: Path) -> Non
     assert entry["Config"] == f"blobs/sha256/{img.config.digest.split(':')[1]}"
     assert files[entry["Config"]] == img.config.data
     assert entry["Layers"] == [f"blobs/sha256/{d.split(':')[1]}" for d in config["rootfs"]["diff_ids"]]
-    for path, diff_id in zip(entry["Layers"], config["rootfs"]["diff_ids"]):
+    for path, diff_id in zip(entry["Layers"], config["rootfs"]["diff_ids"], strict=True):
         assert "sha256:" + hashlib.sha256(files[path]).hexdigest() == diff_id  # uncompressed tars
 
     # ... and it is also an OCI layout whose manifest lists those same uncompressed layers

@@ -27,7 +27,8 @@ def big_image(seed: str) -> im.Image:
 
 
 @pytest.fixture
-def image_ref(upstream: RunningServer, http: httpx.Client, repo: str, make_proxy: object) -> tuple[object, str, im.Image]:
+def image_ref(upstream: RunningServer, http: httpx.Client, repo: str,
+              make_proxy: object) -> tuple[object, str, im.Image]:
     image = big_image(repo)
     push_image(http, upstream.url, repo, image, "v1")
     proxy = make_proxy()  # type: ignore[operator]
@@ -47,7 +48,8 @@ def test_corrupt_layer_fails_loudly(image_ref: tuple, puller: PullerRunner) -> N
     proxy.add_fault(action="corrupt", path=blob_path(image), times=-1)
     result = puller.run("fetch", "--plain-http", ref)
     assert result.returncode == 5, result.stderr
-    assert result.stderr.count("\n") == 1 and image.layers[0].digest in result.stderr and "verification" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert image.layers[0].digest in result.stderr and "verification" in result.stderr
     assert not (puller.store / "blobs" / "sha256" / image.layers[0].digest.split(":")[1]).exists()
     assert puller.run("inspect", ref).returncode == 3
     # The partial file was dropped: a clean retry succeeds.

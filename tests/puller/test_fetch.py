@@ -24,7 +24,8 @@ def mixed_image(seed: str, flavour: str = "oci") -> im.Image:
     return im.build_image(layers, "linux/amd64", flavour)
 
 
-def test_multi_layer_mixed_compression(registry: RunningServer, http: httpx.Client, puller: PullerRunner, repo: str) -> None:
+def test_multi_layer_mixed_compression(registry: RunningServer, http: httpx.Client, puller: PullerRunner,
+                                       repo: str) -> None:
     oci, docker = mixed_image("oci"), mixed_image("dock", "docker")
     push_image(http, registry.url, repo, oci, "oci")
     push_image(http, registry.url, repo, docker, "docker")
@@ -120,7 +121,8 @@ def test_a_stored_platform_serves_only_an_exact_request(upstream: RunningServer,
     assert sorted(os.listdir(puller.home / "stored" / "layer0")) == ["arm64.bin"]
 
 
-def test_up_to_date_and_shared_layers(registry: RunningServer, http: httpx.Client, puller: PullerRunner, repo: str) -> None:
+def test_up_to_date_and_shared_layers(registry: RunningServer, http: httpx.Client, puller: PullerRunner,
+                                      repo: str) -> None:
     base = [im.make_layer([("base/a", b"a" * 20000)]), im.make_layer([("base/b", b"b" * 20000)])]
     first = im.build_image(base)
     second = im.build_image([*base, im.make_layer([("app/c", b"c" * 5000)])])

@@ -22,9 +22,11 @@ from tests.support import images as im
 
 
 def test_parse_challenges() -> None:
-    header = 'Bearer realm="https://auth.example/token",service="reg.example",scope="repository:a/b:pull,push", Basic realm="x"'
+    header = ('Bearer realm="https://auth.example/token",service="reg.example",scope="repository:a/b:pull,push", '
+              'Basic realm="x"')
     assert parse_challenges(header) == [
-        ("bearer", {"realm": "https://auth.example/token", "service": "reg.example", "scope": "repository:a/b:pull,push"}),
+        ("bearer", {"realm": "https://auth.example/token", "service": "reg.example",
+                    "scope": "repository:a/b:pull,push"}),
         ("basic", {"realm": "x"}),
     ]
     assert parse_challenges('Bearer realm=unquoted, error="invalid_token"') == [

@@ -81,7 +81,8 @@ def snapshot(root: Path, *, skip_mtime: frozenset[str] = frozenset()) -> dict[st
             names = os.listxattr(path, follow_symlinks=False)
         except OSError:
             names = []
-        info["xattrs"] = {n: os.getxattr(path, n, follow_symlinks=False) for n in sorted(names) if n != "security.selinux"}
+        info["xattrs"] = {n: os.getxattr(path, n, follow_symlinks=False)
+                          for n in sorted(names) if n != "security.selinux"}
         tree[rel] = info
 
     record(root, ".")
@@ -245,7 +246,8 @@ def test_docker_media_types_and_missing_parent_entries_match_umoci(tmp_path: Pat
         ([f("a/b/c/file", b"1"), link("a/b/link", "c"), f("x/y", b"2")], "gzip"),
         ([f("a/b/link/through", b"3"), f("a/b/.wh.c"), f("new/dir/file", b"4")], ""),
     ]
-    compare_with_umoci(tmp_path, layers, flavour="docker", skip_mtime=frozenset({"a", "a/b", "a/b/c", "x", "new", "new/dir"}))
+    compare_with_umoci(tmp_path, layers, flavour="docker",
+                       skip_mtime=frozenset({"a", "a/b", "a/b/c", "x", "new", "new/dir"}))
 
 
 @needs_root

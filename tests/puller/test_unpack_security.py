@@ -219,7 +219,8 @@ def test_an_invalid_tar_header_in_the_middle_is_refused(arena: Arena) -> None:
 def test_malformed_entries_are_refused(arena: Arena) -> None:
     refused(arena, [make_layer([link("hl", "missing", kind="hardlink")])], VerificationError,
             r"entry 'hl'.*hardlink target 'missing' does not exist")
-    refused(arena, [make_layer([f("a", b"1"), f("a/b", b"2")])], VerificationError, "entry .a/b.: .a. is not a directory")
+    refused(arena, [make_layer([f("a", b"1"), f("a/b", b"2")])], VerificationError,
+            "entry .a/b.: .a. is not a directory")
 
 
 def test_config_and_layer_count_mismatches_are_refused(arena: Arena, tmp_path: Path) -> None:
