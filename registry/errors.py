@@ -1,10 +1,36 @@
-"""The only place that renders the OCI error JSON, and the one table from exceptions to codes."""
+"""The registry's exceptions, the one table from exceptions to OCI errors, and the only place that
+renders the OCI error JSON.
+
+Every exception the registry package defines derives from `RegistryBaseError`:
+
+- `RegistryError`: an answer (OCI code, status, message, detail, headers). Handlers and the
+  authorizer raise it; `to_registry_error` turns everything else into one (storage errors by the
+  STORAGE_ERRORS table below, OCI validation errors by their code); `handle_exception` renders it.
+  `BodyCutShort` is one (400 SIZE_INVALID).
+- `ClientHungUp`: nobody is left to answer; `handle_hangup` logs one INFO line.
+- `SettingsError` (registry.settings) and the auth files' `UsersError`, `RulesError` and
+  `KeyFileError` (all ValueErrors too): unusable configuration. They happen at start or in a CLI
+  command, which prints one line (registry.__main__); a file re-read while serving keeps its last
+  good contents (registry.auth.files).
+- `TokenError`, `LoginFailed` and `RateLimited` (registry.auth): control flow inside auth. The
+  authorizer turns them into RegistryErrors (401, 403, 429), the token endpoint into its answers;
+  they never reach the renderer.
+
+Anything else reaching the renderer is a bug: it is logged (without request bodies or credentials)
+and answered 500. Parsing helpers that raise a plain ValueError (registry.auth.scopes.from_claim,
+registry.auth.keys.from_jwk) are caught in their own module.
+
+Wire formats: every route answers errors with the OCI error JSON rendered here (`error_response`),
+`/healthz` and the token endpoint's GET included. `POST /auth/token` answers OAuth2 errors instead
+(RFC 6749 section 5.2, what its clients parse), rendered by registry.auth.endpoint.oauth2_error.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -13,10 +39,16 @@ from starlette.responses import Response
 from ocispec.errors import ErrorCode, OCIValidationError
 from storage import errors as se
 
+from .headers import API_VERSION_HEADER, range_header, upload_headers
+
 log = logging.getLogger("cargobay.registry")
 
 
-class RegistryError(Exception):
+class RegistryBaseError(Exception):
+    """Base of every exception the registry package defines (see the module docstring)."""
+
+
+class RegistryError(RegistryBaseError):
     """An error the registry answers with: an OCI code, a status and optional extra headers."""
 
     def __init__(self, code: ErrorCode, message: str | None = None, detail: object = None, status: int | None = None,
@@ -37,7 +69,7 @@ class BodyCutShort(RegistryError):
         super().__init__(ErrorCode.SIZE_INVALID, message)
 
 
-class ClientHungUp(Exception):
+class ClientHungUp(RegistryBaseError):
     """The client closed the connection before its request body ended: nobody is left to answer,
     and nothing went wrong on this side. `received` counts the body bytes that arrived."""
 
@@ -46,20 +78,45 @@ class ClientHungUp(Exception):
         self.received = received
 
 
-# Storage exception → OCI error code. Order matters: the first matching class wins.
-STORAGE_ERRORS: tuple[tuple[type[se.StorageError], ErrorCode], ...] = (
-    (se.BlobUnknown, ErrorCode.BLOB_UNKNOWN),
-    (se.UploadUnknown, ErrorCode.BLOB_UPLOAD_UNKNOWN),
-    (se.UploadRangeInvalid, ErrorCode.RANGE_INVALID),
-    (se.UploadInvalid, ErrorCode.BLOB_UPLOAD_INVALID),
-    (se.DigestInvalid, ErrorCode.DIGEST_INVALID),
-    (se.SizeInvalid, ErrorCode.SIZE_INVALID),
-    (se.ManifestBlobUnknown, ErrorCode.MANIFEST_BLOB_UNKNOWN),
-    (se.ManifestInvalid, ErrorCode.MANIFEST_INVALID),
-    (se.ManifestUnknown, ErrorCode.MANIFEST_UNKNOWN),
-    (se.NameUnknown, ErrorCode.NAME_UNKNOWN),
-    (se.InvalidKey, ErrorCode.NAME_INVALID),
-    (se.StorageUnavailable, ErrorCode.UNAVAILABLE),
+#: Extra headers of an answer, from the storage exception and the request's path parameters.
+HeadersFor = Callable[[se.StorageError, Mapping[str, str]], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class StorageAnswer:
+    """How the registry answers one storage exception class: everything the client sees besides the
+    exception's own message and detail, so no handler re-maps a storage error."""
+
+    error: type[se.StorageError]
+    code: ErrorCode
+    status: int | None = None          # None: the code's usual status
+    headers: HeadersFor | None = None
+
+
+def _upload_progress(exc: se.StorageError, path_params: Mapping[str, str]) -> dict[str, str]:
+    """A refused chunk is told where its upload stands: the Range received so far and, on the
+    upload's own URL (PATCH, PUT), the Location and id every upload answer carries."""
+    size = exc.current_size if isinstance(exc, se.UploadRangeInvalid) else 0
+    name, upload_id = path_params.get("name"), path_params.get("upload_id")
+    if name is None or upload_id is None:
+        return {"Range": range_header(size)}
+    return upload_headers(name, upload_id, size)
+
+
+# Storage exception → the answer. Order matters: the first matching class wins.
+STORAGE_ERRORS: tuple[StorageAnswer, ...] = (
+    StorageAnswer(se.BlobUnknown, ErrorCode.BLOB_UNKNOWN),
+    StorageAnswer(se.UploadUnknown, ErrorCode.BLOB_UPLOAD_UNKNOWN),
+    StorageAnswer(se.UploadRangeInvalid, ErrorCode.RANGE_INVALID, 416, _upload_progress),
+    StorageAnswer(se.UploadInvalid, ErrorCode.BLOB_UPLOAD_INVALID),
+    StorageAnswer(se.DigestInvalid, ErrorCode.DIGEST_INVALID),
+    StorageAnswer(se.SizeInvalid, ErrorCode.SIZE_INVALID),
+    StorageAnswer(se.ManifestBlobUnknown, ErrorCode.MANIFEST_BLOB_UNKNOWN),
+    StorageAnswer(se.ManifestInvalid, ErrorCode.MANIFEST_INVALID),
+    StorageAnswer(se.ManifestUnknown, ErrorCode.MANIFEST_UNKNOWN),
+    StorageAnswer(se.NameUnknown, ErrorCode.NAME_UNKNOWN),
+    StorageAnswer(se.InvalidKey, ErrorCode.NAME_INVALID),
+    StorageAnswer(se.StorageUnavailable, ErrorCode.UNAVAILABLE),
 )
 
 
@@ -74,7 +131,7 @@ def error_body(code: ErrorCode | str, message: str, detail: object = None) -> by
 def error_response(code: ErrorCode, message: str | None = None, detail: object = None, status: int | None = None,
                    headers: Mapping[str, str] | None = None, method: str = "GET") -> Response:
     body = error_body(code, message or code.message, detail)
-    all_headers = {"Docker-Distribution-API-Version": "registry/2.0", **(headers or {})}
+    all_headers = {**API_VERSION_HEADER, **(headers or {})}
     response = Response(b"" if method == "HEAD" else body, status_code=status or code.status, headers=all_headers,
                         media_type="application/json")
     if method == "HEAD":
@@ -82,20 +139,19 @@ def error_response(code: ErrorCode, message: str | None = None, detail: object =
     return response
 
 
-def to_registry_error(exc: Exception) -> RegistryError:
-    """Translate any exception into the error the client sees. Unexpected ones are logged (without
-    request bodies or credentials) and become a generic 500."""
+def to_registry_error(exc: Exception, path_params: Mapping[str, str] | None = None) -> RegistryError:
+    """Translate any exception into the error the client sees (`path_params`: the request's, for
+    answers that point back at the resource). Unexpected ones are logged (without request bodies
+    or credentials) and become a generic 500."""
     if isinstance(exc, RegistryError):
         return exc
     if isinstance(exc, OCIValidationError):
         return RegistryError(exc.code, exc.message, exc.detail)
     if isinstance(exc, se.StorageError):
-        for cls, code in STORAGE_ERRORS:
-            if isinstance(exc, cls):
-                headers = {}
-                if isinstance(exc, se.UploadRangeInvalid):
-                    headers["Range"] = f"0-{max(exc.current_size - 1, 0)}"
-                return RegistryError(code, exc.message, exc.detail or None, headers=headers)
+        for answer in STORAGE_ERRORS:
+            if isinstance(exc, answer.error):
+                headers = answer.headers(exc, path_params or {}) if answer.headers else {}
+                return RegistryError(answer.code, exc.message, exc.detail or None, answer.status, headers)
         log.error("storage error: %s", exc)
         return RegistryError(ErrorCode.UNAVAILABLE, "storage error", status=500)
     if isinstance(exc, HTTPException):
@@ -116,5 +172,5 @@ async def handle_hangup(request: Request, exc: Exception) -> Response:
 
 
 async def handle_exception(request: Request, exc: Exception) -> Response:
-    error = to_registry_error(exc)
+    error = to_registry_error(exc, request.path_params)
     return error_response(error.code, error.message, error.detail, error.status, error.headers, request.method)

@@ -19,11 +19,12 @@ from typing import Any, get_type_hints
 import yaml
 
 from .auth.settings import AuthSettings
+from .errors import RegistryBaseError
 
 ENV_PREFIX = "CARGOBAY_"
 
 
-class SettingsError(ValueError):
+class SettingsError(RegistryBaseError, ValueError):
     """Bad configuration; the message is one line naming the setting and what is wrong."""
 
 

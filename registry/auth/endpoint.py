@@ -9,7 +9,8 @@
 
 Whatever is asked, a token holds only what the rules grant of it. Bad credentials get 401 (GET) or
 400 `invalid_grant` (POST, as OAuth2 says); too many failures get 429 with Retry-After. Nothing
-here logs a password or a token.
+here logs a password or a token. GET's errors are the OCI error JSON every route answers with
+(raised as RegistryError, rendered by registry.errors); POST's are OAuth2's (`oauth2_error`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from starlette.routing import Route
 
 from ocispec.errors import ErrorCode
 
-from ..errors import error_body
+from ..errors import RegistryError
 from .authorizer import parse_basic
 from .keys import to_jwk
 from .scopes import MAX_SCOPES, parse_scopes
@@ -37,12 +38,14 @@ def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | Non
     return JSONResponse(body, status_code=status, headers={**NO_STORE, **(headers or {})})
 
 
-def _oci_error(code: ErrorCode, message: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(error_body(code, message), status_code=code.status, media_type="application/json",
-                    headers={**NO_STORE, **(headers or {})})
+def _refuse(code: ErrorCode, message: str, headers: dict[str, str] | None = None) -> RegistryError:
+    """An error of GET /auth/token: the OCI error JSON, never cached."""
+    return RegistryError(code, message, headers={**NO_STORE, **(headers or {})})
 
 
-def _oauth_error(status: int, error: str, description: str, headers: dict[str, str] | None = None) -> Response:
+def oauth2_error(status: int, error: str, description: str, headers: dict[str, str] | None = None) -> Response:
+    """The one renderer of POST /auth/token's errors: OAuth2's JSON (RFC 6749 section 5.2), never
+    cached, not the OCI error JSON, because OAuth2 clients (containerd, docker login) parse these."""
     return _json({"error": error, "error_description": description}, status, headers)
 
 
@@ -59,10 +62,10 @@ def token_routes(service: AuthService) -> list[Route]:
         params = request.query_params
         audience = check_service(params.get("service"))
         if audience is None:
-            return _oci_error(ErrorCode.DENIED, "this token server does not issue tokens for that service")
+            raise _refuse(ErrorCode.DENIED, "this token server does not issue tokens for that service")
         scopes = parse_scopes(params.getlist("scope"))
         if len(scopes) > MAX_SCOPES:
-            return _oci_error(ErrorCode.DENIED, f"at most {MAX_SCOPES} scopes per token")
+            raise _refuse(ErrorCode.DENIED, f"at most {MAX_SCOPES} scopes per token")
         subject = None
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "basic":
@@ -72,10 +75,11 @@ def token_routes(service: AuthService) -> list[Route]:
                     raise LoginFailed()
                 await service.login(client_address(request), *parsed)
             except RateLimited as exc:
-                return _oci_error(ErrorCode.TOOMANYREQUESTS, "too many failed logins; retry later", _too_many(exc))
+                raise _refuse(ErrorCode.TOOMANYREQUESTS, "too many failed logins; retry later",
+                              _too_many(exc)) from None
             except LoginFailed:
-                return _oci_error(ErrorCode.UNAUTHORIZED, "invalid user name or password",
-                                  {"WWW-Authenticate": f'Basic realm="{service.service}"'})
+                raise _refuse(ErrorCode.UNAUTHORIZED, "invalid user name or password",
+                              {"WWW-Authenticate": f'Basic realm="{service.service}"'}) from None
             subject = parsed[0]
         offline = params.get("offline_token", "").lower() == "true"
         return _json(service.token_response(subject, audience, scopes, offline))
@@ -85,24 +89,24 @@ def token_routes(service: AuthService) -> list[Route]:
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_FORM_BYTES:
-                return _oauth_error(400, "invalid_request", "request too large")
+                return oauth2_error(400, "invalid_request", "request too large")
         try:
             form = {k: v[0] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True).items()}
         except UnicodeDecodeError:
-            return _oauth_error(400, "invalid_request", "the form is not UTF-8")
+            return oauth2_error(400, "invalid_request", "the form is not UTF-8")
         audience = check_service(form.get("service"))
         if audience is None:
-            return _oauth_error(400, "invalid_request", "this token server does not issue tokens for that service")
+            return oauth2_error(400, "invalid_request", "this token server does not issue tokens for that service")
         scopes = parse_scopes([form.get("scope", "")])
         if len(scopes) > MAX_SCOPES:
-            return _oauth_error(400, "invalid_scope", f"at most {MAX_SCOPES} scopes per token")
+            return oauth2_error(400, "invalid_scope", f"at most {MAX_SCOPES} scopes per token")
         grant = form.get("grant_type")
         address = client_address(request)
         try:
             if grant == "password":
                 username = form.get("username", "")
                 if not username:
-                    return _oauth_error(400, "invalid_request", "username and password are required")
+                    return oauth2_error(400, "invalid_request", "username and password are required")
                 await service.login(address, username, form.get("password", ""))
                 subject = username
             elif grant == "refresh_token":
@@ -115,11 +119,11 @@ def token_routes(service: AuthService) -> list[Route]:
                     service.limiter.failed(address, None)
                     raise
             else:
-                return _oauth_error(400, "unsupported_grant_type", "grant_type must be password or refresh_token")
+                return oauth2_error(400, "unsupported_grant_type", "grant_type must be password or refresh_token")
         except RateLimited as exc:
-            return _oauth_error(429, "too_many_requests", "too many failed logins; retry later", _too_many(exc))
+            return oauth2_error(429, "too_many_requests", "too many failed logins; retry later", _too_many(exc))
         except LoginFailed:
-            return _oauth_error(400, "invalid_grant", "invalid credentials")
+            return oauth2_error(400, "invalid_grant", "invalid credentials")
         offline = form.get("access_type") == "offline"
         return _json(service.token_response(subject, audience, scopes, offline))
 

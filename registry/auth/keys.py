@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from ..errors import RegistryBaseError
 from .files import create_exclusively
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -41,7 +42,7 @@ ALGORITHMS: dict[str, tuple[type[hashes.HashAlgorithm], str | None, int]] = {
 KEY_FILE, CERT_FILE = "token-key.pem", "token-cert.pem"
 
 
-class KeyFileError(ValueError):
+class KeyFileError(RegistryBaseError, ValueError):
     """A key, certificate or JWKS that cannot be used (message names the file)."""
 
 

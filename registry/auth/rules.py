@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from ..access import Access
+from ..errors import RegistryBaseError
 from .scopes import ALL, PULL, REPOSITORY_ACTIONS, holds
 
 _PATTERN_CHARS = re.compile(r"^[a-z0-9._/*?-]+$")
@@ -40,7 +41,7 @@ _TOP_KEYS = {"groups", "rules", "anonymous_pull"}
 ANYONE = "*"
 
 
-class RulesError(ValueError):
+class RulesError(RegistryBaseError, ValueError):
     """A rules file that cannot be used; the message names the file and the place."""
 
 

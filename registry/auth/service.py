@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from ..access import Access
+from ..errors import RegistryBaseError
 from ..settings import Settings, SettingsError
 from .files import Reloading
 from .keys import CERT_FILE, KEY_FILE, SigningKey, load_certificates, load_jwks, load_signing_key, write_key_pair
@@ -29,11 +30,14 @@ log = logging.getLogger("cargobay.auth")
 REFRESH = "refresh"
 
 
-class LoginFailed(Exception):
-    """Wrong user name or password (which of the two is never said)."""
+class LoginFailed(RegistryBaseError):
+    """Wrong user name or password (which of the two is never said). Control flow between `login`
+    and its callers, which answer it (401, or OAuth2's invalid_grant)."""
 
 
-class RateLimited(Exception):
+class RateLimited(RegistryBaseError):
+    """Too many failed logins: try again in `retry_after` seconds (429 with Retry-After)."""
+
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"too many failed logins; retry in {retry_after}s")
         self.retry_after = retry_after

@@ -25,6 +25,7 @@ from typing import Any
 from cryptography import x509
 
 from ..access import Access
+from ..errors import RegistryBaseError
 from .keys import ALGORITHMS, PublicKey, SigningKey, from_jwk, libtrust_kid, sign, suits, verify_signature
 from .scopes import from_claim, to_claim
 
@@ -33,8 +34,9 @@ MAX_TOKEN_CHARS = 16384
 _B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 
 
-class TokenError(Exception):
-    """A token that does not verify; `str()` says why without quoting it."""
+class TokenError(RegistryBaseError):
+    """A token that does not verify; `str()` says why without quoting it. The authorizer answers it
+    401 `invalid_token`."""
 
 
 def b64url(data: bytes) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import bcrypt
 
+from ..errors import RegistryBaseError
 from .files import locked, write_atomically
 
 log = logging.getLogger("cargobay.auth")
@@ -31,8 +32,8 @@ _dummy_hashes: dict[int, bytes] = {}
 _dummy_lock = threading.Lock()
 
 
-class UsersError(ValueError):
-    pass
+class UsersError(RegistryBaseError, ValueError):
+    """An htpasswd file or user name that cannot be used; the message is one line."""
 
 
 def _secret(password: str) -> bytes:

@@ -18,11 +18,9 @@ from storage.repository import Repository
 
 from ..context import context
 from ..errors import BodyCutShort, ClientHungUp, RegistryError
+from ..headers import API_VERSION_HEADER as API_VERSION_HEADER  # re-exported: handlers take it from here
 
 T = TypeVar("T")
-
-API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
-
 
 # Storage calls run here. The loop's own executor hand-off is measurably cheaper per call than
 # anyio.to_thread, which matters for the many small calls of manifest and upload requests.
@@ -57,23 +55,6 @@ def query_digest(request: Request) -> Digest:
     if not text:
         raise RegistryError(ErrorCode.DIGEST_INVALID, "the digest query parameter is required")
     return Digest.parse(text)
-
-
-def blob_url(name: str, digest: Digest) -> str:
-    return f"/v2/{name}/blobs/{digest}"
-
-
-def upload_url(name: str, upload_id: str) -> str:
-    return f"/v2/{name}/blobs/uploads/{upload_id}"
-
-
-def manifest_url(name: str, reference: str) -> str:
-    return f"/v2/{name}/manifests/{reference}"
-
-
-def range_header(size: int) -> str:
-    """The `Range` header of an upload: the bytes received so far, inclusive (0-0 when none)."""
-    return f"0-{max(size - 1, 0)}"
 
 
 def json_response(obj: object, headers: dict[str, str] | None = None, media_type: str = "application/json") -> Response:

@@ -12,7 +12,8 @@ from storage.manifests import ManifestRules, StoredManifest
 
 from ..context import context
 from ..errors import RegistryError
-from .base import API_VERSION_HEADER, empty, manifest_url, repository, run, run_small, stream_body
+from ..headers import manifest_url
+from .base import API_VERSION_HEADER, empty, repository, run, run_small, stream_body
 
 
 def _reference(request: Request) -> tuple[str | None, Digest | None]:

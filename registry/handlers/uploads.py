@@ -12,21 +12,17 @@ from starlette.responses import Response
 from ocispec.digest import Digest
 from ocispec.errors import ErrorCode, OCIValidationError
 from ocispec.reference import validate_repository_name
-from storage.errors import UploadRangeInvalid
 from storage.repository import Repository
 from storage.uploads import UploadSession, UploadStore
 
 from ..access import PULL, Access
 from ..context import context
 from ..errors import RegistryError
-from .base import blob_url, empty, query_digest, range_header, repository, run, stream_body, upload_url
+from ..headers import blob_url, upload_headers
+from .base import empty, query_digest, repository, run, stream_body
 
 log = logging.getLogger("cargobay.registry")
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(\d+|\*))?$")
-
-
-def _upload_headers(name: str, upload_id: str, size: int) -> dict[str, str]:
-    return {"Location": upload_url(name, upload_id), "Docker-Upload-UUID": upload_id, "Range": range_header(size)}
 
 
 def _created(name: str, digest: Digest) -> Response:
@@ -73,7 +69,7 @@ async def start_upload(request: Request) -> Response:
     if digest_param is not None:
         return await _monolithic(request, repo, query_digest(request))
     status = await run(ctx.storage.uploads.start, repo.name)
-    headers = _upload_headers(repo.name, status.id, 0)
+    headers = upload_headers(repo.name, status.id, 0)
     headers["OCI-Chunk-Min-Length"] = str(ctx.settings.limits.chunk_min_length)
     return empty(202, headers)
 
@@ -136,13 +132,9 @@ async def patch_upload(request: Request) -> Response:
     repo = repository(request)
     upload_id = request.path_params["upload_id"]
     offset = _chunk_offset(request)
-    try:
-        session = await run(uploads.open_session, repo.name, upload_id, offset)
-    except UploadRangeInvalid as exc:
-        raise RegistryError(ErrorCode.RANGE_INVALID, exc.message, status=416,
-                            headers=_upload_headers(repo.name, upload_id, exc.current_size)) from None
+    session = await run(uploads.open_session, repo.name, upload_id, offset)  # 416 by the error table
     size = await _receive_into(request, session)
-    return empty(202, _upload_headers(repo.name, upload_id, size))
+    return empty(202, upload_headers(repo.name, upload_id, size))
 
 
 async def finish_upload(request: Request) -> Response:
@@ -164,7 +156,7 @@ async def upload_status(request: Request) -> Response:
     uploads = context(request).storage.uploads
     repo = repository(request)
     status = await run(uploads.status, repo.name, request.path_params["upload_id"])
-    return empty(204, _upload_headers(repo.name, status.id, status.size))
+    return empty(204, upload_headers(repo.name, status.id, status.size))
 
 
 async def cancel_upload(request: Request) -> Response:

@@ -92,6 +92,22 @@ def test_out_of_order_chunk_is_416_with_current_range(client: httpx.Client, repo
     assert r.status_code == 202 and r.headers["Range"] == "0-19"
 
 
+def test_refused_chunk_says_where_the_upload_stands_on_patch_and_put(client: httpx.Client, repo: str) -> None:
+    location = start(client, repo)
+    upload_id = location.rsplit("/", 1)[1]
+    assert client.patch(location, content=b"a" * 10, headers={"Content-Range": "0-9"}).status_code == 202
+    for method in ("PATCH", "PUT"):
+        r = client.request(method, location, params={"digest": sha256(b"a" * 20)}, content=b"b" * 10,
+                           headers={"Content-Range": "20-29"})
+        assert_error(r, 416, "RANGE_INVALID")
+        assert (r.headers["Range"], r.headers["Location"], r.headers["Docker-Upload-UUID"]) == (
+            "0-9", location, upload_id), method
+        assert r.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+    r = client.put(location, params={"digest": sha256(b"a" * 20)}, content=b"a" * 10,
+                   headers={"Content-Range": "10-19"})
+    assert r.status_code == 201, r.text  # nothing of the refused chunks was kept
+
+
 def test_malformed_content_range(client: httpx.Client, repo: str) -> None:
     location = start(client, repo)
     assert client.patch(location, content=b"abc", headers={"Content-Range": "zero-two"}).status_code == 416

@@ -157,6 +157,20 @@ def test_token_endpoint_refuses_bad_credentials_and_foreign_services(server: Run
     assert httpx.get(f"{server.url}/auth/token", params={"service": "elsewhere"}).status_code == 403
 
 
+def test_token_endpoint_errors_are_never_cached_and_keep_their_wire_formats(server: RunningServer) -> None:
+    url = f"{server.url}/auth/token"
+    refusals = [httpx.get(url, params={"service": SERVICE}, auth=("alice", "wrong")),
+                httpx.get(url, params={"service": "elsewhere"}),
+                httpx.get(url, params=[("service", SERVICE)] + [("scope", f"repository:r{i}:pull") for i in range(99)])]
+    for r, (status, code) in zip(refusals, [(401, "UNAUTHORIZED"), (403, "DENIED"), (403, "DENIED")], strict=True):
+        assert_error(r, status, code)  # GET: the OCI error JSON, like every other route
+        assert r.headers["cache-control"] == "no-store"
+        assert r.headers["docker-distribution-api-version"] == "registry/2.0"
+    r = httpx.post(url, data={"grant_type": "password", "username": "alice", "password": "wrong", "service": SERVICE})
+    assert r.status_code == 400 and r.headers["cache-control"] == "no-store"
+    assert r.json() == {"error": "invalid_grant", "error_description": "invalid credentials"}  # POST: OAuth2's
+
+
 def test_oauth2_password_and_refresh_token_grants(server: RunningServer, tmp_path: Path) -> None:
     url = f"{server.url}/auth/token"
     form = {"grant_type": "password", "username": "alice", "password": PASSWORDS["alice"], "service": SERVICE,
