@@ -1,7 +1,8 @@
 """`puller`: parse arguments, call the library, print. The only module that prints.
 
 Exit status: 0 ok, 1 other failure, 2 usage, 3 not found, 4 authentication, 5 verification,
-6 network, 7 unsafe content, 130 interrupted.
+6 network, 7 unsafe content, 8 not enough disk space, 130 interrupted. Every failure is one line on
+stderr; `PULLER_DEBUG=1` adds the traceback of an unexpected one.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import os
 import sys
 import threading
@@ -20,8 +22,9 @@ from ocispec.errors import OCIValidationError
 
 from . import credentials
 from .config import Config, default_store, load_config
-from .errors import PullError, UsageError
+from .errors import InsufficientSpace, PullError, UsageError
 from .progress import Event, JsonRenderer, PlainRenderer, TtyRenderer, human_size
+from .space import NO_SPACE, Reserve, parse_reserve, parse_size
 from .store import Store
 
 if TYPE_CHECKING:  # the HTTP stack loads only for commands that talk to a registry
@@ -33,12 +36,17 @@ DEFAULT_MAX_UNPACKED = 64 * 1024**3
 
 
 def _size(text: str) -> int:
-    units = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-    t = text.strip().lower().rstrip("b").rstrip("i")
     try:
-        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid size {text!r}") from None
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _reserve(text: str) -> Reserve:
+    try:
+        return parse_reserve(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--platform", default=None, help="os/arch[/variant] (default: this machine's)")
         p.add_argument("--jobs", "-j", type=int, default=None, help=f"parallel downloads (default {DEFAULT_JOBS})")
         p.add_argument("--plain-http", action="store_true", default=False, help="talk plain HTTP to the registry")
+        p.add_argument("--min-free-space", type=_reserve, default=None, metavar="SIZE|PCT%",
+                       help="stop before the store's (and the rootfs' or archive's) filesystem has less free "
+                       "than this (e.g. 2GiB, 10%%, 0 for no limit; default: 5%%, at least 1GiB)")
 
     p = command("fetch", "fetch an image into the local store")
     p.add_argument("reference")
@@ -107,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(text: str) -> str:
+    """`text` as one printable line: registries' error messages may hold newlines or escapes."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+
+
 class Output:
     """Where everything goes: results on stdout, progress on stdout (JSON/plain/bars), errors on stderr."""
 
@@ -134,7 +150,7 @@ class Output:
         self.out.write(text if text.endswith("\n") else text + "\n")
 
     def error(self, message: str) -> None:
-        self.err.write(f"puller: {message}\n")
+        self.err.write(f"puller: {one_line(message)}\n")
 
 
 class Context:
@@ -148,8 +164,14 @@ class Context:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self._root)
+            self._store = Store(self._root, self.reserve)
         return self._store
+
+    @property
+    def reserve(self) -> Reserve:
+        """The free space to leave on the filesystems written to (--min-free-space, else the config's)."""
+        flag: Reserve | None = getattr(self.args, "min_free_space", None)
+        return flag if flag is not None else self.config.min_free_space
 
     @property
     def jobs(self) -> int:
@@ -270,7 +292,7 @@ def cmd_unpack(ctx: Context) -> int:
         record, manifest, config = _stored_image(ctx)
         unpack_image(manifest, config, ctx.store.open_blob, ctx.args.dest,
                      max_unpacked_bytes=ctx.args.max_unpacked_size, bundle=ctx.args.bundle, warn=ctx.output.warn,
-                     keep_root_mode=ctx.args.keep_root_mode)
+                     keep_root_mode=ctx.args.keep_root_mode, min_free=ctx.reserve)
     if not ctx.args.quiet and not ctx.args.json:
         ctx.output.result(f"Unpacked {record.reference} into {ctx.args.dest}")
     return 0
@@ -284,7 +306,7 @@ def cmd_export(ctx: Context) -> int:
     with ctx.store.using():
         record, manifest, config = _stored_image(ctx)
         export_image(record.reference, manifest.raw, manifest, config, ctx.store.open_blob, ctx.args.output,
-                     ctx.args.format, ctx.args.max_unpacked_size)
+                     ctx.args.format, ctx.args.max_unpacked_size, min_free=ctx.reserve)
     if not ctx.args.quiet and not ctx.args.json:
         ctx.output.result(f"Exported {record.reference} to {ctx.args.output} ({ctx.args.format})")
     return 0
@@ -299,6 +321,9 @@ COMMANDS: dict[str, Callable[[Context], int]] = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     output = Output(args)
+    # urllib3 may log warnings (a full connection pool, a retry); the CLI reports failures itself,
+    # one line each, so its log goes nowhere.
+    logging.getLogger("urllib3").propagate = False
     try:
         return COMMANDS[args.command](Context(args, output))
     except PullError as exc:
@@ -313,5 +338,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 1
     except OSError as exc:
-        output.error(f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}")
+        where = f": {exc.filename}" if exc.filename else ""
+        output.error(f"{exc.strerror or exc}{where}")
+        return InsufficientSpace.exit_code if exc.errno in NO_SPACE else 1
+    except EOFError:
+        output.error("end of input while reading from stdin")
+        return 2
+    except Exception as exc:  # a bug: still one line (and the traceback only when asked for)
+        if os.environ.get("PULLER_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        output.error(f"unexpected error: {type(exc).__name__}: {exc} (PULLER_DEBUG=1 shows where)")
         return 1

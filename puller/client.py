@@ -31,7 +31,15 @@ from ocispec.reference import Reference
 
 from .auth import Authenticator
 from .config import Config, Endpoint
-from .errors import AuthenticationError, NetworkError, NotFound, PullError, VerificationError
+from .errors import (
+    AuthenticationError,
+    NetworkError,
+    NotFound,
+    PlainHttpAnswer,
+    PullError,
+    Unreachable,
+    VerificationError,
+)
 from .transport import (
     MAX_REDIRECTS,
     REDIRECTS,
@@ -67,6 +75,19 @@ class FetchedManifest:
     digest: Digest
     endpoint: Endpoint
     manifest: Manifest
+
+
+def _reported(errors: list[tuple[Endpoint, PullError]]) -> PullError:
+    """The one failure to report when every endpoint failed: what the host itself answered (the
+    plain-HTTP fallback's 404 or 401 rather than the HTTPS attempt's TLS failure), else why the
+    host could not be reached (a certificate problem before "it answered plain HTTP", which the
+    plain-HTTP fallback then tried), else the last mirror's failure."""
+    own = [exc for ep, exc in errors if not ep.is_mirror]
+    for group in ([e for e in own if not isinstance(e, NetworkError)],
+                  [e for e in own if not isinstance(e, PlainHttpAnswer)], own):
+        if group:
+            return group[0]
+    return errors[-1][1]
 
 
 class RegistryClient:
@@ -108,8 +129,13 @@ class RegistryClient:
             status = response.status
             if 200 <= status < 300:
                 return response
-            data = response.data if preload else response.read(65536)
-            response.release_conn()
+            try:
+                data = response.data if preload else response.read(65536)
+            except Urllib3Error as exc:
+                raise Transient(f"{ep.netloc}: connection broken while reading an HTTP {status} answer "
+                                f"({type(exc).__name__})") from None
+            finally:
+                response.release_conn()
             if status in REDIRECTS and response.headers.get("Location"):
                 url = urljoin(url, response.headers["Location"])
                 if status == 303:
@@ -126,7 +152,7 @@ class RegistryClient:
                 raise NotFound(f"{where}: not found ({error_message(data, status)})")
             if status == 429 or status >= 500:
                 raise Transient(f"{where}: HTTP {status}", retry_after(response.headers.get("Retry-After")))
-            if status == 416:
+            if status == 416 and "Range" in base_headers:
                 raise RangeRefused()
             raise PullError(f"{where}: {error_message(data, status)}")
         raise NetworkError(f"{ep.netloc}: too many redirects")
@@ -144,12 +170,19 @@ class RegistryClient:
             endpoints.remove(prefer)
             endpoints.insert(0, prefer)
         errors: list[tuple[Endpoint, PullError]] = []
+        unreachable: set[str] = set()
         for ep in endpoints:
+            if ep.netloc in unreachable:  # the same host and port over the other scheme: no better
+                with self._lock:
+                    self._dead.add(ep.base)
+                continue
             try:
                 return fn(ep)
             except NetworkError as exc:
                 with self._lock:
                     self._dead.add(ep.base)
+                if isinstance(exc, Unreachable) and exc.detail.get("netloc") == ep.netloc:
+                    unreachable.add(ep.netloc)
                 errors.append((ep, exc))
             except PullError as exc:
                 # Whatever a mirror answers (400 for an `ns` it does not take, 405, garbage), the
@@ -157,7 +190,7 @@ class RegistryClient:
                 if not ep.is_mirror and not isinstance(exc, (NotFound, AuthenticationError, VerificationError)):
                     raise
                 errors.append((ep, exc))
-        raise next((exc for ep, exc in errors if not ep.is_mirror), errors[-1][1])
+        raise _reported(errors)
 
     # -- the operations ----------------------------------------------------------------------
     def ping(self, host: str) -> None:
@@ -186,13 +219,15 @@ class RegistryClient:
 
     def on_host(self, host: str, fn: Callable[[Endpoint], T]) -> T:
         """`fn` on the host itself (never a mirror), trying its endpoints in order."""
-        errors: list[PullError] = []
+        errors: list[tuple[Endpoint, PullError]] = []
         for ep in self.config.host_endpoints(host, self.plain_http):
+            if any(isinstance(exc, Unreachable) and exc.detail.get("netloc") == ep.netloc for _, exc in errors):
+                continue  # the same host and port over the other scheme: no better
             try:
                 return fn(ep)
             except NetworkError as exc:
-                errors.append(exc)
-        raise errors[0]
+                errors.append((ep, exc))
+        raise _reported(errors)
 
     def get_manifest(self, ref: Reference, identifier: str | None = None,
                      accept: str = mt.MANIFEST_ACCEPT, media_type: str | None = None) -> FetchedManifest:
@@ -209,12 +244,13 @@ class RegistryClient:
                 try:
                     length = response.headers.get("Content-Length")
                     if length and length.isdigit() and int(length) > MAX_MANIFEST_SIZE:
-                        raise VerificationError(f"{ref}: manifest of {length} bytes refused (limit {MAX_MANIFEST_SIZE})")
+                        raise VerificationError(f"{ref}: manifest of {length} bytes refused "
+                                                f"(limit {MAX_MANIFEST_SIZE})")
                     raw = response.read(MAX_MANIFEST_SIZE + 1)
                     if len(raw) > MAX_MANIFEST_SIZE:
                         raise VerificationError(f"{ref}: manifest larger than {MAX_MANIFEST_SIZE} bytes refused")
                 except Urllib3Error as exc:
-                    raise Transient(f"{ep.netloc}: {exc}") from None
+                    raise Transient(f"{ep.netloc}: manifest download broke off ({type(exc).__name__})") from None
                 finally:
                     response.release_conn()
                 header = response.headers.get("Docker-Content-Digest")

@@ -3,6 +3,7 @@
 ```toml
 store = "/var/lib/puller"          # optional default for --store
 jobs = 4                           # optional default for --jobs
+min_free_space = "5%"              # optional default for --min-free-space (a size or a percentage)
 
 [network]                          # optional; all keys optional
 retries = 5                        # attempts after the first, per request
@@ -18,6 +19,8 @@ fallback = true                    # try docker.io itself after the mirrors (def
 insecure = true                    # plain HTTP
 ca_file = "/etc/ssl/local-ca.pem"  # for HTTPS hosts with a private CA
 server = "https://other:443"       # optional: where the host itself is reached
+token_realms = ["http://auth.local:5001/token"]  # plain-HTTP token realms on another host that
+                                   # may receive this host's credentials (HTTPS realms need none)
 ```
 
 Where it is read from: `--config FILE`, else `$PULLER_CONFIG`, else the system file
@@ -38,6 +41,7 @@ from urllib.parse import urlsplit
 from ocispec.reference import DEFAULT_DOMAIN, LEGACY_DOMAINS
 
 from .errors import UsageError
+from .space import DEFAULT_RESERVE, Reserve, parse_reserve
 
 SYSTEM_CONFIG = Path("/etc/puller/config.toml")
 #: Where docker.io itself answers.
@@ -50,7 +54,8 @@ class Endpoint:
 
     `ns` is set on mirrors: the host the reference names, sent as the OCI `ns` query parameter.
     `cred_host` is the host whose stored credentials apply when that is not `base`'s own (a host
-    reached through its config `server`).
+    reached through its config `server`). `token_realms` are the plain-HTTP token realms on other
+    origins that the config allows this endpoint's credentials to go to.
     """
 
     base: str
@@ -58,6 +63,11 @@ class Endpoint:
     ca_file: str | None = None
     tls_verify: bool = True
     cred_host: str | None = None
+    token_realms: tuple[str, ...] = ()
+
+    def trusts_realm(self, realm: str) -> bool:
+        """Whether the config names token realm `realm` (query aside) for this endpoint."""
+        return realm_key(realm) in {realm_key(r) for r in self.token_realms}
 
     @property
     def netloc(self) -> str:
@@ -81,6 +91,7 @@ class HostConfig:
     ca_file: str | None = None
     tls_verify: bool = True
     server: str | None = None
+    token_realms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,7 @@ class Config:
     store: str | None = None
     jobs: int | None = None
     sources: tuple[str, ...] = ()
+    min_free_space: Reserve = DEFAULT_RESERVE
 
     def endpoints(self, host: str, plain_http: bool = False) -> list[Endpoint]:
         """Where to fetch `host`'s content from, in order: its mirrors, then (unless the config
@@ -127,7 +139,13 @@ class Config:
             base = f"{'http' if (hc.insecure or plain_http) else 'https'}://{host}"
         if plain_http and base.startswith("https://"):
             base = "http://" + base[len("https://"):]
-        return Endpoint(base, None, hc.ca_file, hc.tls_verify, host if hc.server else None)
+        return Endpoint(base, None, hc.ca_file, hc.tls_verify, host if hc.server else None, hc.token_realms)
+
+
+def realm_key(url: str) -> tuple[str, str, str]:
+    """What identifies a token realm: scheme, host[:port] and path (not the query)."""
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/") or "/"
 
 
 def is_loopback(host: str) -> bool:
@@ -179,7 +197,20 @@ def _mirror(host: str, item: Any) -> Endpoint:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise UsageError(f"hosts.{host}.mirrors: invalid mirror URL {item['url']!r}")
-    return Endpoint(url, host, item.get("ca_file"), bool(item.get("tls_verify", True)))
+    realms = _realms(item, f"hosts.{host}.mirrors[{url}]")
+    return Endpoint(url, host, item.get("ca_file"), bool(item.get("tls_verify", True)), token_realms=realms)
+
+
+def _realms(table: dict[str, Any], where: str) -> tuple[str, ...]:
+    """`token_realms`: a list of http(s) URLs."""
+    value = table.get("token_realms", [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UsageError(f"{where}.token_realms must be a list of URLs")
+    for url in value:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"{where}.token_realms: invalid URL {url!r}")
+    return tuple(value)
 
 
 def _bool(table: dict[str, Any], key: str, default: bool, where: str) -> bool:
@@ -226,7 +257,8 @@ def parse_config(data: dict[str, Any], sources: tuple[str, ...] = ()) -> Config:
         host_key = DEFAULT_DOMAIN if host in LEGACY_DOMAINS else host
         hosts[host_key] = HostConfig(
             tuple(_mirror(host_key, m) for m in mirrors), _bool(table, "fallback", True, where),
-            _bool(table, "insecure", False, where), ca_file, _bool(table, "tls_verify", True, where), server)
+            _bool(table, "insecure", False, where), ca_file, _bool(table, "tls_verify", True, where), server,
+            _realms(table, where))
     net = data.get("network", {})
     if not isinstance(net, dict):
         raise UsageError("network must be a table")
@@ -242,4 +274,13 @@ def parse_config(data: dict[str, Any], sources: tuple[str, ...] = ()) -> Config:
     store = data.get("store")
     if store is not None and not isinstance(store, str):
         raise UsageError("store must be a path")
-    return Config(hosts, network, store, jobs, sources)
+    reserve = DEFAULT_RESERVE
+    if "min_free_space" in data:
+        value = data["min_free_space"]
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise UsageError("min_free_space must be a size (\"2GiB\", bytes) or a percentage (\"5%\")")
+        try:
+            reserve = parse_reserve(value)
+        except ValueError as exc:
+            raise UsageError(f"min_free_space: {exc}") from None
+    return Config(hosts, network, store, jobs, sources, reserve)

@@ -46,3 +46,24 @@ class UnsafeContent(VerificationError):
     """A layer that would write outside the unpack root, or exceeds the unpacked-size limit."""
 
     exit_code = 7
+
+
+class Unreachable(NetworkError):
+    """No connection could be made to `netloc` (refused, no route, name unknown, connect timeout):
+    another scheme on the same host and port would fare no better."""
+
+    @classmethod
+    def of(cls, netloc: str, reason: str, attempts: int = 1, role: str = "") -> Unreachable:
+        tries = f" (gave up after {attempts} attempts)" if attempts > 1 else ""
+        return cls(f"cannot reach {role}{netloc}: {reason}{tries}", netloc=netloc, reason=reason, attempts=attempts)
+
+
+class PlainHttpAnswer(NetworkError):
+    """An HTTPS request was answered in plain HTTP: the server is a plain-HTTP registry."""
+
+
+class InsufficientSpace(PullError):
+    """Writing on would leave the target filesystem with less free space than the reserve
+    (`--min-free-space`), or the filesystem is full."""
+
+    exit_code = 8

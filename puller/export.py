@@ -32,6 +32,7 @@ from ocispec.reference import Reference, parse_reference
 
 from .errors import PullError, UnsafeContent, UsageError, VerificationError
 from .layerstream import DECOMPRESSION_ERRORS, Budget, decompressor
+from .space import NO_SPACE, Reserve, SpaceGuard, full
 from .unpack import image_config
 
 FORMATS = ("oci-archive", "docker-archive")
@@ -45,11 +46,12 @@ __all__ = ["FORMATS", "export_image"]
 
 def export_image(reference: str, manifest_raw: bytes, manifest: ImageManifest, config_raw: bytes,
                  open_blob: Callable[[Digest], BinaryIO], out: Path, fmt: str,
-                 max_unpacked_bytes: int | None = None) -> None:
+                 max_unpacked_bytes: int | None = None, min_free: Reserve | None = None) -> None:
     """Write the image (`manifest_raw`/`manifest`, its config and the blobs `open_blob` opens) to
     `out` in format `fmt` ('oci-archive' or 'docker-archive'), naming it `reference`. A
     docker-archive holds the layers decompressed: past `max_unpacked_bytes` of them (all layers
-    together), UnsafeContent, as for unpack (a decompression bomb)."""
+    together), UnsafeContent, as for unpack (a decompression bomb). With `min_free`, the write stops
+    (InsufficientSpace) before the free space of `out`'s filesystem falls below that reserve."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r} (use {' or '.join(FORMATS)})")
     try:
@@ -61,18 +63,26 @@ def export_image(reference: str, manifest_raw: bytes, manifest: ImageManifest, c
     config, diff_ids = image_config(manifest, config_raw)
     out = Path(os.path.abspath(out))
     out.parent.mkdir(parents=True, exist_ok=True)
+    space = SpaceGuard(out.parent, min_free, "export") if min_free is not None else None
+    if space is not None:
+        space.check()  # already below the reserve: stop before writing anything
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name[:100]}.", suffix=".partial", dir=out.parent)
     try:
-        with os.fdopen(fd, "w+b") as f:
-            writer = _TarWriter(f)
-            if fmt == "oci-archive":
-                _write_oci(writer, ref, manifest, config, config_raw, open_blob)
-            else:
-                budget = Budget(max_unpacked_bytes) if max_unpacked_bytes is not None else None
-                _write_docker(writer, ref, manifest, config, config_raw, diff_ids, open_blob, budget)
-            writer.finish()
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, "w+b") as f:
+                writer = _TarWriter(f, space)
+                if fmt == "oci-archive":
+                    _write_oci(writer, ref, manifest, config, config_raw, open_blob)
+                else:
+                    budget = Budget(max_unpacked_bytes) if max_unpacked_bytes is not None else None
+                    _write_docker(writer, ref, manifest, config, config_raw, diff_ids, open_blob, budget)
+                writer.finish()
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            if exc.errno in NO_SPACE:
+                raise full("export", out.parent) from None
+            raise
         os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, out)
     except BaseException:
@@ -211,9 +221,15 @@ class _TarWriter:
     """Regular files and directories only, GNU format (sizes past 8 GiB fit in the fixed header, so a
     member of unknown size gets a placeholder header that is patched once its size is known)."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: BinaryIO, space: SpaceGuard | None = None) -> None:
         self._f = f
+        self._space = space
         self._sizes: dict[str, int] = {}
+
+    def _write(self, data: bytes) -> None:
+        if self._space is not None:
+            self._space.charge(len(data))
+        self._f.write(data)
 
     def has(self, name: str) -> bool:
         return name in self._sizes
@@ -232,12 +248,12 @@ class _TarWriter:
 
     def add_dir(self, name: str) -> None:
         if name + "/" not in self._sizes:
-            self._f.write(self._header(name + "/", 0, tarfile.DIRTYPE))
+            self._write(self._header(name + "/", 0, tarfile.DIRTYPE))
             self._sizes[name + "/"] = 0
 
     def add_bytes(self, name: str, data: bytes) -> None:
-        self._f.write(self._header(name, len(data)))
-        self._f.write(data)
+        self._write(self._header(name, len(data)))
+        self._write(data)
         self._pad(len(data))
         self._sizes[name] = len(data)
 
@@ -245,7 +261,7 @@ class _TarWriter:
         """Copy `source` to EOF as member `name`, checking its bytes against `digest` if given."""
         start = self._f.tell()
         header = self._header(name, size or 0)
-        self._f.write(header)
+        self._write(header)
         hasher = digest.hasher() if digest is not None else None
         count = 0
         try:
@@ -255,7 +271,7 @@ class _TarWriter:
                     break
                 if hasher is not None:
                     hasher.update(chunk)
-                self._f.write(chunk)
+                self._write(chunk)
                 count += len(chunk)
         except DigestMismatch as exc:
             raise VerificationError(f"{name}: {exc.message}") from None
@@ -278,7 +294,7 @@ class _TarWriter:
 
     def _pad(self, n: int) -> None:
         if n % tarfile.BLOCKSIZE:
-            self._f.write(b"\0" * (tarfile.BLOCKSIZE - n % tarfile.BLOCKSIZE))
+            self._write(b"\0" * (tarfile.BLOCKSIZE - n % tarfile.BLOCKSIZE))
 
     def finish(self) -> None:
-        self._f.write(b"\0" * (2 * tarfile.BLOCKSIZE))
+        self._write(b"\0" * (2 * tarfile.BLOCKSIZE))

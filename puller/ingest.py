@@ -16,6 +16,7 @@ from ocispec.digest import SizeExceeded
 from ocispec.manifest import Descriptor
 
 from .errors import VerificationError
+from .space import NO_SPACE, SpaceGuard, full
 
 
 def fsync_dir(path: Path) -> None:
@@ -85,9 +86,10 @@ class Ingest:
     """A partial download of one blob, held under that blob's lock. Hashes as it writes (re-hashing
     what an earlier, interrupted run left), refuses bytes beyond the descriptor's size."""
 
-    def __init__(self, path: Path, final_path: Path, desc: Descriptor) -> None:
+    def __init__(self, path: Path, final_path: Path, desc: Descriptor, space: SpaceGuard | None = None) -> None:
         self.desc = desc
         self.path = path
+        self._space = space
         self._final = final_path
         self._file: BinaryIO = open(self.path, "a+b")  # noqa: SIM115 (open for the object's life; close())
         self._hasher = desc.digest.hasher()
@@ -107,7 +109,14 @@ class Ingest:
     def write(self, data: bytes) -> None:
         if self._offset + len(data) > self.desc.size:
             raise SizeExceeded(f"{self.desc.digest}: more than the expected {self.desc.size} bytes")
-        self._file.write(data)
+        if self._space is not None:
+            self._space.charge(len(data))
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            if exc.errno in NO_SPACE:  # the next run resumes from what reached the disk (it re-hashes it)
+                raise full("fetch", self.path.parent.parent.parent) from None
+            raise
         self._hasher.update(data)
         self._offset += len(data)
 

@@ -21,6 +21,7 @@ from ocispec.manifest import Descriptor
 from ocispec.mediatypes import layer_compression
 
 from .errors import PullError, UnsafeContent, VerificationError
+from .space import SpaceGuard
 
 CHUNK = 1 << 20
 QUEUE_CHUNKS = 8
@@ -38,11 +39,13 @@ except ImportError:  # pragma: no cover - zstandard is a dependency; only zstd l
 
 
 class Budget:
-    """The unpacked-bytes limit shared by all layers of one image (thread-safe)."""
+    """The unpacked-bytes limit shared by all layers of one image (thread-safe); with `space`, the
+    same bytes are charged to the target filesystem's free-space guard."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, space: SpaceGuard | None = None) -> None:
         self.limit = limit
         self.used = 0
+        self.space = space
         self._lock = threading.Lock()
 
     def charge(self, n: int) -> None:
@@ -51,6 +54,8 @@ class Budget:
             over = self.used > self.limit
         if over:
             raise UnsafeContent(f"the image unpacks to more than the limit of {self.limit} bytes")
+        if self.space is not None:
+            self.space.charge(n)
 
 
 def decompressor(raw: BinaryIO | VerifyingReader, compression: str) -> Any:

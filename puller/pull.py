@@ -150,6 +150,7 @@ def pull(client: RegistryClient, store: Store, ref: Reference, platform: Platfor
         emit(Event("resolved", {"reference": key, "digest": str(resolved.descriptor.digest),
                                 "platform": str(resolved.descriptor.platform) if resolved.descriptor.platform else None,
                                 "layers": len(manifest.layers), "size": total}))
+        store.check_space(list(manifest.blobs()))
         downloaded = _download_all(client, store, resolved, jobs, emit)
         store.put_blob(manifest.raw, resolved.descriptor.digest)
         config_platform, created = _config_info(store.read_blob(manifest.config.digest))

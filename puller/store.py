@@ -36,6 +36,7 @@ from ocispec.reference import parse_reference
 
 from .errors import NotFound, PullError, UsageError, VerificationError
 from .ingest import Ingest, atomic_write, flock
+from .space import Reserve, SpaceGuard
 
 REF_NAME = "org.opencontainers.image.ref.name"
 #: What the reference's tag pointed at when fetched (an index digest for multi-platform images).
@@ -65,8 +66,12 @@ class ImageRecord:
 
 
 class Store:
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    """The store at `root`. With `reserve`, downloads stop before its filesystem has less free space
+    than that (InsufficientSpace; the partial download stays, to be resumed)."""
+
+    def __init__(self, root: str | os.PathLike[str], reserve: Reserve | None = None) -> None:
         self.root = Path(root)
+        self.space: SpaceGuard | None = None
         try:
             for sub in ("blobs/sha256", ".puller/ingest", ".puller/locks", ".puller/tmp"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -78,6 +83,8 @@ class Store:
                         self._write_index([])
         except PermissionError as exc:
             raise UsageError(f"store {self.root} is not writable: {exc}") from None
+        if reserve is not None:
+            self.space = SpaceGuard(self.root, reserve, "fetch")
 
     # -- locks -------------------------------------------------------------------------------
     def _lock_path(self, name: str) -> Path:
@@ -136,7 +143,7 @@ class Store:
                 yield None
                 return
             name = f"{desc.digest.algorithm}-{desc.digest.hex}"
-            ingest = Ingest(self.root / ".puller" / "ingest" / name, self.blob_path(desc.digest), desc)
+            ingest = Ingest(self.root / ".puller" / "ingest" / name, self.blob_path(desc.digest), desc, self.space)
             try:
                 yield ingest
             finally:
@@ -248,6 +255,21 @@ class Store:
             "layers": [d.to_json() for d in manifest.layers],
             "manifest": json.loads(manifest.raw), "config": config_obj,
         }
+
+    def check_space(self, descs: list[Descriptor]) -> None:
+        """InsufficientSpace when downloading what is missing of `descs` (less what partial files
+        already hold) would leave less than the reserve free."""
+        if self.space is None:
+            return
+        missing = 0
+        for desc in {d.digest: d for d in descs}.values():
+            if not self.has_blob(desc):
+                partial = self.root / ".puller" / "ingest" / f"{desc.digest.algorithm}-{desc.digest.hex}"
+                try:
+                    missing += max(desc.size - partial.stat().st_size, 0)
+                except FileNotFoundError:
+                    missing += desc.size
+        self.space.check(missing)
 
     def is_complete(self, manifest: ImageManifest) -> bool:
         return all(self.has_blob(d) for d in manifest.blobs())

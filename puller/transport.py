@@ -7,6 +7,7 @@ from __future__ import annotations
 import email.utils
 import json
 import random
+import socket
 import ssl
 import threading
 import time
@@ -15,11 +16,11 @@ from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError, ReadTimeoutError, SSLError
 from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.exceptions import SSLError
 
 from .config import NetworkConfig
-from .errors import NetworkError, VerificationError
+from .errors import NetworkError, PlainHttpAnswer, PullError, Unreachable, VerificationError
 
 MAX_RETRY_AFTER = 60.0
 MAX_REDIRECTS = 5
@@ -47,8 +48,73 @@ class Short(Transient):
     """The body ended cleanly before the descriptor's size: retried, a verification failure at last."""
 
 
-class RangeRefused(Exception):
+class ConnectFailed(Transient):
+    """No connection to `netloc` at all; after the last retry it becomes `errors.Unreachable`."""
+
+    def __init__(self, netloc: str, reason: str) -> None:
+        super().__init__(f"cannot reach {netloc}: {reason}")
+        self.netloc, self.reason = netloc, reason
+
+
+class RangeRefused(PullError):
     """416 to a Range request: the partial file is not a prefix the server can continue."""
+
+    def __init__(self, message: str = "the registry refused the requested range (HTTP 416)") -> None:
+        super().__init__(message)
+
+
+#: OpenSSL's reasons when what came back to a ClientHello is not TLS: in practice an HTTP answer
+#: ("HTTP/1.1 400" read as a TLS record header).
+PLAIN_HTTP_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
+                                "UNKNOWN_PROTOCOL", "HTTP_REQUEST"})
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc`, its arguments that are exceptions, and its causes and contexts, in that order."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo and len(seen) < 20:
+        item = todo.pop(0)
+        if any(item is s for s in seen):
+            continue
+        seen.append(item)
+        todo += [a for a in item.args if isinstance(a, BaseException)]
+        todo += [e for e in (getattr(item, "reason", None), item.__cause__, item.__context__)
+                 if isinstance(e, BaseException)]
+    return seen
+
+
+def _tls_reason(exc: BaseException) -> str | None:
+    """OpenSSL's reason code (`WRONG_VERSION_NUMBER`) for a TLS failure, when it names one."""
+    for item in _causes(exc):
+        if isinstance(item, ssl.SSLError) and item.reason:
+            return str(item.reason)
+    return None
+
+
+def _connect_reason(exc: BaseException) -> str | None:
+    """Why no connection was made ('connection refused', 'no route to host'), or None when `exc`
+    is not a failure to connect."""
+    if not isinstance(exc, (NewConnectionError, ConnectTimeoutError)):
+        return None
+    for item in _causes(exc):
+        if isinstance(item, socket.gaierror):
+            return f"the name does not resolve ({item.strerror or item})"
+        if isinstance(item, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(item, OSError) and item.strerror and not isinstance(item, TimeoutError):
+            return item.strerror[:1].lower() + item.strerror[1:]
+    return "connection timed out"
+
+
+def _broken_reason(exc: BaseException) -> str:
+    """A short description of a connection that broke after it was made."""
+    if isinstance(exc, ReadTimeoutError):
+        return "no answer in time (read timeout)"
+    if isinstance(exc, ProtocolError):
+        inner = next((e for e in _causes(exc)[1:] if not isinstance(e, Urllib3Error)), None)
+        return f"connection broken ({type(inner).__name__ if inner else 'protocol error'})"
+    return type(exc).__name__
 
 
 def error_message(data: bytes, status: int) -> str:
@@ -105,15 +171,23 @@ class Transport:
             return pool.request(method, url, headers=headers, body=body, redirect=False, retries=False,
                                 preload_content=preload, decode_content=False)
         except Urllib3Error as exc:
+            netloc = urlsplit(url).netloc
             reason = getattr(exc, "reason", None)
             if isinstance(exc, SSLError) or isinstance(reason, (SSLError, ssl.SSLError)):
                 # A certificate that does not verify will not verify on retry either.
-                raise NetworkError(f"{urlsplit(url).netloc}: TLS failure: {reason or exc}") from None
-            raise Transient(f"{urlsplit(url).netloc}: {type(exc).__name__}: {exc}") from None
+                if _tls_reason(exc) in PLAIN_HTTP_REASONS:
+                    raise PlainHttpAnswer(
+                        f"{netloc} answered in plain HTTP, not HTTPS: give --plain-http, or set insecure = true "
+                        f'under [hosts."{netloc}"] in the puller config (for a mirror: an http:// URL)') from None
+                raise NetworkError(f"{netloc}: TLS failure: {reason or exc}") from None
+            connect = _connect_reason(exc)
+            if connect is not None:
+                raise ConnectFailed(netloc, connect) from None
+            raise Transient(f"{netloc}: {_broken_reason(exc)}") from None
 
     def _backoff(self, attempt: int, delay: float | None) -> None:
         if delay is None:
-            delay = min(self.net.backoff * (2 ** attempt), 30.0) * random.uniform(0.75, 1.25)
+            delay = min(self.net.backoff * (2 ** attempt), 30.0) * random.uniform(0.75, 1.25)  # noqa: S311 (jitter)
         self._sleep(delay)
 
     def retrying(self, what: str, fn: Callable[[], T]) -> T:
@@ -124,6 +198,8 @@ class Transport:
                 if attempt >= self.net.retries:
                     if isinstance(exc, Short):
                         raise VerificationError(f"{what}: {exc.message}") from None
+                    if isinstance(exc, ConnectFailed):
+                        raise Unreachable.of(exc.netloc, exc.reason, attempt + 1) from None
                     raise NetworkError(f"{what}: {exc.message} (gave up after {attempt + 1} attempts)") from None
                 self._backoff(attempt, exc.delay)
         raise AssertionError("unreachable")

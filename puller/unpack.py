@@ -26,9 +26,10 @@ from ocispec.manifest import Descriptor, ImageManifest
 from ocispec.mediatypes import layer_compression
 
 from .confine import LayerFormatError
-from .errors import PullError, UsageError, VerificationError
+from .errors import InsufficientSpace, PullError, UsageError, VerificationError
 from .layerstream import Budget, LayerStream
 from .runtimespec import MAX_ACCOUNT_FILE, runtime_config
+from .space import NO_SPACE, Reserve, SpaceGuard, full
 from .tarsafe import RootTree
 
 __all__ = ["unpack_image"]
@@ -36,7 +37,7 @@ __all__ = ["unpack_image"]
 
 def unpack_image(manifest: ImageManifest, config_raw: bytes, open_blob: Callable[[Digest], BinaryIO], dest: Path, *,
                  max_unpacked_bytes: int, bundle: bool = False, warn: Callable[[str], None],
-                 keep_root_mode: bool = False) -> None:
+                 keep_root_mode: bool = False, min_free: Reserve | None = None) -> None:
     """Build the root filesystem of an image at `dest` (or, with `bundle`, an OCI runtime bundle:
     `dest/config.json` and `dest/rootfs`). `dest` must not exist or be an empty directory.
 
@@ -48,18 +49,23 @@ def unpack_image(manifest: ImageManifest, config_raw: bytes, open_blob: Callable
     `open_blob(digest)` opens a stored blob for reading; it is closed here. Owners and device nodes
     need root: otherwise they are skipped and `warn` says so. Raises UnsafeContent for anything that
     would leave the root or exceed `max_unpacked_bytes`, VerificationError for digests or malformed
-    layers, UsageError for a bad `dest`; in every case `dest` is left as it was.
+    layers, UsageError for a bad `dest`, InsufficientSpace (with `min_free`) before the free space of
+    the filesystem `dest` is on falls below that reserve; in every case `dest` is left as it was.
     """
     _unpack(manifest, config_raw, open_blob, Path(os.path.abspath(dest)), max_unpacked_bytes=max_unpacked_bytes,
-            bundle=bundle, warn=warn, privileged=os.geteuid() == 0, keep_root_mode=keep_root_mode)
+            bundle=bundle, warn=warn, privileged=os.geteuid() == 0, keep_root_mode=keep_root_mode,
+            min_free=min_free)
 
 
 def _unpack(manifest: ImageManifest, config_raw: bytes, open_blob: Callable[[Digest], BinaryIO], dest: Path, *,
             max_unpacked_bytes: int, bundle: bool, warn: Callable[[str], None], privileged: bool,
-            keep_root_mode: bool = False) -> None:
+            keep_root_mode: bool = False, min_free: Reserve | None = None) -> None:
     config, diff_ids = image_config(manifest, config_raw)
     _check_dest(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    space = SpaceGuard(dest.parent, min_free, "unpack") if min_free is not None else None
+    if space is not None:
+        space.check()  # already below the reserve: stop before writing anything
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name[:100]}.", suffix=".unpacking", dir=dest.parent))
     try:
         rootfs = staging / "rootfs" if bundle else staging  # the staging directory is mode 0700
@@ -70,7 +76,7 @@ def _unpack(manifest: ImageManifest, config_raw: bytes, open_blob: Callable[[Dig
         private_root = privileged and not bundle and not keep_root_mode
         tree = RootTree(rootfs, privileged=privileged, warn=warn, private_root=private_root)
         try:
-            budget = Budget(max_unpacked_bytes)
+            budget = Budget(max_unpacked_bytes, space)
             total = len(manifest.layers)
             for index, (layer, diff_id) in enumerate(zip(manifest.layers, diff_ids, strict=True)):
                 label = f"layer {index + 1}/{total} ({layer.digest})"
@@ -206,6 +212,8 @@ def _apply_entries(tree: RootTree, stream: LayerStream, budget: Budget) -> None:
         except PullError as exc:
             raise _relabel(exc, f"entry {member.name!r}") from None
         except OSError as exc:
+            if exc.errno in NO_SPACE:
+                raise full("unpack", os.path.dirname(tree.path)) from None
             raise PullError(f"entry {member.name!r}: {exc.strerror or exc}") from None
         except BAD_VALUE_ERRORS as exc:
             raise LayerFormatError(f"entry {member.name!r}: invalid header value: {_short(exc)}") from None
@@ -236,4 +244,6 @@ def _short(exc: BaseException) -> str:
 
 
 def _relabel(exc: PullError, prefix: str) -> PullError:
+    if isinstance(exc, InsufficientSpace):
+        return exc  # about the filesystem, not the entry or layer that happened to be written
     return type(exc)(f"{prefix}: {exc.message}", **exc.detail)
