@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any
 
-from storage.errors import StorageError
+from storage import StorageError
 
 from .settings import Settings, SettingsError, load_settings, parse_duration, settings_from_dict, to_dict
 
@@ -99,8 +99,7 @@ def serve(settings: Settings) -> None:
 
 
 def collect_garbage(settings: Settings, grace_seconds: float, dry_run: bool) -> int:
-    from storage.gc import collect
-    from storage.repository import Storage
+    from storage import Storage, collect
 
     from .app import storage_driver
 

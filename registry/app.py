@@ -16,10 +16,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ocispec.errors import OCIValidationError
-from storage.driver.base import StorageDriver
-from storage.driver.factory import create_driver
-from storage.errors import StorageError
-from storage.repository import Storage
+from storage import Storage, StorageDriver, StorageError, create_driver
 
 from .access import AllowAll, Authorizer
 from .context import RegistryContext

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from storage.repository import Storage
+from storage import Storage
 
 from .access import Authorizer
 from .settings import Settings

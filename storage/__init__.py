@@ -1,2 +1,76 @@
 """Where bytes live and when they become visible: storage drivers (fs, s3) and the
-content-addressed stores above them. Imports only `ocispec` (and boto3 in the s3 driver)."""
+content-addressed stores above them. Imports only `ocispec` (and boto3 in the s3 driver).
+
+This module is the front door: the registry imports storage only from here (`from storage import
+Storage`), never a submodule, so what it may rely on is this list (tests/test_architecture.py
+checks it). `errors` is exported as a namespace as well as by class name, for the registry's one
+table from storage exceptions to OCI codes.
+"""
+
+from . import errors
+from .blobs import BlobInfo
+from .driver.base import FileInfo, FileWriter, StorageDriver
+from .driver.factory import create_driver
+from .errors import (
+    BlobUnknown,
+    CorruptLink,
+    DigestInvalid,
+    InvalidKey,
+    InvalidOffset,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameUnknown,
+    ObjectBusy,
+    PathNotFound,
+    SizeInvalid,
+    StorageConfigError,
+    StorageError,
+    StorageUnavailable,
+    TagUnknown,
+    UploadInvalid,
+    UploadRangeInvalid,
+    UploadUnknown,
+)
+from .gc import GcReport, collect
+from .manifests import ManifestRules, PutResult, StoredManifest
+from .repository import Repository, Storage
+from .uploads import UploadSession, UploadStatus, UploadStore
+
+__all__ = [
+    "BlobInfo",
+    "BlobUnknown",
+    "CorruptLink",
+    "DigestInvalid",
+    "FileInfo",
+    "FileWriter",
+    "GcReport",
+    "InvalidKey",
+    "InvalidOffset",
+    "ManifestBlobUnknown",
+    "ManifestInvalid",
+    "ManifestRules",
+    "ManifestUnknown",
+    "NameUnknown",
+    "ObjectBusy",
+    "PathNotFound",
+    "PutResult",
+    "Repository",
+    "SizeInvalid",
+    "Storage",
+    "StorageConfigError",
+    "StorageDriver",
+    "StorageError",
+    "StorageUnavailable",
+    "StoredManifest",
+    "TagUnknown",
+    "UploadInvalid",
+    "UploadRangeInvalid",
+    "UploadSession",
+    "UploadStatus",
+    "UploadStore",
+    "UploadUnknown",
+    "collect",
+    "create_driver",
+    "errors",
+]

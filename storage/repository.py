@@ -49,6 +49,14 @@ class Storage:
     def repository(self, name: str) -> Repository:
         return Repository(self, name)
 
+    def check_health(self) -> None:
+        """Raise StorageError unless the backend answers one cheap call: a `stat` of the layout's
+        root (on S3 a HEAD and at most a one-key listing). An empty store is healthy."""
+        try:
+            self.driver.stat(paths.ROOT)
+        except PathNotFound:
+            pass
+
     def repositories(self) -> list[str]:
         """Every repository that has manifests, sorted (the catalog). Derived from the tree."""
         return sorted(name for name, data_dirs in self._walk(paths.REPOSITORIES, "") if "_manifests" in data_dirs)

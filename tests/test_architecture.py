@@ -64,3 +64,25 @@ def test_modules_stay_small() -> None:
         for path in modules(package):
             lines = len(path.read_text().splitlines())
             assert lines < 500, f"{path.relative_to(ROOT)} has {lines} lines: split it (DESIGN.md)"
+
+
+def test_registry_reaches_storage_only_through_its_front_door() -> None:
+    """`registry` imports `storage` as `from storage import X` with X in `storage.__all__`: never a
+    submodule (`storage.repository`, `storage.driver.fs`…), never `import storage` (which would
+    allow `storage.anything`). What the registry may rely on is that one list."""
+    import storage
+
+    exported = set(storage.__all__)
+    assert all(hasattr(storage, name) for name in exported), "storage.__all__ names something it lacks"
+    for path in modules("registry"):
+        where = path.relative_to(ROOT)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert alias.name.split(".")[0] != "storage", f"{where}: `import {alias.name}`"
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                assert not node.module.startswith("storage."), (
+                    f"{where}: `from {node.module} import …` bypasses storage's front door")
+                if node.module == "storage":
+                    hidden = {alias.name for alias in node.names} - exported
+                    assert not hidden, f"{where} imports {sorted(hidden)}, which storage/__init__ does not export"

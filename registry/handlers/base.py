@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from ocispec.digest import Digest
 from ocispec.errors import ErrorCode
-from storage.repository import Repository
+from storage import Repository
 
 from ..context import context
 from ..errors import BodyCutShort, ClientHungUp, RegistryError

@@ -22,9 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ocispec.errors import ErrorCode
-from storage import paths
-from storage.errors import PathNotFound, StorageError
-from storage.repository import Storage
+from storage import Storage, StorageError
 
 from ..context import context
 from ..errors import RegistryError
@@ -32,14 +30,6 @@ from .base import API_VERSION_HEADER
 
 PROBE_TIMEOUT = 3.0  # seconds; probes usually allow 1-5 s, and S3 retries take longer than that
 CACHE_SECONDS = 1.0
-
-
-def probe_storage(storage: Storage) -> None:
-    """Raise StorageError unless storage answers. An empty store (nothing under the root) is fine."""
-    try:
-        storage.driver.stat(paths.ROOT)
-    except PathNotFound:
-        pass
 
 
 class HealthProbe:
@@ -62,7 +52,7 @@ class HealthProbe:
 
                 def work() -> None:
                     try:
-                        probe_storage(self.storage)
+                        self.storage.check_health()
                     except BaseException as exc:
                         future.set_exception(exc)
                     else:

@@ -8,7 +8,7 @@ from starlette.responses import Response
 from ocispec.digest import Digest
 from ocispec.errors import ErrorCode
 from ocispec.reference import is_tag, validate_tag
-from storage.manifests import ManifestRules, StoredManifest
+from storage import ManifestRules, StoredManifest
 
 from ..context import context
 from ..errors import RegistryError

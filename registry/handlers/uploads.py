@@ -12,8 +12,7 @@ from starlette.responses import Response
 from ocispec.digest import Digest
 from ocispec.errors import ErrorCode, OCIValidationError
 from ocispec.reference import validate_repository_name
-from storage.repository import Repository
-from storage.uploads import UploadSession, UploadStore
+from storage import Repository, UploadSession, UploadStore
 
 from ..access import PULL, Access
 from ..context import context
