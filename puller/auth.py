@@ -23,7 +23,8 @@ from urllib.parse import urlencode, urlsplit
 from . import credentials
 from .config import Endpoint
 from .credentials import Credentials
-from .errors import AuthenticationError, NetworkError
+from .errors import AuthenticationError, NetworkError, Unreachable
+from .transport import origin
 
 _PARAM = re.compile(r'([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
 _DEFAULT_TTL = 60.0
@@ -133,9 +134,13 @@ class Authenticator:
         where = urlsplit(realm)
         if where.scheme not in ("http", "https") or not where.hostname:
             raise AuthenticationError(f"{netloc}: invalid token realm {realm!r}")
-        if where.scheme == "http" and ep.base.startswith("https://") and creds:
-            raise AuthenticationError(f"{netloc}: refusing to send credentials in clear to the plain-HTTP token "
-                                      f"realm {realm} of an HTTPS registry")
+        if creds and where.scheme == "http" and origin(realm) != origin(ep.base) and not ep.trusts_realm(realm):
+            # In clear, to another origin (another host name or port, or down from HTTPS): only where
+            # the config says so. Anonymous token requests carry no secret and go ahead.
+            what = "of an HTTPS registry" if ep.base.startswith("https://") else "on another host"
+            raise AuthenticationError(
+                f"{netloc}: refusing to send credentials in clear to the plain-HTTP token realm {realm} {what} "
+                f'(list it in token_realms under [hosts."{ep.credentials_host}"] in the puller config to allow it)')
         # A realm on the registry's own host shares its CA file and verification setting.
         tls = (ep.ca_file, ep.tls_verify) if where.hostname == urlsplit(ep.base).hostname else (None, True)
         scopes = [s for s in (params.get("scope") or scope).split(" ") if s]
@@ -155,6 +160,8 @@ class Authenticator:
                     headers["Authorization"] = basic_header(creds)
                 url = realm + ("&" if "?" in realm else "?") + urlencode([*query, ("client_id", "puller")])
                 response = self._http("GET", url, headers, None, tls)
+        except Unreachable as exc:
+            raise Unreachable.of(exc.netloc, exc.reason, exc.attempts, "the token server ") from None
         except NetworkError as exc:
             raise NetworkError(f"token server {urlsplit(realm).netloc}: {exc.message}") from None
         if response.status in (401, 403):

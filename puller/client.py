@@ -181,7 +181,7 @@ class RegistryClient:
             except NetworkError as exc:
                 with self._lock:
                     self._dead.add(ep.base)
-                if isinstance(exc, Unreachable) and exc.detail.get("netloc") == ep.netloc:
+                if isinstance(exc, Unreachable) and exc.netloc == ep.netloc:
                     unreachable.add(ep.netloc)
                 errors.append((ep, exc))
             except PullError as exc:
@@ -221,7 +221,7 @@ class RegistryClient:
         """`fn` on the host itself (never a mirror), trying its endpoints in order."""
         errors: list[tuple[Endpoint, PullError]] = []
         for ep in self.config.host_endpoints(host, self.plain_http):
-            if any(isinstance(exc, Unreachable) and exc.detail.get("netloc") == ep.netloc for _, exc in errors):
+            if any(isinstance(exc, Unreachable) and exc.netloc == ep.netloc for _, exc in errors):
                 continue  # the same host and port over the other scheme: no better
             try:
                 return fn(ep)

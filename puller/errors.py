@@ -52,6 +52,10 @@ class Unreachable(NetworkError):
     """No connection could be made to `netloc` (refused, no route, name unknown, connect timeout):
     another scheme on the same host and port would fare no better."""
 
+    def __init__(self, message: str, *, netloc: str = "", reason: str = "", attempts: int = 1) -> None:
+        super().__init__(message, netloc=netloc, reason=reason, attempts=attempts)
+        self.netloc, self.reason, self.attempts = netloc, reason, attempts
+
     @classmethod
     def of(cls, netloc: str, reason: str, attempts: int = 1, role: str = "") -> Unreachable:
         tries = f" (gave up after {attempts} attempts)" if attempts > 1 else ""
