@@ -154,7 +154,8 @@ class RegistryClient:
                 raise Transient(f"{where}: HTTP {status}", retry_after(response.headers.get("Retry-After")))
             if status == 416 and "Range" in base_headers:
                 raise RangeRefused()
-            raise PullError(f"{where}: {error_message(data, status)}")
+            said = error_message(data, status)
+            raise PullError(f"{where}: {said if said.startswith('HTTP ') else f'HTTP {status} ({said})'}")
         raise NetworkError(f"{ep.netloc}: too many redirects")
 
     def _endpoints(self, ref: Reference) -> list[Endpoint]:
