@@ -70,9 +70,8 @@ def _password(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from .files import locked, write_atomically
-    from .keys import CERT_FILE, KEY_FILE, KeyFileError, load_signing_key, write_key_pair
+    from .keys import CERT_FILE, KEY_FILE, KeyFileError, key_directory, load_signing_key, write_key_pair
     from .rules import RulesError, robot_rule_document
-    from .settings import key_directory
     from .users import NAME, UsersError, remove_user, set_password
 
     auth = settings.auth

@@ -13,6 +13,7 @@ import base64
 import datetime
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from ..errors import RegistryBaseError
+from ..settings import Settings
 from .files import create_exclusively
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -40,6 +42,18 @@ ALGORITHMS: dict[str, tuple[type[hashes.HashAlgorithm], str | None, int]] = {
     "RS512": (hashes.SHA512, None, 0),
 }
 KEY_FILE, CERT_FILE = "token-key.pem", "token-cert.pem"
+
+
+def key_directory(settings: Settings) -> Path:
+    """Where the generated token key lives: `auth.token.key_dir`, else beside the data (the
+    filesystem root), else a per-user state directory; never the current directory, which depends
+    on where the server happened to be started."""
+    if settings.auth.token.key_dir:
+        return Path(settings.auth.token.key_dir)
+    if settings.storage.driver == "filesystem":
+        return Path(settings.storage.filesystem.root) / "auth"
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "cargobay" / "auth"
 
 
 class KeyFileError(RegistryBaseError, ValueError):

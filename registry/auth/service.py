@@ -18,11 +18,19 @@ from ..access import Access
 from ..errors import RegistryBaseError
 from ..settings import Settings, SettingsError
 from .files import Reloading
-from .keys import CERT_FILE, KEY_FILE, SigningKey, load_certificates, load_jwks, load_signing_key, write_key_pair
+from .keys import (
+    CERT_FILE,
+    KEY_FILE,
+    SigningKey,
+    key_directory,
+    load_certificates,
+    load_jwks,
+    load_signing_key,
+    write_key_pair,
+)
 from .ratelimit import FailureLimiter
 from .rules import Rules, load_rules
 from .scopes import format_scope
-from .settings import key_directory
 from .tokens import TokenError, TrustStore, VerifiedToken, issue, verify
 from .users import DEFAULT_COST, Users, VerifiedCache, dummy_hash, load_htpasswd
 

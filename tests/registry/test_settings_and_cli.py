@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import subprocess
@@ -11,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from registry.settings import SettingsError, describe, load_settings
+from registry import docs
+from registry.settings import SettingsError, describe, load_settings, with_changes
 from tests.support.servers import REPO_ROOT, start_cargobay
 
 
@@ -81,6 +83,46 @@ def test_every_setting_is_documented() -> None:
     for info in describe():
         assert f"`{info.key}`" in docs, f"{info.key} is not in docs/configuration.md"
         assert f"`{info.env}`" in docs, f"{info.env} is not in docs/configuration.md"
+
+
+def test_configuration_reference_is_the_generated_one() -> None:
+    assert (REPO_ROOT / "docs" / "configuration.md").read_text() == docs.render(), \
+        "regenerate it: python -m registry.docs > docs/configuration.md"
+
+
+def test_a_changed_copy_is_validated_like_loaded_settings() -> None:
+    settings = load_settings(environ={})
+    changed = with_changes(settings, **{"http.port": "6001", "storage.uploads.purge_age": "2h"})
+    assert (changed.http.port, changed.storage.uploads.purge_age) == (6001, 7200.0)
+    assert settings.http.port == 5000  # the original stays as it was
+    with pytest.raises(SettingsError, match=r"^http\.port: 0 is below the minimum 1$"):
+        with_changes(settings, **{"http.port": 0})
+
+
+def _registry_imports(path: Path) -> set[str]:
+    """The registry modules a registry/settings module imports (absolute names)."""
+    package = "registry.settings"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                found.add(f"{base}.{node.module}" if node.module else base)
+            elif node.module and node.module.startswith("registry"):
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("registry"))
+    return found
+
+
+def test_settings_import_nothing_that_imports_them() -> None:
+    """The schema imports no registry module and the loader only the schema and registry.errors,
+    so any module (auth's included) may import the settings without a cycle."""
+    folder = REPO_ROOT / "registry" / "settings"
+    assert _registry_imports(folder / "schema.py") == set()
+    assert _registry_imports(folder / "loader.py") == {"registry.errors", "registry.settings.schema"}
+    assert _registry_imports(folder / "__init__.py") == {"registry.settings.loader", "registry.settings.schema"}
+    assert not (REPO_ROOT / "registry" / "settings.py").exists()
 
 
 def test_gc_command_removes_unreferenced_blobs(tmp_path: Path) -> None:

@@ -1,31 +1,20 @@
-"""One frozen settings object, read from a YAML file and `CARGOBAY_*` environment variables.
+"""What can be configured: every section as a frozen dataclass, with its defaults and help text,
+and `describe`, which lists every leaf setting with its YAML key and environment variable.
 
-Every setting is a field of the dataclasses below; its dotted path in YAML (`storage.delete.enabled`)
-and its environment variable (`CARGOBAY_STORAGE_DELETE_ENABLED`) are derived from the field names,
-and `metadata["help"]` documents it (docs/configuration.md lists them all; a test checks that).
-Environment variables override the file; the file overrides the defaults.
+A setting's dotted path in YAML (`storage.delete.enabled`) and its environment variable
+(`CARGOBAY_STORAGE_DELETE_ENABLED`) are derived from the field names; `metadata["help"]` documents
+it (docs/configuration.md lists them all) and `duration`, `min`, `max` and `choices` say what the
+loader (registry.settings.loader) accepts. This module imports no other registry module.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, get_type_hints
 
-import yaml
-
-from .auth.settings import AuthSettings
-from .errors import RegistryBaseError
-
 ENV_PREFIX = "CARGOBAY_"
-
-
-class SettingsError(RegistryBaseError, ValueError):
-    """Bad configuration; the message is one line naming the setting and what is wrong."""
 
 
 def _help(text: str, **extra: Any) -> dict[str, Any]:
@@ -189,21 +178,83 @@ class ValidationSettings:
     manifests: ManifestValidationSettings = field(default_factory=ManifestValidationSettings)
 
 
+# -- auth: (read by registry.auth) -----------------------------------------------------------------
+@dataclass(frozen=True)
+class TokenSettings:
+    issuer: str = field(default="cargobay", metadata=_help(
+        "`iss` of the tokens the built-in token endpoint issues "
+        "(Distribution's `auth.token.issuer` must say the same)."))
+    expiry: int = field(default=5, metadata=_help("Lifetime of an access token, in minutes.", min=1, max=1440))
+    refresh_expiry: int = field(default=10080, metadata=_help(
+        "Lifetime of a refresh token (`offline_token=true`, `access_type=offline`), in minutes; 0 issues none.",
+        min=0, max=525600))
+    algorithm: str = field(default="ES256", metadata=_help(
+        "Signature algorithm of the generated key; a configured key decides by its type (EC P-256: ES256, RSA: RS256).",
+        choices=("ES256", "RS256")))
+    key: str = field(default="", metadata=_help(
+        "PEM private key that signs tokens. Empty: a key generated once and kept in `auth.token.key_dir`."))
+    certificate: str = field(default="", metadata=_help(
+        "PEM certificate of that key (give it to Distribution as `rootcertbundle`). Empty: generated (self-signed)."))
+    key_dir: str = field(default="", metadata=_help(
+        "Where the generated key and certificate are kept (token-key.pem, token-cert.pem) when `key` is empty. "
+        "Empty: `<storage.filesystem.root>/auth` with the filesystem driver; with s3, "
+        "`$XDG_STATE_HOME/cargobay/auth` (default `~/.local/state/cargobay/auth`), local to each machine, so "
+        "replicas should share one configured `key`."))
+    extra_services: str = field(default="", metadata=_help(
+        "Comma-separated further `service` names the token endpoint issues tokens for (other registries that "
+        "trust this issuer); this registry itself only accepts tokens for `auth.service`."))
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    issuer: str = field(default="", metadata=_help(
+        "Also accept tokens from this external issuer (`iss`), verified with the keys below. Empty: none."))
+    certificates: str = field(default="", metadata=_help(
+        "PEM bundle of the external issuer's certificates (tokens name the key by libtrust `kid` or carry `x5c`)."))
+    jwks: str = field(default="", metadata=_help("JWKS file (JSON) with the external issuer's public keys, by `kid`."))
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    address_failures: int = field(default=10, metadata=_help(
+        "Failed logins allowed from one client address per window; more get 429 TOOMANYREQUESTS.", min=1))
+    user_failures: int = field(default=30, metadata=_help(
+        "Failed logins allowed for one user name per window (from all addresses together).", min=1))
+    window: float = field(default=300.0, metadata=_help(
+        "The rate-limit window (seconds or a duration like 5m).", duration=True, min=1))
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    enabled: bool = field(default=False, metadata=_help(
+        "Require authentication and enforce the access rules (off: everyone may do everything)."))
+    service: str = field(default="cargobay", metadata=_help(
+        "Service name in the challenge; the audience (`aud`) every accepted token must carry."))
+    realm: str = field(default="", metadata=_help(
+        "Token endpoint URL sent in the challenge. Empty: this registry's own `/auth/token` "
+        "(under `http.public_url`, or the request's host)."))
+    htpasswd: str = field(default="", metadata=_help(
+        "htpasswd file of users and robot accounts (bcrypt, as `htpasswd -B` writes it); re-read when it changes."))
+    rules: str = field(default="", metadata=_help(
+        "YAML file of access rules (users, groups, repository patterns, actions, anonymous pull); re-read when it "
+        "changes. Empty: nobody may do anything."))
+    basic: bool = field(default=False, metadata=_help(
+        "Also accept Basic credentials directly on /v2/ requests (for clients that send them up front)."))
+    token: TokenSettings = field(default_factory=TokenSettings)
+    trust: TrustSettings = field(default_factory=TrustSettings)
+    ratelimit: RateLimitSettings = field(default_factory=RateLimitSettings)
+
+
 @dataclass(frozen=True)
 class Settings:
+    """The whole configuration, built once (registry.settings.loader) and shared read-only."""
+
     http: HttpSettings = field(default_factory=HttpSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     log: LogSettings = field(default_factory=LogSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     validation: ValidationSettings = field(default_factory=ValidationSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
-
-    def replace(self, **dotted: Any) -> Settings:
-        """A copy with some dotted keys changed: `settings.replace(**{"http.port": 1})`."""
-        data = to_dict(self)
-        for key, value in dotted.items():
-            _set_dotted(data, key.split("."), value)
-        return settings_from_dict(data)
 
 
 # -- introspection -------------------------------------------------------------------------------
@@ -233,134 +284,3 @@ def describe(cls: type = Settings, prefix: str = "") -> Iterator[SettingInfo]:
 
 def env_name(key: str) -> str:
     return ENV_PREFIX + key.upper().replace(".", "_")
-
-
-def to_dict(obj: Any) -> dict[str, Any]:
-    return dataclasses.asdict(obj)
-
-
-# -- loading -------------------------------------------------------------------------------------
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_duration(value: Any, key: str) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    match = _DURATION.match(str(value))
-    if not match:
-        raise SettingsError(f"{key}: {value!r} is not a duration (like 90, 30s, 15m, 168h, 7d)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def _coerce(value: Any, kind: type, f: dataclasses.Field[Any], key: str) -> Any:
-    meta = f.metadata
-    if meta.get("duration"):
-        result: Any = parse_duration(value, key)
-    elif kind is bool:
-        if isinstance(value, bool):
-            result = value
-        elif str(value).strip().lower() in ("1", "true", "yes", "on"):
-            result = True
-        elif str(value).strip().lower() in ("0", "false", "no", "off", ""):
-            result = False
-        else:
-            raise SettingsError(f"{key}: {value!r} is not a boolean (true/false)")
-    elif kind is int:
-        try:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            result = int(value)
-        except (TypeError, ValueError):
-            raise SettingsError(f"{key}: {value!r} is not an integer") from None
-    elif kind is float:
-        try:
-            result = float(value)
-        except (TypeError, ValueError):
-            raise SettingsError(f"{key}: {value!r} is not a number") from None
-    elif kind is str:
-        if isinstance(value, (dict, list)):
-            raise SettingsError(f"{key}: expected a string")
-        result = "" if value is None else str(value)
-    else:
-        result = value
-    if meta.get("choices") and result not in meta["choices"]:
-        raise SettingsError(f"{key}: {result!r} is not one of {', '.join(meta['choices'])}")
-    if "min" in meta and result < meta["min"]:
-        raise SettingsError(f"{key}: {result} is below the minimum {meta['min']}")
-    if "max" in meta and result > meta["max"]:
-        raise SettingsError(f"{key}: {result} is above the maximum {meta['max']}")
-    return result
-
-
-def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
-    if not isinstance(data, Mapping):
-        raise SettingsError(f"{prefix.rstrip('.') or 'config'}: expected a mapping")
-    hints = get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise SettingsError(f"unknown setting {prefix}{unknown[0]} (known here: {', '.join(sorted(known))})")
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            continue
-        kind = hints[f.name]
-        key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(kind):
-            kwargs[f.name] = _build(kind, data[f.name] or {}, key + ".")  # type: ignore[arg-type]
-        else:
-            kwargs[f.name] = _coerce(data[f.name], kind, f, key)
-    return cls(**kwargs)
-
-
-def settings_from_dict(data: Mapping[str, Any]) -> Settings:
-    """Settings from a mapping shaped like the YAML file (e.g. `to_dict`'s output), validated."""
-    built: Settings = _build(Settings, data, "")
-    return built
-
-
-def _set_dotted(data: dict[str, Any], parts: list[str], value: Any) -> None:
-    for part in parts[:-1]:
-        nested = data.get(part)
-        if not isinstance(nested, dict):
-            nested = data[part] = {}
-        data = nested
-    data[parts[-1]] = value
-
-
-def load_settings(config_file: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None,
-                  overrides: Mapping[str, Any] | None = None) -> Settings:
-    """Defaults, then the YAML file, then `CARGOBAY_*` variables, then `overrides` (dotted keys,
-    from command-line flags). Raises SettingsError with one clear line."""
-    environ = os.environ if environ is None else environ
-    data: dict[str, Any] = {}
-    if config_file:
-        path = Path(config_file)
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise SettingsError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise SettingsError(f"config file {path} is not valid YAML{where}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise SettingsError(f"config file {path} must hold a mapping of settings")
-        data = loaded or {}
-    for info in describe():
-        if info.env in environ:
-            _set_dotted(data, info.key.split("."), environ[info.env])
-    known_env = {info.env for info in describe()}
-    for name in environ:
-        if (name.startswith(ENV_PREFIX) and name not in known_env and not name.startswith(ENV_PREFIX + "_")
-                and name not in IGNORED_ENV):
-            raise SettingsError(f"unknown environment variable {name}")
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            _set_dotted(data, key.split("."), value)
-    return settings_from_dict(data)
-
-
-# Variables with the prefix that are not settings (read by tests and tooling, not the server).
-IGNORED_ENV = frozenset({"CARGOBAY_REQUIRE_TOOLS", "CARGOBAY_CONFIG"})
