@@ -228,3 +228,51 @@ def test_login_to_something_that_is_not_a_registry_fails(puller: PullerRunner) -
             current = next(answers, current)
     finally:
         server.stop()
+
+
+def test_credentials_go_to_a_plain_http_realm_elsewhere_only_when_the_config_names_it(puller: PullerRunner) -> None:
+    """A plain-HTTP registry whose challenge names a plain-HTTP token realm on another origin
+    (another port, or another name for the same port) gets no password sent there, unless the
+    host's `token_realms` lists that realm. Anonymous token requests carry nothing and go ahead."""
+    realm = {"url": ""}
+    manifest_unknown = b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"no"}]}'
+
+    def token_server(seen: Seen, _: object) -> tuple[int, dict[str, str], bytes]:
+        return 200, {"Content-Type": "application/json"}, json.dumps({"token": "tok"}).encode()
+
+    def registry_script(seen: Seen, handler: object) -> tuple[int, dict[str, str], bytes]:
+        if seen.path.startswith("/token"):
+            return token_server(seen, handler)
+        if seen.headers.get("Authorization") != "Bearer tok":
+            return 401, {"WWW-Authenticate": f'Bearer realm="{realm["url"]}",service="reg"'}, b""
+        return 404, {"Content-Type": "application/json"}, manifest_unknown
+
+    auth, registry = ScriptedServer(token_server), ScriptedServer(registry_script)
+    try:
+        ref = f"{registry.hostport}/app:v1"
+        auth_file = puller.home / "auth.json"
+        auth_file.write_text(json.dumps({"auths": {registry.hostport: {"auth": b64("gail:pw")}}}))
+        env = {"REGISTRY_AUTH_FILE": str(auth_file)}
+        other_port, other_name = f"http://{auth.hostport}/token", f"http://localhost:{registry.port}/token"
+        for url in (other_port, other_name):
+            realm["url"] = url
+            refused = puller.run("fetch", "--plain-http", ref, env=env)
+            assert refused.returncode == 4 and len(refused.stderr.splitlines()) == 1, refused.stderr
+            assert f"refusing to send credentials in clear to the plain-HTTP token realm {url}" in refused.stderr
+            assert f'token_realms under [hosts."{registry.hostport}"]' in refused.stderr
+        assert not auth.seen and not [s for s in registry.seen if "Authorization" in s.headers]
+
+        realm["url"] = other_port
+        assert puller.run("fetch", "--plain-http", ref).returncode == 3  # anonymous: a token, then not found
+        assert auth.seen and all("Authorization" not in s.headers for s in auth.seen)
+
+        auth.seen.clear()
+        puller.write_config(FAST_NETWORK + f'[hosts."{registry.hostport}"]\ninsecure = true\n'
+                            f'token_realms = ["{other_port}"]\n')
+        assert puller.run("fetch", ref, env=env).returncode == 3
+        assert [s.headers.get("Authorization") for s in auth.seen] == ["Basic " + b64("gail:pw")]
+        realm["url"] = other_name  # not listed: still refused
+        assert puller.run("fetch", ref, env=env).returncode == 4
+    finally:
+        auth.stop()
+        registry.stop()

@@ -16,7 +16,7 @@ from tests.support import images as im
 from tests.support.images import push_image
 from tests.support.servers import RunningServer, start_cargobay, start_distribution
 
-from .conftest import PullerRunner, _cargobay_available, verify_store
+from .conftest import FAST_NETWORK, PullerRunner, _cargobay_available, verify_store
 
 SERVICE, ISSUER, DIST_SERVICE = "cargobay-puller", "cargobay-puller-issuer", "distribution-puller"
 USERS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "admin": "admin-pw-3"}
@@ -75,6 +75,8 @@ def test_login_and_token_flow(token_registries: tuple[RunningServer, RunningServ
         push_image(client, server.url, "public/app", public, "v1")
         push_image(client, server.url, "team-a/app", private, "v1")
     host = server.hostport
+    if which == "distribution":  # its realm is Cargobay's, another origin over plain HTTP: allow it
+        puller.write_config(FAST_NETWORK + f'[hosts."{host}"]\ntoken_realms = ["{cargobay.url}/auth/token"]\n')
 
     puller.ok("fetch", "--plain-http", f"{host}/public/app:v1")  # anonymous pull allowed by the rules
     refused = puller.run("fetch", "--plain-http", f"{host}/team-a/app:v1")
