@@ -113,8 +113,8 @@ def test_rules_grant_by_user_group_pattern_and_anonymous() -> None:
 
 def test_rules_grant_intersects_with_what_was_asked() -> None:
     rules = parse_rules(RULES)
-    asked = [Access("repository", "team-a/app", ("pull", "push", "delete")), Access("repository", "team-b/x", ("pull",)),
-             Access("registry", "catalog", ("*",))]
+    asked = [Access("repository", "team-a/app", ("pull", "push", "delete")),
+             Access("repository", "team-b/x", ("pull",)), Access("registry", "catalog", ("*",))]
     assert rules.grant("alice", asked) == [Access("repository", "team-a/app", ("pull", "push"))]
     assert rules.grant("root", asked) == asked
     assert rules.grant(None, asked) == []
@@ -163,7 +163,8 @@ def test_htpasswd_bcrypt_including_apache_2y_prefix() -> None:
         parse_htpasswd("no-colon-here")
 
 
-def test_every_check_costs_one_bcrypt_comparison_whether_or_not_the_user_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_check_costs_one_bcrypt_comparison_whether_or_not_the_user_exists(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     users = parse_htpasswd(_entry("alice", "wonder") + "\n" + "carol:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n")
     calls: list[bytes] = []
     real = bcrypt.checkpw
@@ -279,7 +280,7 @@ def trust(signing: keys.SigningKey) -> TrustStore:
 
 def _parts(token: str) -> tuple[dict, dict, str]:
     header, claims, sig = token.split(".")
-    return (json.loads(base64.urlsafe_b64decode(header + "==")), json.loads(base64.urlsafe_b64decode(claims + "==")), sig)
+    return json.loads(base64.urlsafe_b64decode(header + "==")), json.loads(base64.urlsafe_b64decode(claims + "==")), sig
 
 
 def _b64(obj: dict) -> str:
@@ -289,6 +290,7 @@ def _b64(obj: dict) -> str:
 def test_issued_token_carries_the_standard_claims_and_verifies(signing: keys.SigningKey, trust: TrustStore) -> None:
     token, claims = issue(signing, issuer=ISSUER, audience=AUDIENCE, subject="alice", access=GRANT, lifetime=300)
     header, body, _ = _parts(token)
+    assert body == claims  # what issue() says it signed is what the token carries
     assert header == {"typ": "JWT", "alg": signing.algorithm, "kid": signing.kid}
     assert {"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "access"} <= set(body)
     assert body["exp"] - body["iat"] == 300 and body["nbf"] == body["iat"] and body["aud"] == AUDIENCE
