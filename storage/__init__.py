@@ -8,7 +8,7 @@ table from storage exceptions to OCI codes.
 """
 
 from . import errors
-from .blobs import BlobInfo
+from .blobs import BlobInfo, RepositoryBlobs
 from .driver.base import FileInfo, FileWriter, StorageDriver
 from .driver.factory import create_driver
 from .errors import (
@@ -35,7 +35,7 @@ from .errors import (
 from .gc import GcReport, collect
 from .manifests import ManifestRules, PutResult, StoredManifest
 from .repository import Repository, Storage
-from .uploads import UploadSession, UploadStatus, UploadStore
+from .uploads import RepositoryUploads, UploadSession, UploadStatus
 
 __all__ = [
     "BlobInfo",
@@ -56,6 +56,8 @@ __all__ = [
     "PathNotFound",
     "PutResult",
     "Repository",
+    "RepositoryBlobs",
+    "RepositoryUploads",
     "SizeInvalid",
     "Storage",
     "StorageConfigError",
@@ -68,7 +70,6 @@ __all__ = [
     "UploadRangeInvalid",
     "UploadSession",
     "UploadStatus",
-    "UploadStore",
     "UploadUnknown",
     "collect",
     "create_driver",

@@ -72,7 +72,9 @@ class BlobStore:
 
 
 class RepositoryBlobs:
-    """One repository's view of the CAS, through its links."""
+    """One repository's view of the CAS, through its links: every read (`stat`, `open`, `url_for`)
+    checks this repository's link first, so a blob another repository pushed is BlobUnknown here
+    whatever order a caller makes its calls in. This is the only way the registry reaches blobs."""
 
     def __init__(self, store: BlobStore, name: str) -> None:
         self.store = store
@@ -86,9 +88,22 @@ class RepositoryBlobs:
         return link_exists(self.driver, paths.layer_link(self.name, digest))
 
     def stat(self, digest: Digest) -> BlobInfo:
+        self._check_link(digest)
+        return self.store.stat(digest)
+
+    def open(self, digest: Digest, offset: int = 0) -> BinaryIO:
+        """A stream of the blob's bytes from `offset`; the caller closes it."""
+        self._check_link(digest)
+        return self.store.open(digest, offset)
+
+    def url_for(self, digest: Digest) -> str | None:
+        """A short-lived URL to fetch the blob from the backend directly, or None (no such URLs)."""
+        self._check_link(digest)
+        return self.store.url_for(digest)
+
+    def _check_link(self, digest: Digest) -> None:
         if not self.has(digest):
             raise BlobUnknown(f"blob unknown to repository {self.name}: {digest}", digest=str(digest))
-        return self.store.stat(digest)
 
     def link(self, digest: Digest) -> None:
         write_link(self.driver, paths.layer_link(self.name, digest), digest)

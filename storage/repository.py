@@ -15,7 +15,7 @@ from .errors import PathNotFound
 from .manifests import ManifestStore
 from .referrers import ReferrerStore
 from .tags import TagStore
-from .uploads import UploadStore
+from .uploads import RepositoryUploads, UploadStore
 
 log = logging.getLogger("cargobay.storage")
 
@@ -25,19 +25,19 @@ TEMP_MIN_AGE = 3600.0
 
 
 class Repository:
-    """Everything about one repository. Creating one validates the name; it does not touch storage."""
+    """Everything about one repository. Creating one validates the name; it does not touch storage.
+
+    Its views are the way to its content: `blobs` and `uploads` check that what they are asked
+    for belongs to this repository (a blob's link, an upload's place), whatever the caller does."""
 
     def __init__(self, storage: Storage, name: str) -> None:
         self.name = validate_repository_name(name)
         self.storage = storage
         self.blobs = RepositoryBlobs(storage.blobs, name)
+        self.uploads = RepositoryUploads(storage.uploads, name)
         self.manifests = ManifestStore(storage.driver, storage.blobs, name)
         self.tags: TagStore = self.manifests.tags
         self.referrers: ReferrerStore = self.manifests.referrers
-
-    @property
-    def uploads(self) -> UploadStore:
-        return self.storage.uploads
 
 
 class Storage:

@@ -122,6 +122,10 @@ class UploadStore:
             state = json.loads(self.driver.get(key))
         except PathNotFound:
             raise UploadUnknown(f"upload unknown: {upload_id}") from None
+        if state.get("repository", repository) != repository:
+            # The state lives below the repository it names, so this is a tree copied or moved by
+            # hand: the upload belongs to the repository that started it, not to this one.
+            raise UploadUnknown(f"upload unknown: {upload_id}")
         try:
             size = self.driver.stat(paths.upload_data(repository, upload_id)).size
         except PathNotFound:
@@ -225,3 +229,31 @@ class UploadStore:
                     if delete_quietly(self.driver, key):
                         removed += 1
         return removed
+
+
+class RepositoryUploads:
+    """One repository's uploads (`Repository.uploads`): an upload id is known only to the
+    repository that started it, so an id from another repository's upload is UploadUnknown here
+    and nothing of that upload is read, changed or completed through this view."""
+
+    def __init__(self, store: UploadStore, name: str) -> None:
+        self.store = store
+        self.name = name
+
+    def start(self) -> UploadStatus:
+        return self.store.start(self.name)
+
+    def status(self, upload_id: str) -> UploadStatus:
+        return self.store.status(self.name, upload_id)
+
+    def open_session(self, upload_id: str, expected_offset: int | None = None) -> UploadSession:
+        return self.store.open_session(self.name, upload_id, expected_offset)
+
+    def append(self, upload_id: str, chunks: Iterable[bytes], expected_offset: int | None = None) -> int:
+        return self.store.append(self.name, upload_id, chunks, expected_offset)
+
+    def complete(self, upload_id: str, digest: Digest, expected_size: int | None = None) -> BlobInfo:
+        return self.store.complete(self.name, upload_id, digest, expected_size)
+
+    def cancel(self, upload_id: str) -> None:
+        self.store.cancel(self.name, upload_id)

@@ -131,14 +131,15 @@ async def get_blob(request: Request) -> Response:
         headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers)
-    url = await run_small(request, ctx.storage.blobs.url_for, digest)
+    # Every read below goes through the repository's view, which checks its link each time.
+    url = await run_small(request, repo.blobs.url_for, digest)
     if url is not None:
         # Credentials stay with us: the client fetches the bytes from storage with a signed URL.
         return Response(status_code=307, headers={**API_VERSION_HEADER, "Location": url, "Content-Length": "0",
                                                   "Docker-Content-Digest": str(digest)})
     if length == 0:
         return Response(b"", status_code=status, headers=headers)
-    stream = await run(ctx.storage.blobs.open, digest, start)
+    stream = await run(repo.blobs.open, digest, start)
     return StreamResponse(stream, length, ctx.settings.limits.download_chunk_bytes, status, headers)
 
 

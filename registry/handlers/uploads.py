@@ -12,7 +12,7 @@ from starlette.responses import Response
 from ocispec.digest import Digest
 from ocispec.errors import ErrorCode, OCIValidationError
 from ocispec.reference import validate_repository_name
-from storage import Repository, UploadSession, UploadStore
+from storage import Repository, RepositoryUploads, UploadSession
 
 from ..access import PULL, Access
 from ..context import context
@@ -67,7 +67,7 @@ async def start_upload(request: Request) -> Response:
     digest_param = request.query_params.get("digest")
     if digest_param is not None:
         return await _monolithic(request, repo, query_digest(request))
-    status = await run(ctx.storage.uploads.start, repo.name)
+    status = await run(repo.uploads.start)
     headers = upload_headers(repo.name, status.id, 0)
     headers["OCI-Chunk-Min-Length"] = str(ctx.settings.limits.chunk_min_length)
     return empty(202, headers)
@@ -89,24 +89,23 @@ async def _try_mount(request: Request, repo: Repository, mount: str, source: str
 
 
 async def _monolithic(request: Request, repo: Repository, digest: Digest) -> Response:
-    uploads = context(request).storage.uploads
-    status = await run(uploads.start, repo.name)
+    status = await run(repo.uploads.start)
     try:
-        session = await run(uploads.open_session, repo.name, status.id, 0)
+        session = await run(repo.uploads.open_session, status.id, 0)
         await _receive_into(request, session)
-        await run(uploads.complete, repo.name, status.id, digest)
+        await run(repo.uploads.complete, status.id, digest)
     except BaseException:
-        await run(_cancel_quietly, uploads, repo.name, status.id)
+        await run(_cancel_quietly, repo.uploads, status.id)
         raise
     return _created(repo.name, digest)
 
 
-def _cancel_quietly(uploads: UploadStore, name: str, upload_id: str) -> None:
+def _cancel_quietly(uploads: RepositoryUploads, upload_id: str) -> None:
     """Best effort: the request is failing already, and the upload purge removes what is left."""
     try:
-        uploads.cancel(name, upload_id)
+        uploads.cancel(upload_id)
     except Exception as exc:
-        log.debug("could not cancel upload %s of %s: %s", upload_id, name, exc)
+        log.debug("could not cancel upload %s of %s: %s", upload_id, uploads.name, exc)
 
 
 def _chunk_offset(request: Request) -> int | None:
@@ -127,39 +126,35 @@ def _chunk_offset(request: Request) -> int | None:
 
 
 async def patch_upload(request: Request) -> Response:
-    uploads = context(request).storage.uploads
     repo = repository(request)
     upload_id = request.path_params["upload_id"]
     offset = _chunk_offset(request)
-    session = await run(uploads.open_session, repo.name, upload_id, offset)  # 416 by the error table
+    session = await run(repo.uploads.open_session, upload_id, offset)  # 416 by the error table
     size = await _receive_into(request, session)
     return empty(202, upload_headers(repo.name, upload_id, size))
 
 
 async def finish_upload(request: Request) -> Response:
-    uploads = context(request).storage.uploads
     repo = repository(request)
     upload_id = request.path_params["upload_id"]
     digest = query_digest(request)
-    await run(uploads.status, repo.name, upload_id)  # 404 before reading any body
+    await run(repo.uploads.status, upload_id)  # 404 before reading any body
     has_body = (_content_length(request) or 0) > 0 or "chunked" in request.headers.get("transfer-encoding", "")
     if has_body:
         offset = _chunk_offset(request)
-        session = await run(uploads.open_session, repo.name, upload_id, offset)
+        session = await run(repo.uploads.open_session, upload_id, offset)
         await _receive_into(request, session)
-    await run(uploads.complete, repo.name, upload_id, digest)
+    await run(repo.uploads.complete, upload_id, digest)
     return _created(repo.name, digest)
 
 
 async def upload_status(request: Request) -> Response:
-    uploads = context(request).storage.uploads
     repo = repository(request)
-    status = await run(uploads.status, repo.name, request.path_params["upload_id"])
+    status = await run(repo.uploads.status, request.path_params["upload_id"])
     return empty(204, upload_headers(repo.name, status.id, status.size))
 
 
 async def cancel_upload(request: Request) -> Response:
-    uploads = context(request).storage.uploads
     repo = repository(request)
-    await run(uploads.cancel, repo.name, request.path_params["upload_id"])
+    await run(repo.uploads.cancel, request.path_params["upload_id"])
     return empty(204)
