@@ -191,6 +191,7 @@ def _mirror(host: str, item: Any) -> Endpoint:
         item = {"url": item}
     if not isinstance(item, dict) or not isinstance(item.get("url"), str):
         raise UsageError(f"hosts.{host}.mirrors: each mirror is a URL or a table with url")
+    _known(item, MIRROR_KEYS, f"a mirror of [hosts.{host}]")
     url = item["url"].rstrip("/")
     if "://" not in url:
         url = ("http://" if item.get("insecure") else "https://") + url
@@ -235,8 +236,23 @@ def _number(table: dict[str, Any], key: str, default: float, minimum: float, *, 
     return float(value)
 
 
+TOP_KEYS = ("store", "jobs", "min_free_space", "network", "hosts")
+NETWORK_KEYS = ("retries", "backoff", "connect_timeout", "read_timeout")
+HOST_KEYS = ("mirrors", "fallback", "insecure", "ca_file", "tls_verify", "server", "token_realms")
+MIRROR_KEYS = ("url", "insecure", "ca_file", "tls_verify", "token_realms")
+
+
+def _known(table: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
+    """A misspelt or misplaced key (`min_free_space` under [network]) would otherwise do nothing."""
+    unknown = [k for k in table if k not in keys]
+    if unknown:
+        place = f" in {where}" if where else ""
+        raise UsageError(f"unknown config key {unknown[0]!r}{place} (known there: {', '.join(keys)})")
+
+
 def parse_config(data: dict[str, Any], sources: tuple[str, ...] = ()) -> Config:
     """Build a Config from already-parsed TOML data."""
+    _known(data, TOP_KEYS, "")
     hosts: dict[str, HostConfig] = {}
     raw_hosts = data.get("hosts", {})
     if not isinstance(raw_hosts, dict):
@@ -245,6 +261,7 @@ def parse_config(data: dict[str, Any], sources: tuple[str, ...] = ()) -> Config:
         where = f"hosts.{host}"
         if not isinstance(table, dict):
             raise UsageError(f"{where} must be a table")
+        _known(table, HOST_KEYS, f"[{where}]")
         mirrors = table.get("mirrors", [])
         if not isinstance(mirrors, list):
             raise UsageError(f"{where}.mirrors must be a list")
@@ -262,6 +279,7 @@ def parse_config(data: dict[str, Any], sources: tuple[str, ...] = ()) -> Config:
     net = data.get("network", {})
     if not isinstance(net, dict):
         raise UsageError("network must be a table")
+    _known(net, NETWORK_KEYS, "[network]")
     defaults = NetworkConfig()
     network = NetworkConfig(
         int(_number(net, "retries", defaults.retries, 0, integer=True)),

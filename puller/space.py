@@ -119,26 +119,35 @@ class SpaceGuard:
         st = os.statvfs(self.path)
         return st.f_bavail * st.f_frsize
 
+    def _how(self) -> str:
+        return f"(reserve: {self.reserve}; --min-free-space or min_free_space in the config change it)"
+
     def check(self, upcoming: int = 0) -> None:
-        """InsufficientSpace unless `upcoming` more bytes still leave the reserve free."""
+        """InsufficientSpace unless `upcoming` more bytes still leave the reserve free (before a
+        write starts)."""
         if not self.keep:
             return
         free = self.free()
         if free - upcoming >= self.keep:
             return
-        how = f"(reserve: {self.reserve}; --min-free-space or min_free_space in the config change it)"
         if upcoming:
             raise InsufficientSpace(f"{self.what}: {format_size(upcoming)} to write, but {self.path} has "
-                                    f"{format_size(free)} free and {format_size(self.keep)} must stay free {how}")
-        raise InsufficientSpace(f"{self.what} stopped: {self.path} has only {format_size(free)} free, and "
-                                f"{format_size(self.keep)} must stay free {how}")
+                                    f"{format_size(free)} free and {format_size(self.keep)} must stay free "
+                                    f"{self._how()}")
+        raise InsufficientSpace(f"{self.what}: {self.path} has only {format_size(free)} free, and "
+                                f"{format_size(self.keep)} must stay free {self._how()}")
 
     def charge(self, n: int) -> None:
-        """Count `n` bytes about to be (or just) written; looks at the filesystem every CHECK_EVERY."""
+        """Count `n` bytes about to be written. Every CHECK_EVERY bytes, look at the filesystem: when
+        the next CHECK_EVERY would take it below the reserve, stop now, so that it never gets there."""
         with self._lock:
             self._since += n
             due = self._since >= CHECK_EVERY
             if due:
                 self._since = 0
-        if due:
-            self.check()
+        if not due or not self.keep:
+            return
+        free = self.free()
+        if free - CHECK_EVERY < self.keep:
+            raise InsufficientSpace(f"{self.what} stopped: writing on would leave less than {format_size(self.keep)} "
+                                    f"free on {self.path} ({format_size(free)} free now) {self._how()}")

@@ -114,3 +114,14 @@ def test_an_unexpected_exception_is_one_line_and_debug_shows_where(puller: Pulle
     assert "unexpected error: KeyError" in line and "PULLER_DEBUG=1" in line
     debug = run(True)
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "in broken" in debug.stderr
+
+
+def test_config_mistakes_are_one_line_usage_errors(puller: PullerRunner) -> None:
+    for text, said in (('[network]\nmin_free_space = "1GiB"\n', "unknown config key 'min_free_space' in [network]"),
+                       ('min_free_space = "lots"\n', "min_free_space: invalid free-space reserve 'lots'"),
+                       ('min_free_space = "100%"\n', "a percentage from 0 to below 100"),
+                       ('[hosts."h:1"]\ntoken_realm = ["http://a/t"]\n', "unknown config key 'token_realm'"),
+                       ('[hosts."h:1"]\ntoken_realms = "http://a/t"\n', "hosts.h:1.token_realms must be a list"),
+                       ('[hosts."h:1"]\ntoken_realms = ["a/t"]\n', "invalid URL 'a/t'")):
+        puller.write_config(text)
+        assert said in one_line(puller.run("fetch", "h:1/app:v1"), 2)
