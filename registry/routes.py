@@ -1,7 +1,8 @@
 """The one route table: every path, method, handler and the access it needs.
 
 Each route goes through `guard`, which asks the app's Authorizer before the handler runs, so
-authentication plugs in without touching any handler.
+authentication plugs in without touching any handler; routes that remove content are refused there
+too (405 UNSUPPORTED) unless `storage.delete.enabled`.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ocispec.errors import ErrorCode
+
 from . import access
 from .access import DELETE, PULL, PUSH, AccessRule
 from .context import context
+from .errors import RegistryError
 from .handlers import base, blobs, catalog, health, manifests, referrers, tags, uploads
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -25,6 +29,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 class Endpoint:
     handler: Handler
     needs: AccessRule
+    removes_content: bool = False  # a delete of blobs, manifests or tags: only with storage.delete.enabled
 
 
 def guard(endpoint: Endpoint) -> Handler:
@@ -32,7 +37,10 @@ def guard(endpoint: Endpoint) -> Handler:
         return endpoint.handler  # no Authorizer: not even the anonymous challenge
 
     async def guarded(request: Request) -> Response:
-        await context(request).authorizer.authorize(request, endpoint.needs(request))
+        ctx = context(request)
+        await ctx.authorizer.authorize(request, endpoint.needs(request))  # first: a stranger learns nothing
+        if endpoint.removes_content and not ctx.settings.storage.delete.enabled:
+            raise RegistryError(ErrorCode.UNSUPPORTED, "deletes are disabled on this registry", status=405)
         return await endpoint.handler(request)
 
     guarded.__name__ = endpoint.handler.__name__
@@ -70,13 +78,13 @@ TABLE: list[tuple[str, dict[str, Endpoint]]] = [
     ("/v2/{name:path}/blobs/{digest}", {
         "GET": Endpoint(blobs.get_blob, pull),
         "HEAD": Endpoint(blobs.get_blob, pull),
-        "DELETE": Endpoint(blobs.delete_blob, delete),
+        "DELETE": Endpoint(blobs.delete_blob, delete, removes_content=True),
     }),
     ("/v2/{name:path}/manifests/{reference}", {
         "GET": Endpoint(manifests.get_manifest, pull),
         "HEAD": Endpoint(manifests.get_manifest, pull),
         "PUT": Endpoint(manifests.put_manifest, access.repository(PULL, PUSH)),
-        "DELETE": Endpoint(manifests.delete_manifest, delete),
+        "DELETE": Endpoint(manifests.delete_manifest, delete, removes_content=True),
     }),
     ("/v2/{name:path}/tags/list", {"GET": Endpoint(tags.list_tags, pull)}),
     ("/v2/{name:path}/referrers/{digest}", {"GET": Endpoint(referrers.referrers, pull)}),

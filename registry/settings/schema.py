@@ -4,7 +4,8 @@ and `describe`, which lists every leaf setting with its YAML key and environment
 A setting's dotted path in YAML (`storage.delete.enabled`) and its environment variable
 (`CARGOBAY_STORAGE_DELETE_ENABLED`) are derived from the field names; `metadata["help"]` documents
 it (docs/configuration.md lists them all) and `duration`, `min`, `max` and `choices` say what the
-loader (registry.settings.loader) accepts. This module imports no other registry module.
+loader (registry.settings.loader) accepts. This module imports no other registry module; defaults
+the OCI model fixes (the manifest size limit) come from ocispec.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
+
+from ocispec.manifest import MAX_MANIFEST_SIZE
 
 ENV_PREFIX = "CARGOBAY_"
 
@@ -153,7 +156,7 @@ class LogSettings:
 
 @dataclass(frozen=True)
 class LimitSettings:
-    max_manifest_bytes: int = field(default=4 * 1024 * 1024, metadata=_help(
+    max_manifest_bytes: int = field(default=MAX_MANIFEST_SIZE, metadata=_help(
         "Largest manifest accepted; larger ones get 413.", min=1024, max=64 * 1024 * 1024))
     max_page_size: int = field(default=1000, metadata=_help(
         "Most entries one tags or catalog page returns; larger `n` is capped and a Link header points on.", min=1))

@@ -7,6 +7,7 @@ import json
 import httpx
 import pytest
 
+from ocispec.manifest import MAX_MANIFEST_SIZE
 from tests.support import images
 from tests.support.images import Blob, build_image, build_index, canonical_json, push_image, simple_image
 
@@ -171,7 +172,7 @@ def test_media_type_must_match_content_type(client: httpx.Client, repo: str) -> 
 
 
 def test_oversized_manifest_is_413(client: httpx.Client, repo: str) -> None:
-    body = b'{"schemaVersion":2,"annotations":{"a":"' + b"x" * (4 * 1024 * 1024) + b'"}}'
+    body = b'{"schemaVersion":2,"annotations":{"a":"' + b"x" * MAX_MANIFEST_SIZE + b'"}}'
     r = put(client, repo, "huge", body, images.OCI_MANIFEST)
     assert r.status_code == 413 and r.json()["errors"]
 

@@ -69,7 +69,10 @@ def test_deletes_disabled_by_default(readonly_server: RunningServer) -> None:
         assert c.post("/v2/keep/blobs/uploads/", params={"digest": digest}, content=b"kept").status_code == 201
         assert_error(c.delete(f"/v2/keep/blobs/{digest}"), 405, "UNSUPPORTED")
         assert_error(c.delete(f"/v2/keep/manifests/{digest}"), 405, "UNSUPPORTED")
+        assert_error(c.delete("/v2/keep/manifests/latest"), 405, "UNSUPPORTED")  # a tag as well
         assert c.get(f"/v2/keep/blobs/{digest}").content == b"kept"
+        upload = c.post("/v2/keep/blobs/uploads/").headers["Location"]
+        assert c.delete(upload).status_code == 204  # cancelling one's own upload removes no content
 
 
 @pytest.mark.parametrize("path", ["/v2/_catalog", "/v2/h/tags/list", "/v2/h/referrers/sha256:" + "a" * 64,
