@@ -49,6 +49,11 @@ def _reserve(text: str) -> Reserve:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+EPILOG = ("Exit status: 0 ok, 1 other failure, 2 usage, 3 not found, 4 authentication, 5 verification, "
+          "6 network, 7 unsafe content, 8 not enough disk space, 130 interrupted. Errors are one line on "
+          "stderr (PULLER_DEBUG=1: tracebacks).")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--store", metavar="DIR", help="local store root (default $PULLER_STORE, the config's, "
@@ -58,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors and results")
     common.add_argument("--json", action="store_true", help="JSON output (progress events for fetch)")
     parser = argparse.ArgumentParser(prog="puller", parents=[common],
-                                     description="Fetch, verify, store and assemble OCI images.")
+                                     description="Fetch, verify, store and assemble OCI images.",
+                                     epilog=EPILOG)
     parser.set_defaults(store=None, config=None, quiet=False, json=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -75,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--jobs", "-j", type=int, default=None, help=f"parallel downloads (default {DEFAULT_JOBS})")
         p.add_argument("--plain-http", action="store_true", default=False, help="talk plain HTTP to the registry")
         p.add_argument("--min-free-space", type=_reserve, default=None, metavar="SIZE|PCT%",
-                       help="stop before the store's (and the rootfs' or archive's) filesystem has less free "
-                       "than this (e.g. 2GiB, 10%%, 0 for no limit; default: 5%%, at least 1GiB)")
+                       help="stop before the store's filesystem (and the rootfs' or archive's) would have less "
+                       "free space than this: 2GiB, 10%%, 0 for no limit (default 5%%, at least 1GiB)")
 
     p = command("fetch", "fetch an image into the local store")
     p.add_argument("reference")

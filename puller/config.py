@@ -3,7 +3,7 @@
 ```toml
 store = "/var/lib/puller"          # optional default for --store
 jobs = 4                           # optional default for --jobs
-min_free_space = "5%"              # optional default for --min-free-space (a size or a percentage)
+min_free_space = "2GiB"            # optional default for --min-free-space ("10%", 0; default 5%, >= 1 GiB)
 
 [network]                          # optional; all keys optional
 retries = 5                        # attempts after the first, per request

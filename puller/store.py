@@ -157,7 +157,11 @@ class Store:
             return {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
         except ValueError as exc:
             raise PullError(f"{self.root}/index.json is corrupt: {exc}") from None
-        return data if isinstance(data, dict) else {"schemaVersion": 2, "manifests": []}
+        manifests = data.get("manifests", []) if isinstance(data, dict) else None
+        if not isinstance(manifests, list) or not all(isinstance(e, dict) for e in manifests):
+            raise PullError(f"{self.root}/index.json is corrupt: not an OCI index with a list of descriptors")
+        index: dict[str, Any] = data
+        return index
 
     def _write_index(self, entries: list[dict[str, Any]]) -> None:
         body = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}

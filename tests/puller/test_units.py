@@ -17,6 +17,7 @@ from puller.config import Endpoint, load_config, parse_config
 from puller.errors import NotFound, UsageError
 from puller.progress import Event, JsonRenderer, PlainRenderer, TtyRenderer
 from puller.resolve import parse_ref, select_platform
+from puller.space import DEFAULT_RESERVE, Reserve, parse_reserve, parse_size
 from puller.transport import retry_after as _retry_after
 from tests.support import images as im
 
@@ -174,3 +175,28 @@ def test_small_blobs_are_written_outside_the_layout_and_their_rename_is_synced(t
     assert target == str(store.blob_path(Digest.of(data)))
     assert str(tmp_path / "blobs" / "sha256") in synced
     assert os.listdir(tmp_path / ".puller" / "tmp") == []
+
+
+def test_sizes_and_free_space_reserves() -> None:
+    assert [parse_size(t) for t in ("20G", "2GiB", "500MB", "1.5g", "4096", "1 KiB")] == \
+        [20 << 30, 2 << 30, 500 << 20, 3 << 29, 4096, 1024]
+    for bad in ("", "lots", "-1G", "nan", "inf", "1x"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+    assert parse_reserve("10%") == Reserve(10.0, 0) and parse_reserve("2GiB") == Reserve(0.0, 2 << 30)
+    assert parse_reserve(0).bytes_for(1 << 40) == 0
+    assert DEFAULT_RESERVE.bytes_for(100 << 30) == 5 << 30  # 5% of 100 GiB
+    assert DEFAULT_RESERVE.bytes_for(4 << 30) == 1 << 30  # at least 1 GiB
+    for bad in ("100%", "-5%", "x%", "many"):
+        with pytest.raises(ValueError):
+            parse_reserve(bad)
+    assert parse_config({"min_free_space": "3%"}).min_free_space == Reserve(3.0, 0)
+    assert parse_config({}).min_free_space == DEFAULT_RESERVE
+
+
+def test_token_realms_match_scheme_host_port_and_path() -> None:
+    ep = parse_config({"hosts": {"r:5000": {"insecure": True, "token_realms": ["http://Auth:5001/token"]}}}
+                      ).host_endpoint("r:5000")
+    assert ep.trusts_realm("http://auth:5001/token?scope=x") and ep.trusts_realm("http://auth:5001/token/")
+    assert not ep.trusts_realm("http://auth:5002/token") and not ep.trusts_realm("http://auth:5001/other")
+    assert not ep.trusts_realm("https://auth:5001/token") and not ep.trusts_realm("http://evil:5001/token")
