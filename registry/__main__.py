@@ -12,7 +12,8 @@ from typing import Any
 
 from storage import StorageError
 
-from .settings import Settings, SettingsError, load_settings, parse_duration, settings_from_dict, to_dict
+from .errors import RegistryBaseError
+from .settings import Settings, load_settings, parse_duration, settings_from_dict, to_dict
 
 SETTINGS_ENV = "CARGOBAY__SETTINGS_JSON"  # hands resolved settings to uvicorn worker processes
 
@@ -110,6 +111,13 @@ def collect_garbage(settings: Settings, grace_seconds: float, dry_run: bool) -> 
     return 0
 
 
+def _one_line(exc: Exception) -> str:
+    """What a failed command prints: its error on one line (an OSError as `reason: file`)."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return " ".join(f"{exc.strerror}: {exc.filename}".split())
+    return " ".join(str(exc).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -126,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             from .auth import cli
 
             return cli.run(args, settings)
-    except (SettingsError, StorageError) as exc:
-        print(f"registry: {exc}", file=sys.stderr)
+    except (RegistryBaseError, StorageError, OSError) as exc:
+        print(f"registry: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

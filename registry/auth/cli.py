@@ -60,9 +60,13 @@ def _password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = getpass.getpass("password: ")
-        if getpass.getpass("again: ") != password:
-            raise SettingsError("the passwords differ")
+        try:
+            password = getpass.getpass("password: ")
+            if getpass.getpass("again: ") != password:
+                raise SettingsError("the passwords differ")
+        except EOFError:  # no terminal and nothing on standard input
+            print(file=sys.stderr)  # end the prompt's line: the error gets a line of its own
+            raise SettingsError("no password given (type it when asked, or pass --password-stdin)") from None
     if not password:
         raise SettingsError("empty password")
     return password

@@ -178,3 +178,25 @@ def test_deletes_are_off_by_default_and_on_with_the_delete_flag(tmp_path: Path) 
             assert c.get(f"/v2/del/blobs/{digest}").status_code == 404
     finally:
         flagged.stop()
+
+
+def _registry_cli(*args: str, stdin: int | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "registry", *args], capture_output=True, text=True, cwd=REPO_ROOT,
+                          timeout=60, stdin=stdin)
+
+
+def test_gc_on_a_root_the_system_refuses_is_one_line(tmp_path: Path) -> None:
+    root = tmp_path / ("r" * 300)  # longer than any file name Linux allows
+    result = _registry_cli("gc", "--root", str(root))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("registry: ") and str(root) in lines[0], result.stderr
+
+
+def test_user_add_without_a_terminal_or_password_is_one_line(tmp_path: Path) -> None:
+    htpasswd = tmp_path / "htpasswd"
+    result = _registry_cli("user", "add", "bob", "--htpasswd", str(htpasswd), stdin=subprocess.DEVNULL)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "registry: no password given (type it when asked, or pass --password-stdin)")
+    assert not htpasswd.exists()
