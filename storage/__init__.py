@@ -9,7 +9,7 @@ table from storage exceptions to OCI codes.
 
 from . import errors
 from .blobs import BlobInfo, RepositoryBlobs
-from .driver.base import FileInfo, FileWriter, StorageDriver
+from .driver.base import DriverCapabilities, FileInfo, FileWriter, StorageDriver
 from .driver.factory import create_driver
 from .errors import (
     BlobUnknown,
@@ -42,6 +42,7 @@ __all__ = [
     "BlobUnknown",
     "CorruptLink",
     "DigestInvalid",
+    "DriverCapabilities",
     "FileInfo",
     "FileWriter",
     "GcReport",

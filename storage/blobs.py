@@ -12,7 +12,7 @@ from typing import BinaryIO
 from ocispec.digest import Digest
 
 from . import paths
-from .driver.base import StorageDriver
+from .driver.base import DriverCapabilities, StorageDriver
 from .errors import BlobUnknown, PathNotFound
 from .links import delete_quietly, digests_below, link_exists, write_link
 
@@ -84,6 +84,10 @@ class RepositoryBlobs:
     def driver(self) -> StorageDriver:
         return self.store.driver
 
+    @property
+    def capabilities(self) -> DriverCapabilities:
+        return self.store.driver.capabilities
+
     def has(self, digest: Digest) -> bool:
         return link_exists(self.driver, paths.layer_link(self.name, digest))
 
@@ -97,7 +101,10 @@ class RepositoryBlobs:
         return self.store.open(digest, offset)
 
     def url_for(self, digest: Digest) -> str | None:
-        """A short-lived URL to fetch the blob from the backend directly, or None (no such URLs)."""
+        """A short-lived URL to fetch the blob from the backend directly, or None when the driver
+        gives no URLs (then nothing is looked up: there is nothing to hand out)."""
+        if not self.capabilities.presigned_urls:
+            return None
         self._check_link(digest)
         return self.store.url_for(digest)
 

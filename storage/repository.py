@@ -10,7 +10,7 @@ from ocispec.reference import validate_repository_name
 
 from . import paths
 from .blobs import BlobStore, RepositoryBlobs
-from .driver.base import StorageDriver
+from .driver.base import DriverCapabilities, StorageDriver
 from .errors import PathNotFound
 from .manifests import ManifestStore
 from .referrers import ReferrerStore
@@ -45,6 +45,11 @@ class Storage:
         self.driver = driver
         self.blobs = BlobStore(driver)
         self.uploads = UploadStore(driver, self.blobs)
+
+    @property
+    def capabilities(self) -> DriverCapabilities:
+        """What the driver declares it can do (callers such as the HTTP layer choose by it)."""
+        return self.driver.capabilities
 
     def repository(self, name: str) -> Repository:
         return Repository(self, name)

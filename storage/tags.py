@@ -69,7 +69,7 @@ class TagStore:
         def target(tag: str) -> tuple[str, Digest | None]:
             return tag, self._target(paths.tag_current_link(self.name, tag))
 
-        if getattr(self.driver, "fast_small_reads", False) or len(names) < 2:
+        if self.driver.capabilities.fast_small_reads or len(names) < 2:
             results = [target(tag) for tag in names]
         else:
             with ThreadPoolExecutor(max_workers=min(_RESOLVE_CONCURRENCY, len(names))) as pool:

@@ -180,7 +180,7 @@ class UploadStore:
         """The key whose bytes get verified and adopted. Where a writer still open on the upload
         would keep appending to the very object a move takes (files), the bytes are first moved
         to a key no writer opens, so nothing can change between verification and adoption."""
-        if not getattr(self.driver, "appends_in_place", False):
+        if not self.driver.capabilities.appends_in_place:
             return data_key
         verifying_key = paths.upload_verifying(repository, upload_id)
         try:

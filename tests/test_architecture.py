@@ -86,3 +86,17 @@ def test_registry_reaches_storage_only_through_its_front_door() -> None:
                 if node.module == "storage":
                     hidden = {alias.name for alias in node.names} - exported
                     assert not hidden, f"{where} imports {sorted(hidden)}, which storage/__init__ does not export"
+            elif isinstance(node, ast.Attribute) and node.attr in _BEHIND_THE_VIEWS:
+                # `ctx.storage.blobs.open(...)` would skip the repository's link check; the
+                # settings section of the same name (`settings.storage.uploads`) is no Storage.
+                owner = node.value
+                if isinstance(owner, ast.Attribute) and owner.attr == "storage":
+                    parent = owner.value
+                    is_settings = (isinstance(parent, ast.Name) and parent.id == "settings") or (
+                        isinstance(parent, ast.Attribute) and parent.attr == "settings")
+                    assert is_settings, (f"{where}:{node.lineno}: `.storage.{node.attr}` bypasses the repository "
+                                         "views (use repo.blobs / repo.uploads, Storage's methods)")
+
+
+#: Storage's global stores and driver: the registry reaches blobs and uploads through a repository.
+_BEHIND_THE_VIEWS = {"blobs", "uploads", "driver"}

@@ -33,10 +33,11 @@ async def run(fn: Callable[..., T], *args: Any) -> T:
 
 
 async def run_small(request: Request, fn: Callable[..., T], *args: Any) -> T:
-    """Run a few small metadata reads: inline when the driver says they are page-cache fast
-    (`fast_small_reads`, the local disk), else in the thread pool. Inline saves the thread hand-off
-    and its interpreter-lock ping-pong, which dominates a manifest HEAD/GET otherwise."""
-    if getattr(context(request).storage.driver, "fast_small_reads", False):
+    """Run a few small metadata reads: inline when the driver declares them non-blocking
+    (`DriverCapabilities.fast_small_reads`, the local disk), else in the thread pool. Inline saves
+    the thread hand-off and its interpreter-lock ping-pong, which dominates a manifest HEAD/GET
+    otherwise. Nothing else of storage ever runs on the event loop."""
+    if context(request).storage.capabilities.fast_small_reads:
         return fn(*args)
     return await run(fn, *args)
 

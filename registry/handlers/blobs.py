@@ -53,24 +53,19 @@ def _unsatisfiable(size: int) -> tuple[int, int]:
                         headers={"Content-Range": f"bytes */{size}"})
 
 
-def _file_descriptor(stream: BinaryIO) -> int | None:
-    """The OS file behind a storage reader (the disk driver's), None for anything else (S3)."""
-    try:
-        return stream.fileno()
-    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
-        return None
-
-
 class StreamResponse(Response):
-    """Sends `length` bytes of an already opened stream, read in large chunks in the thread pool
-    (Starlette's 64 KiB file chunks are several times slower under uvicorn)."""
+    """Sends `length` bytes of an already opened stream: with sendfile(2) when the stream is an OS
+    file (`is_file`: the driver declares `DriverCapabilities.sendfile`) and the server offers it,
+    else read in large chunks in the thread pool (Starlette's 64 KiB file chunks are several times
+    slower under uvicorn)."""
 
     def __init__(self, stream: BinaryIO, length: int, chunk_size: int, status_code: int,
-                 headers: dict[str, str]) -> None:
+                 headers: dict[str, str], is_file: bool = False) -> None:
         super().__init__(status_code=status_code, headers=headers)
         self.stream = stream
         self.length = length
         self.chunk_size = chunk_size
+        self.is_file = is_file
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # No read-ahead of the next chunk: measured, it costs concurrent downloads more (memory,
@@ -83,12 +78,11 @@ class StreamResponse(Response):
                 pass
             gone.set()
 
-        send_file = scope.get("extensions", {}).get(SENDFILE)
-        fd = _file_descriptor(self.stream) if send_file is not None else None
-        if send_file is not None and fd is not None:
+        send_file = scope.get("extensions", {}).get(SENDFILE) if self.is_file else None
+        if send_file is not None:
             try:
                 await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-                await send_file(fd, self.stream.tell(), self.length)
+                await send_file(self.stream.fileno(), self.stream.tell(), self.length)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             finally:
                 await run(self.stream.close)
@@ -140,7 +134,8 @@ async def get_blob(request: Request) -> Response:
     if length == 0:
         return Response(b"", status_code=status, headers=headers)
     stream = await run(repo.blobs.open, digest, start)
-    return StreamResponse(stream, length, ctx.settings.limits.download_chunk_bytes, status, headers)
+    return StreamResponse(stream, length, ctx.settings.limits.download_chunk_bytes, status, headers,
+                          is_file=ctx.storage.capabilities.sendfile)
 
 
 async def delete_blob(request: Request) -> Response:

@@ -1,5 +1,5 @@
 """Storage drivers: a small synchronous protocol over opaque `/`-separated keys (see base)."""
 
-from .base import FileInfo, FileWriter, StorageDriver
+from .base import DriverCapabilities, FileInfo, FileWriter, StorageDriver
 
-__all__ = ["FileInfo", "FileWriter", "StorageDriver"]
+__all__ = ["DriverCapabilities", "FileInfo", "FileWriter", "StorageDriver"]

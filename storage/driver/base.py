@@ -8,8 +8,8 @@ Contract every driver keeps:
 - `writer(key, append=True)` continues what an earlier writer `close()`d (possibly in another
   process or replica); the key is not readable as a normal object until `commit()`.
 - Readers stream; nothing loads a whole object into memory except `get`, meant for small objects.
-- A driver whose writers append in place to the object a `move` takes (files: an inode) sets
-  `appends_in_place = True`; its `move` refuses with ObjectBusy while a writer is open.
+- What a driver can do beyond this protocol it declares in `capabilities` (DriverCapabilities),
+  set by every driver; callers choose by it and never probe (`getattr`, `fileno()`) for it.
 - Missing keys raise `storage.errors.PathNotFound`; a backend that is down raises
   `StorageUnavailable` after the driver's own retries.
 """
@@ -19,6 +19,26 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class DriverCapabilities:
+    """What a driver declares it can do beyond the protocol. Each flag is a promise callers rely
+    on, so a driver sets one only when every call it covers keeps it."""
+
+    #: `get`, `stat` and `list` of small objects answer in microseconds without blocking (the page
+    #: cache of a local disk), so a caller may make them on an event loop instead of handing them
+    #: to a thread. False: every call may wait on the network and runs in a thread.
+    fast_small_reads: bool = False
+    #: `url_for` can return a URL the client fetches directly; False: it always returns None.
+    presigned_urls: bool = False
+    #: `reader` returns OS files (a real `fileno()`, positioned at the offset) that a server may
+    #: hand to sendfile(2).
+    sendfile: bool = False
+    #: A writer still open on a key keeps appending to the very object a `move` takes (a file's
+    #: inode), so callers move an upload out of writers' reach before verifying it; `move` refuses
+    #: with ObjectBusy while a writer is open (see storage.uploads).
+    appends_in_place: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +71,7 @@ class FileWriter(Protocol):
 @runtime_checkable
 class StorageDriver(Protocol):
     name: str
+    capabilities: DriverCapabilities
 
     def get(self, key: str) -> bytes:
         """The whole content of a small object."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import InvalidKey, InvalidOffset, ObjectBusy, PathNotFound, StorageConfigError
-from .base import FileInfo
+from .base import DriverCapabilities, FileInfo
 
 TEMP_PREFIX = ".cargobay-tmp-"
 
@@ -107,9 +107,10 @@ class FsFileWriter:
 
 class FilesystemDriver:
     name = "filesystem"
-    #: Small reads and stats are served from the page cache in microseconds: callers may make them
-    #: without a thread hand-off (see registry.handlers.base.run_small).
-    fast_small_reads = True
+    #: Small reads and stats come from the page cache in microseconds (registry.handlers.base
+    #: run_small makes them inline); readers are plain files; writers append to the file a move
+    #: takes, so `move` takes the writers' lock (FsFileWriter). No URLs: files are not on the web.
+    capabilities = DriverCapabilities(fast_small_reads=True, sendfile=True, appends_in_place=True)
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
@@ -192,11 +193,6 @@ class FilesystemDriver:
                 except FileNotFoundError:
                     continue  # removed while walking
                 yield FileInfo(self._key(full), st.st_size, st.st_mtime)
-
-    #: A writer still open on a key keeps appending to the very file a move takes away (an
-    #: inode), so callers move an upload out of writers' reach before verifying it; `move`
-    #: refuses (ObjectBusy) while a writer is open. See storage.uploads.
-    appends_in_place = True
 
     def move(self, source: str, destination: str) -> None:
         src, dst = self._path(source), self._path(destination)

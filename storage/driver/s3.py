@@ -31,7 +31,7 @@ import botocore.exceptions as bce
 from botocore.config import Config
 
 from ..errors import InvalidKey, InvalidOffset, PathNotFound, StorageConfigError, StorageError, StorageUnavailable
-from .base import FileInfo
+from .base import DriverCapabilities, FileInfo
 from .s3_hygiene import probe_key, remove_stale_temp
 from .s3_options import driver_arguments
 from .s3_writer import (
@@ -168,6 +168,9 @@ class S3Driver:
         self.multipart_copy_part_size = multipart_copy_part_size
         self.page_size = page_size
         self.verify_prefixes = verify_prefixes
+        # Every call is a network round trip; objects are not files; writers append to a
+        # multipart upload, not to the object a move copies. URLs only when redirects are on.
+        self.capabilities = DriverCapabilities(presigned_urls=redirect)
         config = Config(
             signature_version="s3v4",
             s3={"addressing_style": addressing_style},

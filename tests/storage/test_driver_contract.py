@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import os
 import random
 import threading
 import time
@@ -20,7 +21,14 @@ import pytest
 
 from storage.driver.base import FileWriter, StorageDriver, iter_chunks
 from storage.driver.fs import FilesystemDriver
-from storage.errors import InvalidKey, InvalidOffset, PathNotFound, StorageConfigError, StorageUnavailable
+from storage.errors import (
+    InvalidKey,
+    InvalidOffset,
+    ObjectBusy,
+    PathNotFound,
+    StorageConfigError,
+    StorageUnavailable,
+)
 from tests.support.s3servers import S3Server
 from tests.support.servers import free_port
 
@@ -386,6 +394,34 @@ def test_check_fails_with_one_line_on_an_unwritable_fs_root(tmp_path: Path) -> N
     with pytest.raises(StorageConfigError) as info:
         FilesystemDriver(tmp_path / "file" / "root").check()
     assert "\n" not in str(info.value) and "not writable" in str(info.value)
+
+
+# -- declared capabilities -------------------------------------------------------------------------
+def test_a_driver_keeps_what_its_capabilities_declare(driver: StorageDriver,
+                                                      store_factory: Callable[..., StorageDriver]) -> None:
+    """Callers choose by `capabilities` and never probe, so each flag must hold: URLs exactly when
+    declared, readers that are OS files at the offset for sendfile, a move that waits for writers."""
+    data = blob(100_000)
+    driver.put("caps/obj", data)
+    for d in (driver, store_factory(redirect=True)):
+        caps = d.capabilities
+        assert (d.url_for("caps/obj") is not None) == caps.presigned_urls
+        with d.reader("caps/obj", 1000) as stream:
+            if caps.sendfile:  # sendfile(2) reads the descriptor from its current position
+                fd = stream.fileno()
+                assert os.lseek(fd, 0, os.SEEK_CUR) == 1000
+                assert os.pread(fd, 10, 1000) == data[1000:1010]
+            assert stream.read(10) == data[1000:1010]
+    if driver.capabilities.appends_in_place:
+        writer = driver.writer("caps/upload")
+        writer.write(b"still arriving")
+        try:
+            with pytest.raises(ObjectBusy):
+                driver.move("caps/upload", "caps/moved")
+        finally:
+            writer.close()
+        driver.move("caps/upload", "caps/moved")
+        assert driver.get("caps/moved") == b"still arriving"
 
 
 # -- S3 only ---------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ another repository pushed or started is unknown through them, on every driver.""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 
@@ -14,23 +15,37 @@ from storage.driver.base import StorageDriver
 from .test_stores import push_blob
 
 
-def test_a_blob_is_read_only_through_a_repository_that_links_it(driver: StorageDriver) -> None:
+def test_a_blob_is_read_only_through_a_repository_that_links_it(
+        driver: StorageDriver, store_factory: Callable[..., StorageDriver]) -> None:
     storage = Storage(driver)
     data = b"pushed to a only"
     digest = push_blob(storage, "views/a", data)
-    owner, other = storage.repository("views/a"), storage.repository("views/b")
-    with owner.blobs.open(digest, 7) as stream:
-        assert stream.read() == data[7:]
-    assert owner.blobs.stat(digest).size == len(data)
-    assert owner.blobs.url_for(digest) is None  # no redirects configured on the test drivers
-    # The bytes are in the CAS, but b has no link: every way to them refuses, in any order.
-    for read in (lambda: other.blobs.open(digest), lambda: other.blobs.url_for(digest),
-                 lambda: other.blobs.stat(digest), lambda: other.blobs.open(digest, 3)):
+    # The same store through a driver that hands out URLs, where the driver can (S3 with redirect).
+    redirecting = Storage(store_factory(redirect=True))
+    for store in (storage, redirecting):
+        owner, other = store.repository("views/a"), store.repository("views/b")
+        with owner.blobs.open(digest, 7) as stream:
+            assert stream.read() == data[7:]
+        assert owner.blobs.stat(digest).size == len(data)
+        url = owner.blobs.url_for(digest)
+        assert (url is not None) == store.capabilities.presigned_urls
+        # The bytes are in the CAS, but b has no link: every way to them refuses, in any order.
+        reads: list[tuple[Callable[..., object], tuple[object, ...]]] = [
+            (other.blobs.open, (digest,)), (other.blobs.stat, (digest,)), (other.blobs.open, (digest, 3))]
+        if store.capabilities.presigned_urls:
+            reads.append((other.blobs.url_for, (digest,)))
+        else:
+            assert other.blobs.url_for(digest) is None  # no URLs at all: nothing to hand out
+        for read, args in reads:
+            with pytest.raises(BlobUnknown):
+                read(*args)
+    storage.repository("views/a").blobs.unlink(digest)
+    for store in (storage, redirecting):
         with pytest.raises(BlobUnknown):
-            read()
-    owner.blobs.unlink(digest)
-    with pytest.raises(BlobUnknown):
-        owner.blobs.open(digest)
+            store.repository("views/a").blobs.open(digest)
+        if store.capabilities.presigned_urls:
+            with pytest.raises(BlobUnknown):
+                store.repository("views/a").blobs.url_for(digest)
 
 
 def test_an_upload_is_known_only_to_the_repository_that_started_it(driver: StorageDriver) -> None:
