@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ocispec.errors import OCIValidationError
-from storage import Storage, StorageDriver, StorageError, create_driver
+from storage import DriverOptions, Storage, StorageDriver, StorageError, driver_options, open_driver
 
 from .access import AllowAll, Authorizer
 from .context import RegistryContext
@@ -29,15 +29,21 @@ from .settings import Settings, to_dict
 log = logging.getLogger("cargobay.registry")
 
 
-def storage_driver(settings: Settings) -> StorageDriver:
-    """The driver the `storage.driver` section names, built from that section's options."""
-    storage = settings.storage
-    options = to_dict(getattr(storage, storage.driver))
-    if storage.driver == "s3":
+def storage_options(settings: Settings) -> DriverOptions:
+    """The options of the driver `storage.driver` names, from that driver's settings section
+    (storage's options dataclasses have the names, types and checks)."""
+    section = settings.storage
+    values = to_dict(getattr(section, section.driver))
+    if section.driver == "s3":
         # Settings cannot hold "unset": an empty string (or `auto`) leaves the option to the
         # driver's default, e.g. credentials from the standard AWS chain.
-        options = {name: value for name, value in options.items() if value not in ("", "auto")}
-    return create_driver(storage.driver, options)
+        values = {name: value for name, value in values.items() if value not in ("", "auto")}
+    return driver_options(section.driver, values)
+
+
+def storage_driver(settings: Settings) -> StorageDriver:
+    """The driver the `storage` settings describe (not yet contacted: `check()` does that)."""
+    return open_driver(storage_options(settings))
 
 
 def create_app(settings: Settings, storage: Storage | None = None, authorizer: Authorizer | None = None) -> Starlette:

@@ -10,7 +10,9 @@ table from storage exceptions to OCI codes.
 from . import errors
 from .blobs import BlobInfo, RepositoryBlobs
 from .driver.base import DriverCapabilities, FileInfo, FileWriter, StorageDriver
-from .driver.factory import create_driver
+from .driver.factory import DriverOptions, driver_options, open_driver
+from .driver.fs import FilesystemOptions
+from .driver.s3_options import S3Options
 from .errors import (
     BlobUnknown,
     CorruptLink,
@@ -34,7 +36,7 @@ from .errors import (
 )
 from .gc import GcReport, collect
 from .manifests import ManifestRules, PutResult, StoredManifest
-from .repository import Repository, Storage
+from .repository import Repository, Storage, open_storage
 from .uploads import RepositoryUploads, UploadSession, UploadStatus
 
 __all__ = [
@@ -43,8 +45,10 @@ __all__ = [
     "CorruptLink",
     "DigestInvalid",
     "DriverCapabilities",
+    "DriverOptions",
     "FileInfo",
     "FileWriter",
+    "FilesystemOptions",
     "GcReport",
     "InvalidKey",
     "InvalidOffset",
@@ -59,6 +63,7 @@ __all__ = [
     "Repository",
     "RepositoryBlobs",
     "RepositoryUploads",
+    "S3Options",
     "SizeInvalid",
     "Storage",
     "StorageConfigError",
@@ -73,6 +78,8 @@ __all__ = [
     "UploadStatus",
     "UploadUnknown",
     "collect",
-    "create_driver",
+    "driver_options",
     "errors",
+    "open_driver",
+    "open_storage",
 ]

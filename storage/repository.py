@@ -11,6 +11,7 @@ from ocispec.reference import validate_repository_name
 from . import paths
 from .blobs import BlobStore, RepositoryBlobs
 from .driver.base import DriverCapabilities, StorageDriver
+from .driver.factory import DriverOptions, open_driver
 from .errors import PathNotFound
 from .manifests import ManifestStore
 from .referrers import ReferrerStore
@@ -105,3 +106,8 @@ class Storage:
         if removed:
             log.info("removed %d temporary files left by interrupted writes", removed)
         return removed
+
+
+def open_storage(options: DriverOptions) -> Storage:
+    """The store the driver options describe (`driver_options(kind, settings section)`)."""
+    return Storage(open_driver(options))

@@ -11,12 +11,14 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..errors import InvalidKey, InvalidOffset, ObjectBusy, PathNotFound, StorageConfigError
 from .base import DriverCapabilities, FileInfo
+from .options import options_from_mapping
 
 TEMP_PREFIX = ".cargobay-tmp-"
 
@@ -105,6 +107,21 @@ class FsFileWriter:
             _fsync_close(self._file)
 
 
+@dataclass(frozen=True)
+class FilesystemOptions:
+    """The filesystem driver's options: the directory below which every key is a path."""
+
+    root: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.root:
+            raise StorageConfigError("storage.filesystem.root is required")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> FilesystemOptions:
+        return options_from_mapping(cls, values, "storage.filesystem")
+
+
 class FilesystemDriver:
     name = "filesystem"
     #: Small reads and stats come from the page cache in microseconds (registry.handlers.base
@@ -112,7 +129,9 @@ class FilesystemDriver:
     #: takes, so `move` takes the writers' lock (FsFileWriter). No URLs: files are not on the web.
     capabilities = DriverCapabilities(fast_small_reads=True, sendfile=True, appends_in_place=True)
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, options: FilesystemOptions | str | os.PathLike[str]) -> None:
+        """`FilesystemDriver(FilesystemOptions(root))`, or just the root."""
+        root = options.root if isinstance(options, FilesystemOptions) else options
         self.root = Path(root).resolve()
 
     # -- keys ------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import hashlib
 import io
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, cast
 
@@ -33,10 +33,8 @@ from botocore.config import Config
 from ..errors import InvalidKey, InvalidOffset, PathNotFound, StorageConfigError, StorageError, StorageUnavailable
 from .base import DriverCapabilities, FileInfo
 from .s3_hygiene import probe_key, remove_stale_temp
-from .s3_options import driver_arguments
+from .s3_options import S3Options
 from .s3_writer import (
-    MAX_PART_SIZE,
-    MIN_PART_SIZE,
     S3FileWriter,
     abort_upload,
     abort_uploads_below,
@@ -48,10 +46,6 @@ from .s3_writer import (
     key_of_state,
 )
 
-MiB = 1024 * 1024
-DEFAULT_PART_SIZE = 16 * MiB
-DEFAULT_COPY_THRESHOLD = 64 * MiB
-DEFAULT_COPY_PART_SIZE = 64 * MiB
 _LIST_CONCURRENCY = 8
 _DELETE_BATCH = 1000  # DeleteObjects' limit
 _READ_RESUMES = 3
@@ -115,89 +109,48 @@ def _add_content_md5(request: Any, **_: Any) -> None:
 class S3Driver:
     name = "s3"
 
-    def __init__(
-        self,
-        bucket: str,
-        *,
-        prefix: str = "",
-        region: str | None = None,
-        endpoint_url: str | None = None,
-        addressing_style: str = "auto",
-        access_key: str | None = None,
-        secret_key: str | None = None,
-        session_token: str | None = None,
-        part_size: int = DEFAULT_PART_SIZE,
-        redirect: bool = False,
-        retry_mode: str = "standard",
-        max_attempts: int = 5,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 60.0,
-        max_pool_connections: int = 50,
-        multipart_copy_threshold: int = DEFAULT_COPY_THRESHOLD,
-        multipart_copy_part_size: int = DEFAULT_COPY_PART_SIZE,
-        page_size: int = 1000,
-        verify_prefixes: bool | None = None,
-    ) -> None:
-        """Without `access_key`/`secret_key` credentials come from the standard AWS chain
-        (environment, profile, instance or task role). `page_size` caps list pages (tests use it to
-        exercise pagination); `max_attempts` counts the first try. `verify_prefixes`: whether
-        `list` must confirm each sub-prefix still has an object below it, for servers that keep
-        reporting emptied "directories" (SeaweedFS does, until its asynchronous cleanup); None
-        means detect it from the server's `Server` header."""
-        for ok, problem in (
-            (bool(bucket), "bucket is required"),
-            (addressing_style in ("path", "virtual", "auto"), "addressing_style must be path, virtual or auto"),
-            (retry_mode in ("standard", "adaptive"), "retry_mode must be standard or adaptive"),
-            ((access_key is None) == (secret_key is None), "access_key and secret_key go together"),
-            (MIN_PART_SIZE <= part_size <= MAX_PART_SIZE - MIN_PART_SIZE, "part_size must be 5 MiB to 5 GiB"),
-            (MIN_PART_SIZE <= multipart_copy_part_size <= MAX_PART_SIZE - MIN_PART_SIZE,
-             "multipart_copy_part_size must be 5 MiB to 5 GiB"),
-            (MIN_PART_SIZE <= multipart_copy_threshold <= MAX_PART_SIZE,
-             "multipart_copy_threshold must be 5 MiB to 5 GiB"),
-            (max_attempts >= 1 and 1 <= page_size <= 1000, "max_attempts must be >= 1, page_size 1 to 1000"),
-        ):
-            if not ok:
-                raise StorageConfigError(f"storage.s3: {problem}")
-
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
-        self.endpoint_url = endpoint_url
-        self.part_size = part_size
-        self.redirect = redirect
-        self.multipart_copy_threshold = multipart_copy_threshold
-        self.multipart_copy_part_size = multipart_copy_part_size
-        self.page_size = page_size
-        self.verify_prefixes = verify_prefixes
+    def __init__(self, options: S3Options | str | None = None, /, **fields: Any) -> None:
+        """`S3Driver(S3Options(...))`, or the same fields as arguments: `S3Driver("bucket",
+        region=...)`, `S3Driver(bucket=..., ...)` (S3Options has the names, defaults and checks)."""
+        if isinstance(options, S3Options):
+            if fields:
+                raise TypeError("S3Driver takes S3Options or its fields, not both")
+        else:
+            options = S3Options(**fields) if options is None else S3Options(options, **fields)
+        self.options = options
+        self.bucket = options.bucket
+        self.prefix = options.prefix
+        self.endpoint_url = options.endpoint_url
+        self.part_size = options.part_size
+        self.redirect = options.redirect
+        self.multipart_copy_threshold = options.multipart_copy_threshold
+        self.multipart_copy_part_size = options.multipart_copy_part_size
+        self.page_size = options.page_size
+        self.verify_prefixes = options.verify_prefixes
         # Every call is a network round trip; objects are not files; writers append to a
         # multipart upload, not to the object a move copies. URLs only when redirects are on.
-        self.capabilities = DriverCapabilities(presigned_urls=redirect)
+        self.capabilities = DriverCapabilities(presigned_urls=options.redirect)
         config = Config(
             signature_version="s3v4",
-            s3={"addressing_style": addressing_style},
-            retries={"mode": retry_mode, "total_max_attempts": max_attempts},
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            max_pool_connections=max_pool_connections,
+            s3={"addressing_style": options.addressing_style},
+            retries={"mode": options.retry_mode, "total_max_attempts": options.max_attempts},
+            connect_timeout=options.connect_timeout,
+            read_timeout=options.read_timeout,
+            max_pool_connections=options.max_pool_connections,
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
         with _SESSION_LOCK:
             self._client = _shared_session().client(
                 "s3",
-                endpoint_url=endpoint_url,
-                region_name=region,
-                aws_access_key_id=access_key,
-                aws_secret_access_key=secret_key,
-                aws_session_token=session_token,
+                endpoint_url=options.endpoint_url,
+                region_name=options.region,
+                aws_access_key_id=options.access_key,
+                aws_secret_access_key=options.secret_key,
+                aws_session_token=options.session_token,
                 config=config,
             )
         self._client.meta.events.register("before-sign.s3.DeleteObjects", _add_content_md5)
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> S3Driver:
-        """Build from a settings section (None means the default). Unknown option names are an
-        error, so typos fail at start-up (see s3_options)."""
-        return cls(**driver_arguments(options))
 
     # -- keys and calls --------------------------------------------------------------------------
     def _full(self, key: str) -> str:

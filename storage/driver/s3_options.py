@@ -1,46 +1,70 @@
-"""The S3 driver's options as a settings section gives them: names checked, values converted
-(settings normally give the right types; text from the environment is parsed)."""
+"""The S3 driver's options: every name, type, default and limit in one frozen dataclass. Importing
+this needs no boto3, so options can be built and checked without the S3 extra installed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import StorageConfigError
+from .options import options_from_mapping
+
+MiB = 1024 * 1024
+MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
+MAX_PART_SIZE = 5 * 1024 * MiB
 
 
-def driver_arguments(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for S3Driver from a settings section; None means the default. Unknown
-    names and unconvertible values are StorageConfigError."""
-    kwargs: dict[str, Any] = {}
-    for name, value in options.items():
-        conv = _OPTION_TYPES.get(name)
-        if conv is None:
-            raise StorageConfigError(f"unknown storage.s3 option {name!r} (known: {', '.join(sorted(_OPTION_TYPES))})")
-        if value is None:
-            continue
-        try:
-            kwargs[name] = conv(value)
-        except (TypeError, ValueError):
-            raise StorageConfigError(f"storage.s3.{name} has an invalid value {value!r}") from None
-    if "bucket" not in kwargs:
-        raise StorageConfigError("storage.s3.bucket is required")
-    return kwargs
+@dataclass(frozen=True)
+class S3Options:
+    """Without `access_key`/`secret_key` credentials come from the standard AWS chain (environment,
+    profile, instance or task role); None for `region`/`endpoint_url` means the chain's region and
+    AWS S3. `page_size` caps list pages (tests use it to exercise pagination); `max_attempts`
+    counts the first try. `verify_prefixes`: whether `list` must confirm each sub-prefix still has
+    an object below it, for servers that keep reporting emptied "directories" (SeaweedFS does,
+    until its asynchronous cleanup); None means detect it from the server's `Server` header.
+    `prefix` is kept without leading or trailing `/`. Secrets stay out of `repr`."""
 
+    bucket: str = ""
+    prefix: str = ""
+    region: str | None = None
+    endpoint_url: str | None = None
+    addressing_style: str = "auto"
+    access_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    part_size: int = 16 * MiB
+    redirect: bool = False
+    retry_mode: str = "standard"
+    max_attempts: int = 5
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_pool_connections: int = 50
+    multipart_copy_threshold: int = 64 * MiB
+    multipart_copy_part_size: int = 64 * MiB
+    page_size: int = 1000
+    verify_prefixes: bool | None = None
 
-def _to_bool(value: Any) -> bool:
-    text = str(value).strip().lower()
-    if text not in ("true", "false", "1", "0", "yes", "no"):
-        raise ValueError(value)
-    return text in ("true", "1", "yes")
+    def __post_init__(self) -> None:
+        if not self.bucket:
+            raise StorageConfigError("storage.s3.bucket is required")
+        for ok, problem in (
+            (self.addressing_style in ("path", "virtual", "auto"), "addressing_style must be path, virtual or auto"),
+            (self.retry_mode in ("standard", "adaptive"), "retry_mode must be standard or adaptive"),
+            ((self.access_key is None) == (self.secret_key is None), "access_key and secret_key go together"),
+            (MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE - MIN_PART_SIZE, "part_size must be 5 MiB to 5 GiB"),
+            (MIN_PART_SIZE <= self.multipart_copy_part_size <= MAX_PART_SIZE - MIN_PART_SIZE,
+             "multipart_copy_part_size must be 5 MiB to 5 GiB"),
+            (MIN_PART_SIZE <= self.multipart_copy_threshold <= MAX_PART_SIZE,
+             "multipart_copy_threshold must be 5 MiB to 5 GiB"),
+            (self.max_attempts >= 1 and 1 <= self.page_size <= 1000, "max_attempts must be >= 1, page_size 1 to 1000"),
+        ):
+            if not ok:
+                raise StorageConfigError(f"storage.s3: {problem}")
+        object.__setattr__(self, "prefix", self.prefix.strip("/"))  # frozen: set once, here
 
-
-# Option name -> conversion.
-_OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
-    **dict.fromkeys(("bucket", "prefix", "region", "endpoint_url", "addressing_style", "access_key", "secret_key",
-                     "session_token", "retry_mode"), str),
-    **dict.fromkeys(("part_size", "max_attempts", "max_pool_connections", "multipart_copy_threshold",
-                     "multipart_copy_part_size", "page_size"), int),
-    **dict.fromkeys(("connect_timeout", "read_timeout"), float),
-    **dict.fromkeys(("redirect", "verify_prefixes"), _to_bool),
-}
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> S3Options:
+        """From a settings section (see storage.driver.options); unknown names are an error, so
+        typos fail at start-up."""
+        return options_from_mapping(cls, values, "storage.s3")

@@ -34,13 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import PathNotFound, StorageError
 from .base import FileInfo
+from .s3_options import MIN_PART_SIZE
 
 if TYPE_CHECKING:
     from .s3 import S3Driver
 
-MiB = 1024 * 1024
-MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
-MAX_PART_SIZE = 5 * 1024 * MiB
 MAX_PARTS = 10_000
 
 STATE_PREFIX = ".cargobay-upload-"

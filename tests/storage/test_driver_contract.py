@@ -564,8 +564,11 @@ def test_s3_reader_resumes_a_broken_stream_with_a_range(scripted_s3: Callable[..
 
 def test_s3_options_from_settings() -> None:
     pytest.importorskip("boto3")
-    from storage.driver.factory import create_driver
+    from storage import driver_options, open_driver
     from storage.driver.s3 import S3Driver
+
+    def create_driver(kind: str, values: dict[str, Any]) -> StorageDriver:
+        return open_driver(driver_options(kind, values))
 
     d = create_driver("s3", {
         "bucket": "b", "prefix": "/registry/", "region": "eu-west-1", "endpoint_url": "http://127.0.0.1:9",
