@@ -18,17 +18,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from distclient import credentials
 from ocispec.errors import OCIValidationError
 
-from . import credentials
 from .config import Config, default_store, load_config
-from .errors import InsufficientSpace, PullError, UsageError
+from .errors import ClientError, InsufficientSpace, PullError, UsageError
 from .progress import Event, JsonRenderer, PlainRenderer, TtyRenderer, human_size
 from .space import NO_SPACE, Reserve, parse_reserve, parse_size
 from .store import Store
 
 if TYPE_CHECKING:  # the HTTP stack loads only for commands that talk to a registry
-    from .client import RegistryClient
+    from distclient import RegistryClient
 
 DEFAULT_JOBS = 4
 
@@ -187,8 +187,7 @@ class Context:
         return jobs
 
     def client(self, authenticator_overrides: dict[str, credentials.Credentials] | None = None) -> RegistryClient:
-        from .auth import Authenticator
-        from .client import RegistryClient
+        from distclient import Authenticator, RegistryClient
 
         client = RegistryClient(self.config, plain_http=getattr(self.args, "plain_http", False), jobs=self.jobs)
         if authenticator_overrides:
@@ -332,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("urllib3").propagate = False
     try:
         return COMMANDS[args.command](Context(args, output))
-    except PullError as exc:
+    except ClientError as exc:  # the registry client's failures and the puller's own (PullError)
         output.error(exc.message)
         return exc.exit_code
     except OCIValidationError as exc:

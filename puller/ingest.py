@@ -15,7 +15,7 @@ from typing import BinaryIO
 from ocispec.digest import SizeExceeded
 from ocispec.manifest import Descriptor
 
-from .errors import VerificationError
+from .errors import Cancelled, VerificationError
 from .space import NO_SPACE, SpaceGuard, full
 
 
@@ -46,10 +46,6 @@ def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
     fsync_dir(path.parent)
 
 
-class Cancelled(Exception):
-    """A download, or its wait for another process's lock, stopped because the fetch is cancelled."""
-
-
 #: How often a wait for a lock checks whether it was cancelled (seconds).
 LOCK_POLL = 0.1
 
@@ -58,7 +54,7 @@ LOCK_POLL = 0.1
 def flock(path: Path, mode: int, on_wait: Callable[[], None] | None = None,
           cancel: threading.Event | None = None) -> Iterator[None]:
     """Hold an flock on `path`. When another process holds it, `on_wait` is called and the wait
-    goes on until it is released, or, with `cancel`, until that is set (then Cancelled)."""
+    goes on until it is released, or, with `cancel`, until that is set (then errors.Cancelled)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

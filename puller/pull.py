@@ -13,14 +13,13 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
+from distclient import RegistryClient
 from ocispec.digest import Digest
 from ocispec.manifest import MAX_MANIFEST_SIZE, Descriptor, ImageManifest
 from ocispec.platform import Platform, match_rank
 from ocispec.reference import Reference
 
-from .client import RegistryClient
-from .errors import NotFound, VerificationError
-from .ingest import Cancelled
+from .errors import Cancelled, NotFound, VerificationError
 from .progress import Emit, Event
 from .resolve import Resolved, resolve
 from .store import ImageRecord, Store

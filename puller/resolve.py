@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from distclient import Endpoint, RegistryClient
 from ocispec import mediatypes as mt
 from ocispec.digest import Digest
 from ocispec.errors import OCIValidationError
@@ -13,8 +14,6 @@ from ocispec.manifest import Descriptor, ImageIndex, ImageManifest
 from ocispec.platform import Platform, match_rank
 from ocispec.reference import Reference, parse_reference
 
-from .client import RegistryClient
-from .config import Endpoint
 from .errors import NotFound, UsageError, VerificationError
 
 MAX_INDEX_DEPTH = 3

@@ -136,7 +136,7 @@ class Store:
     def ingest(self, desc: Descriptor, on_wait: Callable[[], None] | None = None,
                cancel: threading.Event | None = None) -> Iterator[Ingest | None]:
         """Lock the blob and open its partial file; yields None when the blob is (by then) stored.
-        A wait for another process's lock ends with ingest.Cancelled once `cancel` is set."""
+        A wait for another process's lock ends with errors.Cancelled once `cancel` is set."""
         with flock(self._lock_path(f"{desc.digest.algorithm}-{desc.digest.hex}.lock"), fcntl.LOCK_EX, on_wait,
                    cancel):
             if self.has_blob(desc):

@@ -26,7 +26,7 @@ from ocispec.manifest import Descriptor, ImageManifest
 from ocispec.mediatypes import layer_compression
 
 from .confine import LayerFormatError
-from .errors import InsufficientSpace, PullError, UsageError, VerificationError
+from .errors import ClientError, InsufficientSpace, PullError, UsageError, VerificationError
 from .layerstream import Budget, LayerStream
 from .runtimespec import MAX_ACCOUNT_FILE, runtime_config
 from .space import NO_SPACE, Reserve, SpaceGuard, full
@@ -165,7 +165,7 @@ def _apply_layer(tree: RootTree, layer: Descriptor, diff_id: Digest, open_blob: 
             with LayerStream(raw, layer, diff_id, budget) as stream:
                 _apply_entries(tree, stream, budget)
                 actual = stream.finish()
-        except PullError as exc:
+        except ClientError as exc:
             raise _relabel(exc, label) from None
         except tarfile.TarError as exc:
             raise VerificationError(f"{label}: not a valid tar archive: {exc}") from None
@@ -209,7 +209,7 @@ def _apply_entries(tree: RootTree, stream: LayerStream, budget: Budget) -> None:
             elif member.isreg():
                 data = stream.member(member.size)  # right after its header: copy it directly
             tree.apply(member, data)
-        except PullError as exc:
+        except ClientError as exc:
             raise _relabel(exc, f"entry {member.name!r}") from None
         except OSError as exc:
             if exc.errno in NO_SPACE:
@@ -243,7 +243,7 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _relabel(exc: PullError, prefix: str) -> PullError:
+def _relabel(exc: ClientError, prefix: str) -> ClientError:
     if isinstance(exc, InsufficientSpace):
         return exc  # about the filesystem, not the entry or layer that happened to be written
     return type(exc)(f"{prefix}: {exc.message}", **exc.detail)

@@ -9,16 +9,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT = {"ocispec", "storage", "registry", "puller"}
+PROJECT = {"ocispec", "storage", "registry", "puller", "distclient"}
 ALLOWED_PROJECT = {
     "ocispec": set(),
     "storage": {"ocispec"},
-    "puller": {"ocispec"},
-    "registry": {"ocispec", "storage"},
+    "distclient": {"ocispec"},
+    "puller": {"ocispec", "distclient"},
+    "registry": {"ocispec", "storage", "distclient"},
 }
 FORBIDDEN_THIRD_PARTY = {
     "ocispec": {"starlette", "uvicorn", "anyio", "httpx", "requests", "urllib3", "boto3", "botocore", "yaml"},
     "storage": {"starlette", "uvicorn", "anyio", "httpx", "requests", "urllib3"},
+    "distclient": {"starlette", "uvicorn", "anyio", "boto3", "botocore", "yaml"},
     "puller": {"starlette", "uvicorn", "anyio", "boto3", "botocore"},
     "registry": set(),
 }

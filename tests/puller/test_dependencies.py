@@ -1,5 +1,6 @@
-"""The puller imports only `ocispec`, the standard library and its HTTP client (DESIGN.md), and
-only `cli` prints."""
+"""The puller imports only `ocispec`, the registry client `distclient`, the standard library and its
+HTTP client (docs/architecture.md); `distclient` only `ocispec`, the standard library and urllib3;
+and only puller's `cli` prints."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import ast
 import sys
 from pathlib import Path
 
-PULLER = Path(__file__).resolve().parents[2] / "puller"
+ROOT = Path(__file__).resolve().parents[2]
+PULLER = ROOT / "puller"
+DISTCLIENT = ROOT / "distclient"
 ALLOWED_THIRD_PARTY = {"urllib3", "zstandard"}  # zstandard: zstd layers (unpack)
 
 
@@ -22,16 +25,43 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_puller_imports_only_ocispec_stdlib_and_http_client() -> None:
-    for path in sorted(PULLER.glob("*.py")):
+    for path in sorted(PULLER.rglob("*.py")):
         for name in _imports(path):
-            assert name in sys.stdlib_module_names or name in {"ocispec", *ALLOWED_THIRD_PARTY}, \
-                f"{path.name} imports {name}"
+            assert name in sys.stdlib_module_names or name in {"ocispec", "distclient", *ALLOWED_THIRD_PARTY}, \
+                f"{path.relative_to(ROOT)} imports {name}"
+
+
+def test_distclient_imports_only_ocispec_stdlib_and_urllib3() -> None:
+    files = sorted(DISTCLIENT.rglob("*.py"))
+    assert files
+    for path in files:
+        for name in _imports(path):
+            assert name in sys.stdlib_module_names or name in {"ocispec", "urllib3"}, \
+                f"{path.relative_to(ROOT)} imports {name}"
 
 
 def test_only_cli_prints() -> None:
-    for path in sorted(PULLER.glob("*.py")):
-        if path.name == "cli.py":
+    for path in sorted([*PULLER.rglob("*.py"), *DISTCLIENT.rglob("*.py")]):
+        if path == PULLER / "cli.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
-                raise AssertionError(f"{path.name}:{node.lineno} prints")
+                raise AssertionError(f"{path.relative_to(ROOT)}:{node.lineno} prints")
+
+
+def test_puller_reaches_distclient_only_through_its_front_door() -> None:
+    """`from distclient import X` with X in `distclient.__all__`: never a submodule."""
+    import distclient
+
+    exported = set(distclient.__all__)
+    assert all(hasattr(distclient, name) for name in exported), "distclient.__all__ names something it lacks"
+    for path in sorted(PULLER.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            where = path.relative_to(ROOT)
+            if isinstance(node, ast.Import):
+                assert all(a.name.split(".")[0] != "distclient" for a in node.names), f"{where}: import distclient"
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                assert not node.module.startswith("distclient."), f"{where}: from {node.module} import …"
+                if node.module == "distclient":
+                    hidden = {alias.name for alias in node.names} - exported
+                    assert not hidden, f"{where} imports {sorted(hidden)}, which distclient/__init__ does not export"

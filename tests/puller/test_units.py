@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from distclient import Endpoint, credentials, parse_challenges
+from distclient import retry_after as _retry_after
 from ocispec.manifest import parse_manifest
 from ocispec.platform import Platform
-from puller import credentials
-from puller.auth import parse_challenges
-from puller.config import Endpoint, load_config, parse_config
+from puller.config import load_config, parse_config
 from puller.errors import NotFound, UsageError
 from puller.progress import Event, JsonRenderer, PlainRenderer, TtyRenderer
 from puller.resolve import parse_ref, select_platform
 from puller.space import DEFAULT_RESERVE, Reserve, parse_reserve, parse_size
-from puller.transport import retry_after as _retry_after
 from tests.support import images as im
 
 

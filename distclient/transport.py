@@ -5,7 +5,6 @@ connection failures into retryable errors, and the retry loop with exponential b
 from __future__ import annotations
 
 import email.utils
-import json
 import random
 import socket
 import ssl
@@ -19,8 +18,18 @@ import urllib3
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError, ReadTimeoutError, SSLError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from .config import NetworkConfig
-from .errors import NetworkError, PlainHttpAnswer, PullError, Unreachable, VerificationError
+from .errors import (
+    ConnectFailed,
+    NetworkError,
+    PlainHttpAnswer,
+    Short,
+    Transient,
+    Unreachable,
+    VerificationError,
+    describe,
+    parse_error_body,
+)
+from .hosts import NetworkConfig, origin
 
 MAX_RETRY_AFTER = 60.0
 MAX_REDIRECTS = 5
@@ -28,39 +37,6 @@ REDIRECTS = (301, 302, 303, 307, 308)
 #: TLS settings of a pool: (CA file or None for the system's, verify certificates).
 DEFAULT_TLS: tuple[str | None, bool] = (None, True)
 T = TypeVar("T")
-
-
-def origin(url: str) -> tuple[str, str]:
-    """(scheme, host[:port]) of a URL: what must match for credentials to go along."""
-    parts = urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower()
-
-
-class Transient(Exception):
-    """A failure worth retrying; `delay` overrides the backoff (from Retry-After)."""
-
-    def __init__(self, message: str, delay: float | None = None) -> None:
-        super().__init__(message)
-        self.message, self.delay = message, delay
-
-
-class Short(Transient):
-    """The body ended cleanly before the descriptor's size: retried, a verification failure at last."""
-
-
-class ConnectFailed(Transient):
-    """No connection to `netloc` at all; after the last retry it becomes `errors.Unreachable`."""
-
-    def __init__(self, netloc: str, reason: str) -> None:
-        super().__init__(f"cannot reach {netloc}: {reason}")
-        self.netloc, self.reason = netloc, reason
-
-
-class RangeRefused(PullError):
-    """416 to a Range request: the partial file is not a prefix the server can continue."""
-
-    def __init__(self, message: str = "the registry refused the requested range (HTTP 416)") -> None:
-        super().__init__(message)
 
 
 #: OpenSSL's reasons when what came back to a ClientHello is not TLS: in practice an HTTP answer
@@ -118,14 +94,8 @@ def _broken_reason(exc: BaseException) -> str:
 
 
 def error_message(data: bytes, status: int) -> str:
-    try:
-        errors = json.loads(data).get("errors") or []
-        parts = [f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict)]
-        if parts:
-            return "; ".join(parts)
-    except (ValueError, AttributeError):
-        pass
-    return f"HTTP {status}"
+    """What an error body says (`CODE: message; …`), else `HTTP <status>`."""
+    return describe(parse_error_body(data), status)
 
 
 def retry_after(value: str | None) -> float | None:

@@ -1,7 +1,12 @@
-"""Registry HTTP: endpoints (mirrors, then the host), authentication, redirects, retries, ranges.
+"""The Distribution-API client: endpoints (mirrors, then the host), authentication, redirects,
+retries, ranges.
 
-One `RegistryClient` per command; it is thread-safe (urllib3 pools), so layer downloads share it.
-Rules it keeps:
+One `RegistryClient` per command (or per upstream); it is thread-safe (urllib3 pools), so layer
+downloads share it. Its interface: `head_manifest` (what a reference resolves to now),
+`get_manifest` (verified and parsed), `fetch_blob` (streamed into a `BlobSink`, resuming from the
+sink's offset), `blob_exists`, `upload_blob` and `put_manifest` (pushes, to the host itself: see
+`on_host`), `ping` (for a login). Failures are `errors.ClientError` kinds; a remote's error answer
+is a `RegistryError` with its status and OCI codes. Rules it keeps:
 - every request to a mirror carries `ns=<the host the reference names>`;
 - `Authorization` goes only to the endpoint it was obtained for (same scheme, host and port): a
   redirect to another host (an S3 presigned URL), or to plain http:// on the same host, is followed
@@ -30,39 +35,42 @@ from ocispec.manifest import MAX_MANIFEST_SIZE, Descriptor, Manifest, parse_mani
 from ocispec.reference import Reference
 
 from .auth import Authenticator
-from .config import Config, Endpoint
 from .errors import (
     AuthenticationError,
+    Cancelled,
+    ClientError,
     NetworkError,
     NotFound,
     PlainHttpAnswer,
-    PullError,
-    Unreachable,
-    VerificationError,
-)
-from .transport import (
-    MAX_REDIRECTS,
-    REDIRECTS,
     RangeRefused,
+    RegistryDenied,
+    RegistryError,
+    RegistryNotFound,
     Short,
     Transient,
-    Transport,
-    error_message,
-    origin,
-    retry_after,
+    Unreachable,
+    VerificationError,
+    describe,
+    parse_error_body,
 )
+from .hosts import ClientConfig, Endpoint, origin
+from .transport import MAX_REDIRECTS, REDIRECTS, Transport, retry_after
 
 CHUNK = 1 << 20
 T = TypeVar("T")
 
 
 class BlobSink(Protocol):
-    """Where a blob download writes (the store's partial file). `write` raises SizeExceeded past
-    the descriptor's size; `reset` starts over from byte 0; `commit` verifies size and digest
-    (VerificationError, after resetting, when they are wrong) and makes the blob visible."""
+    """Where a blob download writes (the store's partial file). `offset` is where the download
+    resumes (what the sink holds); `resumed_from` what it held when opened (a partial file of an
+    earlier run). `write` raises SizeExceeded past the descriptor's size; `reset` starts over from
+    byte 0; `commit` verifies size and digest (VerificationError, after resetting, when they are
+    wrong) and makes the blob visible."""
 
     @property
     def offset(self) -> int: ...
+    @property
+    def resumed_from(self) -> int: ...
     def write(self, data: bytes) -> None: ...
     def reset(self) -> None: ...
     def commit(self) -> None: ...
@@ -77,7 +85,7 @@ class FetchedManifest:
     manifest: Manifest
 
 
-def _reported(errors: list[tuple[Endpoint, PullError]]) -> PullError:
+def _reported(errors: list[tuple[Endpoint, ClientError]]) -> ClientError:
     """The one failure to report when every endpoint failed: what the host itself answered (the
     plain-HTTP fallback's 404 or 401 rather than the HTTPS attempt's TLS failure), else why the
     host could not be reached (a certificate problem before "it answered plain HTTP", which the
@@ -91,7 +99,7 @@ def _reported(errors: list[tuple[Endpoint, PullError]]) -> PullError:
 
 
 class RegistryClient:
-    def __init__(self, config: Config, *, plain_http: bool = False, jobs: int = 4,
+    def __init__(self, config: ClientConfig, *, plain_http: bool = False, jobs: int = 4,
                  authenticator: Authenticator | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
         self.config = config
         self.plain_http = plain_http
@@ -107,7 +115,8 @@ class RegistryClient:
         """One request to `ep` for repository `ref.repository` (`suffix` after `/v2/<repo>`, or an
         absolute URL such as an upload Location), following redirects and answering one auth
         challenge for `actions`; returns a 2xx response, raises Transient for retryable failures
-        and PullError subclasses otherwise. A file `body` is rewound before each send."""
+        and other ClientError kinds otherwise (a RegistryError for the registry's error answers).
+        A file `body` is rewound before each send."""
         scope = f"repository:{ref.repository}:{actions}"
         url = suffix if suffix.startswith(("http://", "https://")) else f"{ep.base}/v2/{ref.repository}{suffix}"
         if ep.ns:
@@ -146,16 +155,18 @@ class RegistryClient:
                 self.auth.answer(ep, scope, response.headers.get("WWW-Authenticate", ""))
                 continue
             where = f"{ep.netloc} {ref.repository}{urlsplit(url).path.split('/' + ref.repository, 1)[-1]}"
+            entries = parse_error_body(data)
+            said = describe(entries, status)
             if status in (401, 403):
-                raise AuthenticationError(f"{where}: access denied ({error_message(data, status)})")
+                raise RegistryDenied(f"{where}: access denied ({said})", status=status, errors=entries)
             if status == 404:
-                raise NotFound(f"{where}: not found ({error_message(data, status)})")
+                raise RegistryNotFound(f"{where}: not found ({said})", status=status, errors=entries)
             if status == 429 or status >= 500:
                 raise Transient(f"{where}: HTTP {status}", retry_after(response.headers.get("Retry-After")))
             if status == 416 and "Range" in base_headers:
                 raise RangeRefused()
-            said = error_message(data, status)
-            raise PullError(f"{where}: {said if said.startswith('HTTP ') else f'HTTP {status} ({said})'}")
+            raise RegistryError(f"{where}: {said if said.startswith('HTTP ') else f'HTTP {status} ({said})'}",
+                                status=status, errors=entries)
         raise NetworkError(f"{ep.netloc}: too many redirects")
 
     def _endpoints(self, ref: Reference) -> list[Endpoint]:
@@ -165,12 +176,13 @@ class RegistryClient:
 
     def _each_endpoint(self, ref: Reference, fn: Callable[[Endpoint], T], prefer: Endpoint | None = None) -> T:
         """Try `fn` on each endpoint (mirrors first) until one succeeds. When all fail, raise what
-        the host itself said (its first endpoint), else the last mirror's error."""
+        the host itself said (its first endpoint), else the last mirror's error. Cancelled (the
+        caller stopping) goes straight through."""
         endpoints = self._endpoints(ref)
         if prefer is not None and prefer in endpoints:
             endpoints.remove(prefer)
             endpoints.insert(0, prefer)
-        errors: list[tuple[Endpoint, PullError]] = []
+        errors: list[tuple[Endpoint, ClientError]] = []
         unreachable: set[str] = set()
         for ep in endpoints:
             if ep.netloc in unreachable:  # the same host and port over the other scheme: no better
@@ -179,13 +191,15 @@ class RegistryClient:
                 continue
             try:
                 return fn(ep)
+            except Cancelled:
+                raise
             except NetworkError as exc:
                 with self._lock:
                     self._dead.add(ep.base)
                 if isinstance(exc, Unreachable) and exc.netloc == ep.netloc:
                     unreachable.add(ep.netloc)
                 errors.append((ep, exc))
-            except PullError as exc:
+            except ClientError as exc:
                 # Whatever a mirror answers (400 for an `ns` it does not take, 405, garbage), the
                 # next endpoint may do better; the host's own other failures are final.
                 if not ep.is_mirror and not isinstance(exc, (NotFound, AuthenticationError, VerificationError)):
@@ -208,19 +222,20 @@ class RegistryClient:
                         self.auth.answer(ep, "", response.headers.get("WWW-Authenticate", ""))
                         continue
                     if response.status in (401, 403):
-                        raise AuthenticationError(f"{host}: credentials refused (HTTP {response.status})")
+                        raise RegistryDenied(f"{host}: credentials refused (HTTP {response.status})",
+                                             status=response.status, errors=parse_error_body(response.data))
                     if response.status >= 500 or response.status == 429:
                         raise Transient(f"{host}: HTTP {response.status}")
                     if response.status != 200:  # as Docker: anything else is not a registry
-                        raise PullError(f"{host} does not look like a registry: GET {ep.base}/v2/ answered "
-                                        f"HTTP {response.status}")
+                        raise RegistryError(f"{host} does not look like a registry: GET {ep.base}/v2/ answered "
+                                            f"HTTP {response.status}", status=response.status)
                     return
             self.transport.retrying(host, once)
         self.on_host(host, on)
 
     def on_host(self, host: str, fn: Callable[[Endpoint], T]) -> T:
         """`fn` on the host itself (never a mirror), trying its endpoints in order."""
-        errors: list[tuple[Endpoint, PullError]] = []
+        errors: list[tuple[Endpoint, ClientError]] = []
         for ep in self.config.host_endpoints(host, self.plain_http):
             if any(isinstance(exc, Unreachable) and exc.netloc == ep.netloc for _, exc in errors):
                 continue  # the same host and port over the other scheme: no better
@@ -292,7 +307,7 @@ class RegistryClient:
                 except VerificationError:
                     # A partial file left by an earlier run may not be a prefix of this blob (it was
                     # cut short mid-write, or tampered with): commit reset it, so start over once.
-                    if attempt or not getattr(sink, "resumed_from", 0):
+                    if attempt or not sink.resumed_from:
                         raise
         self._each_endpoint(ref, on, prefer)
 
@@ -338,3 +353,37 @@ class RegistryClient:
             response.release_conn()
         if sink.offset < desc.size:
             raise Short(f"{ep.netloc}: {desc.digest} ended at {sink.offset} of {desc.size} bytes")
+
+    # -- pushes (to an endpoint of the host itself: see on_host) ---------------------------------
+    def blob_exists(self, ref: Reference, ep: Endpoint, desc: Descriptor) -> bool:
+        """Whether `ep` already has blob `desc` in `ref`'s repository (HEAD; a size that differs
+        from the descriptor's counts as absent). Asks for a `pull,push` token."""
+        def once() -> bool:
+            try:
+                response = self.request(ref, ep, "HEAD", f"/blobs/{desc.digest}", actions="pull,push")
+            except NotFound:
+                return False
+            return response.headers.get("Content-Length") in (None, str(desc.size))
+        return self.transport.retrying(f"{ep.netloc}: blob {desc.digest}", once)
+
+    def upload_blob(self, ref: Reference, ep: Endpoint, desc: Descriptor, body: BinaryIO, size: int) -> None:
+        """Upload blob `desc` in one piece (`POST …/blobs/uploads/`, then `PUT <Location>?digest=`),
+        streaming `size` bytes from `body` (a seekable file, rewound for each attempt)."""
+        def once() -> None:
+            started = self.request(ref, ep, "POST", "/blobs/uploads/", {"Content-Length": "0"}, body=b"",
+                                   actions="pull,push")
+            location = started.headers.get("Location")
+            if not location:
+                raise RegistryError(f"{ep.netloc}: upload started without a Location", status=started.status)
+            url = urljoin(f"{ep.base}/v2/{ref.repository}/blobs/uploads/", location)
+            url += ("&" if "?" in url else "?") + f"digest={desc.digest}"
+            self.request(ref, ep, "PUT", url, {"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+                         body=body, actions="pull,push")
+        self.transport.retrying(f"{ep.netloc}: upload of {desc.digest}", once)
+
+    def put_manifest(self, ref: Reference, ep: Endpoint, identifier: str, media_type: str, raw: bytes) -> None:
+        """PUT manifest `raw` byte for byte (so its digest does not change) as tag or digest `identifier`."""
+        def once() -> None:
+            self.request(ref, ep, "PUT", f"/manifests/{identifier}", {"Content-Type": media_type}, body=raw,
+                         actions="pull,push")
+        self.transport.retrying(f"{ep.netloc}: manifest {ref}", once)

@@ -21,10 +21,9 @@ from typing import Protocol
 from urllib.parse import urlencode, urlsplit
 
 from . import credentials
-from .config import Endpoint
 from .credentials import Credentials
 from .errors import AuthenticationError, NetworkError, Unreachable
-from .transport import origin
+from .hosts import Endpoint, origin
 
 _PARAM = re.compile(r'([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
 _DEFAULT_TTL = 60.0

@@ -1,0 +1,102 @@
+"""The Distribution-API client: talks to any OCI registry (transport, challenges and the token flow,
+stored credentials, mirrors and fallback, retries and resumed downloads).
+
+Imports only `ocispec` (plus urllib3 and the standard library); it knows nothing of a local store,
+unpacking or a CLI. Used by `puller` and, for a pull-through cache, by `registry`. Code outside
+imports it only from here (`from distclient import RegistryClient`), never a submodule.
+
+Modules: `errors` (the exception tree), `hosts` (per-host endpoints and network settings, parsed
+from TOML tables), `credentials` (docker/containers auth files, credential helpers), `transport`
+(urllib3 pools, the retry loop), `auth` (challenges, the token flow), `client` (RegistryClient).
+
+The HTTP stack (`client`, `transport`: urllib3) is imported on first use of a name that needs it,
+so a program that only reads the config or the credentials does not load it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from . import credentials
+from .auth import Authenticator, parse_challenges
+from .credentials import Credentials
+from .errors import (
+    AuthenticationError,
+    Cancelled,
+    ClientError,
+    ConnectFailed,
+    NetworkError,
+    NotFound,
+    OCIErrorEntry,
+    PlainHttpAnswer,
+    RangeRefused,
+    RegistryDenied,
+    RegistryError,
+    RegistryNotFound,
+    Short,
+    Transient,
+    Unreachable,
+    UsageError,
+    VerificationError,
+)
+from .hosts import (
+    ClientConfig,
+    Endpoint,
+    HostConfig,
+    NetworkConfig,
+    check_known,
+    is_loopback,
+    parse_client_config,
+)
+
+if TYPE_CHECKING:
+    from .client import BlobSink, FetchedManifest, RegistryClient
+    from .transport import retry_after
+
+#: Names loaded on first use, and the module that has each.
+_LAZY = {"BlobSink": "client", "FetchedManifest": "client", "RegistryClient": "client", "retry_after": "transport"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "AuthenticationError",
+    "Authenticator",
+    "BlobSink",
+    "Cancelled",
+    "ClientConfig",
+    "ClientError",
+    "ConnectFailed",
+    "Credentials",
+    "Endpoint",
+    "FetchedManifest",
+    "HostConfig",
+    "NetworkConfig",
+    "NetworkError",
+    "NotFound",
+    "OCIErrorEntry",
+    "PlainHttpAnswer",
+    "RangeRefused",
+    "RegistryClient",
+    "RegistryDenied",
+    "RegistryError",
+    "RegistryNotFound",
+    "Short",
+    "Transient",
+    "Unreachable",
+    "UsageError",
+    "VerificationError",
+    "check_known",
+    "credentials",
+    "is_loopback",
+    "parse_challenges",
+    "parse_client_config",
+    "retry_after",
+]
