@@ -290,7 +290,7 @@ def _stored_image(ctx: Context) -> Any:
 
 def cmd_unpack(ctx: Context) -> int:
     try:
-        from .unpack import unpack_image
+        from .assemble import unpack_image
     except ImportError:
         raise PullError("unpack is not available in this build") from None
     with ctx.store.using():
@@ -305,7 +305,7 @@ def cmd_unpack(ctx: Context) -> int:
 
 def cmd_export(ctx: Context) -> int:
     try:
-        from .export import export_image
+        from .assemble import export_image
     except ImportError:
         raise PullError("export is not available in this build") from None
     with ctx.store.using():

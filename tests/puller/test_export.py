@@ -14,9 +14,8 @@ import pytest
 
 from ocispec.digest import Digest
 from ocispec.manifest import ImageManifest, parse_manifest
+from puller.assemble import export_image, unpack_image
 from puller.errors import UsageError, VerificationError
-from puller.export import export_image
-from puller.unpack import unpack_image
 from tests.puller.test_unpack import Layout, d, f, link, snapshot
 from tests.support.images import Entry, Image, build_image, make_layer
 from tests.support.tools import require_tool

@@ -20,7 +20,7 @@ import pytest
 
 from ocispec.digest import Digest
 from ocispec.manifest import ImageManifest, parse_manifest
-from puller.unpack import unpack_image
+from puller.assemble import unpack_image
 from tests.support.images import Entry, Image, build_image, make_layer, write_oci_layout
 from tests.support.tools import require_tool
 
@@ -298,7 +298,7 @@ def test_bundle_has_runtime_config_and_the_same_rootfs(tmp_path: Path) -> None:
 
 
 def test_unprivileged_unpack_skips_devices_with_a_warning_and_still_applies_modes(tmp_path: Path) -> None:
-    from puller import unpack as unpack_module
+    from puller.assemble import unpack as unpack_module
 
     layers = [
         make_layer([d("ro", mode=0o555), f("ro/a", b"a"), Entry("dev-null", "chardev", devmajor=1, devminor=3),
@@ -365,7 +365,7 @@ def test_the_tree_is_private_while_it_is_built(tmp_path: Path) -> None:
 def test_as_root_the_rootfs_stays_private_unless_asked_or_in_a_bundle(tmp_path: Path) -> None:
     """Unpacked as root, setuid-root programs and device nodes are real: other users must not reach
     them. umoci keeps them in a 0700 bundle directory; without --bundle the rootfs itself stays 0700."""
-    from puller import unpack as unpack_module
+    from puller.assemble import unpack as unpack_module
 
     layout = Layout(tmp_path / "layout", build_image([make_layer([
         d("./", mode=0o755), d("bin"), f("bin/su", b"#!", mode=0o4755), f("bin/ls", b"#!", mode=0o755)])]))
@@ -391,7 +391,7 @@ def test_as_root_the_rootfs_stays_private_unless_asked_or_in_a_bundle(tmp_path: 
 
 
 def test_a_bundle_of_a_config_with_wrongly_typed_fields_is_refused(tmp_path: Path) -> None:
-    from puller.runtimespec import ImageConfigError
+    from puller.assemble import ImageConfigError
 
     cases = [({"config": []}, "config must be an object"),
              ({"config": {"Labels": ["a=b"]}}, "config.Labels must be an object"),

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import BinaryIO
 
+from ..errors import UnsafeContent
 from .confine import DIR_FLAGS, ConfinedTree, LayerFormatError, Real, split_name
-from .errors import UnsafeContent
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"

@@ -25,11 +25,11 @@ from ocispec.errors import OCIValidationError
 from ocispec.manifest import Descriptor, ImageManifest
 from ocispec.mediatypes import layer_compression
 
+from ..errors import ClientError, InsufficientSpace, PullError, UsageError, VerificationError
+from ..space import NO_SPACE, Reserve, SpaceGuard, full
 from .confine import LayerFormatError
-from .errors import ClientError, InsufficientSpace, PullError, UsageError, VerificationError
 from .layerstream import Budget, LayerStream
 from .runtimespec import MAX_ACCOUNT_FILE, runtime_config
-from .space import NO_SPACE, Reserve, SpaceGuard, full
 from .tarsafe import RootTree
 
 __all__ = ["unpack_image"]

@@ -12,7 +12,7 @@ import errno
 import os
 import stat
 
-from .errors import UnsafeContent, VerificationError
+from ..errors import UnsafeContent, VerificationError
 
 MAX_SYMLINK_HOPS = 40
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -13,7 +13,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from .errors import PullError
+from ..errors import PullError
 
 SPEC_VERSION = "1.0.2"
 MAX_ACCOUNT_FILE = 4 * 1024 * 1024

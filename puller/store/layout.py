@@ -34,9 +34,9 @@ from ocispec.manifest import Descriptor, ImageIndex, ImageManifest, Manifest, pa
 from ocispec.platform import Platform
 from ocispec.reference import parse_reference
 
-from .errors import NotFound, PullError, UsageError, VerificationError
+from ..errors import NotFound, PullError, UsageError, VerificationError
+from ..space import Reserve, SpaceGuard
 from .ingest import Ingest, atomic_write, flock
-from .space import Reserve, SpaceGuard
 
 REF_NAME = "org.opencontainers.image.ref.name"
 #: What the reference's tag pointed at when fetched (an index digest for multi-platform images).

@@ -30,9 +30,9 @@ from ocispec.errors import OCIValidationError
 from ocispec.manifest import ImageManifest
 from ocispec.reference import Reference, parse_reference
 
-from .errors import PullError, UnsafeContent, UsageError, VerificationError
+from ..errors import PullError, UnsafeContent, UsageError, VerificationError
+from ..space import NO_SPACE, Reserve, SpaceGuard, full
 from .layerstream import DECOMPRESSION_ERRORS, Budget, decompressor
-from .space import NO_SPACE, Reserve, SpaceGuard, full
 from .unpack import image_config
 
 FORMATS = ("oci-archive", "docker-archive")

@@ -20,8 +20,8 @@ from ocispec.digest import Digest, DigestMismatch, VerifyingReader
 from ocispec.manifest import Descriptor
 from ocispec.mediatypes import layer_compression
 
-from .errors import PullError, UnsafeContent, VerificationError
-from .space import SpaceGuard
+from ..errors import PullError, UnsafeContent, VerificationError
+from ..space import SpaceGuard
 
 CHUNK = 1 << 20
 QUEUE_CHUNKS = 8

@@ -15,8 +15,8 @@ from typing import BinaryIO
 from ocispec.digest import SizeExceeded
 from ocispec.manifest import Descriptor
 
-from .errors import Cancelled, VerificationError
-from .space import NO_SPACE, SpaceGuard, full
+from ..errors import Cancelled, VerificationError
+from ..space import NO_SPACE, SpaceGuard, full
 
 
 def fsync_dir(path: Path) -> None:
