@@ -16,16 +16,17 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from distclient import credentials
 from ocispec.errors import OCIValidationError
+from ocispec.manifest import ImageManifest
 
 from .config import Config, default_store, load_config
 from .errors import ClientError, InsufficientSpace, PullError, UsageError
-from .progress import Event, JsonRenderer, PlainRenderer, TtyRenderer, human_size
+from .progress import Event, JsonRenderer, PlainRenderer, Renderer, TtyRenderer, human_size
 from .space import NO_SPACE, Reserve, parse_reserve, parse_size
-from .store import Store
+from .store import ImageRecord, Store
 
 if TYPE_CHECKING:  # the HTTP stack loads only for commands that talk to a registry
     from distclient import RegistryClient
@@ -136,7 +137,7 @@ class Output:
         self.out, self.err, self.args = out, err, args
         self._lock = threading.Lock()
         if args.json:
-            self.renderer: Any = JsonRenderer()
+            self.renderer: Renderer = JsonRenderer()
         elif not args.quiet and out.isatty():
             self.renderer = TtyRenderer()
         else:
@@ -279,7 +280,7 @@ def cmd_logout(ctx: Context) -> int:
     return 0
 
 
-def _stored_image(ctx: Context) -> Any:
+def _stored_image(ctx: Context) -> tuple[ImageRecord, ImageManifest, bytes]:
     from .pull import ensure_image
     from .resolve import parse_platform, parse_ref
 

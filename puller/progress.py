@@ -1,12 +1,13 @@
 """Progress events and how they look: bars on a terminal, plain lines otherwise, JSON for scripts.
 
-`pull` emits `Event`s; a renderer turns each into text (possibly empty) and the CLI writes that text
-(this module never prints). Event kinds and their fields:
+`pull` and `push` emit `Event`s; a renderer turns each into text (possibly empty) and the CLI
+writes that text (this module never prints). Event kinds and their fields (one TypedDict per kind
+below; `Event`'s overloads make the type checker hold each emitter to its kind's fields):
 
 - `resolved`: reference, digest (of the image manifest), platform (null unless an index named it), layers, size
 - `up-to-date`: reference, digest
 - `blob-exists`: digest, size, role (`config` | `layer`)
-- `blob-wait`: digest, role (another puller process is fetching it)
+- `blob-wait`: digest, size, role (another puller process is fetching it)
 - `blob-start`: digest, size, role, offset (> 0 when resuming a partial download)
 - `blob-progress`: digest, done, size
 - `blob-done`: digest, size, role
@@ -21,20 +22,104 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypedDict, cast, overload
 
 
-@dataclass(frozen=True)
+class ResolvedFields(TypedDict):
+    reference: str
+    digest: str
+    platform: str | None
+    layers: int
+    size: int
+
+
+class UpToDateFields(TypedDict):
+    reference: str
+    digest: str
+
+
+class BlobFields(TypedDict):
+    """`blob-exists`, `blob-wait`, `blob-done`."""
+
+    digest: str
+    size: int
+    role: str
+
+
+class BlobStartFields(BlobFields):
+    offset: int
+
+
+class BlobProgressFields(TypedDict):
+    digest: str
+    done: int
+    size: int
+
+
+class DoneFields(TypedDict):
+    reference: str
+    digest: str
+    downloaded: int
+    elapsed: float
+
+
+class PushedFields(TypedDict):
+    reference: str
+    digest: str
+    uploaded: int
+    elapsed: float
+
+
+class WarningFields(TypedDict):
+    message: str
+
+
+EventKind = Literal["resolved", "up-to-date", "blob-exists", "blob-wait", "blob-start", "blob-progress",
+                    "blob-done", "done", "pushed", "warning"]
+EventFields = (ResolvedFields | UpToDateFields | BlobFields | BlobStartFields | BlobProgressFields | DoneFields
+               | PushedFields | WarningFields)
+
+
+@dataclass(frozen=True, init=False)
 class Event:
-    kind: str
-    fields: dict[str, Any] = field(default_factory=dict)
+    """One progress event: its kind and that kind's fields (checked per kind by the type checker)."""
 
-    def __getitem__(self, key: str) -> Any:
-        return self.fields[key]
+    kind: EventKind
+    fields: EventFields
+
+    @overload
+    def __init__(self, kind: Literal["resolved"], fields: ResolvedFields) -> None: ...
+    @overload
+    def __init__(self, kind: Literal["up-to-date"], fields: UpToDateFields) -> None: ...
+    @overload
+    def __init__(self, kind: Literal["blob-exists", "blob-wait", "blob-done"], fields: BlobFields) -> None: ...
+    @overload
+    def __init__(self, kind: Literal["blob-start"], fields: BlobStartFields) -> None: ...
+    @overload
+    def __init__(self, kind: Literal["blob-progress"], fields: BlobProgressFields) -> None: ...
+    @overload
+    def __init__(self, kind: Literal["done"], fields: DoneFields) -> None: ...
+    @overload
+    def __init__(self, kind: Literal["pushed"], fields: PushedFields) -> None: ...
+    @overload
+    def __init__(self, kind: Literal["warning"], fields: WarningFields) -> None: ...
+    def __init__(self, kind: EventKind, fields: EventFields) -> None:
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "fields", fields)
+
+    def __getitem__(self, key: str) -> object:
+        return cast("dict[str, object]", self.fields)[key]
 
 
 Emit = Callable[[Event], None]
+
+
+class Renderer(Protocol):
+    """Turns events into text for the CLI to write (possibly empty)."""
+
+    def handle(self, event: Event) -> str: ...
+    def finish(self) -> str: ...
 
 
 def human_size(n: float) -> str:
@@ -58,9 +143,10 @@ class JsonRenderer:
 
     def handle(self, event: Event) -> str:
         if event.kind == "blob-progress":
+            progress = cast(BlobProgressFields, event.fields)
             now = time.monotonic()
-            key = event["digest"]
-            if now - self._last.get(key, 0.0) < self._interval and event["done"] < event["size"]:
+            key = progress["digest"]
+            if now - self._last.get(key, 0.0) < self._interval and progress["done"] < progress["size"]:
                 return ""
             self._last[key] = now
         return json.dumps({"event": event.kind, **event.fields}, sort_keys=True) + "\n"
@@ -76,32 +162,37 @@ class PlainRenderer:
         self.quiet = quiet
 
     def handle(self, event: Event) -> str:
-        k, f = event.kind, event.fields
+        k = event.kind
         if self.quiet:
             return ""
         if k == "resolved":
-            where = f"{f['platform']}, " if f.get("platform") else ""
-            return (f"{f['reference']}: resolved to {f['digest']} "
-                    f"({where}{f['layers']} layers, {human_size(f['size'])})\n")
+            r = cast(ResolvedFields, event.fields)
+            where = f"{r['platform']}, " if r.get("platform") else ""
+            return (f"{r['reference']}: resolved to {r['digest']} "
+                    f"({where}{r['layers']} layers, {human_size(r['size'])})\n")
         if k == "blob-exists":
-            return f"{short(f['digest'])}: already exists\n"
+            return f"{short(cast(BlobFields, event.fields)['digest'])}: already exists\n"
         if k == "blob-wait":
-            return f"{short(f['digest'])}: waiting for another puller\n"
+            return f"{short(cast(BlobFields, event.fields)['digest'])}: waiting for another puller\n"
         if k == "blob-start":
-            resume = f" (resuming at {human_size(f['offset'])})" if f.get("offset") else ""
-            return f"{short(f['digest'])}: downloading {human_size(f['size'])}{resume}\n"
+            b = cast(BlobStartFields, event.fields)
+            resume = f" (resuming at {human_size(b['offset'])})" if b.get("offset") else ""
+            return f"{short(b['digest'])}: downloading {human_size(b['size'])}{resume}\n"
         if k == "blob-done":
-            return f"{short(f['digest'])}: verified\n"
+            return f"{short(cast(BlobFields, event.fields)['digest'])}: verified\n"
         if k == "up-to-date":
-            return f"Status: image is up to date for {f['reference']}\nDigest: {f['digest']}\n"
+            u = cast(UpToDateFields, event.fields)
+            return f"Status: image is up to date for {u['reference']}\nDigest: {u['digest']}\n"
         if k == "done":
-            return (f"Status: downloaded {human_size(f['downloaded'])} in {f['elapsed']:.1f}s for {f['reference']}\n"
-                    f"Digest: {f['digest']}\n")
+            d = cast(DoneFields, event.fields)
+            return (f"Status: downloaded {human_size(d['downloaded'])} in {d['elapsed']:.1f}s for {d['reference']}\n"
+                    f"Digest: {d['digest']}\n")
         if k == "pushed":
-            return (f"Status: pushed {f['reference']} ({human_size(f['uploaded'])} uploaded in {f['elapsed']:.1f}s)\n"
-                    f"Digest: {f['digest']}\n")
+            p = cast(PushedFields, event.fields)
+            return (f"Status: pushed {p['reference']} ({human_size(p['uploaded'])} uploaded in {p['elapsed']:.1f}s)\n"
+                    f"Digest: {p['digest']}\n")
         if k == "warning":
-            return f"warning: {f['message']}\n"
+            return f"warning: {cast(WarningFields, event.fields)['message']}\n"
         return ""
 
     def finish(self) -> str:
@@ -148,11 +239,14 @@ class TtyRenderer:
         return up + "".join(f"\x1b[2K{line}\n" for line in lines)
 
     def handle(self, event: Event) -> str:
-        k, f = event.kind, event.fields
+        k = event.kind
         with self._lock:
             if k == "resolved":
-                self._header = f"{f['reference']}" + (f" ({f['platform']})" if f.get("platform") else "")
+                r = cast(ResolvedFields, event.fields)
+                self._header = f"{r['reference']}" + (f" ({r['platform']})" if r.get("platform") else "")
             elif k in ("blob-exists", "blob-wait", "blob-start", "blob-progress", "blob-done"):
+                # Every blob event has digest and size (blob-start an offset, blob-progress done).
+                f = cast(BlobStartFields | BlobProgressFields, event.fields)
                 bar = self._bars.setdefault(f["digest"], _Bar(f["digest"], f.get("size", 0)))
                 bar.size = f.get("size", bar.size)
                 if k == "blob-exists":
@@ -160,9 +254,9 @@ class TtyRenderer:
                 elif k == "blob-wait":
                     bar.state = "waiting for another puller"
                 elif k == "blob-start":
-                    bar.done, bar.state = f.get("offset", 0), "downloading"
+                    bar.done, bar.state = cast(BlobStartFields, f).get("offset", 0), "downloading"
                 elif k == "blob-progress":
-                    bar.done = f["done"]
+                    bar.done = cast(BlobProgressFields, f)["done"]
                     now = time.monotonic()
                     if now - self._last < self._interval:
                         return ""

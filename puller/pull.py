@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -161,7 +162,12 @@ def pull(client: RegistryClient, store: Store, ref: Reference, platform: Platfor
     return PullResult(key, desc.digest, manifest, False, downloaded)
 
 
-def ensure_image(client_factory: Any, store: Store, ref_text: str, ref: Reference, platform: Platform | None,
+#: Makes the registry client when one is needed (`ensure_image` only talks to a registry when the
+#: store lacks the image).
+ClientFactory = Callable[[], RegistryClient]
+
+
+def ensure_image(client_factory: ClientFactory, store: Store, ref_text: str, ref: Reference, platform: Platform | None,
                  jobs: int, emit: Emit) -> tuple[ImageRecord, ImageManifest, bytes]:
     """The stored image for `ref_text`, fetching it first when the store does not have it complete,
     or has it for another platform than a requested one (`platform` None: whatever is stored, else

@@ -17,7 +17,7 @@ from ocispec.manifest import Descriptor
 from ocispec.reference import Reference
 
 from .errors import PullError
-from .progress import Emit, Event
+from .progress import BlobFields, BlobStartFields, Emit, Event
 from .store import Store
 
 
@@ -38,12 +38,12 @@ def push(client: RegistryClient, store: Store, source: str, dest: Reference, emi
         ep, first_exists = client.on_host(dest.domain, lambda e: (e, client.blob_exists(dest, e, manifest.config)))
         uploaded = 0
         for desc in manifest.blobs():
-            event = {"digest": str(desc.digest), "size": desc.size, "role": "layer"}
+            event = BlobFields(digest=str(desc.digest), size=desc.size, role="layer")
             exists = first_exists if desc is manifest.config else client.blob_exists(dest, ep, desc)
             if exists:
                 emit(Event("blob-exists", event))
                 continue
-            emit(Event("blob-start", {**event, "offset": 0}))
+            emit(Event("blob-start", BlobStartFields(**event, offset=0)))
             _upload(client, store, ep, dest, desc)
             uploaded += desc.size
             emit(Event("blob-done", event))

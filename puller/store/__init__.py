@@ -3,6 +3,6 @@ safe writes into it (`ingest`: atomic small writes, flock helpers, resumable ver
 Other puller modules import it only from here."""
 
 from .ingest import Ingest, atomic_write, flock, fsync_dir
-from .layout import ImageRecord, Store
+from .layout import ImageRecord, ImageSummary, Store
 
-__all__ = ["ImageRecord", "Ingest", "Store", "atomic_write", "flock", "fsync_dir"]
+__all__ = ["ImageRecord", "ImageSummary", "Ingest", "Store", "atomic_write", "flock", "fsync_dir"]

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypedDict
 
 from ocispec import mediatypes as mt
 from ocispec.digest import Digest
@@ -34,7 +34,7 @@ from ocispec.manifest import Descriptor, ImageIndex, ImageManifest, Manifest, pa
 from ocispec.platform import Platform
 from ocispec.reference import parse_reference
 
-from ..errors import NotFound, PullError, UsageError, VerificationError
+from ..errors import ClientError, NotFound, PullError, UsageError, VerificationError
 from ..space import Reserve, SpaceGuard
 from .ingest import Ingest, atomic_write, flock
 
@@ -43,6 +43,16 @@ REF_NAME = "org.opencontainers.image.ref.name"
 RESOLVED = "io.cargobay.puller.resolved"
 CREATED = "org.opencontainers.image.created"
 LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+
+
+class ImageSummary(TypedDict):
+    """One row of `puller images`; `size` (manifest, config and layers) is None when unknown."""
+
+    reference: str
+    digest: str
+    platform: str
+    size: int | None
+    created: str
 
 
 @dataclass(frozen=True)
@@ -230,18 +240,18 @@ class Store:
             raise PullError(f"{reference} is an index, not an image manifest")
         return record, manifest, self.read_blob(manifest.config.digest)
 
-    def summaries(self) -> list[dict[str, Any]]:
+    def summaries(self) -> list[ImageSummary]:
         """One row per image for `puller images`: reference, digest, platform, size, created."""
-        rows = []
+        rows: list[ImageSummary] = []
         for record in self.records():
             size: int | None = None
-            with contextlib.suppress(PullError):
+            with contextlib.suppress(ClientError):
                 manifest = self.manifest(record.digest)
                 size = record.descriptor.size + sum(
                     d.size for d in (manifest.blobs() if isinstance(manifest, ImageManifest) else ()))
-            rows.append({"reference": record.reference, "digest": str(record.digest),
-                         "platform": str(record.platform) if record.platform else "", "size": size,
-                         "created": record.descriptor.annotations.get(CREATED, "")})
+            rows.append(ImageSummary(reference=record.reference, digest=str(record.digest),
+                                     platform=str(record.platform) if record.platform else "", size=size,
+                                     created=record.descriptor.annotations.get(CREATED, "")))
         return sorted(rows, key=lambda r: r["reference"])
 
     def inspect(self, reference: str) -> dict[str, Any]:
