@@ -12,7 +12,7 @@ from .blobs import BlobInfo, RepositoryBlobs
 from .driver.base import DriverCapabilities, FileInfo, FileWriter, StorageDriver
 from .driver.factory import DriverOptions, driver_options, open_driver
 from .driver.fs import FilesystemOptions
-from .driver.s3_options import S3Options
+from .driver.s3.options import S3Options
 from .errors import (
     BlobUnknown,
     CorruptLink,

@@ -8,7 +8,7 @@ from typing import Any
 from ..errors import StorageConfigError
 from .base import StorageDriver
 from .fs import FilesystemDriver, FilesystemOptions
-from .s3_options import S3Options
+from .s3.options import S3Options
 
 #: The options of any driver; each driver's dataclass names its settings, defaults and limits.
 DriverOptions = FilesystemOptions | S3Options
@@ -34,7 +34,7 @@ def open_driver(options: DriverOptions) -> StorageDriver:
     if isinstance(options, FilesystemOptions):
         return FilesystemDriver(options)
     try:
-        from .s3 import S3Driver
+        from .s3.driver import S3Driver
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").split(".")[0]
         if missing not in ("boto3", "botocore"):

@@ -47,10 +47,10 @@ def read_all(driver: StorageDriver, key: str, offset: int = 0, chunk: int = 1 * 
 
 def open_uploads(driver: StorageDriver) -> list[dict[str, Any]]:
     """Multipart uploads still open in an S3 driver's bucket below its prefix ([] for fs)."""
-    client = getattr(driver, "_client", None)
-    if client is None:
+    if driver.name != "s3":
         return []
-    resp = client.list_multipart_uploads(Bucket=driver.bucket, Prefix=driver.prefix)  # type: ignore[attr-defined]
+    bucket = driver.bucket  # type: ignore[attr-defined]
+    resp = bucket.client.list_multipart_uploads(Bucket=bucket.name, Prefix=bucket.prefix)
     return list(resp.get("Uploads", []))
 
 
@@ -576,10 +576,10 @@ def test_s3_options_from_settings() -> None:
         "retry_mode": "adaptive", "access_key": None, "secret_key": None,
     })
     assert isinstance(d, S3Driver)
-    assert (d.bucket, d.prefix, d.part_size, d.redirect) == ("b", "registry", 8 * MiB, True)
-    assert d._full("v1/blobs/x") == "registry/v1/blobs/x"
+    assert (d.bucket.name, d.bucket.prefix, d.options.part_size, d.options.redirect) == ("b", "registry", 8 * MiB, True)
+    assert d.bucket.full_key("v1/blobs/x") == "registry/v1/blobs/x"
     with pytest.raises(InvalidKey):
-        d._full("v1/.cargobay-upload-data")  # reserved for the driver's own sidecars
+        d.bucket.full_key("v1/.cargobay-upload-data")  # reserved for the driver's own sidecars
     for bad in ({"bucket": "b", "part_size": 1024}, {"bucket": "b", "addressing_style": "dns"},
                 {"bucket": "b", "bogus": 1}, {"prefix": "p"}, {"bucket": "b", "redirect": "maybe"},
                 {"bucket": "b", "access_key": "only-one"}):

@@ -14,7 +14,6 @@ from ocispec.digest import Digest
 from storage import paths
 from storage.driver.base import StorageDriver
 from storage.driver.fs import TEMP_PREFIX
-from storage.driver.s3_hygiene import probe_key
 from storage.errors import TagUnknown
 from storage.repository import TEMP_MIN_AGE, Storage
 from tests.support.images import simple_image
@@ -50,7 +49,7 @@ def test_tags_that_do_not_resolve_are_neither_listed_nor_resolved(driver: Storag
 
 def _stale_multipart_copy(driver: Any, key: str) -> str:
     """A server-side copy killed before it completed: a multipart upload nothing names."""
-    resp = driver._client.create_multipart_upload(Bucket=driver.bucket, Key=driver._full(key))
+    resp = driver.bucket.client.create_multipart_upload(Bucket=driver.bucket.name, Key=driver.bucket.full_key(key))
     return str(resp["UploadId"])
 
 
@@ -80,16 +79,19 @@ def test_sweep_removes_old_temp_debris_anywhere_but_not_young_or_upload_areas(dr
         assert storage.sweep_temp(0) == 0 and young.exists()
         assert storage.sweep_temp(0, now=time.time() + TEMP_MIN_AGE + 60) == 1 and not young.exists()
     else:
+        from storage.driver.s3.hygiene import probe_key
+
         s3: Any = driver
         upload_id = _stale_multipart_copy(s3, blob_key)
         # A start-up check killed between writing and deleting its probe object.
-        s3._client.put_object(Bucket=s3.bucket, Key=probe_key(s3, "killed"), Body=b"")
+        s3.bucket.client.put_object(Bucket=s3.bucket.name, Key=probe_key(s3.bucket, "killed"), Body=b"")
         if driver_kind != "s3-moto":  # moto reports every upload as initiated in 2010
             assert storage.sweep_temp(0) == 0  # everything is younger than TEMP_MIN_AGE
         assert storage.sweep_temp(0, now=time.time() + TEMP_MIN_AGE + 60) == 2
         assert [u["UploadId"] for u in open_uploads(driver) if u["UploadId"] == upload_id] == []
         assert len(open_uploads(driver)) == 1  # the registry upload, spared: its own purge owns it
-        assert s3._client.list_objects_v2(Bucket=s3.bucket, Prefix=probe_key(s3, "")).get("KeyCount", 0) == 0
+        listed = s3.bucket.client.list_objects_v2(Bucket=s3.bucket.name, Prefix=probe_key(s3.bucket, ""))
+        assert listed.get("KeyCount", 0) == 0
         driver.check()
     # Nothing a reader sees changed, and the upload can still finish.
     assert storage.repository("h/app").tags.list() == ["v1"]
