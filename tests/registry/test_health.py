@@ -19,9 +19,8 @@ from registry.app import create_app
 from registry.errors import RegistryError
 from registry.handlers import health
 from registry.settings import load_settings
+from storage import Storage, StorageUnavailable
 from storage.driver.fs import FilesystemDriver
-from storage.errors import StorageUnavailable
-from storage.repository import Storage
 
 
 class FlakyDriver(FilesystemDriver):
