@@ -1,2 +1,2 @@
-"""The node-side client: fetches, verifies, stores and assembles images. Imports only `ocispec`
-(plus an HTTP client); it works against any OCI registry."""
+"""The node-side client: fetches, verifies, stores and assembles images. Imports only `ocispec` and
+the registry client `distclient` (through its front door); it works against any OCI registry."""
