@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "architecture.md"
 PACKAGES = ("ocispec", "storage", "registry", "distclient", "puller")
 #: A path in backticks that starts with one of the packages: `pkg/…/name.py` or `pkg/…/dir/`.
-NAMED = re.compile(r"`((?:%s)(?:/[A-Za-z0-9_]+)*(?:\.py|/))`" % "|".join(PACKAGES))
+NAMED = re.compile(r"`((?:{})(?:/[A-Za-z0-9_]+)*(?:\.py|/))`".format("|".join(PACKAGES)))
 
 
 def named_paths() -> set[str]:
