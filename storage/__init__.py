@@ -12,6 +12,7 @@ from .blobs import BlobInfo, RepositoryBlobs
 from .driver.base import DriverCapabilities, FileInfo, FileWriter, StorageDriver
 from .driver.factory import DriverOptions, driver_options, open_driver
 from .driver.fs import FilesystemOptions
+from .driver.options import option_limits
 from .driver.s3.options import S3Options
 from .errors import (
     BlobUnknown,
@@ -82,4 +83,5 @@ __all__ = [
     "errors",
     "open_driver",
     "open_storage",
+    "option_limits",
 ]

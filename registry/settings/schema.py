@@ -5,7 +5,9 @@ A setting's dotted path in YAML (`storage.delete.enabled`) and its environment v
 (`CARGOBAY_STORAGE_DELETE_ENABLED`) are derived from the field names; `metadata["help"]` documents
 it (docs/configuration.md lists them all) and `duration`, `min`, `max` and `choices` say what the
 loader (registry.settings.loader) accepts. This module imports no other registry module; defaults
-the OCI model fixes (the manifest size limit) come from ocispec.
+the OCI model fixes (the manifest size limit) come from ocispec, and the storage drivers' defaults
+and limits from their options dataclasses (`storage.S3Options`, `storage.option_limits`), which
+define them once.
 """
 
 from __future__ import annotations
@@ -16,12 +18,19 @@ from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
 from ocispec.manifest import MAX_MANIFEST_SIZE
+from storage import S3Options, option_limits
 
 ENV_PREFIX = "CARGOBAY_"
 
 
 def _help(text: str, **extra: Any) -> dict[str, Any]:
     return {"help": text, **extra}
+
+
+def _s3(name: str, text: str, **extra: Any) -> dict[str, Any]:
+    """Help for the S3 option `name`, with the limits S3Options declares for it (and any the
+    settings add: a range that makes sense to configure, within what the driver takes)."""
+    return _help(text, **option_limits(S3Options, name), **extra)
 
 
 @dataclass(frozen=True)
@@ -69,20 +78,21 @@ class FilesystemSettings:
 
 @dataclass(frozen=True)
 class S3Settings:
-    """`storage.s3`: the S3 driver's options, by the names `S3Driver.from_options` takes. Empty
-    strings mean "not set" (the driver's default, or the standard AWS chain)."""
+    """`storage.s3`: the S3 driver's options, by the names of `storage.S3Options` (registry.app
+    storage_options maps them), with its defaults and limits. Empty strings mean "not set" (the
+    driver's default, or the standard AWS chain)."""
 
-    bucket: str = field(default="", metadata=_help("Bucket that holds everything (required with driver s3)."))
-    prefix: str = field(default="", metadata=_help(
+    bucket: str = field(default=S3Options.bucket, metadata=_help(
+        "Bucket that holds everything (required with driver s3)."))
+    prefix: str = field(default=S3Options.prefix, metadata=_help(
         "Key prefix inside the bucket (e.g. `cargobay/prod`), so one bucket can hold several registries."))
     region: str = field(default="", metadata=_help(
         "Region to sign requests for (e.g. eu-west-1). "
         "Empty: from the AWS chain (AWS_REGION, profile), else us-east-1."))
     endpoint_url: str = field(default="", metadata=_help(
         "S3 endpoint for MinIO, Ceph RGW, SeaweedFS… (e.g. http://minio:9000). Empty: AWS S3."))
-    addressing_style: str = field(default="auto", metadata=_help(
-        "Bucket in the path (`path`, what most self-hosted servers need) or in the host name (`virtual`).",
-        choices=("auto", "path", "virtual")))
+    addressing_style: str = field(default=S3Options.addressing_style, metadata=_s3("addressing_style",
+        "Bucket in the path (`path`, what most self-hosted servers need) or in the host name (`virtual`)."))
     access_key: str = field(default="", metadata=_help(
         "Access key id. Prefer leaving it empty: credentials then come from the standard AWS chain "
         "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, an instance or task role)."))
@@ -93,28 +103,29 @@ class S3Settings:
     session_token: str = field(default="", metadata=_help(
         "Session token of temporary credentials "
         "(usually better from the AWS chain or CARGOBAY_STORAGE_S3_SESSION_TOKEN)."))
-    part_size: int = field(default=16 * 1024 * 1024, metadata=_help(
+    part_size: int = field(default=S3Options.part_size, metadata=_s3("part_size",
         "Multipart upload part size in bytes (5 MiB to 5 GiB); memory per upload in flight is about one part. "
-        "Blobs up to 10000 parts fit.", min=5 * 1024 * 1024, max=5 * 1024 * 1024 * 1024 - 5 * 1024 * 1024))
-    redirect: bool = field(default=False, metadata=_help(
+        "Blobs up to 10000 parts fit."))
+    redirect: bool = field(default=S3Options.redirect, metadata=_help(
         "Answer blob downloads with 307 to a short-lived presigned S3 URL (clients fetch the bytes from S3 directly, "
         "without their registry credentials); false streams them through the registry."))
-    retry_mode: str = field(default="standard", metadata=_help(
-        "botocore retry mode for throttling, 5xx and timeouts.", choices=("standard", "adaptive")))
-    max_attempts: int = field(default=5, metadata=_help(
-        "Tries per S3 request, the first included; after that the client gets 503 UNAVAILABLE.", min=1, max=20))
-    connect_timeout: float = field(default=10.0, metadata=_help(
+    retry_mode: str = field(default=S3Options.retry_mode, metadata=_s3("retry_mode",
+        "botocore retry mode for throttling, 5xx and timeouts."))
+    max_attempts: int = field(default=S3Options.max_attempts, metadata=_s3("max_attempts",
+        "Tries per S3 request, the first included; after that the client gets 503 UNAVAILABLE.", max=20))
+    connect_timeout: float = field(default=S3Options.connect_timeout, metadata=_s3("connect_timeout",
         "Seconds (or a duration) to wait for a connection to S3.", duration=True, min=0.1))
-    read_timeout: float = field(default=60.0, metadata=_help(
+    read_timeout: float = field(default=S3Options.read_timeout, metadata=_s3("read_timeout",
         "Seconds (or a duration) to wait for S3 to answer or send more bytes.", duration=True, min=0.1))
-    max_pool_connections: int = field(default=50, metadata=_help(
+    max_pool_connections: int = field(default=S3Options.max_pool_connections, metadata=_s3("max_pool_connections",
         "Most connections to S3 kept open per process.", min=1, max=1000))
-    multipart_copy_threshold: int = field(default=64 * 1024 * 1024, metadata=_help(
+    multipart_copy_threshold: int = field(default=S3Options.multipart_copy_threshold, metadata=_s3(
+        "multipart_copy_threshold",
         "Objects larger than this are copied server-side in parallel ranges (UploadPartCopy) rather than with one "
-        "CopyObject (which stops at 5 GiB).", min=5 * 1024 * 1024, max=5 * 1024 * 1024 * 1024))
-    multipart_copy_part_size: int = field(default=64 * 1024 * 1024, metadata=_help(
-        "Range size of those copies.", min=5 * 1024 * 1024, max=5 * 1024 * 1024 * 1024 - 5 * 1024 * 1024))
-    page_size: int = field(default=1000, metadata=_help("Keys per S3 list request.", min=1, max=1000))
+        "CopyObject (which stops at 5 GiB)."))
+    multipart_copy_part_size: int = field(default=S3Options.multipart_copy_part_size, metadata=_s3(
+        "multipart_copy_part_size", "Range size of those copies."))
+    page_size: int = field(default=S3Options.page_size, metadata=_s3("page_size", "Keys per S3 list request."))
     verify_prefixes: str = field(default="auto", metadata=_help(
         "Whether listings confirm each sub-prefix still holds objects, for servers that report emptied "
         "\"directories\" for a while (SeaweedFS). `auto` detects it from the server.",

@@ -4,6 +4,10 @@ dataclass, with its defaults.
 
 Settings normally give the right types; text (from the environment, or a hand-written mapping) is
 parsed. None means "not set": the dataclass's default.
+
+A field's bounds are declared next to its default, as metadata (`limits`): the dataclass's
+`__post_init__` enforces them and the registry's settings schema reads them (`option_limits`), so a
+limit exists once.
 """
 
 from __future__ import annotations
@@ -16,6 +20,20 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 from ..errors import StorageConfigError
 
 T = TypeVar("T")
+
+
+def limits(*, min: float | None = None, max: float | None = None,
+           choices: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Field metadata declaring an option's smallest and largest value or its allowed values."""
+    declared = {"min": min, "max": max, "choices": choices}
+    return {name: value for name, value in declared.items() if value is not None}
+
+
+def option_limits(cls: type, name: str) -> dict[str, Any]:
+    """The `min`, `max` and `choices` the options dataclass `cls` declares for its field `name`
+    (those it declares; `{}` for none), e.g. to splat into a settings field's metadata."""
+    (found,) = [f for f in dataclasses.fields(cls) if f.name == name]
+    return {key: found.metadata[key] for key in ("min", "max", "choices") if key in found.metadata}
 
 
 def options_from_mapping(cls: type[T], values: Mapping[str, Any], section: str) -> T:

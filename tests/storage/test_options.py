@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from registry.app import storage_options
-from registry.settings import load_settings
+from registry.settings import SettingsError, load_settings
 from storage import FilesystemOptions, S3Options, StorageConfigError, driver_options
 
 
@@ -30,6 +30,30 @@ def test_settings_reach_the_options_typed() -> None:
     assert (options.prefix, options.part_size, options.redirect, options.verify_prefixes, options.connect_timeout) \
         == ("team/prod", 32 * 1024 * 1024, True, False, 2.0)
     assert options.region is None and options.access_key is None  # empty: the AWS chain decides
+
+
+def test_settings_refuse_at_load_what_the_driver_would_refuse() -> None:
+    """The settings take their limits from the options: a value the S3 driver cannot use stops
+    loading with the settings' one line naming the setting (not later, when the driver opens)."""
+    cases = [
+        ({"CARGOBAY_STORAGE_S3_PART_SIZE": str(5 * 1024 * 1024 - 1)},
+         "storage.s3.part_size: 5242879 is below the minimum 5242880"),
+        ({"CARGOBAY_STORAGE_S3_MULTIPART_COPY_THRESHOLD": str(5 * 1024 ** 3 + 1)},
+         "storage.s3.multipart_copy_threshold: 5368709121 is above the maximum 5368709120"),
+        ({"CARGOBAY_STORAGE_S3_PAGE_SIZE": "1001"}, "storage.s3.page_size: 1001 is above the maximum 1000"),
+        ({"CARGOBAY_STORAGE_S3_RETRY_MODE": "legacy"},
+         "storage.s3.retry_mode: 'legacy' is not one of standard, adaptive"),
+        ({"CARGOBAY_STORAGE_S3_ADDRESSING_STYLE": "dns"},
+         "storage.s3.addressing_style: 'dns' is not one of auto, path, virtual"),
+    ]
+    for environ, message in cases:
+        with pytest.raises(SettingsError) as info:
+            load_settings(environ={"CARGOBAY_STORAGE_DRIVER": "s3", "CARGOBAY_STORAGE_S3_BUCKET": "b", **environ})
+        assert str(info.value) == message
+    edge = load_settings(environ={"CARGOBAY_STORAGE_DRIVER": "s3", "CARGOBAY_STORAGE_S3_BUCKET": "b",
+                                  "CARGOBAY_STORAGE_S3_PART_SIZE": str(5 * 1024 * 1024),
+                                  "CARGOBAY_STORAGE_S3_PAGE_SIZE": "1000"})
+    assert storage_options(edge) == S3Options(bucket="b", part_size=5 * 1024 * 1024, page_size=1000)
 
 
 def test_bad_options_are_one_line_naming_the_option() -> None:
