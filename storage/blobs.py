@@ -116,7 +116,7 @@ class RepositoryBlobs:
         write_link(self.driver, paths.layer_link(self.name, digest), digest)
 
     def unlink(self, digest: Digest) -> None:
-        if not delete_quietly(self.driver, paths.layer_link(self.name, digest).rsplit("/", 1)[0]):
+        if not delete_quietly(self.driver, paths.layer(self.name, digest)):
             raise BlobUnknown(f"blob unknown to repository {self.name}: {digest}", digest=str(digest))
 
     def mount_from(self, source: RepositoryBlobs, digest: Digest) -> bool:

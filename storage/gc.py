@@ -17,7 +17,7 @@ from ocispec.manifest import referenced_blobs
 
 from . import paths
 from .errors import BlobUnknown
-from .links import delete_quietly, digest_from_parts
+from .links import delete_quietly
 from .repository import Storage
 
 
@@ -55,9 +55,8 @@ def recently_linked(storage: Storage, cutoff: float) -> set[Digest]:
     `cutoff`: a push in flight may be about to reference them."""
     recent: set[Digest] = set()
     for info in storage.driver.walk(paths.REPOSITORIES):
-        parts = info.key.split("/")
-        if info.modified > cutoff and len(parts) >= 4 and parts[-1] == "link" and parts[-4] == "_layers":
-            digest = digest_from_parts(parts[-3], parts[-2])
+        if info.modified > cutoff:
+            digest = paths.layer_link_digest(info.key)
             if digest:
                 recent.add(digest)
     return recent
@@ -75,10 +74,7 @@ def collect(storage: Storage, grace_seconds: float = 3600.0, dry_run: bool = Fal
     driver = storage.driver
     candidates = []
     for info in list(driver.walk(paths.BLOBS)):
-        parts = info.key.split("/")
-        if len(parts) < 6 or parts[-1] != "data":
-            continue
-        digest = digest_from_parts(parts[-4], parts[-2])
+        digest = paths.blob_data_digest(info.key)
         if digest is not None and digest not in live and info.modified <= cutoff:
             candidates.append((digest, info.size))
     if candidates:
@@ -100,5 +96,5 @@ def collect(storage: Storage, grace_seconds: float = 3600.0, dry_run: bool = Fal
                 if digest in swept:
                     report.unlinked += 1
                     if not dry_run:
-                        delete_quietly(driver, paths.layer_link(name, digest).rsplit("/", 1)[0])
+                        delete_quietly(driver, paths.layer(name, digest))
     return report

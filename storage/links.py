@@ -7,6 +7,7 @@ from ocispec.errors import OCIValidationError
 
 from .driver.base import StorageDriver
 from .errors import CorruptLink, PathNotFound
+from .paths import digest_from_parts
 
 
 def write_link(driver: StorageDriver, key: str, digest: Digest) -> None:
@@ -57,11 +58,3 @@ def digests_below(driver: StorageDriver, prefix: str) -> list[Digest]:
             if digest:
                 found.append(digest)
     return found
-
-
-def digest_from_parts(algorithm: str, hex_: str) -> Digest | None:
-    """The digest an `<alg>/<hex>` pair of path components names, or None."""
-    try:
-        return Digest.parse(f"{algorithm}:{hex_}")
-    except OCIValidationError:
-        return None

@@ -14,6 +14,9 @@ A link's content is the digest it points at. Manifests are stored as blobs in th
 Repository names are validated here (defence in depth: handlers validate first), so no key can
 leave the root: names, tags, digests and upload ids all have grammars without `.`-only or `/`-led
 components.
+
+Reading keys back (what a walk or listing found) is done here too (`blob_data_digest`,
+`layer_link_digest`, `is_data_dir`…), so no other module knows a component's name or position.
 """
 
 from __future__ import annotations
@@ -21,11 +24,19 @@ from __future__ import annotations
 import re
 
 from ocispec.digest import Digest
+from ocispec.errors import OCIValidationError
 from ocispec.reference import validate_repository_name, validate_tag
 
 ROOT = "v1"
 BLOBS = f"{ROOT}/blobs"
 REPOSITORIES = f"{ROOT}/repositories"
+#: A repository's data directories start with this (repository name components cannot), which is
+#: how a walk of REPOSITORIES tells a nested repository (`a/b`) from `a`'s own data.
+DATA_DIR_PREFIX = "_"
+LAYERS_DIR = "_layers"
+MANIFESTS_DIR = "_manifests"
+REFERRERS_DIR = "_referrers"
+UPLOADS_DIR = "_uploads"
 
 UPLOAD_ID_PATTERN = re.compile(r"^[a-zA-Z0-9-]{8,64}$")
 
@@ -38,20 +49,48 @@ def blob_data(digest: Digest) -> str:
     return f"{blob_dir(digest)}/data"
 
 
+def blob_data_digest(key: str) -> Digest | None:
+    """The digest a CAS key (`v1/blobs/<alg>/<xx>/<hex>/data`, as a walk of BLOBS yields) names;
+    None for anything else lying there."""
+    parts = key.split("/")
+    if len(parts) < 6 or parts[-1] != "data":
+        return None
+    return digest_from_parts(parts[-4], parts[-2])
+
+
 def repository(name: str) -> str:
     return f"{REPOSITORIES}/{validate_repository_name(name)}"
 
 
-def layer_link(name: str, digest: Digest) -> str:
-    return f"{repository(name)}/_layers/{digest.algorithm}/{digest.hex}/link"
+def is_data_dir(component: str) -> bool:
+    """Whether a component directly below a repository's key is one of its data directories."""
+    return component.startswith(DATA_DIR_PREFIX)
 
 
 def layers(name: str) -> str:
-    return f"{repository(name)}/_layers"
+    return f"{repository(name)}/{LAYERS_DIR}"
+
+
+def layer(name: str, digest: Digest) -> str:
+    """The directory of a repository's link to a blob (what unlinking removes)."""
+    return f"{layers(name)}/{digest.algorithm}/{digest.hex}"
+
+
+def layer_link(name: str, digest: Digest) -> str:
+    return f"{layer(name, digest)}/link"
+
+
+def layer_link_digest(key: str) -> Digest | None:
+    """The digest a layer link key (`…/_layers/<alg>/<hex>/link`, as a walk of REPOSITORIES
+    yields) names; None for any other key."""
+    parts = key.split("/")
+    if len(parts) < 4 or parts[-1] != "link" or parts[-4] != LAYERS_DIR:
+        return None
+    return digest_from_parts(parts[-3], parts[-2])
 
 
 def manifests(name: str) -> str:
-    return f"{repository(name)}/_manifests"
+    return f"{repository(name)}/{MANIFESTS_DIR}"
 
 
 def manifest_revision(name: str, digest: Digest) -> str:
@@ -83,7 +122,7 @@ def tag_current_link(name: str, tag_name: str) -> str:
 
 
 def referrers(name: str, subject: Digest) -> str:
-    return f"{repository(name)}/_referrers/{subject.algorithm}/{subject.hex}"
+    return f"{repository(name)}/{REFERRERS_DIR}/{subject.algorithm}/{subject.hex}"
 
 
 def referrer(name: str, subject: Digest, digest: Digest) -> str:
@@ -93,11 +132,11 @@ def referrer(name: str, subject: Digest, digest: Digest) -> str:
 def is_upload_key(key: str) -> bool:
     """Whether `key` lies in some repository's `_uploads` area (repository name components cannot
     start with `_`, so the component can only be that data directory)."""
-    return key.startswith(f"{REPOSITORIES}/") and "_uploads" in key.split("/")
+    return key.startswith(f"{REPOSITORIES}/") and UPLOADS_DIR in key.split("/")
 
 
 def uploads(name: str) -> str:
-    return f"{repository(name)}/_uploads"
+    return f"{repository(name)}/{UPLOADS_DIR}"
 
 
 def upload(name: str, upload_id: str) -> str:
@@ -116,3 +155,11 @@ def upload_verifying(name: str, upload_id: str) -> str:
 
 def upload_state(name: str, upload_id: str) -> str:
     return f"{upload(name, upload_id)}/startedat"
+
+
+def digest_from_parts(algorithm: str, hex_: str) -> Digest | None:
+    """The digest an `<alg>/<hex>` pair of key components names, or None."""
+    try:
+        return Digest.parse(f"{algorithm}:{hex_}")
+    except OCIValidationError:
+        return None

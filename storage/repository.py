@@ -65,7 +65,8 @@ class Storage:
 
     def repositories(self) -> list[str]:
         """Every repository that has manifests, sorted (the catalog). Derived from the tree."""
-        return sorted(name for name, data_dirs in self._walk(paths.REPOSITORIES, "") if "_manifests" in data_dirs)
+        return sorted(name for name, data_dirs in self._walk(paths.REPOSITORIES, "")
+                      if paths.MANIFESTS_DIR in data_dirs)
 
     def all_repository_dirs(self) -> list[str]:
         """Every repository directory, with or without manifests (uploads may exist before any
@@ -74,7 +75,8 @@ class Storage:
 
     def _walk(self, key: str, name: str) -> Iterator[tuple[str, set[str]]]:
         """(name, its data directories such as `_manifests`) for every repository below `key`;
-        names nest (`a` and `a/b` can both be repositories), data directories start with `_`."""
+        names nest (`a` and `a/b` can both be repositories), data directories are told apart by
+        `paths.is_data_dir`."""
         try:
             children = self.driver.list(key)
         except PathNotFound:
@@ -82,7 +84,7 @@ class Storage:
         data_dirs: set[str] = set()
         for child in children:
             leaf = child.rsplit("/", 1)[1]
-            if leaf.startswith("_"):
+            if paths.is_data_dir(leaf):
                 data_dirs.add(leaf)
             else:
                 yield from self._walk(child, f"{name}/{leaf}" if name else leaf)
