@@ -169,8 +169,10 @@ class ManifestStore:
             return self.driver.get(paths.manifest_media_type(self.name, digest)).decode()
         except PathNotFound:
             # Written before the media type file existed, or restored from the CAS: ask the bytes.
+            # Stored manifests are read without a size limit: their push was checked against the
+            # configured one (limits.max_manifest_bytes), which may exceed the OCI model's default.
             try:
-                return parse_manifest(raw, strict=False).media_type
+                return parse_manifest(raw, max_size=None, strict=False).media_type
             except OCIValidationError:
                 return mt.OCI_MANIFEST
 
@@ -186,7 +188,7 @@ class ManifestStore:
                 continue
             delete_quietly(self.driver, paths.tag(self.name, tag))
         try:
-            subject = parse_manifest(stored.raw, stored.media_type, strict=False).subject
+            subject = parse_manifest(stored.raw, stored.media_type, max_size=None, strict=False).subject
         except OCIValidationError:
             subject = None
         if subject is not None:
