@@ -6,6 +6,7 @@ TEMP_PREFIX and are invisible to `list` and `walk`.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -107,6 +108,22 @@ class FsFileWriter:
             _fsync_close(self._file)
 
 
+def _usable_root(root: Path) -> Path:
+    """`root` made absolute with its symlinks resolved, or StorageConfigError if it cannot be."""
+    try:
+        resolved = root.resolve()
+        resolved.stat()
+    except FileNotFoundError:
+        return resolved
+    except RuntimeError:  # Python < 3.13 reports a symlink loop in resolve() this way
+        raise StorageConfigError(f"storage root {root} cannot be used: {os.strerror(errno.ELOOP)}") from None
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENAMETOOLONG):
+            return resolved  # e.g. not permitted or below a file: `check` says so when serving
+        raise StorageConfigError(f"storage root {root} cannot be used: {exc.strerror}") from None
+    return resolved
+
+
 @dataclass(frozen=True)
 class FilesystemOptions:
     """The filesystem driver's options: the directory below which every key is a path."""
@@ -130,9 +147,11 @@ class FilesystemDriver:
     capabilities = DriverCapabilities(fast_small_reads=True, sendfile=True, appends_in_place=True)
 
     def __init__(self, options: FilesystemOptions | str | os.PathLike[str]) -> None:
-        """`FilesystemDriver(FilesystemOptions(root))`, or just the root."""
+        """`FilesystemDriver(FilesystemOptions(root))`, or just the root. StorageConfigError for a
+        root no call could ever use (a symlink loop, a name longer than the system allows); one
+        that is missing is fine (`check` creates it), one that is not writable `check` reports."""
         root = options.root if isinstance(options, FilesystemOptions) else options
-        self.root = Path(root).resolve()
+        self.root = _usable_root(Path(root))
 
     # -- keys ------------------------------------------------------------------------------------
     def _path(self, key: str) -> Path:
