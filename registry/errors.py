@@ -37,7 +37,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ocispec.errors import ErrorCode, OCIValidationError
-from storage import errors as se
+from storage import (
+    BlobUnknown,
+    DigestInvalid,
+    InvalidKey,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameUnknown,
+    SizeInvalid,
+    StorageError,
+    StorageUnavailable,
+    UploadInvalid,
+    UploadRangeInvalid,
+    UploadUnknown,
+)
 
 from .headers import API_VERSION_HEADER, range_header, upload_headers
 
@@ -79,7 +93,7 @@ class ClientHungUp(RegistryBaseError):
 
 
 #: Extra headers of an answer, from the storage exception and the request's path parameters.
-HeadersFor = Callable[[se.StorageError, Mapping[str, str]], dict[str, str]]
+HeadersFor = Callable[[StorageError, Mapping[str, str]], dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -87,16 +101,16 @@ class StorageAnswer:
     """How the registry answers one storage exception class: everything the client sees besides the
     exception's own message and detail, so no handler re-maps a storage error."""
 
-    error: type[se.StorageError]
+    error: type[StorageError]
     code: ErrorCode
     status: int | None = None          # None: the code's usual status
     headers: HeadersFor | None = None
 
 
-def _upload_progress(exc: se.StorageError, path_params: Mapping[str, str]) -> dict[str, str]:
+def _upload_progress(exc: StorageError, path_params: Mapping[str, str]) -> dict[str, str]:
     """A refused chunk is told where its upload stands: the Range received so far and, on the
     upload's own URL (PATCH, PUT), the Location and id every upload answer carries."""
-    size = exc.current_size if isinstance(exc, se.UploadRangeInvalid) else 0
+    size = exc.current_size if isinstance(exc, UploadRangeInvalid) else 0
     name, upload_id = path_params.get("name"), path_params.get("upload_id")
     if name is None or upload_id is None:
         return {"Range": range_header(size)}
@@ -105,18 +119,18 @@ def _upload_progress(exc: se.StorageError, path_params: Mapping[str, str]) -> di
 
 # Storage exception → the answer. Order matters: the first matching class wins.
 STORAGE_ERRORS: tuple[StorageAnswer, ...] = (
-    StorageAnswer(se.BlobUnknown, ErrorCode.BLOB_UNKNOWN),
-    StorageAnswer(se.UploadUnknown, ErrorCode.BLOB_UPLOAD_UNKNOWN),
-    StorageAnswer(se.UploadRangeInvalid, ErrorCode.RANGE_INVALID, 416, _upload_progress),
-    StorageAnswer(se.UploadInvalid, ErrorCode.BLOB_UPLOAD_INVALID),
-    StorageAnswer(se.DigestInvalid, ErrorCode.DIGEST_INVALID),
-    StorageAnswer(se.SizeInvalid, ErrorCode.SIZE_INVALID),
-    StorageAnswer(se.ManifestBlobUnknown, ErrorCode.MANIFEST_BLOB_UNKNOWN),
-    StorageAnswer(se.ManifestInvalid, ErrorCode.MANIFEST_INVALID),
-    StorageAnswer(se.ManifestUnknown, ErrorCode.MANIFEST_UNKNOWN),
-    StorageAnswer(se.NameUnknown, ErrorCode.NAME_UNKNOWN),
-    StorageAnswer(se.InvalidKey, ErrorCode.NAME_INVALID),
-    StorageAnswer(se.StorageUnavailable, ErrorCode.UNAVAILABLE),
+    StorageAnswer(BlobUnknown, ErrorCode.BLOB_UNKNOWN),
+    StorageAnswer(UploadUnknown, ErrorCode.BLOB_UPLOAD_UNKNOWN),
+    StorageAnswer(UploadRangeInvalid, ErrorCode.RANGE_INVALID, 416, _upload_progress),
+    StorageAnswer(UploadInvalid, ErrorCode.BLOB_UPLOAD_INVALID),
+    StorageAnswer(DigestInvalid, ErrorCode.DIGEST_INVALID),
+    StorageAnswer(SizeInvalid, ErrorCode.SIZE_INVALID),
+    StorageAnswer(ManifestBlobUnknown, ErrorCode.MANIFEST_BLOB_UNKNOWN),
+    StorageAnswer(ManifestInvalid, ErrorCode.MANIFEST_INVALID),
+    StorageAnswer(ManifestUnknown, ErrorCode.MANIFEST_UNKNOWN),
+    StorageAnswer(NameUnknown, ErrorCode.NAME_UNKNOWN),
+    StorageAnswer(InvalidKey, ErrorCode.NAME_INVALID),
+    StorageAnswer(StorageUnavailable, ErrorCode.UNAVAILABLE),
 )
 
 
@@ -147,7 +161,7 @@ def to_registry_error(exc: Exception, path_params: Mapping[str, str] | None = No
         return exc
     if isinstance(exc, OCIValidationError):
         return RegistryError(exc.code, exc.message, exc.detail)
-    if isinstance(exc, se.StorageError):
+    if isinstance(exc, StorageError):
         for answer in STORAGE_ERRORS:
             if isinstance(exc, answer.error):
                 headers = answer.headers(exc, path_params or {}) if answer.headers else {}

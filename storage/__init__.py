@@ -3,8 +3,8 @@ content-addressed stores above them. Imports only `ocispec` (and boto3 in the s3
 
 This module is the front door: the registry imports storage only from here (`from storage import
 Storage`), never a submodule, so what it may rely on is this list (tests/test_architecture.py
-checks it). `errors` is exported as a namespace as well as by class name, for the registry's one
-table from storage exceptions to OCI codes.
+checks it). The exceptions are exported by class name (the registry's one table from storage
+exceptions to OCI codes imports them so); `errors`, the module holding them all, is exported too.
 """
 
 from . import errors
