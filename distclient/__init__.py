@@ -41,6 +41,7 @@ from .errors import (
     VerificationError,
 )
 from .hosts import (
+    DEFAULT_JOBS,
     ClientConfig,
     Endpoint,
     HostConfig,
@@ -67,6 +68,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "DEFAULT_JOBS",
     "AuthenticationError",
     "Authenticator",
     "BlobSink",

@@ -53,7 +53,7 @@ from .errors import (
     describe,
     parse_error_body,
 )
-from .hosts import ClientConfig, Endpoint, origin
+from .hosts import DEFAULT_JOBS, ClientConfig, Endpoint, origin
 from .transport import MAX_REDIRECTS, REDIRECTS, Transport, retry_after
 
 CHUNK = 1 << 20
@@ -99,7 +99,7 @@ def _reported(errors: list[tuple[Endpoint, ClientError]]) -> ClientError:
 
 
 class RegistryClient:
-    def __init__(self, config: ClientConfig, *, plain_http: bool = False, jobs: int = 4,
+    def __init__(self, config: ClientConfig, *, plain_http: bool = False, jobs: int = DEFAULT_JOBS,
                  authenticator: Authenticator | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
         self.config = config
         self.plain_http = plain_http

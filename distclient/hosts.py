@@ -36,6 +36,10 @@ from .errors import UsageError
 #: Where docker.io itself answers.
 DOCKER_HUB_SERVER = "https://registry-1.docker.io"
 
+#: Parallel transfers a client plans for (its connection pools' size), unless told otherwise;
+#: the puller's `--jobs` default. Here, not in `transport`, so it is known without urllib3.
+DEFAULT_JOBS = 4
+
 
 @dataclass(frozen=True)
 class Endpoint:

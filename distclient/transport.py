@@ -29,7 +29,7 @@ from .errors import (
     describe,
     parse_error_body,
 )
-from .hosts import NetworkConfig, origin
+from .hosts import DEFAULT_JOBS, NetworkConfig, origin
 
 MAX_RETRY_AFTER = 60.0
 MAX_REDIRECTS = 5
@@ -115,7 +115,8 @@ def retry_after(value: str | None) -> float | None:
 class Transport:
     """Thread-safe; one per client."""
 
-    def __init__(self, net: NetworkConfig, jobs: int = 4, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, net: NetworkConfig, jobs: int = DEFAULT_JOBS,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.net = net
         self._jobs = jobs
         self._pools: dict[tuple[str | None, bool], urllib3.PoolManager] = {}

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from distclient import credentials
+from distclient import DEFAULT_JOBS, credentials
 from ocispec.errors import OCIValidationError
 from ocispec.manifest import ImageManifest
 
@@ -30,8 +30,6 @@ from .store import ImageRecord, Store
 
 if TYPE_CHECKING:  # the HTTP stack loads only for commands that talk to a registry
     from distclient import RegistryClient
-
-DEFAULT_JOBS = 4
 
 DEFAULT_MAX_UNPACKED = 64 * 1024**3
 

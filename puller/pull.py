@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from distclient import RegistryClient
+from distclient import DEFAULT_JOBS, RegistryClient
 from ocispec.digest import Digest
 from ocispec.manifest import MAX_MANIFEST_SIZE, Descriptor, ImageManifest
 from ocispec.platform import Platform, match_rank
@@ -24,8 +24,6 @@ from .errors import Cancelled, NotFound, VerificationError
 from .progress import Emit, Event
 from .resolve import Resolved, resolve
 from .store import ImageRecord, Store
-
-DEFAULT_JOBS = 4  # cli.DEFAULT_JOBS says the same, without importing the HTTP stack
 
 
 @dataclass(frozen=True)
