@@ -129,6 +129,13 @@ def referrer(name: str, subject: Digest, digest: Digest) -> str:
     return f"{referrers(name, subject)}/{digest.algorithm}/{digest.hex}"
 
 
+def is_own_key(key: str) -> bool:
+    """Whether `key` is one this store writes: inside the layout (below ROOT), or directly at the
+    store's root (the drivers' start-up probes and their temp files). Anything else belongs to
+    someone else: an S3 bucket, even below the configured prefix, may be shared with other tools."""
+    return key == ROOT or key.startswith(f"{ROOT}/") or "/" not in key
+
+
 def is_upload_key(key: str) -> bool:
     """Whether `key` lies in some repository's `_uploads` area (repository name components cannot
     start with `_`, so the component can only be that data directory)."""

@@ -102,12 +102,17 @@ class Storage:
     def sweep_temp(self, older_than_seconds: float, now: float | None = None) -> int:
         """Remove temporary objects older than `older_than_seconds`, but never younger than
         TEMP_MIN_AGE: a temp file lives for one write, so one that old has no writer left.
-        Uploads are left to their own purge. Returns how many were removed."""
+        Uploads are left to their own purge, and keys this store does not write (another tool's,
+        in a shared bucket) are never touched. Returns how many were removed."""
         age = max(older_than_seconds, TEMP_MIN_AGE)
-        removed = self.driver.remove_stale_temp((now or time.time()) - age, spare=paths.is_upload_key)
+        removed = self.driver.remove_stale_temp((now or time.time()) - age, spare=_not_for_the_sweep)
         if removed:
             log.info("removed %d temporary files left by interrupted writes", removed)
         return removed
+
+
+def _not_for_the_sweep(key: str) -> bool:
+    return paths.is_upload_key(key) or not paths.is_own_key(key)
 
 
 def open_storage(options: DriverOptions) -> Storage:

@@ -83,12 +83,19 @@ def test_sweep_removes_old_temp_debris_anywhere_but_not_young_or_upload_areas(dr
 
         s3: Any = driver
         upload_id = _stale_multipart_copy(s3, blob_key)
+        # Another tool's unfinished uploads in the same bucket (and below the same prefix): not ours.
+        foreign = {_stale_multipart_copy(s3, key) for key in ("backups/db.tar", "db.tar")}
         # A start-up check killed between writing and deleting its probe object.
         s3.bucket.client.put_object(Bucket=s3.bucket.name, Key=probe_key(s3.bucket, "killed"), Body=b"")
         if driver_kind != "s3-moto":  # moto reports every upload as initiated in 2010
             assert storage.sweep_temp(0) == 0  # everything is younger than TEMP_MIN_AGE
         assert storage.sweep_temp(0, now=time.time() + TEMP_MIN_AGE + 60) == 2
         assert [u["UploadId"] for u in open_uploads(driver) if u["UploadId"] == upload_id] == []
+        left = {u["UploadId"] for u in open_uploads(driver)}
+        assert foreign <= left, "another tool's uploads were aborted"
+        for u in open_uploads(driver):
+            if u["UploadId"] in foreign:
+                s3.bucket.client.abort_multipart_upload(Bucket=s3.bucket.name, Key=u["Key"], UploadId=u["UploadId"])
         assert len(open_uploads(driver)) == 1  # the registry upload, spared: its own purge owns it
         listed = s3.bucket.client.list_objects_v2(Bucket=s3.bucket.name, Prefix=probe_key(s3.bucket, ""))
         assert listed.get("KeyCount", 0) == 0

@@ -54,6 +54,8 @@ def _abort_stale_uploads(bucket: S3Bucket, cutoff: float, spare: Callable[[str],
             key, upload_id = bucket.logical_key(upload["Key"]), upload["UploadId"]
             if upload["Initiated"].timestamp() >= cutoff or (spare is not None and spare(key)):
                 continue
+            if "/" not in key:
+                continue  # this driver writes only whole probe objects at the prefix root, never parts
             try:
                 if saved_upload_id(bucket, key) == upload_id:
                     continue  # an appending writer's saved state names it: a later session continues it
