@@ -213,10 +213,6 @@ def make_blob(path: Path, size: int) -> Blob:
 # Servers start and stop through the tests' own harness (tests/support/servers.py); a bench Server
 # adds what the bench measures about one.
 
-def free_port() -> int:
-    return support_servers.free_port()
-
-
 @dataclass
 class Server:
     label: str
