@@ -14,6 +14,9 @@ def render() -> str:
         "then `CARGOBAY_*` environment variables, then command-line flags (`--host`, `--port`, `--root`,",
         "`--workers`). Durations take seconds or a unit: `90`, `30s`, `15m`, `168h`, `7d`.",
         "A wrong value stops `registry serve` at start with one line naming the setting.",
+        "List settings take a YAML list (or, as a variable, one comma-separated string); the entries of",
+        "`proxy.upstreams` are set in the file only (`proxy.upstreams[].host` is each entry's `host`), and",
+        "each upstream's password comes from its `password_file` or `CARGOBAY_PROXY_<HOST>_PASSWORD`.",
         "",
         "| YAML key | environment variable | default | meaning |",
         "| --- | --- | --- | --- |",
@@ -23,7 +26,10 @@ def render() -> str:
         if isinstance(default, bool):
             default = str(default).lower()
         choices = f" One of: {', '.join(info.choices)}." if info.choices else ""
-        lines.append(f"| `{info.key}` | `{info.env}` | `{default}` | {info.help}{choices} |")
+        if isinstance(default, tuple):
+            default = ", ".join(default) if default else "(none)"
+        env = f"`{info.env}`" if info.env else "—"
+        lines.append(f"| `{info.key}` | {env} | `{default}` | {info.help}{choices} |")
     return "\n".join(lines) + "\n"
 
 

@@ -17,6 +17,7 @@ from .loader import (
     parse_duration,
     settings_from_dict,
     to_dict,
+    upstream_password_env,
     with_changes,
 )
 from .schema import (
@@ -28,6 +29,7 @@ from .schema import (
     LimitSettings,
     LogSettings,
     ManifestValidationSettings,
+    ProxySettings,
     RateLimitSettings,
     S3Settings,
     SettingInfo,
@@ -37,6 +39,7 @@ from .schema import (
     TokenSettings,
     TrustSettings,
     UploadSettings,
+    UpstreamSettings,
     ValidationSettings,
     describe,
     env_name,
@@ -44,8 +47,8 @@ from .schema import (
 
 __all__ = [
     "ENV_PREFIX", "IGNORED_ENV", "AuthSettings", "DeleteSettings", "FilesystemSettings", "HttpSettings",
-    "LimitSettings", "LogSettings", "ManifestValidationSettings", "RateLimitSettings", "S3Settings", "SettingInfo",
-    "Settings", "SettingsError", "StorageSettings", "TlsSettings", "TokenSettings", "TrustSettings",
-    "UploadSettings", "ValidationSettings", "describe", "env_name", "load_settings", "parse_duration",
-    "settings_from_dict", "to_dict", "with_changes",
+    "LimitSettings", "LogSettings", "ManifestValidationSettings", "ProxySettings", "RateLimitSettings",
+    "S3Settings", "SettingInfo", "Settings", "SettingsError", "StorageSettings", "TlsSettings", "TokenSettings",
+    "TrustSettings", "UploadSettings", "UpstreamSettings", "ValidationSettings", "describe", "env_name",
+    "load_settings", "parse_duration", "settings_from_dict", "to_dict", "upstream_password_env", "with_changes",
 ]

@@ -15,7 +15,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from ..errors import RegistryBaseError
-from .schema import ENV_PREFIX, Settings, describe
+from .schema import ENV_PREFIX, Settings, describe, list_item_type
 
 
 class SettingsError(RegistryBaseError, ValueError):
@@ -88,6 +88,22 @@ def _coerce(value: Any, kind: type, f: dataclasses.Field[Any], key: str) -> Any:
     return result
 
 
+def _list(item: Any, value: Any, f: dataclasses.Field[Any], key: str) -> tuple[Any, ...]:
+    """A list setting: of sections (each a mapping, checked like any section) or of strings (a YAML
+    list, or one comma-separated string as an environment variable gives it)."""
+    if value is None:
+        return ()
+    if dataclasses.is_dataclass(item):
+        if not isinstance(value, (list, tuple)):
+            raise SettingsError(f"{key}: expected a list")
+        return tuple(_build(item, entry or {}, f"{key}[{i}].") for i, entry in enumerate(value))  # type: ignore[arg-type]
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise SettingsError(f"{key}: expected a list of strings")
+    return tuple(value)
+
+
 def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     if not isinstance(data, Mapping):
         raise SettingsError(f"{prefix.rstrip('.') or 'config'}: expected a mapping")
@@ -102,8 +118,11 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
             continue
         kind = hints[f.name]
         key = f"{prefix}{f.name}"
+        item = list_item_type(kind)
         if dataclasses.is_dataclass(kind):
             kwargs[f.name] = _build(kind, data[f.name] or {}, key + ".")  # type: ignore[arg-type]
+        elif item is not None:
+            kwargs[f.name] = _list(item, data[f.name], f, key)
         else:
             kwargs[f.name] = _coerce(data[f.name], kind, f, key)
     return cls(**kwargs)
@@ -112,7 +131,30 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
 def settings_from_dict(data: Mapping[str, Any]) -> Settings:
     """Settings from a mapping shaped like the YAML file (e.g. `to_dict`'s output), validated."""
     built: Settings = _build(Settings, data, "")
+    _check_proxy(built)
     return built
+
+
+_UPSTREAM_HOST = re.compile(r"^[a-z0-9]+(?:[.-][a-z0-9]+)*$")
+
+
+def _check_proxy(settings: Settings) -> None:
+    """What the per-field checks cannot see in `proxy`: hosts valid and distinct, the default one
+    of them, URLs that are URLs."""
+    proxy = settings.proxy
+    hosts: list[str] = []
+    for i, upstream in enumerate(proxy.upstreams):
+        where = f"proxy.upstreams[{i}]"
+        if not _UPSTREAM_HOST.fullmatch(upstream.host):
+            raise SettingsError(f"{where}.host: {upstream.host!r} is not a lower-case host name without a port "
+                                "(it becomes the first component of repository names)")
+        if upstream.host in hosts:
+            raise SettingsError(f"{where}.host: {upstream.host} is configured twice")
+        hosts.append(upstream.host)
+        if upstream.url and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", upstream.url):
+            raise SettingsError(f"{where}.url: {upstream.url!r} is not an http:// or https:// URL")
+    if proxy.default and proxy.default not in hosts:
+        raise SettingsError(f"proxy.default: {proxy.default!r} is not the host of any of proxy.upstreams")
 
 
 def _set_dotted(data: dict[str, Any], parts: list[str], value: Any) -> None:
@@ -149,12 +191,22 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, environ: Ma
     known_env = {info.env for info in describe()}
     for name in environ:
         if (name.startswith(ENV_PREFIX) and name not in known_env and not name.startswith(ENV_PREFIX + "_")
-                and name not in IGNORED_ENV):
+                and name not in IGNORED_ENV and not UPSTREAM_PASSWORD_ENV.fullmatch(name)):
             raise SettingsError(f"unknown environment variable {name}")
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(data, key.split("."), value)
     return settings_from_dict(data)
+
+
+#: `CARGOBAY_PROXY_<HOST>_PASSWORD`: an upstream's password, read by registry.proxy (not a setting:
+#: upstreams are a list, and a secret is better kept out of the settings object).
+UPSTREAM_PASSWORD_ENV = re.compile(r"^CARGOBAY_PROXY_[A-Z0-9_]+_PASSWORD$")
+
+
+def upstream_password_env(host: str) -> str:
+    """The variable holding upstream `host`'s password: `docker.io` → CARGOBAY_PROXY_DOCKER_IO_PASSWORD."""
+    return f"{ENV_PREFIX}PROXY_{re.sub(r'[^A-Z0-9]', '_', host.upper())}_PASSWORD"
 
 
 # Variables with the prefix that are not settings (read by tests and tooling, not the server).

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 from ocispec.manifest import MAX_MANIFEST_SIZE
 from storage import S3Options, option_limits
@@ -259,6 +259,56 @@ class AuthSettings:
     ratelimit: RateLimitSettings = field(default_factory=RateLimitSettings)
 
 
+# -- proxy: the pull-through cache (read by registry.proxy) ----------------------------------------
+@dataclass(frozen=True)
+class UpstreamSettings:
+    """One entry of `proxy.upstreams`: a registry the cache pulls through from."""
+
+    host: str = field(default="", metadata=_help(
+        "The source host clients name (`ns=docker.io`, `/v2/docker.io/...`); the cached repositories are "
+        "`<host>/<name>`. A DNS name without a port (required)."))
+    url: str = field(default="", metadata=_help(
+        "Where the upstream registry answers (e.g. https://registry-1.docker.io). Empty: `https://<host>`, "
+        "and https://registry-1.docker.io for docker.io."))
+    username: str = field(default="", metadata=_help(
+        "User name for the upstream (Basic or the Docker token flow). Empty: anonymous."))
+    password_file: str = field(default="", metadata=_help(
+        "File holding the upstream password or token (one line). Empty: the environment variable "
+        "CARGOBAY_PROXY_<HOST>_PASSWORD (HOST upper-cased, every other character `_`, e.g. "
+        "CARGOBAY_PROXY_DOCKER_IO_PASSWORD), else none."))
+    tag_ttl: float = field(default=600.0, metadata=_help(
+        "How long a tag's cached answer is trusted before one HEAD asks the upstream again (a duration; 0: "
+        "ask every time, still serving the cache when the upstream fails).", duration=True, min=0))
+    repositories: tuple[str, ...] = field(default=("*",), metadata=_help(
+        "Upstream-side repository globs (`library/*`) this upstream may be asked for; others are 404 "
+        "NAME_UNKNOWN. `*` matches across `/`."))
+    ca_file: str = field(default="", metadata=_help("PEM CA bundle to verify the upstream's certificate. "
+                                                    "Empty: the system's."))
+    tls_verify: bool = field(default=True, metadata=_help("Verify the upstream's TLS certificate."))
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    default: str = field(default="", metadata=_help(
+        "Upstream host (one of `proxy.upstreams`) serving pulls that name neither `ns` nor a host prefix and "
+        "are not local (Docker Engine's `registry-mirrors`). Empty: such pulls are local only."))
+    local: tuple[str, ...] = field(default=(), metadata=_help(
+        "Repository globs (`team-*/*`) that are always local, even when they do not exist yet: never sent to "
+        "the default upstream."))
+    keep_for: float = field(default=30 * 86400.0, metadata=_help(
+        "`registry gc` removes cached upstream manifests not pulled for this long (a duration; 0: keep for ever).",
+        duration=True, min=0))
+    connect_timeout: float = field(default=5.0, metadata=_help(
+        "Seconds (or a duration) to wait for a connection to an upstream.", duration=True, min=0.1))
+    read_timeout: float = field(default=30.0, metadata=_help(
+        "Seconds (or a duration) an upstream may take to answer or to send more bytes.", duration=True, min=0.1))
+    retries: int = field(default=2, metadata=_help(
+        "Retries of a failed upstream request when nothing is cached (a stale tag is served after one try).",
+        min=0, max=10))
+    upstreams: tuple[UpstreamSettings, ...] = field(default=(), metadata=_help(
+        "The upstream registries (a list; each entry's keys below)."))
+
+
 @dataclass(frozen=True)
 class Settings:
     """The whole configuration, built once (registry.settings.loader) and shared read-only."""
@@ -269,6 +319,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     validation: ValidationSettings = field(default_factory=ValidationSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    proxy: ProxySettings = field(default_factory=ProxySettings)
 
 
 # -- introspection -------------------------------------------------------------------------------
@@ -289,11 +340,26 @@ def describe(cls: type = Settings, prefix: str = "") -> Iterator[SettingInfo]:
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
         kind = hints[f.name]
+        item = list_item_type(kind)
         if dataclasses.is_dataclass(kind):
             yield from describe(kind, key + ".")  # type: ignore[arg-type]
+        elif item is not None and dataclasses.is_dataclass(item):
+            # A list of sections (`proxy.upstreams`): its entries' keys, which no variable sets.
+            yield SettingInfo(key, "", kind, (), f.metadata.get("help", ""), None)
+            for sub in describe(item, key + "[]."):  # type: ignore[arg-type]
+                yield dataclasses.replace(sub, env="")
         else:
             yield SettingInfo(key, env_name(key), kind, getattr(instance, f.name), f.metadata.get("help", ""),
                               f.metadata.get("choices"))
+
+
+def list_item_type(kind: Any) -> Any:
+    """`X` for a `tuple[X, ...]` setting (a YAML list), else None."""
+    if get_origin(kind) is tuple:
+        args = get_args(kind)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return args[0]
+    return None
 
 
 def env_name(key: str) -> str:
