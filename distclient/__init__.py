@@ -19,7 +19,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from . import credentials
-from .auth import Authenticator, parse_challenges
+from .auth import PULLER, Authenticator, Identity, parse_challenges
 from .credentials import Credentials
 from .errors import (
     AuthenticationError,
@@ -69,6 +69,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "DEFAULT_JOBS",
+    "PULLER",
     "AuthenticationError",
     "Authenticator",
     "BlobSink",
@@ -80,6 +81,7 @@ __all__ = [
     "Endpoint",
     "FetchedManifest",
     "HostConfig",
+    "Identity",
     "NetworkConfig",
     "NetworkError",
     "NotFound",

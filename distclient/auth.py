@@ -17,6 +17,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlencode, urlsplit
 
@@ -27,6 +28,20 @@ from .hosts import Endpoint, origin
 
 _PARAM = re.compile(r'([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
 _DEFAULT_TTL = 60.0
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is asking, for the words of its errors and token requests: the puller by default; a
+    registry's pull-through cache names itself and where its upstream credentials are configured.
+    The hints are format strings with `{host}`."""
+
+    client_id: str = "puller"
+    login_hint: str = "try `puller login {host}`"
+    realm_hint: str = 'list it in token_realms under [hosts."{host}"] in the puller config'
+
+
+PULLER = Identity()
 
 
 class TokenResponse(Protocol):
@@ -74,8 +89,9 @@ class Authenticator:
     """Turns challenges into `Authorization` headers; thread-safe; one per client."""
 
     def __init__(self, http: TokenHttp, lookup: Callable[[str], Credentials | None] = credentials.lookup,
-                 overrides: dict[str, Credentials] | None = None) -> None:
+                 overrides: dict[str, Credentials] | None = None, identity: Identity = PULLER) -> None:
         self._http = http
+        self.identity = identity
         self._lookup = lookup
         self._overrides = dict(overrides or {})
         self._cache: dict[tuple[str, str], tuple[str, float]] = {}
@@ -121,7 +137,8 @@ class Authenticator:
         for scheme, _ in challenges:
             if scheme == "basic":
                 if not creds or not (creds.username or creds.password):
-                    raise AuthenticationError(f"{netloc} requires credentials (try `puller login {host}`)")
+                    raise AuthenticationError(
+                        f"{netloc} requires credentials ({self.identity.login_hint.format(host=host)})")
                 with self._lock:
                     self._basic_hosts.add(ep.base)
                 return basic_header(creds)
@@ -139,7 +156,7 @@ class Authenticator:
             what = "of an HTTPS registry" if ep.base.startswith("https://") else "on another host"
             raise AuthenticationError(
                 f"{netloc}: refusing to send credentials in clear to the plain-HTTP token realm {realm} {what} "
-                f'(list it in token_realms under [hosts."{ep.credentials_host}"] in the puller config to allow it)')
+                f"({self.identity.realm_hint.format(host=ep.credentials_host)} to allow it)")
         # A realm on the registry's own host shares its CA file and verification setting.
         tls = (ep.ca_file, ep.tls_verify) if where.hostname == urlsplit(ep.base).hostname else (None, True)
         scopes = [s for s in (params.get("scope") or scope).split(" ") if s]
@@ -151,13 +168,14 @@ class Authenticator:
         try:
             if creds and creds.identity_token:
                 form = urlencode([("grant_type", "refresh_token"), ("refresh_token", creds.identity_token),
-                                  ("client_id", "puller"), *query]).encode()
+                                  ("client_id", self.identity.client_id), *query]).encode()
                 headers["Content-Type"] = "application/x-www-form-urlencoded"
                 response = self._http("POST", realm, headers, form, tls)
             else:
                 if creds and (creds.username or creds.password):
                     headers["Authorization"] = basic_header(creds)
-                url = realm + ("&" if "?" in realm else "?") + urlencode([*query, ("client_id", "puller")])
+                query.append(("client_id", self.identity.client_id))
+                url = realm + ("&" if "?" in realm else "?") + urlencode(query)
                 response = self._http("GET", url, headers, None, tls)
         except Unreachable as exc:
             raise Unreachable.of(exc.netloc, exc.reason, exc.attempts, "the token server ") from None

@@ -18,6 +18,7 @@ is a `RegistryError` with its status and OCI codes. Rules it keeps:
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +35,8 @@ from ocispec.errors import OCIValidationError
 from ocispec.manifest import MAX_MANIFEST_SIZE, Descriptor, Manifest, parse_manifest
 from ocispec.reference import Reference
 
-from .auth import Authenticator
+from .auth import PULLER, Authenticator, Identity
+from .credentials import Credentials
 from .errors import (
     AuthenticationError,
     Cancelled,
@@ -85,6 +87,14 @@ class FetchedManifest:
     manifest: Manifest
 
 
+def _next_page(link: str | None, base: str) -> str:
+    """The next page's URL from a `Link: <…>; rel="next"` header, absolute; "" when there is none."""
+    if not link or 'rel="next"' not in link.replace(" ", ""):
+        return ""
+    target = link.split(";", 1)[0].strip().strip("<>")
+    return urljoin(base + "/", target)
+
+
 def _reported(errors: list[tuple[Endpoint, ClientError]]) -> ClientError:
     """The one failure to report when every endpoint failed: what the host itself answered (the
     plain-HTTP fallback's 404 or 401 rather than the HTTPS attempt's TLS failure), else why the
@@ -100,13 +110,18 @@ def _reported(errors: list[tuple[Endpoint, ClientError]]) -> ClientError:
 
 class RegistryClient:
     def __init__(self, config: ClientConfig, *, plain_http: bool = False, jobs: int = DEFAULT_JOBS,
-                 authenticator: Authenticator | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+                 authenticator: Authenticator | None = None, sleep: Callable[[float], None] = time.sleep,
+                 credentials: dict[str, Credentials] | None = None, identity: Identity = PULLER) -> None:
+        """`credentials`: exactly these (by host), never the stored ones of the user running the
+        process (a server's pull-through cache); None: the stored ones (docker config, helpers)."""
         self.config = config
         self.plain_http = plain_http
         self.transport = Transport(config.network, jobs, sleep)
         self._lock = threading.Lock()
         self._dead: set[str] = set()
-        self.auth = authenticator or Authenticator(self.transport.token_http)
+        if authenticator is None and credentials is not None:
+            authenticator = Authenticator(self.transport.token_http, lambda host: None, credentials, identity)
+        self.auth = authenticator or Authenticator(self.transport.token_http, identity=identity)
 
     # -- one registry request ----------------------------------------------------------------
     def request(self, ref: Reference, ep: Endpoint, method: str, suffix: str, headers: dict[str, str] | None = None,
@@ -291,6 +306,40 @@ class RegistryClient:
                 header = response.headers.get("Docker-Content-Digest")
                 return Digest.parse(header) if header and ":" in header else None
             return self.transport.retrying(f"{ep.netloc}: manifest {ref}", once)
+        return self._each_endpoint(ref, on)
+
+    def blob_size(self, ref: Reference, digest: Digest) -> int:
+        """The size of blob `digest` of `ref`'s repository (HEAD); RegistryNotFound when absent."""
+        def on(ep: Endpoint) -> int:
+            def once() -> int:
+                response = self.request(ref, ep, "HEAD", f"/blobs/{digest}")
+                length = response.headers.get("Content-Length")
+                if not length or not length.isdigit():
+                    raise RegistryError(f"{ep.netloc}: blob {digest} answered without a Content-Length",
+                                        status=response.status)
+                return int(length)
+            return self.transport.retrying(f"{ep.netloc}: blob {digest}", once)
+        return self._each_endpoint(ref, on)
+
+    def list_tags(self, ref: Reference, limit: int = 100_000) -> list[str]:
+        """Every tag of `ref`'s repository (following `Link` pages), at most `limit`."""
+        def on(ep: Endpoint) -> list[str]:
+            tags: list[str] = []
+            suffix = "/tags/list"
+            while suffix and len(tags) < limit:
+                def once(page: str = suffix) -> urllib3.BaseHTTPResponse:
+                    return self.request(ref, ep, "GET", page, {"Accept": "application/json"})
+                response = self.transport.retrying(f"{ep.netloc}: tags of {ref.repository}", once)
+                try:
+                    body = json.loads(response.data)
+                    names = body.get("tags") or []
+                    if not isinstance(names, list) or not all(isinstance(t, str) for t in names):
+                        raise ValueError
+                except (ValueError, AttributeError):
+                    raise VerificationError(f"{ep.netloc}: tag list of {ref.repository} is not valid JSON") from None
+                tags += names
+                suffix = _next_page(response.headers.get("Link"), ep.base)
+            return tags[:limit]
         return self._each_endpoint(ref, on)
 
     def fetch_blob(self, ref: Reference, desc: Descriptor, sink: BlobSink,
