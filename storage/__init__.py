@@ -35,18 +35,23 @@ from .errors import (
     UploadRangeInvalid,
     UploadUnknown,
 )
-from .gc import GcReport, collect
-from .manifests import ManifestRules, PutResult, StoredManifest
+from .fill import BlobFill
+from .gc import ExpiringRepositories, GcReport, collect
+from .manifests import CACHED_MANIFEST_RULES, ManifestRules, PutResult, StoredManifest
 from .repository import Repository, Storage, open_storage
+from .tags import TagInfo
 from .uploads import RepositoryUploads, UploadSession, UploadStatus
 
 __all__ = [
+    "CACHED_MANIFEST_RULES",
+    "BlobFill",
     "BlobInfo",
     "BlobUnknown",
     "CorruptLink",
     "DigestInvalid",
     "DriverCapabilities",
     "DriverOptions",
+    "ExpiringRepositories",
     "FileInfo",
     "FileWriter",
     "FilesystemOptions",
@@ -72,6 +77,7 @@ __all__ = [
     "StorageError",
     "StorageUnavailable",
     "StoredManifest",
+    "TagInfo",
     "TagUnknown",
     "UploadInvalid",
     "UploadRangeInvalid",

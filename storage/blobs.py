@@ -7,14 +7,18 @@ entry appears only by `adopt` (an already verified upload moved into place) or `
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ocispec.digest import Digest
 
 from . import paths
 from .driver.base import DriverCapabilities, StorageDriver
-from .errors import BlobUnknown, PathNotFound
+from .errors import BlobUnknown, PathNotFound, StorageError
+from .fill import BlobFill
 from .links import delete_quietly, digests_below, link_exists, write_link
+
+if TYPE_CHECKING:  # uploads imports this module: the store is handed in, not imported
+    from .uploads import UploadStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +78,16 @@ class BlobStore:
 class RepositoryBlobs:
     """One repository's view of the CAS, through its links: every read (`stat`, `open`, `url_for`)
     checks this repository's link first, so a blob another repository pushed is BlobUnknown here
-    whatever order a caller makes its calls in. This is the only way the registry reaches blobs."""
+    whatever order a caller makes its calls in. This is the only way the registry reaches blobs.
 
-    def __init__(self, store: BlobStore, name: str) -> None:
+    Content enters it only verified: an upload (`Repository.uploads`), a `fill` (which needs the
+    `uploads` store; `Repository.blobs` has it), or a link to what the CAS already holds
+    (`mount_from`, `adopt_existing`)."""
+
+    def __init__(self, store: BlobStore, name: str, uploads: UploadStore | None = None) -> None:
         self.store = store
         self.name = name
+        self._uploads = uploads
 
     @property
     def driver(self) -> StorageDriver:
@@ -125,6 +134,30 @@ class RepositoryBlobs:
             return False
         self.link(digest)
         return True
+
+    def adopt_existing(self, digest: Digest) -> bool:
+        """Link a blob the CAS already holds (another repository or replica stored it, so its
+        bytes were verified then); False, and nothing written, when the CAS has no such blob.
+        For content whose digest this repository legitimately names (a pull-through cache's
+        manifest): it is no access check, unlike `mount_from`."""
+        if not self.store.exists(digest):
+            return False
+        self.link(digest)
+        return True
+
+    def touch(self, digest: Digest) -> None:
+        """Mark a linked blob as just pulled: its link is rewritten (garbage collection of cached
+        repositories keeps blobs with young links, storage.gc). BlobUnknown when this repository
+        does not link it: a touch never grants access."""
+        self._check_link(digest)
+        self.link(digest)
+
+    def fill(self, digest: Digest, size: int | None = None) -> BlobFill:
+        """Start a verified streaming write of one blob into this repository (storage.fill): it
+        becomes visible here only when `commit()` verified `size` and `digest`."""
+        if self._uploads is None:
+            raise StorageError(f"this view of {self.name} cannot store blobs (made without an upload store)")
+        return BlobFill(self._uploads, self.name, digest, size)
 
     def linked(self) -> list[Digest]:
         """Every blob this repository links (for garbage collection)."""

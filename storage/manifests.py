@@ -45,13 +45,21 @@ class ManifestRules:
     `allow_sparse_indexes`: an index may name child manifests this repository does not have (a
     pull-through cache keeping one platform of a multi-platform image). Children that are present
     are still checked.
+
+    `allow_absent_blobs`: an image manifest may name a config or layers this repository does not
+    have (a pull-through cache stores a manifest before it fetches any blob). Blobs that are
+    present are still size-checked and their links rewritten; absent ones are not linked, so the
+    repository serves a blob only once it has been filled (`RepositoryBlobs.fill`) or linked.
     """
 
     allow_sparse_indexes: bool = False
+    allow_absent_blobs: bool = False
 
 
 #: The default: every reference must be present.
 STRICT = ManifestRules()
+#: What a pull-through cache stores: an upstream's manifest as it is, its blobs fetched when asked.
+CACHED_MANIFEST_RULES = ManifestRules(allow_sparse_indexes=True, allow_absent_blobs=True)
 
 
 class ManifestStore:
@@ -69,7 +77,8 @@ class ManifestStore:
         """Validate and store `raw`; tag it with `tags`. When pushed by digest, `reference_digest`
         must be the digest of `raw` (its algorithm decides which hash is computed). Every blob and
         child manifest it names must be in this repository with the size its descriptor claims
-        (ManifestBlobUnknown, ManifestInvalid); `rules` relaxes that for sparse indexes."""
+        (ManifestBlobUnknown, ManifestInvalid); `rules` relaxes that for sparse indexes and
+        absent blobs."""
         digest = Digest.of(raw, reference_digest.algorithm if reference_digest else "sha256")
         if reference_digest is not None and digest != reference_digest:
             raise DigestInvalid(f"manifest digest {digest} does not match the reference {reference_digest}")
@@ -92,6 +101,7 @@ class ManifestStore:
         """Each descriptor must name content this repository has, of the claimed size. The subject
         is not checked: distribution-spec requires accepting a subject that is not (yet) pushed, so
         checking it only when present would make the outcome depend on push order."""
+        absent: set[Digest] = set()
         for where, descriptor in labelled_descriptors(manifest):
             if where == "subject":
                 continue
@@ -108,12 +118,15 @@ class ManifestStore:
             except BlobUnknown:
                 if descriptor.urls:
                     continue  # non-distributable layers may live elsewhere
+                if rules.allow_absent_blobs:
+                    absent.add(descriptor.digest)
+                    continue
                 raise ManifestBlobUnknown(f"blob unknown to repository: {descriptor.digest}",
                                           digest=str(descriptor.digest)) from None
             self._check_size(where, descriptor, stored)
         if isinstance(manifest, ImageManifest):
             for descriptor in manifest.blobs():
-                if not descriptor.urls:
+                if not descriptor.urls and descriptor.digest not in absent:
                     # Rewriting the link marks the blob as just used: garbage collection keeps
                     # blobs with young links, so it cannot sweep them between this check and
                     # the revision link that makes the manifest count (storage.gc).
@@ -145,9 +158,25 @@ class ManifestStore:
             descriptor["annotations"] = manifest.annotations
         return descriptor
 
+    def touch(self, digest: Digest) -> None:
+        """Mark the revision as just pulled: its link is rewritten, so `pulled_at` (and what
+        garbage collection of cached repositories reads, storage.gc) is now. ManifestUnknown when
+        this repository has no such revision: a touch never creates one."""
+        if not self.exists(digest):
+            raise ManifestUnknown(f"manifest unknown: {digest}", digest=str(digest))
+        write_link(self.driver, paths.manifest_revision_link(self.name, digest), digest)
+
     # -- read ------------------------------------------------------------------------------------
     def exists(self, digest: Digest) -> bool:
         return link_exists(self.driver, paths.manifest_revision_link(self.name, digest))
+
+    def pulled_at(self, digest: Digest) -> float:
+        """When the revision link was last written (put or `touch`), seconds since the epoch;
+        ManifestUnknown when this repository has no such revision."""
+        try:
+            return self.driver.stat(paths.manifest_revision_link(self.name, digest)).modified
+        except PathNotFound:
+            raise ManifestUnknown(f"manifest unknown: {digest}", digest=str(digest)) from None
 
     def resolve(self, reference: str) -> Digest:
         """A tag or digest string → the manifest digest (raises ManifestUnknown / TagUnknown)."""

@@ -13,6 +13,7 @@ from .blobs import BlobStore, RepositoryBlobs
 from .driver.base import DriverCapabilities, StorageDriver
 from .driver.factory import DriverOptions, open_driver
 from .errors import PathNotFound
+from .links import link_exists
 from .manifests import ManifestStore
 from .referrers import ReferrerStore
 from .tags import TagStore
@@ -34,11 +35,16 @@ class Repository:
     def __init__(self, storage: Storage, name: str) -> None:
         self.name = validate_repository_name(name)
         self.storage = storage
-        self.blobs = RepositoryBlobs(storage.blobs, name)
+        self.blobs = RepositoryBlobs(storage.blobs, name, storage.uploads)
         self.uploads = RepositoryUploads(storage.uploads, name)
         self.manifests = ManifestStore(storage.driver, storage.blobs, name)
         self.tags: TagStore = self.manifests.tags
         self.referrers: ReferrerStore = self.manifests.referrers
+
+    def exists(self) -> bool:
+        """Whether the repository has manifests, as the catalog (`Storage.repositories`) counts
+        them: one `stat` of its manifests directory, no walk."""
+        return link_exists(self.storage.driver, paths.manifests(self.name))
 
 
 class Storage:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from ocispec.digest import Digest
 from ocispec.reference import is_tag
@@ -22,13 +23,35 @@ from .links import delete_quietly, link_exists, read_link, write_link
 _RESOLVE_CONCURRENCY = 16
 
 
+@dataclass(frozen=True, slots=True)
+class TagInfo:
+    """What a tag points at and when its link was last written (`TagStore.set`), in seconds since
+    the epoch as the backend records it (whole seconds on some S3 servers)."""
+
+    digest: Digest
+    updated: float
+
+
 class TagStore:
     def __init__(self, driver: StorageDriver, name: str) -> None:
         self.driver = driver
         self.name = name
 
     def set(self, tag: str, digest: Digest) -> None:
+        """Point `tag` at `digest`. The link is rewritten even when it already names `digest`, so
+        its `stat().updated` moves: a pull-through cache records so when it last confirmed a tag."""
         write_link(self.driver, paths.tag_current_link(self.name, tag), digest)
+
+    def stat(self, tag: str) -> TagInfo:
+        """The digest `tag` points at and when it was last set; TagUnknown unless it resolves."""
+        link_key = paths.tag_current_link(self.name, tag)
+        digest = self._target(link_key)
+        if digest is not None:
+            try:
+                return TagInfo(digest, self.driver.stat(link_key).modified)
+            except PathNotFound:
+                pass  # deleted since it was read
+        raise TagUnknown(f"manifest unknown: tag {tag!r} not found in {self.name}", tag=tag)
 
     def resolve(self, tag: str) -> Digest:
         """The digest `tag` points at; TagUnknown unless it resolves (module docstring)."""

@@ -86,6 +86,10 @@ class UploadSession:
     def size(self) -> int:
         return self._writer.size
 
+    @property
+    def upload_id(self) -> str:
+        return self._id
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._writer.write(data)
         if self._hasher is not None:
@@ -97,6 +101,13 @@ class UploadSession:
         if self._hasher is not None:
             self._cache.give_back(self._id, self._writer.size, self._hasher)
         return self._writer.size
+
+    def abort(self) -> None:
+        """Discard the upload's bytes, this session's and every earlier one's (the upload's state
+        stays: `UploadStore.cancel` removes it)."""
+        self._hasher = None
+        self._cache.forget(self._id)
+        self._writer.cancel()
 
 
 class UploadStore:
