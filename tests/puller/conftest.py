@@ -16,9 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.faultproxy import Proxy, ProxyConfig
 from tests.support.servers import REPO_ROOT, RunningServer, start_cargobay, start_distribution
-
-from .proxy import Proxy, ProxyConfig
 
 
 def _cargobay_available() -> bool:

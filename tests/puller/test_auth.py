@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx
 
 from tests.support import images as im
+from tests.support.faultproxy import ProxyConfig
 from tests.support.images import push_image
 from tests.support.servers import RunningServer
 
 from .conftest import FAST_NETWORK, PullerRunner, verify_store
 from .fakes import ScriptedServer, Seen
-from .proxy import ProxyConfig
 from .test_tls import self_signed
 
 

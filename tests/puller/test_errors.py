@@ -12,11 +12,11 @@ import sys
 import httpx
 
 from tests.support import images as im
+from tests.support.faultproxy import ProxyConfig
 from tests.support.images import push_image
 from tests.support.servers import REPO_ROOT, RunningServer, free_port
 
 from .conftest import FAST_NETWORK, PullerRunner
-from .proxy import ProxyConfig
 
 
 def one_line(result: subprocess.CompletedProcess[str], status: int) -> str:

@@ -15,12 +15,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.support import images as im
+from tests.support.faultproxy import ProxyConfig
 from tests.support.images import push_image
 from tests.support.servers import RunningServer
 
 from .conftest import FAST_NETWORK, PullerRunner, verify_store
 from .fakes import ScriptedServer, Seen
-from .proxy import ProxyConfig
 
 
 def self_signed(directory: Path) -> tuple[str, str]:

@@ -1,4 +1,5 @@
-"""A small programmable HTTP proxy in front of a real registry, for the puller tests.
+"""A small programmable HTTP proxy in front of a real registry, for the puller tests and the
+pull-through cache's tests (a lying or recording upstream).
 
 It records every request, and can: demand Bearer tokens it issues itself at `/token` (a test token
 server), demand Basic credentials, redirect blob downloads to another proxy (another host, like an
@@ -235,7 +236,8 @@ class Proxy:
             conn.close()
         out_headers = [(k, v) for k, v in resp.getheaders()
                        if k.lower() not in ("content-length", "connection", "transfer-encoding", "date")]
-        declared = len(data)
+        # A HEAD's Content-Length is the size of what a GET would send (a manifest's or blob's size).
+        declared = int(resp.getheader("Content-Length") or 0) if h.command == "HEAD" else len(data)
         if fault and fault.action == "corrupt" and data:
             data = bytes([data[0] ^ 0xFF]) + data[1:]
         elif fault and fault.action == "extra":
