@@ -100,13 +100,18 @@ def serve(settings: Settings) -> None:
 
 
 def collect_garbage(settings: Settings, grace_seconds: float, dry_run: bool) -> int:
-    from storage import Storage, collect
+    from storage import ExpiringRepositories, Storage, collect
 
     from .app import storage_driver
 
-    report = collect(Storage(storage_driver(settings)), grace_seconds, dry_run)
+    # What the pull-through cache keeps below its upstreams' hosts expires after proxy.keep_for.
+    proxy = settings.proxy
+    expiring = ExpiringRepositories(tuple(upstream.host for upstream in proxy.upstreams), proxy.keep_for)
+    report = collect(Storage(storage_driver(settings)), grace_seconds, dry_run, expiring=expiring)
     verb = "would remove" if dry_run else "removed"
-    print(f"{report.marked} digests in use; {verb} {len(report.swept)} blobs ({report.bytes_freed} bytes) "
+    expired = (f"{report.expired_manifests} cached manifests not pulled within proxy.keep_for, "
+               if proxy.upstreams else "")
+    print(f"{report.marked} digests in use; {verb} {expired}{len(report.swept)} blobs ({report.bytes_freed} bytes) "
           f"and {report.unlinked} repository links")
     return 0
 

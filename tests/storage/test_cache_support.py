@@ -4,12 +4,16 @@ collection that expires cached content nobody pulled while keeping local reposit
 
 Pull times are link mtimes, which some S3 servers keep in whole seconds: the two tests that need a
 later write than an earlier one wait just over a second between them (they assert the order of
-what storage recorded, never how long anything took)."""
+what storage recorded, never how long anything took). The last test runs `registry gc` on a
+filesystem root: its expiry comes from the `proxy` settings."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -31,7 +35,9 @@ from storage import (
     paths,
 )
 from storage.driver.base import StorageDriver
+from storage.driver.fs import FilesystemDriver
 from tests.support.images import Blob, Image, build_image, make_layer, simple_image
+from tests.support.servers import REPO_ROOT
 
 from .test_stores import push_blob, push_image
 
@@ -338,3 +344,36 @@ def test_gc_expires_cached_content_nobody_pulled(driver: StorageDriver) -> None:
         assert repository.manifests.get(repository.tags.resolve(tag)).raw == image.manifest
         for blob in image.blobs():
             assert repository.blobs.stat(Digest.parse(blob.digest)).size == blob.size
+
+
+def test_registry_gc_expires_what_the_configured_upstreams_cached(tmp_path: Path) -> None:
+    """`registry gc` takes the expiring repositories from `proxy` (its upstreams' hosts, keep_for)."""
+    root = tmp_path / "store"
+    storage = Storage(FilesystemDriver(root))
+    local_image, cached_image = simple_image("cli-local"), simple_image("cli-cached")
+    push_image(storage, "team/app", local_image, "v1")
+    cached = cache_image(storage, "up.test/library/app", cached_image, "1")
+    two_days_ago = time.time() - 2 * 86400
+    for path in root.rglob("*"):  # everything last written (pulled) two days ago
+        os.utime(path, (two_days_ago, two_days_ago))
+    config = tmp_path / "registry.yaml"
+    config.write_text("proxy:\n  keep_for: 1d\n  upstreams:\n    - host: up.test\n")
+
+    def gc(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "registry", "gc", "--root", str(root), "--config", str(config),
+                               "--grace", "0", *extra], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+
+    dry = gc("--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would remove 1 cached manifests" in dry.stdout
+    assert storage.repository("up.test/library/app").manifests.exists(cached)
+    done = gc()
+    assert done.returncode == 0, done.stderr
+    assert "removed 1 cached manifests" in done.stdout
+    assert f"{len(cached_image.blobs()) + 1} blobs" in done.stdout  # its config, layers and manifest
+    with pytest.raises(TagUnknown):
+        storage.repository("up.test/library/app").tags.resolve("1")
+    local = storage.repository("team/app")
+    assert local.manifests.get(local.tags.resolve("v1")).raw == local_image.manifest
+    for blob in local_image.blobs():
+        assert local.blobs.stat(Digest.parse(blob.digest)).size == blob.size
