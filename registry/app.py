@@ -22,6 +22,7 @@ from .access import AllowAll, Authorizer
 from .context import RegistryContext
 from .errors import BodyCutShort, ClientHungUp, RegistryError, handle_exception, handle_hangup
 from .handlers.base import run
+from .proxy import ProxyRouting, PullThrough
 from .routes import routes
 from .server import BODY_ERROR
 from .settings import Settings, to_dict
@@ -51,7 +52,8 @@ def create_app(settings: Settings, storage: Storage | None = None, authorizer: A
     extra_routes: list[BaseRoute] = []
     if authorizer is None and settings.auth.enabled:
         authorizer, extra_routes = _auth(settings)
-    ctx = RegistryContext(settings, storage, authorizer or AllowAll())
+    proxy = PullThrough(settings, storage) if settings.proxy.upstreams else None
+    ctx = RegistryContext(settings, storage, authorizer or AllowAll(), proxy)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -69,8 +71,13 @@ def create_app(settings: Settings, storage: Storage | None = None, authorizer: A
     # Registered by class, not under Exception, so that Starlette's ExceptionMiddleware answers them
     # and nothing re-raises them into a traceback.
     handlers.update(dict.fromkeys((ClientHungUp, ClientDisconnect), handle_hangup))
+    middleware = [Middleware(BodyErrors)]
+    if proxy is not None:
+        # Outermost: names are canonical before anything (the routes, the authorizer) sees them.
+        middleware.insert(0, Middleware(ProxyRouting, router=proxy.router,
+                                        run_exists=lambda name: run(_exists_locally, storage, name)))
     app = Starlette(routes=routes() + extra_routes, lifespan=lifespan, exception_handlers=handlers,
-                    middleware=[Middleware(BodyErrors)])
+                    middleware=middleware)
     app.state.ctx = ctx
     return app
 
@@ -102,6 +109,10 @@ class BodyErrors:
             return message
 
         await self.app(scope, checked_receive, send)
+
+
+def _exists_locally(storage: Storage, name: str) -> bool:
+    return storage.repository(name).exists()
 
 
 def _auth(settings: Settings) -> tuple[Authorizer, list[BaseRoute]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
@@ -11,12 +12,16 @@ from storage import Storage
 from .access import Authorizer
 from .settings import Settings
 
+if TYPE_CHECKING:  # the cache's handlers use this module: only the type is needed here
+    from .proxy import PullThrough
+
 
 @dataclass(frozen=True)
 class RegistryContext:
     settings: Settings
     storage: Storage
     authorizer: Authorizer
+    proxy: PullThrough | None = None  # the pull-through cache, when `proxy.upstreams` names any
 
 
 def context(request: Request) -> RegistryContext:

@@ -2,7 +2,8 @@
 
 Each route goes through `guard`, which asks the app's Authorizer before the handler runs, so
 authentication plugs in without touching any handler; routes that remove content are refused there
-too (405 UNSUPPORTED) unless `storage.delete.enabled`.
+too (405 UNSUPPORTED) unless `storage.delete.enabled`. A name that belongs to a cached upstream
+(registry.proxy) goes to the route's `cached` handler; routes without one (every write) refuse it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .access import DELETE, PULL, PUSH, AccessRule
 from .context import context
 from .errors import RegistryError
 from .handlers import base, blobs, catalog, health, manifests, referrers, tags, uploads
+from .proxy import cached_blob, cached_manifest, cached_tags
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -30,6 +32,9 @@ class Endpoint:
     handler: Handler
     needs: AccessRule
     removes_content: bool = False  # a delete of blobs, manifests or tags: only with storage.delete.enabled
+    #: The handler for a cached upstream repository's name (registry.proxy); None: refused there
+    #: (405 UNSUPPORTED), which is what every write gets.
+    cached: Handler | None = None
 
 
 def guard(endpoint: Endpoint) -> Handler:
@@ -39,6 +44,14 @@ def guard(endpoint: Endpoint) -> Handler:
     async def guarded(request: Request) -> Response:
         ctx = context(request)
         await ctx.authorizer.authorize(request, endpoint.needs(request))  # first: a stranger learns nothing
+        name = request.path_params.get("name")
+        upstream = ctx.proxy.upstream_of(name) if ctx.proxy is not None and name else None
+        if upstream is not None:
+            if endpoint.cached is None:
+                raise RegistryError(ErrorCode.UNSUPPORTED, f"{name} is cached from the upstream {upstream.host} "
+                                    f"({upstream.url}): it cannot be pushed to or deleted here; push to a name "
+                                    f"without the {upstream.host}/ prefix, or to the upstream itself", status=405)
+            return await endpoint.cached(request)
         if endpoint.removes_content and not ctx.settings.storage.delete.enabled:
             raise RegistryError(ErrorCode.UNSUPPORTED, "deletes are disabled on this registry", status=405)
         return await endpoint.handler(request)
@@ -76,18 +89,19 @@ TABLE: list[tuple[str, dict[str, Endpoint]]] = [
         "DELETE": Endpoint(uploads.cancel_upload, push),
     }),
     ("/v2/{name:path}/blobs/{digest}", {
-        "GET": Endpoint(blobs.get_blob, pull),
-        "HEAD": Endpoint(blobs.get_blob, pull),
+        "GET": Endpoint(blobs.get_blob, pull, cached=cached_blob),
+        "HEAD": Endpoint(blobs.get_blob, pull, cached=cached_blob),
         "DELETE": Endpoint(blobs.delete_blob, delete, removes_content=True),
     }),
     ("/v2/{name:path}/manifests/{reference}", {
-        "GET": Endpoint(manifests.get_manifest, pull),
-        "HEAD": Endpoint(manifests.get_manifest, pull),
+        "GET": Endpoint(manifests.get_manifest, pull, cached=cached_manifest),
+        "HEAD": Endpoint(manifests.get_manifest, pull, cached=cached_manifest),
         "PUT": Endpoint(manifests.put_manifest, access.repository(PULL, PUSH)),
         "DELETE": Endpoint(manifests.delete_manifest, delete, removes_content=True),
     }),
-    ("/v2/{name:path}/tags/list", {"GET": Endpoint(tags.list_tags, pull)}),
-    ("/v2/{name:path}/referrers/{digest}", {"GET": Endpoint(referrers.referrers, pull)}),
+    ("/v2/{name:path}/tags/list", {"GET": Endpoint(tags.list_tags, pull, cached=cached_tags)}),
+    # A cached repository's referrers are those of what the cache holds (none are fetched upstream).
+    ("/v2/{name:path}/referrers/{digest}", {"GET": Endpoint(referrers.referrers, pull, cached=referrers.referrers)}),
 ]
 
 

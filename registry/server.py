@@ -14,6 +14,8 @@
   or sends more than it declared, gets the OCI error JSON (400 SIZE_INVALID) instead of uvicorn's
   `400 text/plain` or a silently shortened body. The protocol records what it saw in the scope
   extension BODY_ERROR; `registry.app` turns it into the error when the handler reads the body's end.
+- A response can be cut off (scope extension ABORT): the connection closes without the rest of the
+  body, for bytes that turned out wrong after they started going out.
 - Malformed requests get the OCI error JSON; a TLS handshake on the plain-HTTP port is logged once
   per client address with what to do about it, instead of a warning per attempt.
 
@@ -42,6 +44,10 @@ from ocispec.errors import ErrorCode
 from .errors import error_body, error_response
 
 SENDFILE = "cargobay.sendfile"
+#: scope extension: a callable that cuts the connection at once, mid-response, so the client sees a
+#: body that ended before its Content-Length (or without its last chunk), never a complete one; for
+#: bytes streamed before they could be verified (the pull-through cache's first fetch of a blob).
+ABORT = "cargobay.abort"
 BODY_ERROR = "cargobay.body_error"  # scope extension: why the request body cannot be trusted (a message)
 STALL_SECONDS = 120.0  # a client that takes no bytes for this long is dropped
 MAX_HEADER_BYTES = 1 << 20  # request line and headers together, as Go's net/http allows by default
@@ -253,6 +259,7 @@ class RegistryHttpProtocol(HttpToolsProtocol):
         extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
         if self.scheme == "http":  # under TLS the bytes must go through the transport's encryption
             extensions[SENDFILE] = functools.partial(_send_file, self, self.cycle)
+        extensions[ABORT] = functools.partial(_abandon, self.transport, self.cycle)
 
     def on_body(self, body: bytes) -> None:
         self._body_received += len(body)

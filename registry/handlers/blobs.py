@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from ocispec.digest import Digest
 from ocispec.errors import ErrorCode
 
 from ..context import context
@@ -102,12 +103,9 @@ class StreamResponse(Response):
             await run(self.stream.close)
 
 
-async def get_blob(request: Request) -> Response:
-    ctx = context(request)
-    repo = repository(request)
-    digest = path_digest(request)
-    info = await run_small(request, repo.blobs.stat, digest)
-    headers = {
+def blob_headers(digest: Digest) -> dict[str, str]:
+    """What every answer with a blob's bytes carries (its length and range aside)."""
+    return {
         **API_VERSION_HEADER,
         "Docker-Content-Digest": str(digest),
         "Accept-Ranges": "bytes",
@@ -115,6 +113,14 @@ async def get_blob(request: Request) -> Response:
         "ETag": f'"{digest}"',
         "Cache-Control": "max-age=31536000",
     }
+
+
+async def get_blob(request: Request) -> Response:
+    ctx = context(request)
+    repo = repository(request)
+    digest = path_digest(request)
+    info = await run_small(request, repo.blobs.stat, digest)
+    headers = blob_headers(digest)
     byte_range = parse_range(request.headers.get("range"), info.size)
     start, end = byte_range if byte_range else (0, info.size - 1)
     length = end - start + 1

@@ -16,7 +16,7 @@ from ..headers import manifest_url
 from .base import API_VERSION_HEADER, empty, repository, run, run_small, stream_body
 
 
-def _reference(request: Request) -> tuple[str | None, Digest | None]:
+def path_reference(request: Request) -> tuple[str | None, Digest | None]:
     """(tag, None) or (None, digest) from the path; invalid ones are 400s."""
     reference = request.path_params["reference"]
     if ":" in reference:
@@ -29,7 +29,7 @@ def _reference(request: Request) -> tuple[str | None, Digest | None]:
 async def put_manifest(request: Request) -> Response:
     ctx = context(request)
     repo = repository(request)
-    tag, reference_digest = _reference(request)
+    tag, reference_digest = path_reference(request)
     extra_tags = tuple(validate_tag(t) for t in request.query_params.getlist("tag"))
     limit = ctx.settings.limits.max_manifest_bytes
     declared = request.headers.get("content-length")
@@ -55,12 +55,16 @@ async def put_manifest(request: Request) -> Response:
 
 async def get_manifest(request: Request) -> Response:
     repo = repository(request)
-    tag, digest = _reference(request)
+    tag, digest = path_reference(request)
 
     def load() -> StoredManifest:
         return repo.manifests.get(digest if digest is not None else repo.tags.resolve(tag or ""))
 
-    stored = await run_small(request, load)
+    return manifest_response(request, await run_small(request, load))
+
+
+def manifest_response(request: Request, stored: StoredManifest) -> Response:
+    """The answer to a GET or HEAD of `stored` (the same headers for both; HEAD without the body)."""
     headers = {
         **API_VERSION_HEADER,
         "Content-Type": stored.media_type,
@@ -76,7 +80,7 @@ async def get_manifest(request: Request) -> Response:
 async def delete_manifest(request: Request) -> Response:
     """Only reached with storage.delete.enabled (registry.routes refuses it otherwise)."""
     repo = repository(request)
-    tag, digest = _reference(request)
+    tag, digest = path_reference(request)
     if digest is not None:
         await run(repo.manifests.delete, digest)
     else:
