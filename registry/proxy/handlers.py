@@ -51,7 +51,7 @@ async def get_blob(request: Request) -> Response:
         channel = Channel(asyncio.get_running_loop())
         task, started = proxy.flights.start(key, lambda: run(fetch_into, upstream, remote, repo, digest, channel))
         if started:
-            return TeeResponse(channel, digest, blobs.blob_headers(digest))
+            return TeeResponse(channel, digest, blobs.blob_headers(digest), lambda: blobs.get_blob(request))
         running = task
     if running is None:
         running, _ = proxy.flights.start(key, lambda: run(fetch_into, upstream, remote, repo, digest, None))

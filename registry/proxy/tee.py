@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.responses import Response
@@ -133,19 +134,26 @@ class TeeResponse(Response):
     """The client's side of a first fetch: headers once the upstream said the size, then the chunks,
     the last one only after the blob verified."""
 
-    def __init__(self, channel: Channel, digest: Digest, headers: dict[str, str]) -> None:
+    def __init__(self, channel: Channel, digest: Digest, headers: dict[str, str],
+                 stored: Callable[[], Awaitable[Response]]) -> None:
+        """`stored()` answers from the store, for a fetch that found the blob already there."""
         super().__init__(status_code=200)
         self.channel = channel
         self.digest = digest
         self.extra_headers = headers
+        self.stored = stored
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             first = await self.channel.next()
             while not isinstance(first, (Started, Ended)):  # nothing was sent yet: a Cut means nothing
                 first = await self.channel.next()
-            if isinstance(first, Ended):  # before any byte: the OCI error JSON, as for any failure
-                raise first.failure or RegistryError(ErrorCode.UNAVAILABLE, "the blob fetch ended early; try again")
+            if isinstance(first, Ended):
+                if first.failure is not None:  # before any byte: the OCI error JSON, as for any failure
+                    raise first.failure
+                response = await self.stored()  # another fetch stored it just before this one began
+                await response(scope, receive, send)
+                return
             headers = {**self.extra_headers, "Content-Length": str(first.size)}
             raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
             await send({"type": "http.response.start", "status": 200, "headers": raw})
@@ -177,6 +185,9 @@ def fetch_into(upstream: Upstream, remote: str, repo: Repository, digest: Digest
 
     what = f"blob {digest} of {repo.name}"
     try:
+        if repo.blobs.adopt_existing(digest):  # a fetch that ended a moment ago, here or on another replica
+            end(None)
+            return
         size = upstream.blob_size(remote, digest)
         if channel is not None:
             channel.emit(Started(size))
