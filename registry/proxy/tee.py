@@ -58,13 +58,17 @@ Event = Started | Chunk | Ended | Cut
 
 
 class Channel:
-    """From the fetching thread to the response on the loop; bounded by `depth` chunks in flight."""
+    """From the fetching thread to the response on the loop; bounded by `depth` chunks in flight.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, depth: int = 4) -> None:
+    A client that takes no chunk for `stall_seconds` is let go: the fetch goes on for the store, and
+    the client's connection is cut after what it already has (it retries, and gets the stored blob)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, depth: int = 4, stall_seconds: float = 60.0) -> None:
         self._loop = loop
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._room = threading.Semaphore(depth)
         self._gone = threading.Event()
+        self._stall_seconds = stall_seconds
         self.sent = 0  # bytes handed to the client's side (thread side)
 
     # -- the fetching thread -------------------------------------------------------------------
@@ -72,10 +76,19 @@ class Channel:
         if isinstance(event, Chunk):
             if self._gone.is_set():
                 return
+            waited = 0.0
             while not self._room.acquire(timeout=1.0):
+                waited += 1.0
                 if self._gone.is_set():
                     return
+                if waited >= self._stall_seconds:
+                    self._gone.set()
+                    self._post(Cut())  # after the chunks it has: it must not get a body with a hole
+                    return
             self.sent += len(event.data)
+        self._post(event)
+
+    def _post(self, event: Event) -> None:
         try:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
         except RuntimeError:  # the loop is closed: the server is stopping, nobody listens
@@ -91,8 +104,6 @@ class Channel:
     def leave(self) -> None:
         """The client's side stops listening; the fetch goes on without it."""
         self._gone.set()
-        for _ in range(64):  # wake a writer waiting for room
-            self._room.release()
 
 
 class TeeSink:
