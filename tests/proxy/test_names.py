@@ -5,17 +5,21 @@ default upstream, a prefix always reaches the cache); an upstream's `repositorie
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import httpx
 import pytest
 
 from tests.support import images as im
 from tests.support.faultproxy import Proxy
 from tests.support.images import push_blob, push_image
-from tests.support.servers import RunningServer
+from tests.support.servers import RunningServer, serving, start_cargobay
 
 from .conftest import (
     Caches,
     assert_same_image,
+    cache_config,
     error_of,
     get_manifest,
     manifest_digest,
@@ -37,6 +41,33 @@ def cached(upstream: RunningServer, recorder: Proxy, make_cache: Caches, name: s
     return cache, image
 
 
+@dataclass
+class Written:
+    """The module's cache for the refused writes, the image it cached and its upstream's recorder."""
+
+    cache: RunningServer
+    image: im.Image
+    recorder: Proxy
+    name: str
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory, upstream: RunningServer) -> Iterator[Written]:
+    name = "refused-writes"
+    image = im.simple_image(name)
+    with httpx.Client(timeout=30) as http:
+        push_image(http, upstream.url, f"library/{name}", image, "7")
+    recorder = Proxy(upstream.url)
+    workdir = tmp_path_factory.mktemp("refused-writes")
+    config = cache_config(workdir, [upstream_entry("docker.io", recorder.url)], default="docker.io")
+    try:
+        for cache in serving(start_cargobay(workdir, config=config)):
+            assert_same_image(pull(cache.url, f"docker.io/library/{name}", "7"), image)
+            yield Written(cache, image, recorder, name)
+    finally:
+        recorder.stop()
+
+
 @pytest.mark.parametrize("method,path,params", [
     ("POST", "/v2/docker.io/library/{name}/blobs/uploads/", {}),
     ("POST", "/v2/docker.io/library/{name}/blobs/uploads/", {"digest": "{digest}"}),
@@ -50,9 +81,8 @@ def cached(upstream: RunningServer, recorder: Proxy, make_cache: Caches, name: s
     ("DELETE", "/v2/library/{name}/manifests/{manifest}", {"ns": "docker.io"}),
 ])
 def test_writes_into_a_cached_name_are_refused_with_405_naming_the_upstream(
-        cached: tuple[RunningServer, im.Image], recorder: Proxy, name: str, method: str, path: str,
-        params: dict[str, str]) -> None:
-    cache, image = cached
+        written: Written, method: str, path: str, params: dict[str, str]) -> None:
+    cache, image, recorder, name = written.cache, written.image, written.recorder, written.name
     values = {"name": name, "digest": image.layers[0].digest, "manifest": image.digest}
     body = image.manifest if method == "PUT" else image.layers[0].data if "digest" in params else b""
     recorder.clear()
