@@ -108,7 +108,7 @@ def test_a_tag_moved_upstream_is_seen_after_tag_ttl_and_not_before(
     assert manifest_digest(cache.url, long_ttl, "7") == old.digest
 
 
-def test_an_unchanged_tag_costs_one_head_and_a_digest_nothing(
+def test_an_unchanged_tag_costs_one_head_and_a_digest_or_a_range_nothing(
         upstream: RunningServer, recorder: Proxy, make_cache: Caches, name: str) -> None:
     image = im.simple_image(name)
     with httpx.Client(timeout=30) as http:
@@ -122,6 +122,9 @@ def test_an_unchanged_tag_costs_one_head_and_a_digest_nothing(
     for _ in range(3):
         assert_same_image(pull(cache.url, repo, image.digest), image)
         get_blob(cache.url, repo, image.layers[0].digest)
+    layer = image.layers[0]
+    ranged = httpx.get(f"{cache.url}/v2/{repo}/blobs/{layer.digest}", headers={"Range": "bytes=10-99"}, timeout=30)
+    assert ranged.status_code == 206 and ranged.content == layer.data[10:100], ranged.status_code
     assert not recorder.requests
 
     # By tag past tag_ttl: a HEAD, and no GET, since the digest did not change (Docker Hub counts GETs).
