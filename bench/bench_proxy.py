@@ -41,6 +41,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -57,6 +58,7 @@ MiB = 1024 * 1024
 REPO = "bench/app"
 TAG = "v1"
 UPSTREAM_HOST = "upstream.bench"  # what clients name: the cached repository is upstream.bench/bench/app
+T = TypeVar("T")
 
 
 # -- the image -------------------------------------------------------------------------------------
@@ -157,12 +159,11 @@ def _expect(r: httpx.Response, status: int, what: str) -> None:
         raise BenchError(f"{what}: expected HTTP {status}, got {r.status_code} {r.text[:300].strip()}")
 
 
-def head_once(endpoint: Endpoint) -> float:
+def head_once(endpoint: Endpoint) -> None:
     """One HEAD by tag, as the timed row sends them (checks that the path and query are right)."""
     r = httpx.head(endpoint.url + endpoint.path("manifests", TAG), params=endpoint.query,
                    headers={"Accept": ACCEPT}, trust_env=False, timeout=30)
     _expect(r, 200, f"{endpoint.label}: HEAD manifest {TAG}")
-    return 0.0
 
 
 def head_target(endpoint: Endpoint) -> str:
@@ -221,7 +222,7 @@ class Row:
         self.costs.setdefault(label, []).append(cpu_per_unit)
 
 
-def guarded(label: str, servers: list[RunningServer], work: Callable[[], float]) -> float:
+def guarded(label: str, servers: list[RunningServer], work: Callable[[], T]) -> T:
     """`work()`, with what goes wrong turned into a BenchError naming the path and the servers' logs."""
     try:
         return work()
