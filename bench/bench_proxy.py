@@ -12,6 +12,7 @@ httpx and checked against its sha256 and size. Each round runs, in alternating o
 
   cold   a pull through a Cargobay cache with a fresh root (a new server, started untimed)
          vs the same pull straight from the upstream                            target >= 0.9x
+  coldp  that cold pull vs one through a fresh Distribution proxy (the peer)   target >= 1.0x
   warm   a pull through a warmed Cargobay cache vs through a warmed Distribution
          proxy (which still asks the upstream to resolve the tag)               target >= 1.0x
   head   manifest HEAD by tag for `--seconds` over `--connections` keep-alive connections, within
@@ -337,7 +338,9 @@ def run(args: argparse.Namespace) -> int:
         warm_row = Row("warm", f"warm pull {total_mib:.0f} MiB", "MiB/s", "Cargobay warm", "Distribution proxy", 1.0)
         head = Row("head", f"manifest HEAD by tag, {args.connections} connections", "req/s",
                    "Cargobay warm", "Distribution proxy", 2.0)
-        rows = [cold, warm_row, head]
+        cold_peer = Row("coldp", f"cold pull {total_mib:.0f} MiB vs Distribution's", "MiB/s",
+                        "Cargobay cold", "Distribution proxy cold", 1.0)
+        rows = [cold, cold_peer, warm_row, head]
 
         def mib_per_s(endpoint: Endpoint) -> Callable[[], float]:
             def go() -> float:
@@ -358,15 +361,27 @@ def run(args: argparse.Namespace) -> int:
             first = rnd % 2 == 0
             cache = start_cache(workdir / f"cold-{rnd}", upstream, args.workers)
             servers.append(cache)
+            peer_dir = workdir / f"dproxy-cold-{rnd}"
+            peer_cold = started("Distribution proxy", functools.partial(
+                support_servers.start_distribution, peer_dir, extra_config={"proxy": {"remoteurl": upstream.url}},
+                binary=distribution, ready_timeout=60))
+            servers.append(peer_cold)
             try:
                 fresh = cache_endpoint("Cargobay cold", cache, args.via)
-                order = [(fresh, [cache, upstream]), (direct, [upstream])]
+                fresh_peer = Endpoint("Distribution proxy cold", peer_cold.url, REPO)
+                order = [(fresh, [cache, upstream]), (direct, [upstream]), (fresh_peer, [peer_cold, upstream])]
                 for endpoint, path in order if first else order[::-1]:
-                    measure(cold, endpoint.label, path, mib_per_s(endpoint), mib)
+                    row = cold_peer if endpoint is fresh_peer else cold
+                    measure(row, endpoint.label, path, mib_per_s(endpoint), mib)
+                # The same cold pull through Cargobay is the figure both cold rows compare.
+                cold_peer.samples.setdefault(fresh.label, []).append(cold.samples[fresh.label][-1])
+                cold_peer.costs.setdefault(fresh.label, []).append(cold.costs[fresh.label][-1])
             finally:
-                cache.stop()
-                servers.remove(cache)
+                for server in (cache, peer_cold):
+                    server.stop()
+                    servers.remove(server)
                 shutil.rmtree(workdir / f"cold-{rnd}", ignore_errors=True)
+                shutil.rmtree(peer_dir, ignore_errors=True)
             print("cold ", end="", flush=True)
             order = [(warm_cache, [warm, upstream]), (peer_proxy, [dproxy, upstream])]
             for endpoint, path in order if first else order[::-1]:

@@ -48,6 +48,11 @@ SENDFILE = "cargobay.sendfile"
 #: body that ended before its Content-Length (or without its last chunk), never a complete one; for
 #: bytes streamed before they could be verified (the pull-through cache's first fetch of a blob).
 ABORT = "cargobay.abort"
+#: scope extension: `await raw_body()` → a `ThreadBody` (or None when the client already went): after
+#: `http.response.start`, a writer of the response body that one other thread may call with blocking
+#: writes straight to the socket (no event loop hop per chunk, no transport buffer copy); the
+#: response calls `finish()` on the loop when that thread is done, then sends the final empty body.
+RAW_BODY = "cargobay.raw_body"
 BODY_ERROR = "cargobay.body_error"  # scope extension: why the request body cannot be trusted (a message)
 STALL_SECONDS = 120.0  # a client that takes no bytes for this long is dropped
 MAX_HEADER_BYTES = 1 << 20  # request line and headers together, as Go's net/http allows by default
@@ -259,6 +264,7 @@ class RegistryHttpProtocol(HttpToolsProtocol):
         extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
         if self.scheme == "http":  # under TLS the bytes must go through the transport's encryption
             extensions[SENDFILE] = functools.partial(_send_file, self, self.cycle)
+            extensions[RAW_BODY] = functools.partial(_raw_body, self, self.cycle)
         extensions[ABORT] = functools.partial(_abandon, self.transport, self.cycle)
 
     def on_body(self, body: bytes) -> None:
@@ -324,6 +330,50 @@ async def _send_file(protocol: HttpToolsProtocol, cycle: Any, fd: int, offset: i
     finally:
         os.close(out_fd)
     cycle.expected_content_length -= count  # uvicorn counts body bytes it sent itself
+
+
+class ThreadBody:
+    """The RAW_BODY extension's writer: `write` (from one thread that is not the event loop's) sends
+    every byte to the client's socket, waiting for room, and raises ConnectionError when the client
+    went or TimeoutError when it took nothing for STALL_SECONDS; `sent` counts what went out.
+    `finish()`, on the loop, closes the descriptor and tells uvicorn about the bytes it did not send."""
+
+    def __init__(self, fd: int, cycle: Any) -> None:
+        self._fd = fd
+        self._cycle = cycle
+        self._poller = select.poll()
+        self._poller.register(fd, select.POLLOUT)
+        self.sent = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self._fd, view)
+            except BlockingIOError:
+                if not self._poller.poll(STALL_SECONDS * 1000):
+                    raise TimeoutError("client stopped reading") from None
+                continue
+            view = view[n:]
+            self.sent += n
+
+    def finish(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            self._cycle.expected_content_length -= self.sent
+
+
+async def _raw_body(protocol: HttpToolsProtocol, cycle: Any) -> ThreadBody | None:
+    transport = protocol.transport
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return None
+    while transport.get_write_buffer_size() and not cycle.disconnected:  # the status line and headers go first
+        await asyncio.sleep(0.001)
+    if cycle.disconnected:
+        return None
+    return ThreadBody(os.dup(sock.fileno()), cycle)  # our own descriptor, as for SENDFILE
 
 
 def _abandon(transport: asyncio.BaseTransport, cycle: Any) -> None:

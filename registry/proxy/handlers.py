@@ -13,7 +13,7 @@ from ..context import context
 from ..handlers import blobs, manifests
 from ..handlers.base import json_response, paginate, path_digest, repository, run, run_small
 from .cache import PullThrough
-from .tee import Channel, TeeResponse, fetch_into
+from .tee import TeeResponse, client_stream, fetch_into
 
 
 def pull_through(request: Request) -> PullThrough:
@@ -48,10 +48,10 @@ async def get_blob(request: Request) -> Response:
         size = await proxy.blob_size(upstream, remote, repo, digest)
         return Response(status_code=200, headers={**blobs.blob_headers(digest), "Content-Length": str(size)})
     if running is None and request.method == "GET" and "range" not in request.headers:
-        channel = Channel(asyncio.get_running_loop())
-        task, started = proxy.flights.start(key, lambda: run(fetch_into, upstream, remote, repo, digest, channel))
+        stream = client_stream(request.scope)
+        task, started = proxy.flights.start(key, lambda: run(fetch_into, upstream, remote, repo, digest, stream))
         if started:
-            return TeeResponse(channel, digest, blobs.blob_headers(digest), lambda: blobs.get_blob(request))
+            return TeeResponse(stream, blobs.blob_headers(digest), lambda: blobs.get_blob(request))
         running = task
     if running is None:
         running, _ = proxy.flights.start(key, lambda: run(fetch_into, upstream, remote, repo, digest, None))

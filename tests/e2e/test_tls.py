@@ -129,9 +129,11 @@ def trusting(pki: Pki, client: bool = False) -> ssl.SSLContext:
 
 
 # -- an HTTPS registry ------------------------------------------------------------------------------
-def start_tls_cargobay(workdir: Path, pki: Pki, client_ca: Path | None = None) -> RunningServer:
+def start_tls_cargobay(workdir: Path, pki: Pki, client_ca: Path | None = None,
+                       extra: dict[str, object] | None = None) -> RunningServer:
     """`registry serve` with http.tls set, on a free loopback port; ready once /v2/ answers over
-    verified HTTPS (tests.support.servers waits over plain HTTP, which this server does not speak)."""
+    verified HTTPS (tests.support.servers waits over plain HTTP, which this server does not speak).
+    `extra`: further top-level config sections (e.g. `proxy`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     tls = {"certificate": str(pki.server_cert), "key": str(pki.server_key)}
@@ -139,7 +141,7 @@ def start_tls_cargobay(workdir: Path, pki: Pki, client_ca: Path | None = None) -
         tls["client_ca"] = str(client_ca)
     config = workdir / "config.yaml"
     config.write_text(yaml.safe_dump({"http": {"tls": tls}, "log": {"level": "info"},
-                                      "storage": {"filesystem": {"root": str(workdir / "data")}}}))
+                                      "storage": {"filesystem": {"root": str(workdir / "data")}}, **(extra or {})}))
     log_path = workdir / f"cargobay-{port}.log"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     with open(log_path, "wb") as log:
