@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 
 from tests.e2e.test_tls import Pki, pki, start_tls_cargobay, trusting  # noqa: F401 - fixture
-from tests.support.faultproxy import Proxy
 from tests.support import images as im
+from tests.support.faultproxy import Proxy
 from tests.support.images import push_image
 from tests.support.servers import RunningServer
 
