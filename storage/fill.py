@@ -73,6 +73,16 @@ class BlobFill:
         self._discard()
         self._start()
 
+    def matches(self) -> bool:
+        """Whether the bytes written so far are the blob (its size when known, its digest from the
+        running hash), storing nothing: what a caller streaming the bytes on may tell its reader
+        before `commit` makes them durable and visible (which verifies again regardless). False also
+        when there is no running hash to tell by (a digest of another algorithm)."""
+        session = self._open_session()
+        if self.size is not None and session.size != self.size:
+            return False
+        return session.digest(self.digest.algorithm) == self.digest
+
     def commit(self) -> BlobInfo:
         """Verify the bytes against `size` and `digest`, store them in the CAS (once, whatever
         repository has them already) and link them into this repository. On a mismatch nothing

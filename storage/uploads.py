@@ -95,6 +95,13 @@ class UploadSession:
         if self._hasher is not None:
             self._hasher.update(data)
 
+    def digest(self, algorithm: str = DEFAULT_ALGORITHM) -> Digest | None:
+        """The digest of every byte of the upload so far when this session saw them all (its running
+        hash), else None: then only `UploadStore.complete` can tell, by reading them back."""
+        if self._hasher is None or algorithm != DEFAULT_ALGORITHM:
+            return None
+        return Digest.from_hasher(algorithm, self._hasher)  # hexdigest() leaves the hash running
+
     def close(self) -> int:
         """Persist the bytes written; returns the upload's new size."""
         self._writer.close()

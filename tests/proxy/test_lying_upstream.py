@@ -12,6 +12,7 @@ import pytest
 from tests.support import images as im
 from tests.support.faultproxy import Proxy
 from tests.support.images import push_image
+from tests.support.s3replicas import wait_for
 from tests.support.servers import RunningServer
 
 from .conftest import (
@@ -84,7 +85,8 @@ def test_a_bad_blob_is_never_served_whole_nor_stored_and_a_retry_after_healing_w
 
     recorder.faults.clear()  # the upstream heals
     assert blob_outcome(url) == f"complete: {layer.digest}"
-    assert layer_link(cache.root, repo, layer.digest).exists()
+    # The client completes once the bytes verified; the durable commit follows at once.
+    wait_for(lambda: layer_link(cache.root, repo, layer.digest).exists(), 30, what="the healed blob to be stored")
     assert cas_data(cache.root, layer.digest).read_bytes() == layer.data
     assert_same_image(pull(cache.url, repo, "7"), image)
 

@@ -377,3 +377,21 @@ def test_registry_gc_expires_what_the_configured_upstreams_cached(tmp_path: Path
     assert local.manifests.get(local.tags.resolve("v1")).raw == local_image.manifest
     for blob in local_image.blobs():
         assert local.blobs.stat(Digest.parse(blob.digest)).size == blob.size
+
+
+def test_a_fill_tells_whether_its_bytes_are_the_blob_before_storing_them(driver: StorageDriver) -> None:
+    data = os.urandom(300_000)
+    digest = Digest.of(data)
+    repo = Storage(driver).repository("up.test/matches")
+    fill = repo.blobs.fill(digest, len(data))
+    fill.write(data[:1000])
+    assert not fill.matches()  # not all there yet
+    fill.write(data[1000:])
+    assert fill.matches()
+    assert not repo.blobs.has(digest)  # telling stores nothing
+    fill.commit()
+    assert repo.blobs.open(digest).read() == data
+    wrong = repo.blobs.fill(Digest.of(b"something else"), len(data))
+    wrong.write(data)
+    assert not wrong.matches()
+    wrong.abort()
