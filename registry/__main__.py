@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     from .auth.cli import add_commands
 
     add_commands(sub)  # robot create, user add|remove, auth keygen
+    from . import lifecycle
+
+    lifecycle.add_commands(sub)  # retention, usage, check …
     return parser
 
 
@@ -116,6 +119,12 @@ def collect_garbage(settings: Settings, grace_seconds: float, dry_run: bool) -> 
     return 0
 
 
+def lifecycle_commands() -> dict[str, str]:
+    from .lifecycle import COMMANDS
+
+    return COMMANDS
+
+
 def _one_line(exc: Exception) -> str:
     """What a failed command prints: its error on one line (an OSError as `reason: file`)."""
     if isinstance(exc, OSError) and exc.strerror and exc.filename:
@@ -135,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             serve(settings)
         elif args.command == "gc":
             return collect_garbage(settings, parse_duration(args.grace, "--grace"), args.dry_run)
+        elif args.command in lifecycle_commands():
+            from . import lifecycle
+
+            return lifecycle.run(args, settings)
         else:
             from .auth import cli
 

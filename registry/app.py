@@ -22,6 +22,7 @@ from .access import AllowAll, Authorizer
 from .context import RegistryContext
 from .errors import BodyCutShort, ClientHungUp, RegistryError, handle_exception, handle_hangup
 from .handlers.base import run
+from .lifecycle.schedule import jobs, run_every
 from .proxy import ProxyRouting, PullThrough
 from .routes import routes
 from .server import BODY_ERROR
@@ -57,11 +58,13 @@ def create_app(settings: Settings, storage: Storage | None = None, authorizer: A
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(_purge_loop(ctx)) if settings.storage.uploads.purge_interval > 0 else None
+        tasks = [asyncio.create_task(run_every(job, storage, settings)) for job in jobs(settings)]
+        if settings.storage.uploads.purge_interval > 0:
+            tasks.append(asyncio.create_task(_purge_loop(ctx)))
         try:
             yield
         finally:
-            if task:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -48,10 +48,28 @@ def parse_duration(value: Any, key: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]i?B?|B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: Any, key: str) -> int:
+    """Bytes from `500MB`, `50GiB`, `1.5T` or a number (KB/MB/GB are powers of 1000, KiB… of 1024)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise SettingsError(f"{key}: {value!r} is not a size (like 500MB, 50GiB or a number of bytes)")
+    unit = (match.group(2) or "B").upper()
+    power = "BKMGTP".index(unit[0])
+    base = 1024 if "I" in unit else 1000
+    return int(float(match.group(1)) * base ** power)
+
+
 def _coerce(value: Any, kind: type, f: dataclasses.Field[Any], key: str) -> Any:
     meta = f.metadata
     if meta.get("duration"):
         result: Any = parse_duration(value, key)
+    elif meta.get("size"):
+        result = parse_size(value, key)
     elif kind is bool:
         if isinstance(value, bool):
             result = value

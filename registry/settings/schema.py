@@ -309,6 +309,67 @@ class ProxySettings:
         "The upstream registries (a list; each entry's keys below)."))
 
 
+# -- lifecycle: garbage collection, retention, immutable tags, quotas (read by registry.lifecycle) -------
+@dataclass(frozen=True)
+class GcSettings:
+    interval: float = field(default=0.0, metadata=_help(
+        "How often `registry serve` collects garbage itself (a duration); 0: only when `registry gc` is run. "
+        "With several replicas one sweeps at a time (a lease object in storage).", duration=True, min=0))
+    grace: float = field(default=3600.0, metadata=_help(
+        "Blobs and manifests younger than this are never removed: a push in flight may be about to name them "
+        "(a duration; docs/lifecycle.md says exactly what it protects).", duration=True, min=1))
+    lease_ttl: float = field(default=600.0, metadata=_help(
+        "How long a sweeping replica's lease lasts without renewal; a replica that dies holding it loses it "
+        "after this (a duration).", duration=True, min=10))
+
+
+@dataclass(frozen=True)
+class RetentionRule:
+    """One entry of `retention.rules`: what to remove from the repositories it names."""
+
+    repositories: tuple[str, ...] = field(default=(), metadata=_help(
+        "Repository globs the rule applies to (`team-a/*`; `*` matches across `/`)."))
+    keep_last: int = field(default=0, metadata=_help(
+        "Keep the N most recently pushed tags of each repository; 0: no such limit.", min=0))
+    keep_tags: tuple[str, ...] = field(default=(), metadata=_help(
+        "Tag globs kept for ever (`v*`, `release-*`), whatever else the rule says."))
+    tags_older_than: float = field(default=0.0, metadata=_help(
+        "Remove tags pushed longer ago than this (a duration, e.g. 30d); 0: none by age.", duration=True, min=0))
+    untagged_older_than: float = field(default=0.0, metadata=_help(
+        "Remove manifests no tag names, pushed longer ago than this (a duration); those an index or a kept "
+        "manifest's referrers name stay; 0: keep them.", duration=True, min=0))
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    interval: float = field(default=0.0, metadata=_help(
+        "How often `registry serve` applies the rules itself (a duration); 0: only `registry retention`.",
+        duration=True, min=0))
+    rules: tuple[RetentionRule, ...] = field(default=(), metadata=_help(
+        "The retention rules (a list; each entry's keys below). A repository several rules name keeps what any "
+        "of them keeps."))
+
+
+@dataclass(frozen=True)
+class QuotaRule:
+    """One entry of `quotas`: a storage limit for the repositories a prefix glob names."""
+
+    repositories: str = field(default="", metadata=_help(
+        "Repository glob the limit covers together (`team-a/*`)."))
+    limit: int = field(default=0, metadata=_help(
+        "Most bytes of unique blobs those repositories may link (a size: 50GiB, 500MB, or bytes).", size=True,
+        min=1))
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    immutable_tags: tuple[str, ...] = field(default=(), metadata=_help(
+        "`repository-glob:tag-glob` pairs (`prod/*:v*`) whose tags, once pushed, can be neither moved to another "
+        "digest nor deleted (403 DENIED); pushing the same digest again is allowed."))
+    quotas: tuple[QuotaRule, ...] = field(default=(), metadata=_help(
+        "Storage limits per repository glob (a list; each entry's keys below)."))
+
+
 @dataclass(frozen=True)
 class Settings:
     """The whole configuration, built once (registry.settings.loader) and shared read-only."""
@@ -320,6 +381,9 @@ class Settings:
     validation: ValidationSettings = field(default_factory=ValidationSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     proxy: ProxySettings = field(default_factory=ProxySettings)
+    gc: GcSettings = field(default_factory=GcSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
 
 
 # -- introspection -------------------------------------------------------------------------------
