@@ -26,6 +26,7 @@ from ocispec.digest import Digest
 from ocispec.errors import ErrorCode
 from storage import (
     CACHED_MANIFEST_RULES,
+    ManifestInvalid,
     ManifestUnknown,
     Repository,
     Storage,
@@ -145,8 +146,12 @@ class PullThrough:
             fetched = upstream.get_manifest(remote, identifier)
         except ClientError as exc:
             raise upstream_failure(exc, upstream.host, f"manifest {what}", ErrorCode.MANIFEST_UNKNOWN) from None
-        result = repo.manifests.put(fetched.raw, fetched.media_type or None, fetched.digest, tags,
-                                    CACHED_MANIFEST_RULES)
+        try:
+            result = repo.manifests.put(fetched.raw, fetched.media_type or None, fetched.digest, tags,
+                                        CACHED_MANIFEST_RULES)
+        except ManifestInvalid as exc:  # verified, but not a manifest this registry stores (e.g. schema 1)
+            raise RegistryError(ErrorCode.MANIFEST_INVALID, f"upstream {upstream.host} served manifest {what}, "
+                                f"which this registry cannot store: {exc}", status=502) from None
         log.info("cached %s (%s, %d bytes) from %s", what, result.digest, len(fetched.raw), upstream.host)
         return repo.manifests.get(result.digest)
 

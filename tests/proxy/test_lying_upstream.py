@@ -4,6 +4,7 @@ blob), nothing wrong is stored, and once the upstream heals the same request suc
 
 from __future__ import annotations
 
+import json
 import os
 
 import httpx
@@ -113,3 +114,22 @@ def test_a_manifest_that_is_not_the_digest_asked_for_is_refused_and_not_stored(
     recorder.faults.clear()
     assert_same_image(pull(cache.url, repo, image.digest), image)
     get_blob(cache.url, repo, image.config.digest)
+
+
+def test_a_manifest_that_lies_about_a_cached_blobs_size_is_refused_as_the_upstreams_fault(
+        upstream: RunningServer, recorder: Proxy, make_cache: Caches, name: str) -> None:
+    image = im.simple_image(name)
+    with httpx.Client(timeout=30) as http:
+        push_image(http, upstream.url, f"library/{name}", image, "7")
+    cache = make_cache([upstream_entry("docker.io", recorder.url)], retries=0)
+    repo = f"docker.io/library/{name}"
+    assert_same_image(pull(cache.url, repo, "7"), image)  # the layer is cached now, with its true size
+
+    manifest = json.loads(image.manifest)
+    manifest["layers"][0]["size"] += 1  # a manifest of the upstream that disagrees with the verified blob
+    recorder.add_fault(action="body", path="/manifests/evil", times=-1, body=json.dumps(manifest).encode())
+    r = get_manifest(cache.url, repo, "evil")
+    assert r.status_code == 502, (r.status_code, r.text[:300])
+    assert r.json()["errors"][0]["code"] == "MANIFEST_INVALID"
+    assert "upstream docker.io" in r.json()["errors"][0]["message"]
+    assert "Traceback" not in cache.log()
