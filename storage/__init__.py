@@ -41,6 +41,7 @@ from .manifests import CACHED_MANIFEST_RULES, ManifestRules, PutResult, StoredMa
 from .repository import Repository, Storage, open_storage
 from .tags import TagInfo
 from .uploads import RepositoryUploads, UploadSession, UploadStatus
+from .usage import RebuildReport, RuleUsage, UsageIndex, UsageRule, track
 
 __all__ = [
     "CACHED_MANIFEST_RULES",
@@ -66,9 +67,11 @@ __all__ = [
     "ObjectBusy",
     "PathNotFound",
     "PutResult",
+    "RebuildReport",
     "Repository",
     "RepositoryBlobs",
     "RepositoryUploads",
+    "RuleUsage",
     "S3Options",
     "SizeInvalid",
     "Storage",
@@ -84,10 +87,13 @@ __all__ = [
     "UploadSession",
     "UploadStatus",
     "UploadUnknown",
+    "UsageIndex",
+    "UsageRule",
     "collect",
     "driver_options",
     "errors",
     "open_driver",
     "open_storage",
     "option_limits",
+    "track",
 ]

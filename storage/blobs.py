@@ -16,6 +16,7 @@ from .driver.base import DriverCapabilities, StorageDriver
 from .errors import BlobUnknown, PathNotFound, StorageError
 from .fill import BlobFill
 from .links import delete_quietly, digests_below, link_exists, write_link
+from .usage import UsageIndex, forget
 
 if TYPE_CHECKING:  # uploads imports this module: the store is handed in, not imported
     from .uploads import UploadStore
@@ -32,6 +33,8 @@ class BlobStore:
 
     def __init__(self, driver: StorageDriver) -> None:
         self.driver = driver
+        #: Quota usage kept current as repositories link blobs (storage.usage); None: not counted.
+        self.usage: UsageIndex | None = None
 
     def stat(self, digest: Digest) -> BlobInfo:
         try:
@@ -73,6 +76,7 @@ class BlobStore:
     def delete(self, digest: Digest) -> None:
         """Remove the CAS entry (garbage collection only: links may still name it)."""
         delete_quietly(self.driver, paths.blob_dir(digest))
+        forget(self.driver, [digest])  # no repository links it any more: no quota counts it
 
 
 class RepositoryBlobs:
@@ -127,12 +131,21 @@ class RepositoryBlobs:
     def unlink(self, digest: Digest) -> None:
         if not delete_quietly(self.driver, paths.layer(self.name, digest)):
             raise BlobUnknown(f"blob unknown to repository {self.name}: {digest}", digest=str(digest))
+        if self.store.usage is not None:
+            self.store.usage.unlinked(self.name, digest)
+
+    def link_new(self, digest: Digest, size: int | None = None) -> None:
+        """Link a blob this repository may not link yet, counting it for the quotas first
+        (storage.usage: a crash in between over-counts, never under-counts)."""
+        if self.store.usage is not None:
+            self.store.usage.linking(self.name, digest, size)
+        self.link(digest)
 
     def mount_from(self, source: RepositoryBlobs, digest: Digest) -> bool:
         """Link a blob the source repository has; False (nothing written) when it has not."""
         if not source.has(digest) or not self.store.exists(digest):
             return False
-        self.link(digest)
+        self.link_new(digest)
         return True
 
     def adopt_existing(self, digest: Digest) -> bool:
@@ -142,7 +155,7 @@ class RepositoryBlobs:
         manifest): it is no access check, unlike `mount_from`."""
         if not self.store.exists(digest):
             return False
-        self.link(digest)
+        self.link_new(digest)
         return True
 
     def touch(self, digest: Digest) -> None:

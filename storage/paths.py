@@ -9,6 +9,8 @@
     v1/repositories/<name>/_uploads/<id>/data                      bytes received so far
     v1/repositories/<name>/_uploads/<id>/startedat                 upload state (JSON)
     v1/repositories/<name>/_uploads/<id>/verifying                 bytes being verified (disk)
+    v1/usage/<rule id>/blobs/<alg>/<hex>/<size>/<name with + for />  a quota rule counts that blob
+    v1/usage/<rule id>/built                                       when the rule was last rebuilt
 
 A link's content is the digest it points at. Manifests are stored as blobs in the CAS too.
 Repository names are validated here (defence in depth: handlers validate first), so no key can
@@ -170,3 +172,55 @@ def digest_from_parts(algorithm: str, hex_: str) -> Digest | None:
         return Digest.parse(f"{algorithm}:{hex_}")
     except OCIValidationError:
         return None
+
+
+# -- usage markers (storage.usage): one per (quota rule, blob, repository linking it) -----------
+USAGE = f"{ROOT}/usage"
+_RULE_ID = re.compile(r"^[0-9a-f]{8,64}$")
+
+
+def usage_rule(rule_id: str) -> str:
+    if not _RULE_ID.fullmatch(rule_id):
+        raise ValueError(f"invalid usage rule id {rule_id!r}")
+    return f"{USAGE}/{rule_id}"
+
+
+def usage_built(rule_id: str) -> str:
+    return f"{usage_rule(rule_id)}/built"
+
+
+def usage_blobs(rule_id: str) -> str:
+    return f"{usage_rule(rule_id)}/blobs"
+
+
+def usage_blob(rule_id: str, digest: Digest) -> str:
+    return f"{usage_blobs(rule_id)}/{digest.algorithm}/{digest.hex}"
+
+
+def usage_marker(rule_id: str, digest: Digest, size: int, name: str) -> str:
+    # Repository names hold no `+`, so it stands for `/`: one key component per repository.
+    return f"{usage_blob(rule_id, digest)}/{int(size)}/{validate_repository_name(name).replace('/', '+')}"
+
+
+def usage_marker_parts(key: str) -> tuple[Digest, int, str] | None:
+    """(digest, size, repository) of a usage marker key (as a walk of `usage_blobs` yields); None
+    for anything else."""
+    parts = key.split("/")
+    if len(parts) < 5 or not parts[-2].isdigit():
+        return None
+    digest = digest_from_parts(parts[-4], parts[-3])
+    if digest is None:
+        return None
+    return digest, int(parts[-2]), parts[-1].replace("+", "/")
+
+
+def layer_link_owner(key: str) -> tuple[str, Digest] | None:
+    """(repository, digest) of a layer link key as a walk of REPOSITORIES yields it; None for any
+    other key."""
+    digest = layer_link_digest(key)
+    if digest is None or not key.startswith(f"{REPOSITORIES}/"):
+        return None
+    parts = key[len(REPOSITORIES) + 1:].split("/")
+    if len(parts) < 5:
+        return None
+    return "/".join(parts[:-4]), digest

@@ -190,7 +190,7 @@ class UploadStore:
             self._remove(repository, upload_id)
             raise
         self.blobs.adopt(verified_key, digest)
-        RepositoryBlobs(self.blobs, repository).link(digest)
+        RepositoryBlobs(self.blobs, repository).link_new(digest, size)
         self._remove(repository, upload_id)
         return BlobInfo(digest, size)
 
