@@ -22,6 +22,7 @@ from .access import AllowAll, Authorizer
 from .context import RegistryContext
 from .errors import BodyCutShort, ClientHungUp, RegistryError, handle_exception, handle_hangup
 from .handlers.base import run
+from .lifecycle.quota import install as install_quotas
 from .lifecycle.schedule import jobs, run_every
 from .proxy import ProxyRouting, PullThrough
 from .routes import routes
@@ -82,6 +83,7 @@ def create_app(settings: Settings, storage: Storage | None = None, authorizer: A
     app = Starlette(routes=routes() + extra_routes, lifespan=lifespan, exception_handlers=handlers,
                     middleware=middleware)
     app.state.ctx = ctx
+    app.state.quotas = install_quotas(storage, settings)  # counts usage from here on (registry.lifecycle.quota)
     return app
 
 

@@ -136,6 +136,16 @@ class UsageIndex:
         except (ValueError, KeyError, TypeError):
             return None  # unreadable: as if never built, so it is rebuilt
 
+    def measure(self, rule: UsageRule) -> RuleUsage:
+        """The rule's usage computed from the tree (a walk of every repository's links and of the
+        CAS), writing nothing: for a set of repositories no marker counts."""
+        sizes: dict[Digest, int] = {}
+        for key in measure(self.driver, [rule])[rule.id]:
+            parts = paths.usage_marker_parts(key)
+            if parts is not None:
+                sizes[parts[0]] = parts[1]
+        return RuleUsage(rule.pattern, sum(sizes.values()), len(sizes), frozenset(sizes), None)
+
     # -- repair --------------------------------------------------------------------------------
     def rebuild(self, rules: Sequence[UsageRule] | None = None, now: float | None = None,
                 margin: float = REBUILD_MARGIN) -> list[RebuildReport]:

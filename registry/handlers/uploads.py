@@ -18,6 +18,7 @@ from ..access import PULL, Access
 from ..context import context
 from ..errors import RegistryError
 from ..headers import blob_url, upload_headers
+from ..lifecycle import quota
 from .base import empty, query_digest, repository, run, stream_body
 
 log = logging.getLogger("cargobay.registry")
@@ -85,6 +86,7 @@ async def _try_mount(request: Request, repo: Repository, mount: str, source: str
     if not await ctx.authorizer.permits(request, Access("repository", source_name, (PULL,))):
         return None
     source_repo = ctx.storage.repository(source_name)
+    await quota.before_mount(request, repo, source_repo, digest)
     return digest if await run(repo.blobs.mount_from, source_repo.blobs, digest) else None
 
 
@@ -93,6 +95,7 @@ async def _monolithic(request: Request, repo: Repository, digest: Digest) -> Res
     try:
         session = await run(repo.uploads.open_session, status.id, 0)
         await _receive_into(request, session)
+        await quota.before_upload_link(request, repo, status.id, digest)
         await run(repo.uploads.complete, status.id, digest)
     except BaseException:
         await run(_cancel_quietly, repo.uploads, status.id)
@@ -144,6 +147,7 @@ async def finish_upload(request: Request) -> Response:
         offset = _chunk_offset(request)
         session = await run(repo.uploads.open_session, upload_id, offset)
         await _receive_into(request, session)
+    await quota.before_upload_link(request, repo, upload_id, digest)
     await run(repo.uploads.complete, upload_id, digest)
     return _created(repo.name, digest)
 
