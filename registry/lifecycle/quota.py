@@ -21,7 +21,7 @@ from ocispec.digest import Digest
 from ocispec.errors import ErrorCode
 from storage import BlobUnknown, Repository, Storage, UploadUnknown, UsageIndex, UsageRule, track
 
-from ..auth.rules import compile_pattern
+from ..auth.rules import RulesError, compile_pattern
 from ..errors import RegistryError
 from ..handlers.base import run
 from ..settings import Settings
@@ -32,8 +32,13 @@ log = logging.getLogger("cargobay.lifecycle")
 def usage_rules(settings: Settings) -> list[tuple[UsageRule, int]]:
     """Each configured quota as a storage usage rule (its glob compiled as access rules' are: `*`
     matches across `/`) with its limit in bytes. A bad glob is a RulesError naming it."""
-    return [(UsageRule(quota.repositories, matcher(quota.repositories)), quota.limit)
-            for quota in settings.policy.quotas]
+    rules: list[tuple[UsageRule, int]] = []
+    for i, quota in enumerate(settings.policy.quotas):
+        try:
+            rules.append((UsageRule(quota.repositories, matcher(quota.repositories)), quota.limit))
+        except RulesError as exc:
+            raise RulesError(f"policy.quotas[{i}].repositories: {exc}") from None
+    return rules
 
 
 def matcher(glob: str) -> Callable[[str], bool]:

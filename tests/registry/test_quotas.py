@@ -132,3 +132,28 @@ def test_content_pushed_before_the_quota_counts(tmp_path: Path) -> None:
             assert refused["used"] == 8000
     finally:
         server.stop()
+
+
+def test_usage_of_a_prefix_no_quota_covers_is_measured_and_a_bad_glob_is_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    server = start_cargobay(tmp_path / "srv", root=root)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            shared = os.urandom(2048)
+            upload(client, "free/a", shared)
+            upload(client, "free/b/c", shared)
+            upload(client, "freedom/x", os.urandom(999))
+    finally:
+        server.stop()
+
+    out = _usage(root, "free", config=_config(root, "paid/*"))
+    assert out.returncode == 0, out.stderr
+    [row] = [line.split() for line in out.stdout.splitlines() if line.startswith("free/*")]
+    assert row[1:3] == ["2.0", "KiB"] and row[-1] == "1"  # free/a and free/b/c share it; freedom/x is not below
+    assert "measured from the tree" in out.stderr
+
+    config = _config(root, "Team A/*")
+    bad = _usage(root, config=config)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines() == [bad.stderr.strip()]
+    assert "policy.quotas[0].repositories" in bad.stderr
