@@ -118,6 +118,11 @@ class UsageIndex:
                     delete_quietly(self.driver, key)
 
     # -- read ----------------------------------------------------------------------------------
+    def counts(self, rule: UsageRule, digest: Digest) -> bool:
+        """Whether the rule counts `digest` already: a listing of that blob's markers only (one
+        request on S3), not of the rule's."""
+        return next(_infos_below(self.driver, paths.usage_blob(rule.id, digest)), None) is not None
+
     def usage(self, rule: UsageRule) -> RuleUsage:
         """The rule's usage from its markers: one listing."""
         sizes: dict[Digest, int] = {}
@@ -213,9 +218,13 @@ def forget(driver: StorageDriver, digests: Iterable[Digest]) -> int:
         found = False
         for rule_key in rule_keys:
             try:
-                found = delete_quietly(driver, paths.usage_blob(rule_key.rsplit("/", 1)[1], digest)) or found
+                prefix = paths.usage_blob(rule_key.rsplit("/", 1)[1], digest)
             except ValueError:
                 continue  # not a rule directory
+            # Listed, then deleted key by key: on S3 one listing when there is nothing (the usual
+            # case), where deleting a prefix costs several requests even then.
+            for key in _keys_below(driver, prefix):
+                found = delete_quietly(driver, key) or found
         forgotten += found
     return forgotten
 

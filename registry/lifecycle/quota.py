@@ -77,6 +77,8 @@ class Quotas:
         quota covering it past its limit. Synchronous (storage calls): run it in the thread pool."""
         for rule in self.index.rules_for(repository):
             self._ensure_built(rule)
+            if self.index.counts(rule, digest):
+                continue  # a shared layer, a retry: the usual case answers without a listing
             usage = self.index.usage(rule)
             if digest in usage.digests:
                 continue  # already counted: linking it here adds nothing
