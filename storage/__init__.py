@@ -9,6 +9,7 @@ exceptions to OCI codes imports them so); `errors`, the module holding them all,
 
 from . import errors
 from .blobs import BlobInfo, RepositoryBlobs
+from .check import CheckReport, Finding, scrub
 from .driver.base import DriverCapabilities, FileInfo, FileWriter, StorageDriver
 from .driver.factory import DriverOptions, driver_options, open_driver
 from .driver.fs import FilesystemOptions
@@ -48,6 +49,7 @@ __all__ = [
     "BlobFill",
     "BlobInfo",
     "BlobUnknown",
+    "CheckReport",
     "CorruptLink",
     "DigestInvalid",
     "DriverCapabilities",
@@ -56,6 +58,7 @@ __all__ = [
     "FileInfo",
     "FileWriter",
     "FilesystemOptions",
+    "Finding",
     "GcReport",
     "InvalidKey",
     "InvalidOffset",
@@ -95,5 +98,6 @@ __all__ = [
     "open_driver",
     "open_storage",
     "option_limits",
+    "scrub",
     "track",
 ]

@@ -148,6 +148,17 @@ def uploads(name: str) -> str:
     return f"{repository(name)}/{UPLOADS_DIR}"
 
 
+def upload_owner(key: str) -> tuple[str, str] | None:
+    """(repository, upload id) of a key in some repository's `_uploads` area; None for any other."""
+    if not is_upload_key(key):
+        return None
+    parts = key[len(REPOSITORIES) + 1:].split("/")
+    at = parts.index(UPLOADS_DIR)
+    if at == 0 or at + 1 >= len(parts) or not UPLOAD_ID_PATTERN.fullmatch(parts[at + 1]):
+        return None
+    return "/".join(parts[:at]), parts[at + 1]
+
+
 def upload(name: str, upload_id: str) -> str:
     if not UPLOAD_ID_PATTERN.fullmatch(upload_id):
         raise ValueError(f"invalid upload id {upload_id!r}")
@@ -224,3 +235,29 @@ def layer_link_owner(key: str) -> tuple[str, Digest] | None:
     if len(parts) < 5:
         return None
     return "/".join(parts[:-4]), digest
+
+
+# -- garbage collection (storage.gc, storage.sweeping) ------------------------------------------
+GC = f"{ROOT}/gc"
+#: One object per collection about to delete blobs: the digests it may delete (storage.sweeping).
+GC_SWEEPS = f"{GC}/sweeps"
+_HOLDER = re.compile(r"^[a-zA-Z0-9-]{8,64}$")
+
+
+def gc_sweep(holder: str) -> str:
+    if not _HOLDER.fullmatch(holder):
+        raise ValueError(f"invalid collector id {holder!r}")
+    return f"{GC_SWEEPS}/{holder}"
+
+
+def manifest_revision_owner(key: str) -> tuple[str, Digest] | None:
+    """(repository, digest) of a revision link key (`…/_manifests/revisions/<alg>/<hex>/link`) as
+    a walk of REPOSITORIES yields it; None for any other key."""
+    parts = key.split("/")
+    if (len(parts) < 8 or parts[-1] != "link" or parts[-4] != "revisions" or parts[-5] != MANIFESTS_DIR
+            or not key.startswith(f"{REPOSITORIES}/")):
+        return None
+    digest = digest_from_parts(parts[-3], parts[-2])
+    if digest is None:
+        return None
+    return "/".join(parts[2:-5]), digest

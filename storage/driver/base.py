@@ -16,7 +16,7 @@ Contract every driver keeps:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -47,6 +47,18 @@ class FileInfo:
     size: int
     modified: float  # seconds since the epoch
     is_dir: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PendingUpload:
+    """An upload the backend holds open (an S3 multipart upload): invisible to `list` and `walk`,
+    its parts kept (and billed) until it is completed or aborted."""
+
+    key: str
+    upload_id: str
+    initiated: float  # seconds since the epoch
+    #: This driver's saved writer state for `key` names it: `writer(key, append=True)` continues it.
+    resumable: bool
 
 
 @runtime_checkable
@@ -100,6 +112,10 @@ class StorageDriver(Protocol):
     def delete(self, key: str) -> None:
         """Remove an object or everything below a prefix. Raises PathNotFound when nothing is there."""
 
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove these objects (not prefixes), in as few calls as the backend allows (S3:
+        DeleteObjects, 1,000 keys a call); keys already gone are no error."""
+
     def url_for(self, key: str, method: str = "GET", expires_in: int = 1200) -> str | None:
         """A short-lived URL a client may fetch the object from directly, or None if unsupported."""
 
@@ -112,6 +128,10 @@ class StorageDriver(Protocol):
         except below keys for which `spare(key)` is true; returns how many. Age is the only sign
         that a writer is gone, so callers pick `cutoff` well before any write still in flight
         can have begun."""
+
+    def pending_uploads(self) -> Iterator[PendingUpload]:
+        """Every upload the backend holds open below this store (for reports; nothing is
+        changed); drivers whose writes leave no such thing yield nothing."""
 
 
 def iter_chunks(stream: BinaryIO, chunk_size: int) -> Iterator[bytes]:

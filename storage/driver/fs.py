@@ -12,13 +12,13 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import InvalidKey, InvalidOffset, ObjectBusy, PathNotFound, StorageConfigError
-from .base import DriverCapabilities, FileInfo
+from .base import DriverCapabilities, FileInfo, PendingUpload
 from .options import options_from_mapping
 
 TEMP_PREFIX = ".cargobay-tmp-"
@@ -257,6 +257,13 @@ class FilesystemDriver:
         except FileNotFoundError:
             raise PathNotFound(key) from None
 
+    def delete_many(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            try:
+                self._path(key).unlink()
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+
     def url_for(self, key: str, method: str = "GET", expires_in: int = 1200) -> str | None:
         return None
 
@@ -280,6 +287,9 @@ class FilesystemDriver:
                 except FileNotFoundError:
                     continue  # renamed into place or removed meanwhile
         return removed
+
+    def pending_uploads(self) -> Iterator[PendingUpload]:
+        return iter(())  # a file being appended is a file: walks see it, nothing else holds bytes
 
     def check(self) -> None:
         try:

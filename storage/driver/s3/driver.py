@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, cast
 
 import botocore.exceptions as bce
 
 from ...errors import InvalidOffset, PathNotFound, StorageConfigError
-from ..base import DriverCapabilities, FileInfo
+from ..base import DriverCapabilities, FileInfo, PendingUpload
 from .bucket import CREDENTIAL_CODES, DELETE_BATCH, S3Bucket
-from .hygiene import probe_key, remove_stale_temp
+from .hygiene import pending_uploads, probe_key, remove_stale_temp
 from .multipart import abort_upload, abort_uploads_below, complete_upload, copy_into_upload, create_upload
 from .options import S3Options
 from .reader import S3Reader
@@ -174,6 +174,11 @@ class S3Driver:
         if not found:
             raise PathNotFound(key)
 
+    def delete_many(self, keys: Sequence[str]) -> None:
+        for start in range(0, len(keys), DELETE_BATCH):
+            chunk = keys[start:start + DELETE_BATCH]
+            self.bucket.delete_batch(chunk[0], [{"Key": self.bucket.full_key(k)} for k in chunk])
+
     def url_for(self, key: str, method: str = "GET", expires_in: int = 1200) -> str | None:
         operation = {"GET": "get_object", "HEAD": "head_object"}.get(method.upper())
         if not self.options.redirect or operation is None:
@@ -182,6 +187,9 @@ class S3Driver:
 
     def remove_stale_temp(self, cutoff: float, spare: Callable[[str], bool] | None = None) -> int:
         return remove_stale_temp(self.bucket, cutoff, spare)  # see hygiene
+
+    def pending_uploads(self) -> Iterator[PendingUpload]:
+        return pending_uploads(self.bucket)  # see hygiene
 
     def check(self) -> None:
         """Raise StorageConfigError with one line naming the problem: endpoint unreachable, no or

@@ -11,10 +11,11 @@ kept; the caller's `spare` keeps whole areas (the registry's uploads, which thei
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ...errors import InvalidKey
+from ..base import PendingUpload
 from .bucket import S3Bucket
 from .multipart import abort_upload
 from .sidecar import saved_upload_id
@@ -65,4 +66,21 @@ def _abort_stale_uploads(bucket: S3Bucket, cutoff: float, spare: Callable[[str],
             aborted += 1
         if not page.get("IsTruncated"):
             return aborted
+        kwargs.update(KeyMarker=page.get("NextKeyMarker", ""), UploadIdMarker=page.get("NextUploadIdMarker", ""))
+
+
+def pending_uploads(bucket: S3Bucket) -> Iterator[PendingUpload]:
+    """The multipart uploads below the prefix, each with whether its key's sidecar names it."""
+    kwargs: dict[str, Any] = {"Prefix": f"{bucket.prefix}/" if bucket.prefix else ""}
+    while True:
+        page = bucket.call("list_multipart_uploads", "", **kwargs)
+        for upload in page.get("Uploads", ()):
+            key, upload_id = bucket.logical_key(upload["Key"]), upload["UploadId"]
+            try:
+                resumable = "/" in key and saved_upload_id(bucket, key) == upload_id
+            except InvalidKey:
+                continue  # no key this driver writes (another tool's, sharing the bucket)
+            yield PendingUpload(key, upload_id, upload["Initiated"].timestamp(), resumable)
+        if not page.get("IsTruncated"):
+            return
         kwargs.update(KeyMarker=page.get("NextKeyMarker", ""), UploadIdMarker=page.get("NextUploadIdMarker", ""))
