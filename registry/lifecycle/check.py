@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from storage import CACHED_MANIFEST_RULES, Finding, ManifestRules, Storage, scrub
+from storage import CACHED_MANIFEST_RULES, Finding, ManifestRules, Storage, scrub, track
 
 from ..settings import Settings
+from .quota import usage_rules
 
 
 def add_command(sub: Any) -> None:
@@ -38,7 +39,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     def show(finding: Finding) -> None:
         print(finding, flush=True)
 
-    report = scrub(Storage(storage_driver(settings)), repair=args.repair, rules=rules,
+    storage = Storage(storage_driver(settings))
+    if args.repair:
+        track(storage, [rule for rule, _ in usage_rules(settings)])  # links it removes leave the quotas
+    report = scrub(storage, repair=args.repair, rules=rules,
                    grace=settings.gc.grace, progress=show)
     for line in report.repaired:
         print(f"repaired: {line}")

@@ -12,6 +12,7 @@ from ocispec.digest import Digest
 from storage import paths
 from storage.check import scrub
 from storage.driver.base import StorageDriver
+from storage.manifests import CACHED_MANIFEST_RULES, STRICT
 from storage.repository import Storage
 from tests.support.images import build_index, simple_image
 
@@ -161,3 +162,18 @@ def test_multipart_uploads_no_upload_state_names_are_reported(driver: StorageDri
     assert purges == {copy_key: "the temp sweep aborts it", upload_key: "the upload purge aborts it"}
     uploads = client.list_multipart_uploads(Bucket=bucket.name, Prefix=bucket.prefix).get("Uploads", [])
     assert {u["UploadId"] for u in uploads} >= {copy_id, upload_id}
+
+
+def test_a_cached_manifest_may_name_blobs_not_fetched_yet(driver: StorageDriver) -> None:
+    storage = Storage(driver)
+    image = simple_image("cached")
+    cached = "upstream.example/library/app"
+    digest = storage.repository(cached).manifests.put(image.manifest, image.media_type, tags=("v1",),
+                                                      rules=CACHED_MANIFEST_RULES).digest
+    strict = scrub(storage)
+    assert _lines(strict) == sorted(f"missing blob {blob.digest} in {cached}: {where} of manifest {digest}: "
+                                    "not in the store"
+                                    for where, blob in (("config", image.config), ("layers[0]", image.layers[0]),
+                                                        ("layers[1]", image.layers[1])))
+    as_pushed = scrub(storage, rules=lambda name: CACHED_MANIFEST_RULES if name == cached else STRICT)
+    assert as_pushed.clean
