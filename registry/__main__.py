@@ -13,7 +13,7 @@ from typing import Any
 from storage import StorageError
 
 from .errors import RegistryBaseError
-from .settings import Settings, load_settings, parse_duration, settings_from_dict, to_dict
+from .settings import Settings, load_settings, settings_from_dict, to_dict
 
 SETTINGS_ENV = "CARGOBAY__SETTINGS_JSON"  # hands resolved settings to uvicorn worker processes
 
@@ -29,12 +29,6 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (http.workers)")
     serve.add_argument("--delete", action="store_true", default=None,
                        help="allow DELETE of manifests, tags and blobs (storage.delete.enabled; off by default)")
-    gc = sub.add_parser("gc", help="remove blobs no manifest references; beside a running server, blobs "
-                                   "uploaded, mounted or named by a push within --grace are kept")
-    gc.add_argument("--config", help="YAML settings file (CARGOBAY_* variables override it)")
-    gc.add_argument("--root", help="filesystem storage root (storage.filesystem.root)")
-    gc.add_argument("--dry-run", action="store_true", help="report what would be removed, remove nothing")
-    gc.add_argument("--grace", default="1h", help="keep blobs younger than this (a push may be in flight); default 1h")
     from .auth.cli import add_commands
 
     add_commands(sub)  # robot create, user add|remove, auth keygen
@@ -102,23 +96,6 @@ def serve(settings: Settings) -> None:
         uvicorn.run(create_app(settings), **options)
 
 
-def collect_garbage(settings: Settings, grace_seconds: float, dry_run: bool) -> int:
-    from storage import ExpiringRepositories, Storage, collect
-
-    from .app import storage_driver
-
-    # What the pull-through cache keeps below its upstreams' hosts expires after proxy.keep_for.
-    proxy = settings.proxy
-    expiring = ExpiringRepositories(tuple(upstream.host for upstream in proxy.upstreams), proxy.keep_for)
-    report = collect(Storage(storage_driver(settings)), grace_seconds, dry_run, expiring=expiring)
-    verb = "would remove" if dry_run else "removed"
-    expired = (f"{report.expired_manifests} cached manifests not pulled within proxy.keep_for, "
-               if proxy.upstreams else "")
-    print(f"{report.marked} digests in use; {verb} {expired}{len(report.swept)} blobs ({report.bytes_freed} bytes) "
-          f"and {report.unlinked} repository links")
-    return 0
-
-
 def lifecycle_commands() -> dict[str, str]:
     from .lifecycle import COMMANDS
 
@@ -142,8 +119,6 @@ def main(argv: list[str] | None = None) -> int:
         })
         if args.command == "serve":
             serve(settings)
-        elif args.command == "gc":
-            return collect_garbage(settings, parse_duration(args.grace, "--grace"), args.dry_run)
         elif args.command in lifecycle_commands():
             from . import lifecycle
 

@@ -37,8 +37,9 @@ from .errors import (
     UploadUnknown,
 )
 from .fill import BlobFill
-from .gc import ExpiringRepositories, GcReport, collect
+from .gc import GcProgress, GcReport, collect
 from .manifests import CACHED_MANIFEST_RULES, ManifestRules, PutResult, StoredManifest
+from .marking import ExpiringRepositories
 from .repository import Repository, Storage, open_storage
 from .tags import TagInfo
 from .uploads import RepositoryUploads, UploadSession, UploadStatus
@@ -59,6 +60,7 @@ __all__ = [
     "FileWriter",
     "FilesystemOptions",
     "Finding",
+    "GcProgress",
     "GcReport",
     "InvalidKey",
     "InvalidOffset",

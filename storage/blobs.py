@@ -16,10 +16,15 @@ from .driver.base import DriverCapabilities, StorageDriver
 from .errors import BlobUnknown, PathNotFound, StorageError
 from .fill import BlobFill
 from .links import delete_quietly, digests_below, link_exists, write_link
+from .sweeping import SweepWatch
 from .usage import UsageIndex, forget
 
 if TYPE_CHECKING:  # uploads imports this module: the store is handed in, not imported
     from .uploads import UploadStore
+
+
+#: How often a write links again what a collection unlinked before giving up (one is the norm).
+_SETTLE_ROUNDS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +40,8 @@ class BlobStore:
         self.driver = driver
         #: Quota usage kept current as repositories link blobs (storage.usage); None: not counted.
         self.usage: UsageIndex | None = None
+        #: What every write that links content asks before it counts (storage.sweeping).
+        self.sweeps = SweepWatch(driver)
 
     def stat(self, digest: Digest) -> BlobInfo:
         try:
@@ -134,28 +141,63 @@ class RepositoryBlobs:
         if self.store.usage is not None:
             self.store.usage.unlinked(self.name, digest)
 
+    def intact(self, digest: Digest) -> bool:
+        """Linked here and its bytes in the CAS."""
+        return self.has(digest) and self.store.exists(digest)
+
     def link_new(self, digest: Digest, size: int | None = None) -> None:
         """Link a blob this repository may not link yet, counting it for the quotas first
-        (storage.usage: a crash in between over-counts, never under-counts)."""
+        (storage.usage: a crash in between over-counts, never under-counts). BlobUnknown, and no
+        link left, when a garbage collection removed the bytes meanwhile (`settle_links`)."""
         if self.store.usage is not None:
             self.store.usage.linking(self.name, digest, size)
         self.link(digest)
+        self.settle_links({digest})
+
+    def settle_links(self, digests: set[Digest]) -> None:
+        """After writing links to `digests`: wait out any garbage collection that may be deleting
+        them (storage.sweeping) and make sure links and bytes are all still there, linking again
+        what a collection unlinked. BlobUnknown when it removed the bytes of one (its link is
+        removed: a link to nothing serves no one)."""
+        pending = set(digests)
+        for _ in range(_SETTLE_ROUNDS):
+            missing = self.store.sweeps.settle(pending, self.intact)
+            if not missing:
+                return
+            lost = sorted((d for d in missing if not self.store.exists(d)), key=str)
+            if lost:
+                for digest in lost:
+                    delete_quietly(self.driver, paths.layer(self.name, digest))
+                raise BlobUnknown(f"blob {lost[0]} was removed by garbage collection while {self.name} linked it",
+                                  digest=str(lost[0]))
+            for digest in missing:
+                self.link(digest)
+            pending = missing
+        raise StorageError(f"garbage collection kept unlinking blobs of {self.name} while they were linked; retry")
 
     def mount_from(self, source: RepositoryBlobs, digest: Digest) -> bool:
-        """Link a blob the source repository has; False (nothing written) when it has not."""
+        """Link a blob the source repository has; False (nothing left written) when it has not,
+        or a garbage collection removed it meanwhile."""
         if not source.has(digest) or not self.store.exists(digest):
             return False
-        self.link_new(digest)
+        try:
+            self.link_new(digest)
+        except BlobUnknown:
+            return False
         return True
 
     def adopt_existing(self, digest: Digest) -> bool:
         """Link a blob the CAS already holds (another repository or replica stored it, so its
-        bytes were verified then); False, and nothing written, when the CAS has no such blob.
-        For content whose digest this repository legitimately names (a pull-through cache's
-        manifest): it is no access check, unlike `mount_from`."""
+        bytes were verified then); False, and nothing left written, when the CAS has no such
+        blob (or a garbage collection removed it meanwhile). For content whose digest this
+        repository legitimately names (a pull-through cache's manifest): it is no access check,
+        unlike `mount_from`."""
         if not self.store.exists(digest):
             return False
-        self.link_new(digest)
+        try:
+            self.link_new(digest)
+        except BlobUnknown:
+            return False
         return True
 
     def touch(self, digest: Digest) -> None:

@@ -1,195 +1,151 @@
-"""Garbage collection: mark every blob a manifest of any repository needs, sweep the rest.
+"""Garbage collection, online: mark what is in use, sweep the rest, while pushes and pulls go on.
 
-Marking reads only the tree (revisions, their manifests, referrer entries); sweeping removes CAS
-entries nobody marked and the repository links that pointed at them, and the temporary files
-interrupted writes left (`Storage.sweep_temp`, never younger than an hour). A blob younger than
-`grace_seconds` is never swept, so a push in flight (blobs uploaded, manifest not yet put) keeps
-its blobs even though no manifest names them yet.
+One collection (`collect`):
 
-Repositories a pull-through cache keeps (`ExpiringRepositories`: names below an upstream's host)
-also lose, before marking, the manifest revisions nobody pulled for `keep_for` (with their tags),
-and keep the blobs pulled within it: the cache rewrites revision and layer links when it serves
-them (`ManifestStore.touch`, `RepositoryBlobs.touch`), so a link's age is the time since the last
-pull. What the cache no longer holds it fetches again when asked.
+1. takes the lease (storage.lease) unless another collector holds it, and publishes its sweep
+   notice (storage.sweeping): from here on every writer that links content tells it;
+2. walks the repositories once (storage.marking) and reads each manifest once: every revision,
+   what it names, and every blob linked within the grace period is in use;
+3. walks the CAS once: a blob neither in use nor written within the grace period is a candidate;
+4. dooms the candidates, reads what writers linked meanwhile (they are spared), and deletes the
+   rest in batches (on S3, DeleteObjects of up to 1,000 keys), renewing notice and lease before
+   each batch; then the links to them, their quota markers, and old temporary files.
+
+The safety rule, which docs/lifecycle.md explains: a push that was answered success never loses
+a blob or manifest it refers to, however long the collection runs and however old reused bytes
+are; a push whose manifest arrives within `grace_seconds` of its blobs' upload always succeeds.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Set
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ocispec.digest import Digest
-from ocispec.manifest import referenced_blobs
 
 from . import paths
-from .errors import BlobUnknown, ManifestUnknown, TagUnknown
-from .links import delete_quietly
-from .manifests import ManifestStore
+from .lease import Lease
+from .marking import ExpiringRepositories, TreeSnapshot, expire, live, recently_pulled
 from .repository import Storage
+from .sweeping import Collection
+from .usage import forget
+
+#: Keys deleted per call (S3's DeleteObjects takes at most 1,000).
+DELETE_BATCH = 1000
+
+#: progress(stage, done, total): stage is "walk", "manifests", "blobs" or "sweep"; total 0 when unknown.
+GcProgress = Callable[[str, int, int], None]
 
 
 @dataclass
 class GcReport:
-    marked: int = 0
+    manifests_kept: int = 0
+    blobs_kept: int = 0
     swept: list[Digest] = field(default_factory=list)
     unlinked: int = 0
     bytes_freed: int = 0
     temp_removed: int = 0
     #: Manifest revisions of expiring repositories dropped (or, in a dry run, that would be).
     expired_manifests: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ExpiringRepositories:
-    """Repositories whose content expires: every name below one of `prefixes` (`docker.io` covers
-    `docker.io/library/redis`, never `docker.io` itself nor `docker.iox/a`), whose manifest
-    revisions last pulled more than `keep_for` seconds ago are dropped. `keep_for <= 0`: nothing
-    ever expires."""
-
-    prefixes: tuple[str, ...]
-    keep_for: float
-
-    @property
-    def active(self) -> bool:
-        return self.keep_for > 0 and any(p.strip("/") for p in self.prefixes)
-
-    def covers(self, name: str) -> bool:
-        return any(p.strip("/") and name.startswith(p.strip("/") + "/") for p in self.prefixes)
-
-
-def mark(storage: Storage, skip: Set[tuple[str, Digest]] = frozenset()) -> set[Digest]:
-    """Every digest still in use: manifests (all revisions) and the blobs they name.
-
-    What a manifest names is read leniently (`referenced_blobs`): a manifest accepted under older,
-    looser rules keeps its blobs even if it would be refused today. An index names no blobs; its
-    children are revisions of their own, so one whose children are absent (a sparse index) keeps
-    only itself. Revisions in `skip` ((repository, digest) pairs: expired ones a dry run left in
-    place) count as gone."""
-    live: set[Digest] = set()
-    for name in storage.repositories():
-        manifests = storage.repository(name).manifests
-        for digest in manifests.revisions():
-            if (name, digest) in skip:
-                continue
-            live.add(digest)
-            try:
-                raw = storage.blobs.read(digest)
-            except BlobUnknown:
-                continue  # a revision whose bytes are gone keeps nothing else alive
-            live.update(referenced_blobs(raw))
-    return live
-
-
-def recently_linked(storage: Storage, cutoff: float) -> set[Digest]:
-    """Blobs some repository linked (uploaded, mounted, or named by a manifest push) after
-    `cutoff`: a push in flight may be about to reference them."""
-    recent: set[Digest] = set()
-    for info in storage.driver.walk(paths.REPOSITORIES):
-        if info.modified > cutoff:
-            digest = paths.layer_link_digest(info.key)
-            if digest:
-                recent.add(digest)
-    return recent
-
-
-def expire(storage: Storage, expiring: ExpiringRepositories, now: float,
-           dry_run: bool = False) -> set[tuple[str, Digest]]:
-    """Drop the revisions (and the tags on them) of `expiring` repositories last pulled more than
-    `keep_for` before `now`; returns them as (repository, digest). A dry run drops nothing."""
-    expired: set[tuple[str, Digest]] = set()
-    if not expiring.active:
-        return expired
-    cutoff = now - expiring.keep_for
-    for name in storage.repositories():
-        if not expiring.covers(name):
-            continue
-        manifests = storage.repository(name).manifests
-        for digest in manifests.revisions():
-            try:
-                if manifests.pulled_at(digest) >= cutoff:
-                    continue
-            except ManifestUnknown:
-                continue  # removed meanwhile
-            expired.add((name, digest))
-            if not dry_run:
-                _drop(manifests, digest)
-    return expired
-
-
-def _drop(manifests: ManifestStore, digest: Digest) -> None:
-    try:
-        manifests.delete(digest)
-    except ManifestUnknown:
-        # Linked but its bytes are gone (no pull can be served from it): its tags and link go too.
-        for tag in manifests.tags.tags_of(digest):
-            try:
-                manifests.tags.delete(tag)
-            except TagUnknown:
-                pass
-        delete_quietly(manifests.driver, paths.manifest_revision(manifests.name, digest))
-
-
-def recently_pulled(storage: Storage, expiring: ExpiringRepositories, now: float) -> set[Digest]:
-    """Blobs an expiring repository links with a link younger than `keep_for`: pulled within it
-    (or fetched, or named by a manifest put), so they are kept whether or not a manifest still
-    names them."""
-    pulled: set[Digest] = set()
-    if not expiring.active:
-        return pulled
-    cutoff = now - expiring.keep_for
-    for name in storage.all_repository_dirs():
-        if expiring.covers(name):
-            for info in storage.driver.walk(paths.layers(name)):
-                digest = paths.layer_link_digest(info.key)
-                if digest is not None and info.modified >= cutoff:
-                    pulled.add(digest)
-    return pulled
+    #: Candidates spared because a push linked them while the collection ran.
+    spared: int = 0
+    seconds: float = 0.0
+    #: Another collector held the lease: this one did nothing.
+    held_by: str | None = None
+    held_until: float = 0.0
 
 
 def collect(storage: Storage, grace_seconds: float = 3600.0, dry_run: bool = False,
-            now: float | None = None, expiring: ExpiringRepositories | None = None) -> GcReport:
-    """Sweep blobs no manifest needs that are older than the grace period, both as CAS entries
-    and as links. A manifest push validates its blobs by rewriting their links, so a push that
-    started within the grace period keeps what it needs; marking again just before the sweep
-    narrows the remaining window further.
-
-    With `expiring`, its repositories first lose the revisions not pulled within its `keep_for`
-    (`expire`), and blobs they pulled within it stay (`recently_pulled`). A dry run removes
-    nothing and reports what would go, expired revisions and what only they kept included."""
+            now: float | None = None, expiring: ExpiringRepositories | None = None,
+            lease_ttl: float = 600.0, progress: GcProgress | None = None) -> GcReport:
+    """One collection (module docstring). `now` sets the clock the grace period and `keep_for`
+    count from (tests); a dry run takes no lease, removes nothing and reports what would go."""
+    started = time.monotonic()
     report = GcReport()
-    now = now or time.time()
-    expired = expire(storage, expiring, now, dry_run) if expiring is not None else set()
-    report.expired_manifests = len(expired)
-    skip = expired if dry_run else frozenset()
-    live = mark(storage, skip)
-    if expiring is not None:
-        live |= recently_pulled(storage, expiring, now)
-    cutoff = now - grace_seconds
     driver = storage.driver
-    candidates = []
-    for info in list(driver.walk(paths.BLOBS)):
-        digest = paths.blob_data_digest(info.key)
-        if digest is not None and digest not in live and info.modified <= cutoff:
-            candidates.append((digest, info.size))
-    if candidates:
-        live |= mark(storage, skip) | recently_linked(storage, cutoff)
-    report.marked = len(live)
-    for digest, size in candidates:
-        if digest in live:
-            continue
-        report.swept.append(digest)
-        report.bytes_freed += size
+    holder = uuid.uuid4().hex
+    lease = Lease(driver, holder, lease_ttl)
+    sweep = Collection(driver, holder, lease_ttl)
+    if not dry_run:
+        held = lease.acquire()
+        if held is not None:
+            report.held_by, report.held_until = held.holder, held.expires
+            return report
+        sweep.begin()
+    try:
+        _collect(storage, report, grace_seconds, dry_run, now or time.time(), expiring, lease, sweep, progress)
+    finally:
         if not dry_run:
-            storage.blobs.delete(digest)
+            sweep.end()
+            lease.release()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _collect(storage: Storage, report: GcReport, grace_seconds: float, dry_run: bool, now: float,
+             expiring: ExpiringRepositories | None, lease: Lease, sweep: Collection,
+             progress: GcProgress | None) -> None:
+    driver = storage.driver
+
+    def tell(stage: str, done: int, total: int) -> None:
+        if not dry_run and sweep.keep_alive():
+            lease.renew()
+        if progress is not None:
+            progress(stage, done, total)
+
+    snapshot = TreeSnapshot.take(driver, lambda seen: tell("walk", seen, 0))
+    walked = len(snapshot.revisions) + len(snapshot.layer_links)
+    tell("walk", walked, walked)
+    expired = (expire(driver, storage.blobs, snapshot, expiring, now, dry_run) if expiring is not None else set())
+    report.expired_manifests = len(expired)
+    for owned in expired:
+        snapshot.revisions.pop(owned, None)
+    cutoff = now - grace_seconds
+    in_use = live(storage.blobs, snapshot, cutoff, progress=lambda done, total: tell("manifests", done, total))
+    tell("manifests", len(snapshot.revisions), len(snapshot.revisions))
+    if expiring is not None:
+        in_use |= recently_pulled(snapshot, expiring, now)
+    report.manifests_kept = len(snapshot.revisions)
+    candidates: dict[Digest, int] = {}
+    stored = 0
+    for info in driver.walk(paths.BLOBS):
+        digest = paths.blob_data_digest(info.key)
+        if digest is None:
+            continue
+        stored += 1
+        if stored % 5000 == 0:
+            tell("blobs", stored, 0)
+        if digest not in in_use and info.modified <= cutoff:
+            candidates[digest] = info.size
+    tell("blobs", stored, stored)
+    if candidates and not dry_run:
+        sweep.doom(candidates)
+        for digest in sweep.kept():
+            if candidates.pop(digest, None) is not None:
+                report.spared += 1
+    report.blobs_kept = stored - len(candidates)
+    doomed = sorted(candidates, key=str)
+    links: dict[Digest, list[str]] = {}
+    for name, digest in snapshot.layer_links:
+        if digest in candidates:
+            links.setdefault(digest, []).append(paths.layer_link(name, digest))
+    for start in range(0, len(doomed), DELETE_BATCH):
+        batch = doomed[start:start + DELETE_BATCH]
+        tell("sweep", len(report.swept), len(doomed))
+        batch_links = [key for digest in batch for key in links.get(digest, ())]
+        if not dry_run:
+            # Links first: a collector dying in between leaves bytes nobody links (the next one
+            # takes them), never a link that a writer's check passes but that names nothing.
+            for at in range(0, len(batch_links), DELETE_BATCH):
+                driver.delete_many(batch_links[at:at + DELETE_BATCH])
+            driver.delete_many([paths.blob_data(digest) for digest in batch])
+            forget(driver, batch)
+        report.swept.extend(batch)
+        report.unlinked += len(batch_links)
+        report.bytes_freed += sum(candidates[digest] for digest in batch)
+    if doomed and progress is not None:
+        progress("sweep", len(doomed), len(doomed))
     if not dry_run:
         report.temp_removed = storage.sweep_temp(grace_seconds, now)
-    swept = set(report.swept)
-    if swept:
-        for name in storage.all_repository_dirs():
-            for digest in storage.repository(name).blobs.linked():
-                if digest in swept:
-                    report.unlinked += 1
-                    if not dry_run:
-                        delete_quietly(driver, paths.layer(name, digest))
-    return report

@@ -3,6 +3,7 @@ as revisions, served back with the media type they were pushed with."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ocispec import mediatypes as mt
@@ -13,7 +14,15 @@ from ocispec.manifest import Descriptor, ImageIndex, ImageManifest, Manifest, la
 from . import paths
 from .blobs import BlobStore, RepositoryBlobs
 from .driver.base import StorageDriver
-from .errors import BlobUnknown, DigestInvalid, ManifestBlobUnknown, ManifestInvalid, ManifestUnknown, PathNotFound
+from .errors import (
+    BlobUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    PathNotFound,
+    StorageError,
+)
 from .links import delete_quietly, digests_below, link_exists, write_link
 from .referrers import ReferrerStore
 from .tags import TagStore
@@ -58,6 +67,8 @@ class ManifestRules:
 
 #: The default: every reference must be present.
 STRICT = ManifestRules()
+#: How often a push puts back what a collection removed before giving up (one is the norm).
+_SETTLE_ROUNDS = 3
 #: What a pull-through cache stores: an upstream's manifest as it is, its blobs fetched when asked.
 CACHED_MANIFEST_RULES = ManifestRules(allow_sparse_indexes=True, allow_absent_blobs=True)
 
@@ -86,19 +97,61 @@ class ManifestStore:
             manifest = parse_manifest(raw, content_type, max_size=None)  # the HTTP layer enforces its limit
         except OCIValidationError as exc:
             raise ManifestInvalid(exc.message) from None
-        self._check_references(manifest, rules)
+        absent = self._check_references(manifest, rules)
+        blobs = ({d.digest for d in manifest.blobs() if not d.urls and d.digest not in absent}
+                 if isinstance(manifest, ImageManifest) else set())
         self.blobs.put_verified(digest, raw)
         self.driver.put(paths.manifest_media_type(self.name, digest), manifest.media_type.encode())
         if manifest.subject is not None:
             self.referrers.add(manifest.subject.digest, self._referrer_descriptor(manifest, digest))
+        created = not self.exists(digest)
         # The revision link last: it is what makes the manifest visible in this repository.
         write_link(self.driver, paths.manifest_revision_link(self.name, digest), digest)
+        # Rewriting the blobs' links marks them as just used (garbage collection keeps blobs
+        # with young links); then no collection may be deleting any of it (`_settle`).
+        for blob in blobs:
+            self.layer_links.link(blob)
+        self._settle(digest, raw, blobs, created)
         for tag in tags:
             self.tags.set(tag, digest)
         return PutResult(digest, manifest.subject.digest if manifest.subject else None, tags)
 
-    def _check_references(self, manifest: Manifest, rules: ManifestRules) -> None:
-        """Each descriptor must name content this repository has, of the claimed size. The subject
+    def _settle(self, digest: Digest, raw: bytes, blobs: set[Digest], created: bool) -> None:
+        """After the revision link and the blobs' links were written: wait out any garbage
+        collection that may be deleting the manifest's bytes or its blobs (storage.sweeping).
+        The manifest's own bytes are put back if one took them (we have them); a blob whose bytes
+        it took fails the push with ManifestBlobUnknown, and a revision this push created is
+        withdrawn first, so no success is answered for a manifest that names a missing blob."""
+        intact = self._intact_for(digest)
+        pending = blobs | {digest}
+        for _ in range(_SETTLE_ROUNDS):
+            missing = self.blobs.sweeps.settle(pending, intact)
+            if not missing:
+                return
+            lost = sorted((b for b in missing if b != digest and not self.blobs.exists(b)), key=str)
+            if lost:
+                if created:
+                    delete_quietly(self.driver, paths.manifest_revision(self.name, digest))
+                raise ManifestBlobUnknown(f"blob unknown to repository: {lost[0]} (removed by garbage collection "
+                                          "while the manifest was pushed)", digest=str(lost[0]))
+            if digest in missing:
+                self.driver.put(paths.blob_data(digest), raw)  # as put_verified: `raw` is what hashed to it
+                write_link(self.driver, paths.manifest_revision_link(self.name, digest), digest)
+            for blob in missing - {digest}:
+                self.layer_links.link(blob)  # only unlinked: its bytes are there
+            pending = missing
+        raise StorageError(f"garbage collection kept removing what manifest {digest} needs while it was pushed; retry")
+
+    def _intact_for(self, manifest: Digest) -> Callable[[Digest], bool]:
+        def intact(digest: Digest) -> bool:
+            if digest == manifest:
+                return self.blobs.exists(digest) and self.exists(digest)
+            return self.layer_links.intact(digest)
+        return intact
+
+    def _check_references(self, manifest: Manifest, rules: ManifestRules) -> set[Digest]:
+        """Each descriptor must name content this repository has, of the claimed size; returns
+        the blobs `rules` let be absent. The subject
         is not checked: distribution-spec requires accepting a subject that is not (yet) pushed, so
         checking it only when present would make the outcome depend on push order."""
         absent: set[Digest] = set()
@@ -124,13 +177,7 @@ class ManifestStore:
                 raise ManifestBlobUnknown(f"blob unknown to repository: {descriptor.digest}",
                                           digest=str(descriptor.digest)) from None
             self._check_size(where, descriptor, stored)
-        if isinstance(manifest, ImageManifest):
-            for descriptor in manifest.blobs():
-                if not descriptor.urls and descriptor.digest not in absent:
-                    # Rewriting the link marks the blob as just used: garbage collection keeps
-                    # blobs with young links, so it cannot sweep them between this check and
-                    # the revision link that makes the manifest count (storage.gc).
-                    self.layer_links.link(descriptor.digest)
+        return absent
 
     def _stored_size(self, digest: Digest) -> int | None:
         """The size of a manifest of this repository, or None when it has no such manifest."""

@@ -237,17 +237,52 @@ def layer_link_owner(key: str) -> tuple[str, Digest] | None:
     return "/".join(parts[:-4]), digest
 
 
-# -- garbage collection (storage.gc, storage.sweeping) ------------------------------------------
+# -- garbage collection (storage.gc, storage.sweeping, storage.lease) ----------------------------
+#
+#    v1/gc/lease                          which collector sweeps now, until when (storage.lease)
+#    v1/gc/sweeps/<collector>             a collection's notice: its phase and expiry
+#    v1/gc/doomed/<collector>             the digests it may delete (written once, before deleting)
+#    v1/gc/kept/<collector>/<alg>/<hex>   a writer linked that digest while the collection marked
 GC = f"{ROOT}/gc"
-#: One object per collection about to delete blobs: the digests it may delete (storage.sweeping).
+GC_LEASE = f"{GC}/lease"
 GC_SWEEPS = f"{GC}/sweeps"
+GC_DOOMED = f"{GC}/doomed"
+GC_KEPT = f"{GC}/kept"
 _HOLDER = re.compile(r"^[a-zA-Z0-9-]{8,64}$")
 
 
-def gc_sweep(holder: str) -> str:
+def _holder(holder: str) -> str:
     if not _HOLDER.fullmatch(holder):
         raise ValueError(f"invalid collector id {holder!r}")
-    return f"{GC_SWEEPS}/{holder}"
+    return holder
+
+
+def gc_sweep(holder: str) -> str:
+    return f"{GC_SWEEPS}/{_holder(holder)}"
+
+
+def gc_sweep_holder(key: str) -> str | None:
+    """The collector a key of GC_SWEEPS (as a listing yields it) belongs to; None for debris."""
+    name = key.rsplit("/", 1)[-1]
+    return name if _HOLDER.fullmatch(name) else None
+
+
+def gc_doomed(holder: str) -> str:
+    return f"{GC_DOOMED}/{_holder(holder)}"
+
+
+def gc_kept(holder: str) -> str:
+    return f"{GC_KEPT}/{_holder(holder)}"
+
+
+def gc_kept_digest(holder: str, digest: Digest) -> str:
+    return f"{gc_kept(holder)}/{digest.algorithm}/{digest.hex}"
+
+
+def gc_kept_digest_of(key: str) -> Digest | None:
+    """The digest a key below `gc_kept(holder)` names; None for anything else."""
+    parts = key.split("/")
+    return digest_from_parts(parts[-2], parts[-1]) if len(parts) >= 2 else None
 
 
 def manifest_revision_owner(key: str) -> tuple[str, Digest] | None:

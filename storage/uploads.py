@@ -22,6 +22,7 @@ from . import paths
 from .blobs import BlobInfo, BlobStore, RepositoryBlobs
 from .driver.base import FileWriter, StorageDriver, iter_chunks
 from .errors import (
+    BlobUnknown,
     DigestInvalid,
     ObjectBusy,
     PathNotFound,
@@ -189,10 +190,24 @@ class UploadStore:
         except (DigestInvalid, SizeInvalid):
             self._remove(repository, upload_id)
             raise
-        self.blobs.adopt(verified_key, digest)
-        RepositoryBlobs(self.blobs, repository).link_new(digest, size)
+        self._link_verified(repository, verified_key, digest, size)
         self._remove(repository, upload_id)
         return BlobInfo(digest, size)
+
+    def _link_verified(self, repository: str, verified_key: str, digest: Digest, size: int) -> None:
+        """Put verified bytes in the CAS (unless it holds them already) and link them. When the
+        CAS's copy is an old one, ours is kept until the link settled: if a garbage collection
+        removed that copy meanwhile (storage.sweeping), ours takes its place."""
+        linking = RepositoryBlobs(self.blobs, repository)
+        if not self.blobs.exists(digest):
+            self.blobs.adopt(verified_key, digest)  # ours, new in the CAS: no collection takes it
+            linking.link_new(digest, size)
+            return
+        try:
+            linking.link_new(digest, size)
+        except BlobUnknown:
+            self.blobs.adopt(verified_key, digest)
+            linking.link_new(digest, size)
 
     def _out_of_writers_reach(self, repository: str, upload_id: str, data_key: str) -> str:
         """The key whose bytes get verified and adopted. Where a writer still open on the upload

@@ -12,6 +12,7 @@ from ..settings import Settings
 
 # name -> module; each module is imported when its command runs (a command loads only what it needs).
 COMMANDS: dict[str, str] = {}
+COMMANDS["gc"] = "gc"
 COMMANDS["usage"] = "usage"
 COMMANDS["check"] = "check"
 

@@ -27,7 +27,9 @@ class Job:
 
 def jobs(settings: Settings) -> list[Job]:
     """The jobs these settings turn on. Each lifecycle module that has one adds it here."""
-    planned: list[Job] = []
+    from . import collection
+
+    planned: list[Job] = [Job("gc", settings.gc.interval, collection.scheduled)]
     return [job for job in planned if job.interval > 0]
 
 

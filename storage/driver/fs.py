@@ -6,6 +6,7 @@ TEMP_PREFIX and are invisible to `list` and `walk`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -172,10 +173,9 @@ class FilesystemDriver:
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         try:
-            with open(tmp, "wb") as f:
+            with self._create(tmp) as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -184,6 +184,18 @@ class FilesystemDriver:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+    @staticmethod
+    def _create(path: Path) -> BinaryIO:
+        """A new file at `path`, its directories made. Made again if a delete of the emptied
+        directory (`delete_many`, a collection) came between making it and creating the file."""
+        for _ in range(3):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                return open(path, "wb")
+            except FileNotFoundError:
+                continue
+        return open(path, "wb")
 
     def reader(self, key: str, offset: int = 0) -> BinaryIO:
         path = self._path(key)
@@ -245,6 +257,10 @@ class FilesystemDriver:
         with f:
             _lock_exclusive(f, source)
             os.replace(src, dst)
+        # An object is new where it was moved to, as an S3 copy is: garbage collection reads its
+        # age from there (a blob adopted from an upload whose last chunk came hours ago is young).
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(dst)
         _fsync_dir(dst.parent)
 
     def delete(self, key: str) -> None:
@@ -258,11 +274,18 @@ class FilesystemDriver:
             raise PathNotFound(key) from None
 
     def delete_many(self, keys: Sequence[str]) -> None:
+        """Delete each file; the directory holding it goes too once empty (a link's or a blob's
+        own directory), so that a listing of the parent no longer names it."""
         for key in keys:
+            path = self._path(key)
             try:
-                self._path(key).unlink()
+                path.unlink()
             except (FileNotFoundError, NotADirectoryError):
                 continue
+            try:
+                path.parent.rmdir()
+            except OSError:
+                pass  # not empty (or removed meanwhile): it stays
 
     def url_for(self, key: str, method: str = "GET", expires_in: int = 1200) -> str | None:
         return None

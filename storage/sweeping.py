@@ -1,0 +1,243 @@
+"""Sweep notices: how a garbage collection and the writers that link content agree, so that a
+collection never deletes what a write that succeeded refers to, however long it runs and however
+old the reused bytes are.
+
+A collection publishes its notice (`v1/gc/sweeps/<collector>`, phase *marking*) before it reads
+the tree, so everything linked before then is seen by its marking. Before deleting it writes the
+digests it means to delete (`v1/gc/doomed/<collector>`), switches the notice to *deleting*, and
+only then reads what writers asked it to keep (`v1/gc/kept/<collector>/…`).
+
+A writer links first (a layer link, a manifest revision) and then calls `SweepWatch.settle` with
+the digests its write relies on:
+
+- no notice: any collection that starts later publishes its notice after our link was written,
+  so its marking sees the link;
+- a notice in *marking*: the writer records its digests as kept for that collection, then reads
+  the notice again; still *marking* means the collection reads the keeps later, so it spares them;
+- a notice in *deleting* whose doomed list names one of the digests (on the first read or after
+  keeping), or a collection that finished between the two reads: the digest may be deleted.
+  The writer waits until that collection's notice is gone (or expired: its collector died), then
+  checks the bytes are still there; `settle` returns the ones that are not, and the writer
+  restores them (it has them) or fails without having answered success.
+
+Both sides only rely on each storage call seeing the effects of calls that completed before it
+(S3 has been strongly consistent since 2020; SeaweedFS and files are too). A collection keeps its
+notice alive while it marks and before each batch of deletes; once it let it expire it deletes
+nothing, and a batch of deletes always starts with at least two thirds of the ttl left: a writer
+that outwaited an expired notice (CLOCK_MARGIN after its expiry) never races a late delete.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ocispec.digest import Digest
+from ocispec.errors import OCIValidationError
+
+from . import paths
+from .driver.base import StorageDriver
+from .errors import PathNotFound, StorageError
+from .links import delete_quietly
+
+MARKING = "marking"
+DELETING = "deleting"
+#: How far the clocks of replicas and of the backend may disagree (seconds); a notice counts as
+#: expired only this long after the expiry it states.
+CLOCK_MARGIN = 30.0
+#: The longest pause between two polls of a notice a writer waits out (seconds).
+_POLL_MAX = 2.0
+
+
+class SweepExpired(StorageError):
+    """The collection could not renew its notice in time: it must stop deleting."""
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    holder: str
+    phase: str
+    expires: float
+
+    def expired(self, now: float) -> bool:
+        return now > self.expires + CLOCK_MARGIN
+
+
+def read_notice(driver: StorageDriver, holder: str) -> Notice | None:
+    """A collection's notice; None when it has none (finished, or never started) or it is debris."""
+    try:
+        raw = json.loads(driver.get(paths.gc_sweep(holder)))
+        return Notice(holder, str(raw["phase"]), float(raw["expires"]))
+    except PathNotFound:
+        return None
+    except (ValueError, KeyError, TypeError):
+        return None  # half-written by hand or by another tool: no collection speaks through it
+
+
+class Collection:
+    """The collector's side of the protocol (module docstring): begin, doom, kept, renew, end."""
+
+    def __init__(self, driver: StorageDriver, holder: str, ttl: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.driver = driver
+        self.holder = holder
+        self.ttl = ttl
+        self.clock = clock
+        self.expires = 0.0
+        self.phase = MARKING
+
+    def begin(self) -> None:
+        """Publish the notice: from here on every writer that links content tells us."""
+        self._publish(MARKING)
+
+    def doom(self, digests: Iterable[Digest]) -> None:
+        """Record what this collection may delete, then say it is deleting. Call `kept` after."""
+        self.keep_alive()
+        listed = sorted(str(d) for d in digests)
+        self.driver.put(paths.gc_doomed(self.holder), json.dumps(listed).encode())
+        self._publish(DELETING)
+
+    def kept(self) -> set[Digest]:
+        """The digests writers linked while we marked (read after `doom`, never before)."""
+        found: set[Digest] = set()
+        try:
+            for info in self.driver.walk(paths.gc_kept(self.holder)):
+                digest = paths.gc_kept_digest_of(info.key)
+                if digest is not None:
+                    found.add(digest)
+        except PathNotFound:
+            pass
+        return found
+
+    def keep_alive(self) -> bool:
+        """Call often while marking and before each batch of deletes: the notice is extended once
+        a third of its ttl has passed (True when it was). SweepExpired when it expired already:
+        writers may have stopped telling us or waiting on us, so nothing more may be deleted."""
+        now = self.clock()
+        if now > self.expires:
+            raise SweepExpired(f"garbage collection {self.holder} paused past its notice's expiry; "
+                               "stopped before deleting more")
+        if now < self.expires - self.ttl * 2 / 3:
+            return False
+        self._publish(self.phase)
+        return True
+
+    def end(self) -> None:
+        """Withdraw the notice, and what this and dead collections left in `v1/gc`."""
+        delete_quietly(self.driver, paths.gc_sweep(self.holder))
+        delete_quietly(self.driver, paths.gc_doomed(self.holder))
+        delete_quietly(self.driver, paths.gc_kept(self.holder))
+        self._remove_dead()
+
+    def _publish(self, phase: str) -> None:
+        self.phase = phase
+        self.expires = self.clock() + self.ttl
+        body = {"holder": self.holder, "phase": phase, "expires": self.expires}
+        self.driver.put(paths.gc_sweep(self.holder), json.dumps(body).encode())
+
+    def _remove_dead(self) -> None:
+        now = self.clock()
+        for holder in _listed_holders(self.driver, paths.GC_SWEEPS):
+            notice = read_notice(self.driver, holder)
+            if notice is not None and notice.expired(now):
+                delete_quietly(self.driver, paths.gc_sweep(holder))
+        alive = set(_listed_holders(self.driver, paths.GC_SWEEPS))
+        for prefix in (paths.GC_DOOMED, paths.GC_KEPT):
+            for holder in _listed_holders(self.driver, prefix):
+                if holder not in alive:
+                    delete_quietly(self.driver, f"{prefix}/{holder}")
+
+
+class SweepWatch:
+    """The writers' side (module docstring). One per store; safe to share between threads."""
+
+    def __init__(self, driver: StorageDriver, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.driver = driver
+        self.clock = clock
+        self.sleep = sleep
+        self._doomed: dict[str, frozenset[Digest]] = {}
+
+    def settle(self, digests: Iterable[Digest], exists: Callable[[Digest], bool]) -> set[Digest]:
+        """Call right after writing links that rely on `digests`. Returns the digests a collection
+        may have deleted meanwhile and that are gone now (`exists` says), after every such
+        collection ended; empty in the common case, at the cost of one listing."""
+        wanted = frozenset(digests)
+        if not wanted:
+            return set()
+        first = self._notices()
+        if not first:
+            return set()
+        at_risk: dict[str, set[Digest]] = {}
+        marking = [n for n in first if n.phase == MARKING]
+        for notice in first:
+            if notice.phase == DELETING:
+                self._add_risk(at_risk, notice.holder, self._doomed_among(notice.holder, wanted))
+        if marking:
+            for notice in marking:
+                for digest in wanted:
+                    self.driver.put(paths.gc_kept_digest(notice.holder, digest), b"")
+            again = {n.holder: n for n in self._notices()}
+            for notice in marking:
+                later = again.get(notice.holder)
+                if later is None:
+                    # It finished between our reads: it may have read the keeps before we wrote them.
+                    self._add_risk(at_risk, notice.holder, set(wanted))
+                elif later.phase == DELETING:
+                    self._add_risk(at_risk, notice.holder, self._doomed_among(notice.holder, wanted))
+        for holder in at_risk:
+            self._wait_out(holder)
+        return {d for risky in at_risk.values() for d in risky if not exists(d)}
+
+    @staticmethod
+    def _add_risk(at_risk: dict[str, set[Digest]], holder: str, digests: Iterable[Digest]) -> None:
+        found = set(digests)
+        if found:
+            at_risk.setdefault(holder, set()).update(found)
+
+    def _notices(self) -> list[Notice]:
+        now = self.clock()
+        notices = []
+        for holder in _listed_holders(self.driver, paths.GC_SWEEPS):
+            notice = read_notice(self.driver, holder)
+            if notice is not None and not notice.expired(now):
+                notices.append(notice)
+        return notices
+
+    def _doomed_among(self, holder: str, wanted: frozenset[Digest]) -> frozenset[Digest]:
+        """Which of `wanted` a deleting collection may delete. Its doomed list is written once,
+        before it says it is deleting, so it is cached; when it is gone the collection finished
+        since, and may have deleted any of them."""
+        cached = self._doomed.get(holder)
+        if cached is not None:
+            return wanted & cached
+        try:
+            listed = json.loads(self.driver.get(paths.gc_doomed(holder)))
+            doomed = frozenset(Digest.parse(str(d)) for d in listed)
+        except PathNotFound:
+            return wanted
+        except (ValueError, TypeError, OCIValidationError):
+            return wanted  # unreadable: assume the worst, the caller checks what is still there
+        if len(self._doomed) >= 16:
+            self._doomed.clear()
+        self._doomed[holder] = doomed
+        return wanted & doomed
+
+    def _wait_out(self, holder: str) -> None:
+        pause = 0.1
+        while True:
+            notice = read_notice(self.driver, holder)
+            if notice is None or notice.expired(self.clock()):
+                return
+            self.sleep(pause)
+            pause = min(pause * 2, _POLL_MAX)
+
+
+def _listed_holders(driver: StorageDriver, prefix: str) -> list[str]:
+    try:
+        keys = driver.list(prefix)
+    except PathNotFound:
+        return []
+    return [h for h in (paths.gc_sweep_holder(k) for k in keys) if h is not None]

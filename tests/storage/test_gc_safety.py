@@ -1,0 +1,163 @@
+"""A collection never removes what a push that succeeded refers to, whatever the pushes do while it
+runs (storage.sweeping). Each test stops the collection at one point (its progress callback runs
+between its steps) and pushes there, on every driver: bytes already in the store with an old
+mtime and unreferenced, which the collection has chosen or is about to choose to delete.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from ocispec.digest import Digest
+from storage import ManifestBlobUnknown, Storage, StorageDriver, collect
+from storage.lease import Lease
+from tests.support.images import simple_image
+
+from .test_stores import push_blob, push_image
+
+FAR_FUTURE = 10**10  # `now` for the collection: everything in the store is older than the grace period
+
+
+def _orphaned_image(storage: Storage, repo: str, seed: str):  # type: ignore[no-untyped-def]
+    """An image pushed, then its manifest deleted: manifest and blobs are unreferenced bytes in the
+    CAS, exactly what a client pushing the same image again reuses."""
+    image = simple_image(seed)
+    digest = push_image(storage, repo, image, "v1")
+    storage.repository(repo).manifests.delete(digest)
+    return image, digest
+
+
+def _at(stage: str, action: Callable[[], None]) -> Callable[[str, int, int], None]:
+    """A progress callback that runs `action` once, the first time the collection reports `stage`."""
+    done = threading.Event()
+
+    def progress(reported: str, _done: int, _total: int) -> None:
+        if reported == stage and not done.is_set():
+            done.set()
+            action()
+    return progress
+
+
+def test_a_manifest_pushed_again_while_the_collection_marks_keeps_everything(driver: StorageDriver) -> None:
+    storage = Storage(driver)
+    image, digest = _orphaned_image(storage, "safe/app", "marking")
+    manifests = storage.repository("safe/app").manifests
+
+    def push_again() -> None:  # after the collection walked the tree: it did not see this push
+        manifests.put(image.manifest, image.media_type, tags=("v1",))
+
+    report = collect(storage, grace_seconds=0, now=FAR_FUTURE, progress=_at("manifests", push_again))
+
+    assert manifests.tags.resolve("v1") == digest
+    assert manifests.get(digest).raw == image.manifest
+    for blob in image.blobs():
+        assert storage.repository("safe/app").blobs.stat(Digest.parse(blob.digest)).size == blob.size
+    assert report.spared >= 1 + len(image.blobs())
+    assert digest not in report.swept
+
+
+def test_a_blob_uploaded_again_while_the_collection_deletes_it_is_put_back(driver: StorageDriver) -> None:
+    storage = Storage(driver)
+    data = b"an orphan layer, uploaded again" * 100
+    orphan = push_blob(storage, "safe/blob", data)
+    storage.repository("safe/blob").blobs.unlink(orphan)
+    waiting = threading.Event()
+    original_sleep = storage.blobs.sweeps.sleep
+
+    def sleep(seconds: float) -> None:
+        waiting.set()  # the upload saw the collection's notice and waits it out
+        original_sleep(seconds)
+
+    storage.blobs.sweeps.sleep = sleep
+    results: list[Digest | BaseException] = []
+
+    def upload() -> None:
+        try:
+            results.append(push_blob(storage, "safe/blob", data))
+        except BaseException as exc:
+            results.append(exc)
+
+    uploader = threading.Thread(target=upload)
+
+    def upload_while_deleting() -> None:
+        uploader.start()
+        assert waiting.wait(60), "the upload never waited for the deleting collection"
+
+    report = collect(storage, grace_seconds=0, now=FAR_FUTURE, progress=_at("sweep", upload_while_deleting))
+    uploader.join(60)
+
+    assert orphan in report.swept  # the collection deleted the old copy...
+    assert results == [orphan]  # ...and the upload, answered success, put its own in its place
+    assert storage.repository("safe/blob").blobs.stat(orphan).size == len(data)
+    with storage.repository("safe/blob").blobs.open(orphan) as stream:
+        assert stream.read() == data
+
+
+def test_a_manifest_whose_blobs_a_deleting_collection_took_is_refused_not_left_broken(
+        driver: StorageDriver) -> None:
+    storage = Storage(driver)
+    image, digest = _orphaned_image(storage, "safe/late", "deleting")
+    manifests = storage.repository("safe/late").manifests
+    waiting = threading.Event()
+    original_sleep = storage.blobs.sweeps.sleep
+
+    def sleep(seconds: float) -> None:
+        waiting.set()
+        original_sleep(seconds)
+
+    storage.blobs.sweeps.sleep = sleep
+    results: list[object] = []
+
+    def push() -> None:
+        try:
+            results.append(manifests.put(image.manifest, image.media_type, tags=("v1",)).digest)
+        except BaseException as exc:
+            results.append(exc)
+
+    pusher = threading.Thread(target=push)
+
+    def push_while_deleting() -> None:
+        pusher.start()
+        assert waiting.wait(60), "the manifest push never waited for the deleting collection"
+
+    collect(storage, grace_seconds=0, now=FAR_FUTURE, progress=_at("sweep", push_while_deleting))
+    pusher.join(60)
+
+    # Its layers went while it waited: the push fails, and leaves no manifest naming missing blobs.
+    assert len(results) == 1 and isinstance(results[0], ManifestBlobUnknown), results
+    assert not manifests.exists(digest)
+    assert manifests.tags.tags_of(digest) == []
+
+
+def test_a_dead_collectors_notice_does_not_hold_pushes_and_its_lease_is_taken_over(driver: StorageDriver) -> None:
+    storage = Storage(driver)
+    dead = Lease(driver, "deadbeef-collector", ttl=10, clock=lambda: 0.0)  # expired since 1970
+    dead.renew()
+    from storage.sweeping import Collection  # the collector's side, as a dead replica left it
+
+    Collection(driver, "deadbeef-collector", ttl=10, clock=lambda: 0.0).begin()
+    storage.blobs.sweeps.sleep = lambda seconds: pytest.fail("a push waited on a dead collector")
+
+    image, digest = _orphaned_image(storage, "safe/dead", "dead")
+    storage.repository("safe/dead").manifests.put(image.manifest, image.media_type, tags=("v1",))
+    report = collect(storage, grace_seconds=0, now=FAR_FUTURE)
+
+    assert report.held_by is None  # the expired lease was taken over
+    assert storage.repository("safe/dead").manifests.get(digest).raw == image.manifest
+
+
+def test_one_collector_at_a_time(driver: StorageDriver) -> None:
+    storage = Storage(driver)
+    orphan = push_blob(storage, "safe/lease", b"unreferenced")
+    live = Lease(driver, "another-replica", ttl=600)
+    assert live.acquire() is None
+
+    report = collect(storage, grace_seconds=0, now=FAR_FUTURE)
+    assert report.held_by == "another-replica" and report.swept == []
+    assert storage.blobs.exists(orphan)
+
+    live.release()
+    assert orphan in collect(storage, grace_seconds=0, now=FAR_FUTURE).swept
