@@ -205,28 +205,40 @@ def measure(driver: StorageDriver, rules: Sequence[UsageRule]) -> dict[str, set[
 
 def forget(driver: StorageDriver, digests: Iterable[Digest]) -> int:
     """Remove every rule's markers of `digests` (the blobs are gone from the store); one listing
-    of the rules, then one per rule and blob. Returns how many blobs had markers."""
-    wanted = list(digests)
+    of the rules, then per rule one listing per blob or, for many blobs (a collection's batch),
+    one walk of its markers and batched deletes. Returns how many blobs had markers."""
+    wanted = set(digests)
     if not wanted:
         return 0
     try:
         rule_keys = driver.list(paths.USAGE)
     except PathNotFound:
         return 0  # no rule ever counted anything: the common case costs one listing
-    forgotten = 0
-    for digest in wanted:
-        found = False
-        for rule_key in rule_keys:
-            try:
-                prefix = paths.usage_blob(rule_key.rsplit("/", 1)[1], digest)
-            except ValueError:
-                continue  # not a rule directory
+    rule_ids = [key.rsplit("/", 1)[1] for key in rule_keys]
+    found: set[Digest] = set()
+    for rule_id in rule_ids:
+        try:
+            below = paths.usage_blobs(rule_id)
+        except ValueError:
+            continue  # not a rule directory
+        if len(wanted) <= _FEW:
             # Listed, then deleted key by key: on S3 one listing when there is nothing (the usual
             # case), where deleting a prefix costs several requests even then.
-            for key in _keys_below(driver, prefix):
-                found = delete_quietly(driver, key) or found
-        forgotten += found
-    return forgotten
+            keys = [key for digest in wanted for key in _keys_below(driver, paths.usage_blob(rule_id, digest))]
+        else:
+            keys = [info.key for info in _infos_below(driver, below)
+                    if (parts := paths.usage_marker_parts(info.key)) is not None and parts[0] in wanted]
+        for key in keys:
+            parts = paths.usage_marker_parts(key)
+            if parts is not None:
+                found.add(parts[0])
+        for start in range(0, len(keys), 1000):
+            driver.delete_many(keys[start:start + 1000])
+    return len(found)
+
+
+#: Up to this many blobs forgotten at once are looked up one by one, more by one walk per rule.
+_FEW = 8
 
 
 def _infos_below(driver: StorageDriver, prefix: str) -> Iterator[FileInfo]:

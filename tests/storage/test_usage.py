@@ -10,8 +10,9 @@ from ocispec.digest import Digest
 from storage import Storage, UsageRule, track
 from storage.driver.base import StorageDriver
 from storage.gc import collect
+from tests.support.images import simple_image
 
-from .test_stores import push_blob
+from .test_stores import push_blob, push_image
 
 TEAM_A = UsageRule("team-a/*", lambda name: name.startswith("team-a/"))
 EVERYTHING = UsageRule("*", lambda name: True)
@@ -61,6 +62,20 @@ def test_garbage_collection_removing_a_blob_removes_it_from_every_rule(driver: S
     report = collect(storage, grace_seconds=0, now=10**10)
     assert Digest.of(orphan) in report.swept
     assert index.usage(TEAM_A).bytes == 0 and index.usage(EVERYTHING).blobs == 0
+
+
+def test_a_collection_removing_many_blobs_leaves_the_kept_ones_counted(driver: StorageDriver) -> None:
+    storage = Storage(driver)
+    index = track(storage, [TEAM_A, EVERYTHING])
+    kept = push_image(storage, "team-a/app", simple_image("usage-kept"), "v1")
+    kept_bytes = index.usage(TEAM_A).bytes
+    for i in range(20):  # more than a collection forgets one by one: one walk per rule
+        push_blob(storage, f"team-a/orphans{i % 3}", os.urandom(100 + i))
+    assert index.usage(TEAM_A).blobs > 20
+
+    report = collect(storage, grace_seconds=0, now=10**10)
+    assert len(report.swept) == 20 and kept not in report.swept
+    assert index.usage(TEAM_A).bytes == kept_bytes and index.usage(EVERYTHING).bytes == kept_bytes
 
 
 def test_rebuild_counts_what_was_there_before_the_rule_and_drops_what_no_link_justifies(
