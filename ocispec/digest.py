@@ -36,6 +36,9 @@ class SizeExceeded(DigestMismatch):
     """More bytes arrived than the descriptor allows."""
 
 
+_LOWER_HEX = re.compile(r"[0-9a-f]+")
+
+
 @dataclass(frozen=True, slots=True)
 class Digest:
     """A validated content digest. `str(d)` is the canonical `alg:hex` form."""
@@ -52,7 +55,7 @@ class Digest:
         expected_len = ALGORITHMS.get(algorithm)
         if expected_len is None:
             raise OCIValidationError(ErrorCode.DIGEST_INVALID, f"unsupported digest algorithm {algorithm!r}")
-        if len(encoded) != expected_len or not all(c in "0123456789abcdef" for c in encoded):
+        if len(encoded) != expected_len or not _LOWER_HEX.fullmatch(encoded):
             raise OCIValidationError(ErrorCode.DIGEST_INVALID, f"invalid {algorithm} digest {text[:80]!r}")
         return cls(algorithm, encoded)
 

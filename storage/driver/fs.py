@@ -14,6 +14,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -153,6 +154,7 @@ class FilesystemDriver:
         that is missing is fine (`check` creates it), one that is not writable `check` reports."""
         root = options.root if isinstance(options, FilesystemOptions) else options
         self.root = _usable_root(Path(root))
+        self._root_text = str(self.root)
 
     # -- keys ------------------------------------------------------------------------------------
     def _path(self, key: str) -> Path:
@@ -160,6 +162,13 @@ class FilesystemDriver:
         if not key or any(p in ("", ".", "..") or "\\" in p or "\x00" in p for p in parts):
             raise InvalidKey(f"invalid storage key {key!r}")
         return self.root.joinpath(*parts)
+
+    def _fspath(self, key: str) -> str:
+        """`_path` as a string, without building a Path (for the bulk operations)."""
+        parts = key.strip("/").split("/")
+        if not key or any(p in ("", ".", "..") or "\\" in p or "\x00" in p for p in parts):
+            raise InvalidKey(f"invalid storage key {key!r}")
+        return os.path.join(self._root_text, *parts)
 
     def _key(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -232,17 +241,29 @@ class FilesystemDriver:
         return [f"{base}/{n}" for n in names]
 
     def walk(self, prefix: str) -> Iterator[FileInfo]:
-        path = self._path(prefix)
-        for dirpath, _dirnames, filenames in os.walk(path):
-            for fname in filenames:
-                if fname.startswith(TEMP_PREFIX):
-                    continue
-                full = Path(dirpath) / fname
-                try:
-                    st = full.stat()
-                except FileNotFoundError:
-                    continue  # removed while walking
-                yield FileInfo(self._key(full), st.st_size, st.st_mtime)
+        # os.scandir and plain strings: a collection walks every key of the store, and building
+        # a Path per file costs more than the stat.
+        top = self._fspath(prefix)
+        base = len(self._root_text) + 1
+        pending = [top]
+        while pending:
+            directory = pending.pop()
+            try:
+                entries = os.scandir(directory)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # removed while walking
+            with entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(entry.path)
+                            continue
+                        if entry.name.startswith(TEMP_PREFIX):
+                            continue
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # removed while walking
+                    yield FileInfo(entry.path[base:], st.st_size, st.st_mtime)
 
     def move(self, source: str, destination: str) -> None:
         src, dst = self._path(source), self._path(destination)
@@ -276,16 +297,15 @@ class FilesystemDriver:
     def delete_many(self, keys: Sequence[str]) -> None:
         """Delete each file; the directory holding it goes too once empty (a link's or a blob's
         own directory), so that a listing of the parent no longer names it."""
-        for key in keys:
-            path = self._path(key)
-            try:
-                path.unlink()
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            try:
-                path.parent.rmdir()
-            except OSError:
-                pass  # not empty (or removed meanwhile): it stays
+        paths = [self._fspath(key) for key in keys]
+        if len(paths) < _PARALLEL_DELETES * 4:
+            _unlink_and_prune(paths)
+            return
+        # Metadata operations in different directories proceed in parallel in the kernel (and
+        # release the GIL): a collection's batch of a thousand goes several times faster.
+        share = -(-len(paths) // _PARALLEL_DELETES)
+        with ThreadPoolExecutor(max_workers=_PARALLEL_DELETES) as pool:
+            list(pool.map(_unlink_and_prune, [paths[at:at + share] for at in range(0, len(paths), share)]))
 
     def url_for(self, key: str, method: str = "GET", expires_in: int = 1200) -> str | None:
         return None
@@ -322,3 +342,19 @@ class FilesystemDriver:
             probe.unlink()
         except OSError as exc:
             raise StorageConfigError(f"storage root {self.root} is not writable: {exc.strerror or exc}") from None
+
+
+#: Threads deleting at once in a large `delete_many`.
+_PARALLEL_DELETES = 8
+
+
+def _unlink_and_prune(paths: list[str]) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        try:
+            os.rmdir(os.path.dirname(path))
+        except OSError:
+            pass  # not empty (or removed meanwhile): it stays
