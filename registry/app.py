@@ -22,6 +22,7 @@ from .access import AllowAll, Authorizer
 from .context import RegistryContext
 from .errors import BodyCutShort, ClientHungUp, RegistryError, handle_exception, handle_hangup
 from .handlers.base import run
+from .lifecycle.immutable import install as install_immutable_tags
 from .lifecycle.quota import install as install_quotas
 from .lifecycle.schedule import jobs, run_every
 from .proxy import ProxyRouting, PullThrough
@@ -84,6 +85,7 @@ def create_app(settings: Settings, storage: Storage | None = None, authorizer: A
                     middleware=middleware)
     app.state.ctx = ctx
     app.state.quotas = install_quotas(storage, settings)  # counts usage from here on (registry.lifecycle.quota)
+    app.state.immutable_tags = install_immutable_tags(settings)  # registry.lifecycle.immutable
     return app
 
 

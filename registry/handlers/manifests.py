@@ -13,6 +13,7 @@ from storage import ManifestRules, StoredManifest
 from ..context import context
 from ..errors import RegistryError
 from ..headers import manifest_url
+from ..lifecycle import immutable
 from .base import API_VERSION_HEADER, empty, repository, run, run_small, stream_body
 
 
@@ -39,6 +40,7 @@ async def put_manifest(request: Request) -> Response:
     await stream_body(request, body.extend, 1 << 30, limit=limit)  # the buffer size keeps it on the loop
     tags = tuple(dict.fromkeys(((tag,) if tag else ()) + extra_tags))  # each once, in the order given
     rules = ManifestRules(allow_sparse_indexes=ctx.settings.validation.manifests.allow_sparse_indexes)
+    await immutable.before_tagging(request, repo, tags, bytes(body), reference_digest)
     result = await run(repo.manifests.put, bytes(body), request.headers.get("content-type"), reference_digest, tags,
                        rules)
     # The digest is the one the client pushed by (its algorithm, e.g. sha512), not always sha256.
@@ -81,6 +83,7 @@ async def delete_manifest(request: Request) -> Response:
     """Only reached with storage.delete.enabled (registry.routes refuses it otherwise)."""
     repo = repository(request)
     tag, digest = path_reference(request)
+    await immutable.before_delete(request, repo, tag, digest)
     if digest is not None:
         await run(repo.manifests.delete, digest)
     else:
