@@ -13,6 +13,7 @@ from ..settings import Settings
 # name -> module; each module is imported when its command runs (a command loads only what it needs).
 COMMANDS: dict[str, str] = {}
 COMMANDS["gc"] = "gc"
+COMMANDS["retention"] = "retention_cli"
 COMMANDS["usage"] = "usage"
 COMMANDS["check"] = "check"
 

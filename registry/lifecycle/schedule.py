@@ -27,9 +27,10 @@ class Job:
 
 def jobs(settings: Settings) -> list[Job]:
     """The jobs these settings turn on. Each lifecycle module that has one adds it here."""
-    from . import collection
+    from . import collection, retention
 
-    planned: list[Job] = [Job("gc", settings.gc.interval, collection.scheduled)]
+    planned: list[Job] = [Job("gc", settings.gc.interval, collection.scheduled),
+                          Job("retention", settings.retention.interval, retention.scheduled)]
     return [job for job in planned if job.interval > 0]
 
 

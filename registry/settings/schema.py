@@ -334,7 +334,8 @@ class RetentionRule:
     keep_tags: tuple[str, ...] = field(default=(), metadata=_help(
         "Tag globs kept for ever (`v*`, `release-*`), whatever else the rule says."))
     tags_older_than: float = field(default=0.0, metadata=_help(
-        "Remove tags pushed longer ago than this (a duration, e.g. 30d); 0: none by age.", duration=True, min=0))
+        "Remove tags pushed longer ago than this (a duration, e.g. 30d); with keep_last, only those also beyond the "
+        "last N; 0: none by age.", duration=True, min=0))
     untagged_older_than: float = field(default=0.0, metadata=_help(
         "Remove manifests no tag names, pushed longer ago than this (a duration); those an index or a kept "
         "manifest's referrers name stay; 0: keep them.", duration=True, min=0))
