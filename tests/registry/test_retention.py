@@ -118,7 +118,7 @@ def _expected_tags() -> set[tuple[str, str]]:
 
 
 def _retention(fixture: Fixture, *extra: str) -> list[str]:
-    done = subprocess.run([sys.executable, "-m", "registry", "retention", "--config", str(fixture.config), *extra],
+    done = subprocess.run([str(Path(sys.executable).parent / "registry"), "retention", "--config", str(fixture.config), *extra],
                           capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     return done.stdout.splitlines()
