@@ -118,8 +118,8 @@ def _expected_tags() -> set[tuple[str, str]]:
 
 
 def _retention(fixture: Fixture, *extra: str) -> list[str]:
-    done = subprocess.run([str(Path(sys.executable).parent / "registry"), "retention", "--config", str(fixture.config), *extra],
-                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    command = [str(Path(sys.executable).parent / "registry"), "retention", "--config", str(fixture.config)]
+    done = subprocess.run([*command, *extra], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     return done.stdout.splitlines()
 
