@@ -78,7 +78,8 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from . import tls
-    from .app import create_app, storage_driver
+    from .app import create_app
+    from .store import storage_driver
 
     _configure_logging(settings)
     tls.check(settings.http.tls)  # fail fast, with one line, on unusable certificate or key files

@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ocispec.errors import OCIValidationError
-from storage import DriverOptions, Storage, StorageDriver, StorageError, driver_options, open_driver
+from storage import Storage, StorageError
 
 from .access import AllowAll, Authorizer
 from .context import RegistryContext
@@ -28,26 +28,10 @@ from .lifecycle.schedule import jobs, run_every
 from .proxy import ProxyRouting, PullThrough
 from .routes import routes
 from .server import BODY_ERROR
-from .settings import Settings, to_dict
+from .settings import Settings
+from .store import storage_driver
 
 log = logging.getLogger("cargobay.registry")
-
-
-def storage_options(settings: Settings) -> DriverOptions:
-    """The options of the driver `storage.driver` names, from that driver's settings section
-    (storage's options dataclasses have the names, types and checks)."""
-    section = settings.storage
-    values = to_dict(getattr(section, section.driver))
-    if section.driver == "s3":
-        # Settings cannot hold "unset": an empty string (or `auto`) leaves the option to the
-        # driver's default, e.g. credentials from the standard AWS chain.
-        values = {name: value for name, value in values.items() if value not in ("", "auto")}
-    return driver_options(section.driver, values)
-
-
-def storage_driver(settings: Settings) -> StorageDriver:
-    """The driver the `storage` settings describe (not yet contacted: `check()` does that)."""
-    return open_driver(storage_options(settings))
 
 
 def create_app(settings: Settings, storage: Storage | None = None, authorizer: Authorizer | None = None) -> Starlette:

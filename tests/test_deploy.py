@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 from registry.__main__ import _parser
-from registry.app import storage_driver
 from registry.handlers.health import PROBE_TIMEOUT
 from registry.routes import TABLE
 from registry.settings import Settings, describe, load_settings
+from registry.store import storage_driver
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

@@ -27,7 +27,7 @@ def add_command(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from ..app import storage_driver
+    from ..store import storage_driver
 
     hosts = tuple(upstream.host.strip("/") + "/" for upstream in settings.proxy.upstreams)
     pushed = ManifestRules(allow_sparse_indexes=settings.validation.manifests.allow_sparse_indexes)

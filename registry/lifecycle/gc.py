@@ -27,7 +27,7 @@ def add_command(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from ..app import storage_driver
+    from ..store import storage_driver
 
     grace = parse_duration(args.grace, "--grace") if args.grace else settings.gc.grace
     progress = TerminalProgress(sys.stderr) if sys.stderr.isatty() else None

@@ -22,7 +22,7 @@ def add_command(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from ..app import storage_driver
+    from ..store import storage_driver
 
     storage = Storage(storage_driver(settings))
     planned = plan(storage, settings, time.time())

@@ -64,7 +64,7 @@ def _print_table(rows: list[list[str]]) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from storage import track
 
-    from ..app import storage_driver
+    from ..store import storage_driver
 
     storage = Storage(storage_driver(settings))
     configured = usage_rules(settings)

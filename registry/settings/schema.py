@@ -78,9 +78,9 @@ class FilesystemSettings:
 
 @dataclass(frozen=True)
 class S3Settings:
-    """`storage.s3`: the S3 driver's options, by the names of `storage.S3Options` (registry.app
-    storage_options maps them), with its defaults and limits. Empty strings mean "not set" (the
-    driver's default, or the standard AWS chain)."""
+    """`storage.s3`: the S3 driver's options, by the names of `storage.S3Options`
+    (registry.store.storage_options maps them), with its defaults and limits. Empty strings mean
+    "not set" (the driver's default, or the standard AWS chain)."""
 
     bucket: str = field(default=S3Options.bucket, metadata=_help(
         "Bucket that holds everything (required with driver s3)."))

@@ -158,20 +158,15 @@ class FilesystemDriver:
 
     # -- keys ------------------------------------------------------------------------------------
     def _path(self, key: str) -> Path:
-        parts = key.strip("/").split("/")
-        if not key or any(p in ("", ".", "..") or "\\" in p or "\x00" in p for p in parts):
-            raise InvalidKey(f"invalid storage key {key!r}")
-        return self.root.joinpath(*parts)
+        return Path(self._fspath(key))
 
     def _fspath(self, key: str) -> str:
-        """`_path` as a string, without building a Path (for the bulk operations)."""
+        """The file a key names, as a string (the bulk operations need no Path); InvalidKey for a
+        key that could leave the root or name a directory ambiguously."""
         parts = key.strip("/").split("/")
         if not key or any(p in ("", ".", "..") or "\\" in p or "\x00" in p for p in parts):
             raise InvalidKey(f"invalid storage key {key!r}")
         return os.path.join(self._root_text, *parts)
-
-    def _key(self, path: Path) -> str:
-        return path.relative_to(self.root).as_posix()
 
     # -- protocol --------------------------------------------------------------------------------
     def get(self, key: str) -> bytes:
@@ -241,29 +236,15 @@ class FilesystemDriver:
         return [f"{base}/{n}" for n in names]
 
     def walk(self, prefix: str) -> Iterator[FileInfo]:
-        # os.scandir and plain strings: a collection walks every key of the store, and building
-        # a Path per file costs more than the stat.
-        top = self._fspath(prefix)
         base = len(self._root_text) + 1
-        pending = [top]
-        while pending:
-            directory = pending.pop()
+        for entry in _files_below(self._fspath(prefix)):
+            if entry.name.startswith(TEMP_PREFIX):
+                continue
             try:
-                entries = os.scandir(directory)
-            except (FileNotFoundError, NotADirectoryError):
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
                 continue  # removed while walking
-            with entries:
-                for entry in entries:
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            pending.append(entry.path)
-                            continue
-                        if entry.name.startswith(TEMP_PREFIX):
-                            continue
-                        st = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue  # removed while walking
-                    yield FileInfo(entry.path[base:], st.st_size, st.st_mtime)
+            yield FileInfo(entry.path[base:], st.st_size, st.st_mtime)
 
     def move(self, source: str, destination: str) -> None:
         src, dst = self._path(source), self._path(destination)
@@ -316,19 +297,18 @@ class FilesystemDriver:
         directories `put` created for them stay (removing one could race a `put` into it): walks
         skip empty directories, and the tag listing skips tags without a link (storage.tags)."""
         removed = 0
-        for dirpath, _dirnames, filenames in os.walk(self.root):
-            for fname in filenames:
-                if not fname.startswith(TEMP_PREFIX):
-                    continue
-                path = Path(dirpath) / fname
-                if spare is not None and spare(self._key(path)):
-                    continue
-                try:
-                    if path.lstat().st_mtime < cutoff:
-                        path.unlink()
-                        removed += 1
-                except FileNotFoundError:
-                    continue  # renamed into place or removed meanwhile
+        base = len(self._root_text) + 1
+        for entry in _files_below(self._root_text):
+            if not entry.name.startswith(TEMP_PREFIX):
+                continue
+            if spare is not None and spare(entry.path[base:]):
+                continue
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue  # renamed into place or removed meanwhile
         return removed
 
     def pending_uploads(self) -> Iterator[PendingUpload]:
@@ -342,6 +322,29 @@ class FilesystemDriver:
             probe.unlink()
         except OSError as exc:
             raise StorageConfigError(f"storage root {self.root} is not writable: {exc.strerror or exc}") from None
+
+
+def _files_below(top: str) -> Iterator[os.DirEntry[str]]:
+    """Every file below `top` (temp files included), depth first, by os.scandir and plain strings:
+    a collection walks every key of the store, and building a Path per file costs more than the
+    stat. A directory's type comes from the listing itself, so only callers that need a file's
+    size or age pay for its stat."""
+    pending = [top]
+    while pending:
+        directory = pending.pop()
+        try:
+            entries = os.scandir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # removed while walking
+        with entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                        continue
+                except FileNotFoundError:
+                    continue  # removed while walking
+                yield entry
 
 
 #: Threads deleting at once in a large `delete_many`.

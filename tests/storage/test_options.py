@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from registry.app import storage_options
 from registry.settings import SettingsError, load_settings
+from registry.store import storage_options
 from storage import FilesystemOptions, S3Options, StorageConfigError, driver_options
 
 
