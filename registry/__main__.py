@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import logging
 import os
 import sys
 from typing import Any
@@ -38,20 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log.level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    # The AWS SDK logs signed request headers at debug level: never let them into our logs.
-    for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
-
-
 def app_from_environment():  # type: ignore[no-untyped-def]
     """uvicorn factory for worker processes: rebuilds the app from the settings the parent resolved."""
+    from . import logs
     from .app import create_app
 
     settings = settings_from_dict(json.loads(os.environ[SETTINGS_ENV]))
-    _configure_logging(settings)
+    logs.configure(settings.log)
     return create_app(settings)
 
 
@@ -64,7 +56,8 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     http = settings.http
     limits = ConnectionLimits(header_timeout=http.header_timeout, max_connections=http.max_connections)
     options: dict[str, Any] = {
-        "host": http.host, "port": http.port, "log_level": settings.log.level, "access_log": settings.log.access,
+        # Logging is ours (registry.logs): uvicorn neither configures it nor writes its own access log.
+        "host": http.host, "port": http.port, "log_level": settings.log.level, "log_config": None, "access_log": False,
         "http": functools.partial(RegistryHttpProtocol, limits=limits), "loop": "uvloop",
         "timeout_keep_alive": http.keepalive_timeout, "server_header": False, "date_header": True,
         "proxy_headers": bool(http.trusted_proxies), "forwarded_allow_ips": http.trusted_proxies or None,
@@ -77,11 +70,11 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 def serve(settings: Settings) -> None:
     import uvicorn
 
-    from . import tls
+    from . import logs, tls
     from .app import create_app
     from .store import storage_driver
 
-    _configure_logging(settings)
+    logs.configure(settings.log)
     tls.check(settings.http.tls)  # fail fast, with one line, on unusable certificate or key files
     storage_driver(settings).check()  # and on unusable storage
     workers = settings.http.workers or os.cpu_count() or 1

@@ -25,7 +25,9 @@ from .handlers.base import run
 from .lifecycle.immutable import install as install_immutable_tags
 from .lifecycle.quota import install as install_quotas
 from .lifecycle.schedule import jobs, run_every
+from .operations import events_for, request_observers
 from .proxy import ProxyRouting, PullThrough
+from .requestinfo import RequestTracking, TrustedPeers
 from .routes import routes
 from .server import BODY_ERROR
 from .settings import Settings
@@ -40,11 +42,11 @@ def create_app(settings: Settings, storage: Storage | None = None, authorizer: A
     if authorizer is None and settings.auth.enabled:
         authorizer, extra_routes = _auth(settings)
     proxy = PullThrough(settings, storage) if settings.proxy.upstreams else None
-    ctx = RegistryContext(settings, storage, authorizer or AllowAll(), proxy)
+    ctx = RegistryContext(settings, storage, authorizer or AllowAll(), events_for(settings, storage), proxy)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(run_every(job, storage, settings)) for job in jobs(settings)]
+        tasks = [asyncio.create_task(run_every(job, storage, settings, ctx.events)) for job in jobs(settings)]
         if settings.storage.uploads.purge_interval > 0:
             tasks.append(asyncio.create_task(_purge_loop(ctx)))
         try:
@@ -62,9 +64,12 @@ def create_app(settings: Settings, storage: Storage | None = None, authorizer: A
     handlers.update(dict.fromkeys((ClientHungUp, ClientDisconnect), handle_hangup))
     middleware = [Middleware(BodyErrors)]
     if proxy is not None:
-        # Outermost: names are canonical before anything (the routes, the authorizer) sees them.
+        # Names are canonical before anything (the routes, the authorizer) sees them.
         middleware.insert(0, Middleware(ProxyRouting, router=proxy.router,
                                         run_exists=lambda name: run(_exists_locally, storage, name)))
+    # Outermost: every request gets its id and record first, and is observed however it ends.
+    middleware.insert(0, Middleware(RequestTracking, observers=request_observers(settings),
+                                    trusted=TrustedPeers(settings.http.trusted_proxies)))
     app = Starlette(routes=routes() + extra_routes, lifespan=lifespan, exception_handlers=handlers,
                     middleware=middleware)
     app.state.ctx = ctx

@@ -12,7 +12,8 @@ from storage import Storage
 from .access import Authorizer
 from .settings import Settings
 
-if TYPE_CHECKING:  # the cache's handlers use this module: only the type is needed here
+if TYPE_CHECKING:  # modules these import use this one: only the types are needed here
+    from .events import Events
     from .proxy import PullThrough
 
 
@@ -21,6 +22,7 @@ class RegistryContext:
     settings: Settings
     storage: Storage
     authorizer: Authorizer
+    events: Events  # what happened, to the audit trail, the webhooks and the metrics (registry.events)
     proxy: PullThrough | None = None  # the pull-through cache, when `proxy.upstreams` names any
 
 

@@ -54,6 +54,9 @@ ABORT = "cargobay.abort"
 #: response calls `finish()` on the loop when that thread is done, then sends the final empty body.
 RAW_BODY = "cargobay.raw_body"
 BODY_ERROR = "cargobay.body_error"  # scope extension: why the request body cannot be trusted (a message)
+#: scope extension: the address of the connection's other end, before any X-Forwarded-For rewrite
+#: (registry.requestinfo trusts a request id only from a trusted proxy).
+PEER = "cargobay.peer"
 STALL_SECONDS = 120.0  # a client that takes no bytes for this long is dropped
 MAX_HEADER_BYTES = 1 << 20  # request line and headers together, as Go's net/http allows by default
 TLS_HANDSHAKE = 0x16  # first byte of a TLS record carrying a handshake (ClientHello); never starts an HTTP request
@@ -266,6 +269,8 @@ class RegistryHttpProtocol(HttpToolsProtocol):
             extensions[SENDFILE] = functools.partial(_send_file, self, self.cycle)
             extensions[RAW_BODY] = functools.partial(_raw_body, self, self.cycle)
         extensions[ABORT] = functools.partial(_abandon, self.transport, self.cycle)
+        if self.client is not None:
+            extensions[PEER] = self.client[0]
 
     def on_body(self, body: bytes) -> None:
         self._body_received += len(body)

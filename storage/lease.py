@@ -1,6 +1,7 @@
-"""The collection lease: one object (`v1/gc/lease`) saying which collector sweeps now and until
-when, so that several replicas scheduling garbage collection sweep one at a time. A collector
-that dies holding it loses it when it expires.
+"""A lease: one object saying which replica does a job now and until when, so that several
+replicas scheduling it take turns. The collection lease (`v1/gc/lease`, the default key) lets
+one collector sweep at a time; a queue's lease (`paths.queue_lease`) one replica deliver. A holder
+that dies loses it when it expires.
 
 It is an economy, not the safety: two collections racing for it (both read it free, both write)
 may both proceed, and that is harmless, because what keeps a collection from deleting what a push
@@ -28,16 +29,17 @@ class LeaseHolder:
 
 class Lease:
     def __init__(self, driver: StorageDriver, holder: str, ttl: float,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, key: str = paths.GC_LEASE) -> None:
         self.driver = driver
         self.holder = holder
         self.ttl = ttl
         self.clock = clock
+        self.key = key
 
     def current(self) -> LeaseHolder | None:
         """Who holds the lease, if anyone does and it has not expired."""
         try:
-            raw = json.loads(self.driver.get(paths.GC_LEASE))
+            raw = json.loads(self.driver.get(self.key))
             held = LeaseHolder(str(raw["holder"]), float(raw["expires"]))
         except PathNotFound:
             return None
@@ -58,9 +60,9 @@ class Lease:
 
     def renew(self) -> None:
         body = {"holder": self.holder, "expires": self.clock() + self.ttl}
-        self.driver.put(paths.GC_LEASE, json.dumps(body).encode())
+        self.driver.put(self.key, json.dumps(body).encode())
 
     def release(self) -> None:
         held = self.current()
         if held is not None and held.holder == self.holder:
-            delete_quietly(self.driver, paths.GC_LEASE)
+            delete_quietly(self.driver, self.key)

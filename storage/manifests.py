@@ -44,6 +44,7 @@ class PutResult:
     digest: Digest
     subject: Digest | None
     tags: tuple[str, ...] = ()
+    media_type: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +115,7 @@ class ManifestStore:
         self._settle(digest, raw, blobs, created)
         for tag in tags:
             self.tags.set(tag, digest)
-        return PutResult(digest, manifest.subject.digest if manifest.subject else None, tags)
+        return PutResult(digest, manifest.subject.digest if manifest.subject else None, tags, manifest.media_type)
 
     def _settle(self, digest: Digest, raw: bytes, blobs: set[Digest], created: bool) -> None:
         """After the revision link and the blobs' links were written: wait out any garbage

@@ -11,6 +11,10 @@
     v1/repositories/<name>/_uploads/<id>/verifying                 bytes being verified (disk)
     v1/usage/<rule id>/blobs/<alg>/<hex>/<size>/<name with + for />  a quota rule counts that blob
     v1/usage/<rule id>/built                                       when the rule was last rebuilt
+    v1/jobs/<job>/last                                             a lifecycle job's last run (JSON)
+    v1/journals/<journal>/<YYYY-MM-DD>/<time>-<writer>-<seq>        a batch of records (JSON lines)
+    v1/queues/<queue>/items/<time>-<id>                            an item waiting (e.g. a webhook event)
+    v1/queues/<queue>/lease                                        who works through the queue now
 
 A link's content is the digest it points at. Manifests are stored as blobs in the CAS too.
 Repository names are validated here (defence in depth: handlers validate first), so no key can
@@ -296,3 +300,54 @@ def manifest_revision_owner(key: str) -> tuple[str, Digest] | None:
     if digest is None:
         return None
     return "/".join(parts[2:-5]), digest
+
+
+# -- lifecycle job records, journals and queues (storage.runs, storage.journal, storage.queue) -----
+JOBS = f"{ROOT}/jobs"
+JOURNALS = f"{ROOT}/journals"
+QUEUES = f"{ROOT}/queues"
+#: A job's, journal's or queue's name, and a writer's or item's id: one safe key component each.
+_COMPONENT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+
+
+def _component(value: str, what: str) -> str:
+    if not _COMPONENT.fullmatch(value):
+        raise ValueError(f"invalid {what} {value!r}")
+    return value
+
+
+def job_last_run(job: str) -> str:
+    return f"{JOBS}/{_component(job, 'job name')}/last"
+
+
+def journal(name: str) -> str:
+    return f"{JOURNALS}/{_component(name, 'journal name')}"
+
+
+def journal_day(name: str, day: str) -> str:
+    """`day` is `YYYY-MM-DD` (UTC): a journal is listed a day at a time."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
+        raise ValueError(f"invalid journal day {day!r}")
+    return f"{journal(name)}/{day}"
+
+
+def journal_batch(name: str, day: str, stamp: str) -> str:
+    """A batch's key: `stamp` (`<HHMMSS.ffffff>-<writer>-<seq>`) sorts batches by time within a day."""
+    return f"{journal_day(name, day)}/{_component(stamp, 'journal batch')}"
+
+
+def queue(name: str) -> str:
+    return f"{QUEUES}/{_component(name, 'queue name')}"
+
+
+def queue_items(name: str) -> str:
+    return f"{queue(name)}/items"
+
+
+def queue_item(name: str, item: str) -> str:
+    """`item` (`<zero-padded time>-<id>`) sorts items by the time they were queued."""
+    return f"{queue_items(name)}/{_component(item, 'queue item')}"
+
+
+def queue_lease(name: str) -> str:
+    return f"{queue(name)}/lease"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from ocispec.reference import validate_repository_name
 
@@ -16,6 +17,7 @@ from .errors import PathNotFound
 from .links import link_exists
 from .manifests import ManifestStore
 from .referrers import ReferrerStore
+from .runs import last_run, record_run
 from .tags import TagStore
 from .uploads import RepositoryUploads, UploadStore
 
@@ -60,6 +62,13 @@ class Storage:
 
     def repository(self, name: str) -> Repository:
         return Repository(self, name)
+
+    def record_run(self, job: str, figures: Mapping[str, Any]) -> None:
+        """Keep `job`'s run (its figures, finished now) as its last (storage.runs)."""
+        record_run(self.driver, job, figures)
+
+    def last_run(self, job: str) -> dict[str, Any] | None:
+        return last_run(self.driver, job)
 
     def check_health(self) -> None:
         """Raise StorageError unless the backend answers one cheap call: a `stat` of the layout's

@@ -27,6 +27,7 @@ from ocispec.errors import ErrorCode
 
 from ..access import Access
 from ..errors import RegistryError
+from ..requestinfo import request_info
 from .scopes import covers
 from .service import AuthService, LoginFailed, RateLimited, client_address
 from .tokens import TokenError
@@ -81,6 +82,7 @@ class TokenAuthorizer:
             return cached
         principal = await self._identify(request, needed)
         request.scope[_STATE_KEY] = principal
+        request_info(request).user = principal.subject or ""  # the logs' and the events' user
         return principal
 
     async def _identify(self, request: Request, needed: list[Access]) -> Principal:
@@ -99,7 +101,7 @@ class TokenAuthorizer:
                 raise self._unauthorized(request, needed)
             username, password = parsed
             try:
-                await self.service.login(client_address(request), username, password)
+                await self.service.login(request, username, password)
             except RateLimited as exc:
                 raise RegistryError(ErrorCode.TOOMANYREQUESTS, "too many failed logins; retry later",
                                     headers={"Retry-After": str(exc.retry_after)}) from None

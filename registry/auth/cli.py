@@ -72,6 +72,26 @@ def _password(args: argparse.Namespace) -> str:
     return password
 
 
+def _audit_robot(settings: Settings, name: str, granted: str) -> None:
+    """A `robot.create` event for the audit trail (who ran the command is the operator's shell's
+    business; the event names the robot and what it may do, never its secret)."""
+    import getpass as users
+
+    from storage import Storage
+
+    from ..events import Event
+    from ..operations import events_for
+    from ..store import storage_driver
+
+    operator = ""
+    try:
+        operator = users.getuser()
+    except (KeyError, OSError):
+        pass
+    storage = Storage(storage_driver(settings))
+    events_for(settings, storage).record([Event("robot.create", user=name, detail=f"{granted}; by {operator or '?'}")])
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from .files import locked, write_atomically
     from .keys import CERT_FILE, KEY_FILE, KeyFileError, key_directory, load_signing_key, write_key_pair
@@ -93,7 +113,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 if text and not text.endswith("\n"):
                     text += "\n"
                 write_atomically(rules, (text + document).encode(), 0o644)
-            print(f"robot account {args.name} created with {','.join(actions)} on {', '.join(args.repo)}; "
+            granted = f"{','.join(actions)} on {', '.join(args.repo)}"
+            _audit_robot(settings, args.name, granted)
+            print(f"robot account {args.name} created with {granted}; "
                   "its secret follows and is shown only this once", file=sys.stderr)
             print(secret)
         elif args.command == "user" and args.action == "add":

@@ -28,7 +28,7 @@ from ..errors import RegistryError
 from .authorizer import parse_basic
 from .keys import to_jwk
 from .scopes import MAX_SCOPES, parse_scopes
-from .service import AuthService, LoginFailed, RateLimited, client_address
+from .service import AuthService, LoginFailed, RateLimited, client_address, login_failed
 
 MAX_FORM_BYTES = 64 * 1024
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -73,7 +73,7 @@ def token_routes(service: AuthService) -> list[Route]:
             try:
                 if parsed is None:
                     raise LoginFailed()
-                await service.login(client_address(request), *parsed)
+                await service.login(request, *parsed)
             except RateLimited as exc:
                 raise _refuse(ErrorCode.TOOMANYREQUESTS, "too many failed logins; retry later",
                               _too_many(exc)) from None
@@ -107,7 +107,7 @@ def token_routes(service: AuthService) -> list[Route]:
                 username = form.get("username", "")
                 if not username:
                     return oauth2_error(400, "invalid_request", "username and password are required")
-                await service.login(address, username, form.get("password", ""))
+                await service.login(request, username, form.get("password", ""))
                 subject = username
             elif grant == "refresh_token":
                 retry = service.limiter.retry_after(address, None)
@@ -117,6 +117,7 @@ def token_routes(service: AuthService) -> list[Route]:
                     subject = service.redeem_refresh_token(form.get("refresh_token", ""))
                 except LoginFailed:
                     service.limiter.failed(address, None)
+                    await login_failed(request, "", "invalid refresh token")
                     raise
             else:
                 return oauth2_error(400, "unsupported_grant_type", "grant_type must be password or refresh_token")

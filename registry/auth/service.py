@@ -15,7 +15,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from ..access import Access
+from ..context import context
 from ..errors import RegistryBaseError
+from ..events import Event
 from ..settings import Settings, SettingsError
 from .files import Reloading
 from .keys import (
@@ -53,6 +55,10 @@ class RateLimited(RegistryBaseError):
 
 def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+async def login_failed(request: Request, username: str, why: str) -> None:
+    await context(request).events.emit(request, Event("login.failed", user=username[:64], detail=why))
 
 
 def _quote(value: str) -> str:
@@ -129,11 +135,14 @@ class AuthService:
         return self.users_file.get() if self.users_file else Users({})
 
     # -- logins ----------------------------------------------------------------------------------
-    async def login(self, address: str, username: str, password: str) -> None:
-        """Return when the password is right; raise RateLimited or LoginFailed."""
+    async def login(self, request: Request, username: str, password: str) -> None:
+        """Return when the password is right; raise RateLimited or LoginFailed (each a
+        `login.failed` event: the name tried, never the password)."""
+        address = client_address(request)
         retry = self.limiter.begin(address, username)
         if retry is not None:
             log.warning("login refused, too many failures: user %r from %s", username[:64], address)
+            await login_failed(request, username, "too many failed logins")
             raise RateLimited(retry)
         failed = False
         try:
@@ -144,6 +153,7 @@ class AuthService:
             if not await run_in_threadpool(users.verify, username, password):
                 failed = True
                 log.warning("failed login: user %r from %s", username[:64], address)
+                await login_failed(request, username, "wrong user name or password")
                 raise LoginFailed()
             self.cache.add(username, password, fingerprint)
         finally:

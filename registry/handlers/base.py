@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,8 +29,10 @@ _STORAGE_POOL = ThreadPoolExecutor(max_workers=40, thread_name_prefix="storage")
 
 
 async def run(fn: Callable[..., T], *args: Any) -> T:
-    """Run synchronous storage code in the thread pool."""
-    return await asyncio.get_running_loop().run_in_executor(_STORAGE_POOL, fn, *args)
+    """Run synchronous storage code in the thread pool, in the caller's context (so what it logs
+    carries the request's id: registry.requestinfo.CURRENT)."""
+    context_run = contextvars.copy_context().run
+    return await asyncio.get_running_loop().run_in_executor(_STORAGE_POOL, context_run, fn, *args)
 
 
 async def run_small(request: Request, fn: Callable[..., T], *args: Any) -> T:

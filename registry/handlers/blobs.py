@@ -15,6 +15,7 @@ from ocispec.errors import ErrorCode
 
 from ..context import context
 from ..errors import RegistryError
+from ..events import Event
 from ..server import SENDFILE
 from .base import API_VERSION_HEADER, empty, path_digest, repository, run, run_small
 
@@ -149,4 +150,5 @@ async def delete_blob(request: Request) -> Response:
     repo = repository(request)
     digest = path_digest(request)
     await run(repo.blobs.unlink, digest)
+    await context(request).events.emit(request, Event("blob.delete", repository=repo.name, digest=str(digest)))
     return empty(202, {"Docker-Content-Digest": str(digest)})

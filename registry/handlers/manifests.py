@@ -8,10 +8,11 @@ from starlette.responses import Response
 from ocispec.digest import Digest
 from ocispec.errors import ErrorCode
 from ocispec.reference import is_tag, validate_tag
-from storage import ManifestRules, StoredManifest
+from storage import ManifestRules, PutResult, Repository, StoredManifest, TagUnknown
 
 from ..context import context
 from ..errors import RegistryError
+from ..events import Event
 from ..headers import manifest_url
 from ..lifecycle import immutable
 from .base import API_VERSION_HEADER, empty, repository, run, run_small, stream_body
@@ -41,8 +42,11 @@ async def put_manifest(request: Request) -> Response:
     tags = tuple(dict.fromkeys(((tag,) if tag else ()) + extra_tags))  # each once, in the order given
     rules = ManifestRules(allow_sparse_indexes=ctx.settings.validation.manifests.allow_sparse_indexes)
     await immutable.before_tagging(request, repo, tags, bytes(body), reference_digest)
+    moving = ctx.events.wants("tag.move")
+    previous = await run_small(request, _targets, repo, tags) if moving and tags else {}
     result = await run(repo.manifests.put, bytes(body), request.headers.get("content-type"), reference_digest, tags,
                        rules)
+    await ctx.events.emit(request, *_pushed(repo.name, result, len(body), previous))
     # The digest is the one the client pushed by (its algorithm, e.g. sha512), not always sha256.
     headers = {"Location": manifest_url(repo.name, str(result.digest)), "Docker-Content-Digest": str(result.digest)}
     if result.subject is not None:
@@ -53,6 +57,26 @@ async def put_manifest(request: Request) -> Response:
     for applied in result.tags:
         response.headers.append("OCI-Tag", applied)
     return response
+
+
+def _targets(repo: Repository, tags: tuple[str, ...]) -> dict[str, Digest]:
+    """What each of `tags` points at now (those that exist): a push that moves one says from where."""
+    targets = {}
+    for tag in tags:
+        try:
+            targets[tag] = repo.tags.resolve(tag)
+        except TagUnknown:
+            continue
+    return targets
+
+
+def _pushed(name: str, result: PutResult, size: int, previous: dict[str, Digest]) -> list[Event]:
+    digest = str(result.digest)
+    pushes = [Event("manifest.push", repository=name, digest=digest, media_type=result.media_type, size=size, tag=tag)
+              for tag in result.tags or ("",)]
+    moves = [Event("tag.move", repository=name, tag=tag, previous=str(previous[tag]), digest=digest)
+             for tag in result.tags if tag in previous and previous[tag] != result.digest]
+    return pushes + moves
 
 
 async def get_manifest(request: Request) -> Response:
@@ -81,11 +105,17 @@ def manifest_response(request: Request, stored: StoredManifest) -> Response:
 
 async def delete_manifest(request: Request) -> Response:
     """Only reached with storage.delete.enabled (registry.routes refuses it otherwise)."""
+    events = context(request).events
     repo = repository(request)
     tag, digest = path_reference(request)
     await immutable.before_delete(request, repo, tag, digest)
     if digest is not None:
         await run(repo.manifests.delete, digest)
+        await events.emit(request, Event("manifest.delete", repository=repo.name, digest=str(digest)))
     else:
+        named = await run_small(request, _targets, repo, (tag or "",)) if events.wants("tag.delete") else {}
         await run(repo.tags.delete, tag or "")
+        was = named.get(tag or "")
+        await events.emit(request, Event("tag.delete", repository=repo.name, tag=tag or "",
+                                         digest=str(was) if was else ""))
     return empty(202)

@@ -17,15 +17,18 @@ from storage import Repository, RepositoryUploads, UploadSession
 from ..access import PULL, Access
 from ..context import context
 from ..errors import RegistryError
+from ..events import Event
 from ..headers import blob_url, upload_headers
 from ..lifecycle import quota
-from .base import empty, query_digest, repository, run, stream_body
+from .base import empty, query_digest, repository, run, run_small, stream_body
 
 log = logging.getLogger("cargobay.registry")
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(\d+|\*))?$")
 
 
-def _created(name: str, digest: Digest) -> Response:
+async def _created(request: Request, name: str, digest: Digest, size: int) -> Response:
+    """The answer to a blob now in the repository (uploaded or mounted), told to the listeners."""
+    await context(request).events.emit(request, Event("blob.push", repository=name, digest=str(digest), size=size))
     return empty(201, {"Location": blob_url(name, digest), "Docker-Content-Digest": str(digest)})
 
 
@@ -64,7 +67,7 @@ async def start_upload(request: Request) -> Response:
     if mount:
         mounted = await _try_mount(request, repo, mount, source)
         if mounted is not None:
-            return _created(repo.name, mounted)
+            return await _created(request, repo.name, *mounted)
     digest_param = request.query_params.get("digest")
     if digest_param is not None:
         return await _monolithic(request, repo, query_digest(request))
@@ -74,9 +77,10 @@ async def start_upload(request: Request) -> Response:
     return empty(202, headers)
 
 
-async def _try_mount(request: Request, repo: Repository, mount: str, source: str | None) -> Digest | None:
-    """Mount when the source has the blob and the caller may pull it; None means "upload instead"
-    (the answer reveals nothing about repositories the caller cannot read)."""
+async def _try_mount(request: Request, repo: Repository, mount: str,
+                     source: str | None) -> tuple[Digest, int] | None:
+    """Mount when the source has the blob and the caller may pull it: its digest and size; None
+    means "upload instead" (the answer reveals nothing about repositories the caller cannot read)."""
     try:
         digest = Digest.parse(mount)
         source_name = validate_repository_name(source or "")
@@ -87,7 +91,11 @@ async def _try_mount(request: Request, repo: Repository, mount: str, source: str
         return None
     source_repo = ctx.storage.repository(source_name)
     await quota.before_mount(request, repo, source_repo, digest)
-    return digest if await run(repo.blobs.mount_from, source_repo.blobs, digest) else None
+    if not await run(repo.blobs.mount_from, source_repo.blobs, digest):
+        return None
+    # Its size only for whoever listens to pushes (registry.events): otherwise no stat is owed.
+    size = (await run_small(request, repo.blobs.stat, digest)).size if ctx.events.wants("blob.push") else 0
+    return digest, size
 
 
 async def _monolithic(request: Request, repo: Repository, digest: Digest) -> Response:
@@ -96,11 +104,11 @@ async def _monolithic(request: Request, repo: Repository, digest: Digest) -> Res
         session = await run(repo.uploads.open_session, status.id, 0)
         await _receive_into(request, session)
         await quota.before_upload_link(request, repo, status.id, digest)
-        await run(repo.uploads.complete, status.id, digest)
+        blob = await run(repo.uploads.complete, status.id, digest)
     except BaseException:
         await run(_cancel_quietly, repo.uploads, status.id)
         raise
-    return _created(repo.name, digest)
+    return await _created(request, repo.name, digest, blob.size)
 
 
 def _cancel_quietly(uploads: RepositoryUploads, upload_id: str) -> None:
@@ -148,8 +156,8 @@ async def finish_upload(request: Request) -> Response:
         session = await run(repo.uploads.open_session, upload_id, offset)
         await _receive_into(request, session)
     await quota.before_upload_link(request, repo, upload_id, digest)
-    await run(repo.uploads.complete, upload_id, digest)
-    return _created(repo.name, digest)
+    blob = await run(repo.uploads.complete, upload_id, digest)
+    return await _created(request, repo.name, digest, blob.size)
 
 
 async def upload_status(request: Request) -> Response:

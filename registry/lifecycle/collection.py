@@ -1,6 +1,7 @@
 """Garbage collection as `registry serve` runs it every `gc.interval`, and as `registry gc` does:
-the settings' grace, lease ttl and pull-through expiry handed to `storage.collect`, and the
-summary a user reads."""
+the settings' grace, lease ttl and pull-through expiry handed to `storage.collect`, the summary a
+user reads, and what a finished collection leaves for the operator: its record in storage (the
+metrics and the console read the last run there) and a `gc.run` event (the audit trail)."""
 
 from __future__ import annotations
 
@@ -8,23 +9,37 @@ import logging
 
 from storage import ExpiringRepositories, GcProgress, GcReport, Storage, collect
 
+from ..events import Event, Events
 from ..settings import Settings
 
 log = logging.getLogger("cargobay.lifecycle")
 
 
-def collect_garbage(storage: Storage, settings: Settings, grace: float | None = None, dry_run: bool = False,
-                    progress: GcProgress | None = None) -> GcReport:
+def collect_garbage(storage: Storage, settings: Settings, events: Events, grace: float | None = None,
+                    dry_run: bool = False, progress: GcProgress | None = None) -> GcReport:
     # What the pull-through cache keeps below its upstreams' hosts expires after proxy.keep_for.
     proxy = settings.proxy
     expiring = ExpiringRepositories(tuple(upstream.host for upstream in proxy.upstreams), proxy.keep_for)
-    return collect(storage, settings.gc.grace if grace is None else grace, dry_run, expiring=expiring,
-                   lease_ttl=settings.gc.lease_ttl, progress=progress)
+    report = collect(storage, settings.gc.grace if grace is None else grace, dry_run, expiring=expiring,
+                     lease_ttl=settings.gc.lease_ttl, progress=progress)
+    if not dry_run and report.held_by is None:
+        figures = figures_of(report)
+        storage.record_run("gc", figures)
+        told = "; ".join(summary(report, False, bool(proxy.upstreams)))
+        events.record([Event("gc.run", figures=figures, detail=told)])
+    return report
 
 
-def scheduled(storage: Storage, settings: Settings) -> None:
+def figures_of(report: GcReport) -> dict[str, int]:
+    """A collection's counts, as its run record and its event carry them."""
+    return {"blobs_removed": len(report.swept), "bytes_freed": report.bytes_freed, "links_removed": report.unlinked,
+            "blobs_kept": report.blobs_kept, "manifests_kept": report.manifests_kept,
+            "manifests_expired": report.expired_manifests, "milliseconds": int(report.seconds * 1000)}
+
+
+def scheduled(storage: Storage, settings: Settings, events: Events) -> None:
     """The `gc.interval` job: one collection, its summary as one log line."""
-    report = collect_garbage(storage, settings)
+    report = collect_garbage(storage, settings, events)
     if report.held_by is not None:
         log.info("gc: skipped, collector %s holds the lease", report.held_by)
         return

@@ -27,13 +27,15 @@ def add_command(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from ..operations import events_for
     from ..store import storage_driver
 
     grace = parse_duration(args.grace, "--grace") if args.grace else settings.gc.grace
     progress = TerminalProgress(sys.stderr) if sys.stderr.isatty() else None
     storage = Storage(storage_driver(settings))
+    events = events_for(settings, storage)
     while True:
-        report = collect_garbage(storage, settings, grace, args.dry_run, progress=progress)
+        report = collect_garbage(storage, settings, events, grace, args.dry_run, progress=progress)
         if report.held_by is None or not args.wait:
             break
         time.sleep(1.0)

@@ -34,6 +34,7 @@ from ocispec.errors import OCIValidationError
 from ocispec.manifest import ImageIndex, parse_manifest
 from storage import ManifestUnknown, NameUnknown, Repository, Storage, StorageError, TagUnknown
 
+from ..events import Event, Events
 from ..settings import RetentionRule, Settings
 from .immutable import ImmutableRule
 from .immutable import parse_rules as immutable_rules
@@ -164,8 +165,21 @@ def _matches_any(tag: str, globs: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(tag, glob) for glob in globs)
 
 
-def apply(storage: Storage, removals: list[Removal]) -> list[Removal]:
-    """Remove what `plan` listed, each looked at again first; returns what was removed."""
+def apply(storage: Storage, removals: list[Removal], events: Events) -> list[Removal]:
+    """Remove what `plan` listed, each looked at again first; returns what was removed. Each
+    removal is a `retention.remove` event, and the run is recorded as the job's last."""
+    started = time.monotonic()
+    done = _remove(storage, removals)
+    events.record([Event("retention.remove", repository=r.repository, tag=r.tag or "", digest=str(r.digest),
+                         detail=r.reason) for r in done])
+    tags = sum(1 for r in done if r.tag is not None)
+    storage.record_run("retention", {"tags_removed": tags, "manifests_removed": len(done) - tags,
+                                     "repositories": len({r.repository for r in done}),
+                                     "milliseconds": int((time.monotonic() - started) * 1000)})
+    return done
+
+
+def _remove(storage: Storage, removals: list[Removal]) -> list[Removal]:
     done: list[Removal] = []
     for removal in removals:
         repo = storage.repository(removal.repository)
@@ -185,11 +199,11 @@ def apply(storage: Storage, removals: list[Removal]) -> list[Removal]:
     return done
 
 
-def scheduled(storage: Storage, settings: Settings) -> None:
+def scheduled(storage: Storage, settings: Settings, events: Events) -> None:
     """The `retention.interval` job: one pass, one log line per removal and a summary."""
     now = time.time()
     try:
-        removed = apply(storage, plan(storage, settings, now))
+        removed = apply(storage, plan(storage, settings, now), events)
     except StorageError as exc:
         log.error("retention failed: %s", exc)
         return

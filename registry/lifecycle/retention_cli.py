@@ -22,11 +22,12 @@ def add_command(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from ..operations import events_for
     from ..store import storage_driver
 
     storage = Storage(storage_driver(settings))
     planned = plan(storage, settings, time.time())
-    done = planned if args.dry_run else apply(storage, planned)
+    done = planned if args.dry_run else apply(storage, planned, events_for(settings, storage))
     verb = "would remove" if args.dry_run else "removed"
     for removal in done:
         print(f"{verb} {removal.describe()}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from storage import Storage
 
+from ..events import Events
 from ..handlers.base import run
 from ..settings import Settings
 
@@ -22,7 +23,7 @@ log = logging.getLogger("cargobay.lifecycle")
 class Job:
     name: str
     interval: float
-    work: Callable[[Storage, Settings], None]
+    work: Callable[[Storage, Settings, Events], None]
 
 
 def jobs(settings: Settings) -> list[Job]:
@@ -34,10 +35,10 @@ def jobs(settings: Settings) -> list[Job]:
     return [job for job in planned if job.interval > 0]
 
 
-async def run_every(job: Job, storage: Storage, settings: Settings) -> None:
+async def run_every(job: Job, storage: Storage, settings: Settings, events: Events) -> None:
     while True:
         await asyncio.sleep(job.interval)
         try:
-            await run(job.work, storage, settings)
+            await run(job.work, storage, settings, events)
         except Exception as exc:  # one line; the next run comes as planned
             log.error("%s failed: %s", job.name, " ".join(str(exc).split()) or type(exc).__name__)

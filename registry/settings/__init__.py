@@ -21,6 +21,14 @@ from .loader import (
     upstream_password_env,
     with_changes,
 )
+from .operations import (
+    NOTIFY_ACTIONS,
+    AuditSettings,
+    LogSettings,
+    MetricsSettings,
+    NotificationEndpoint,
+    NotificationSettings,
+)
 from .schema import (
     ENV_PREFIX,
     AuthSettings,
@@ -29,7 +37,6 @@ from .schema import (
     GcSettings,
     HttpSettings,
     LimitSettings,
-    LogSettings,
     ManifestValidationSettings,
     PolicySettings,
     ProxySettings,
@@ -54,6 +61,8 @@ from .schema import (
 __all__ = [
     "ENV_PREFIX",
     "IGNORED_ENV",
+    "NOTIFY_ACTIONS",
+    "AuditSettings",
     "AuthSettings",
     "DeleteSettings",
     "FilesystemSettings",
@@ -62,6 +71,9 @@ __all__ = [
     "LimitSettings",
     "LogSettings",
     "ManifestValidationSettings",
+    "MetricsSettings",
+    "NotificationEndpoint",
+    "NotificationSettings",
     "PolicySettings",
     "ProxySettings",
     "QuotaRule",

@@ -94,7 +94,8 @@ def _coerce(value: Any, kind: type, f: dataclasses.Field[Any], key: str) -> Any:
     elif kind is str:
         if isinstance(value, (dict, list)):
             raise SettingsError(f"{key}: expected a string")
-        result = "" if value is None else str(value)
+        # YAML's `true` for a string setting means the word, not Python's spelling of it.
+        result = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
     else:
         result = value
     if meta.get("choices") and result not in meta["choices"]:

@@ -20,11 +20,10 @@ from typing import Any, get_args, get_origin, get_type_hints
 from ocispec.manifest import MAX_MANIFEST_SIZE
 from storage import S3Options, option_limits
 
+from .operations import AuditSettings, LogSettings, MetricsSettings, NotificationSettings
+from .operations import help_text as _help
+
 ENV_PREFIX = "CARGOBAY_"
-
-
-def _help(text: str, **extra: Any) -> dict[str, Any]:
-    return {"help": text, **extra}
 
 
 def _s3(name: str, text: str, **extra: Any) -> dict[str, Any]:
@@ -157,12 +156,6 @@ class StorageSettings:
     s3: S3Settings = field(default_factory=S3Settings)
     delete: DeleteSettings = field(default_factory=DeleteSettings)
     uploads: UploadSettings = field(default_factory=UploadSettings)
-
-
-@dataclass(frozen=True)
-class LogSettings:
-    level: str = field(default="info", metadata=_help("Log level.", choices=("debug", "info", "warning", "error")))
-    access: bool = field(default=False, metadata=_help("Log one line per HTTP request."))
 
 
 @dataclass(frozen=True)
@@ -385,6 +378,9 @@ class Settings:
     gc: GcSettings = field(default_factory=GcSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
 
 
 # -- introspection -------------------------------------------------------------------------------

@@ -1,0 +1,87 @@
+"""The server's logs: `log.format` text or JSON lines, and the access log (`log.access`).
+
+Every record, ours and uvicorn's, goes through one handler on stderr. In JSON each line is one
+object: `time` (UTC, ISO 8601), `level`, `logger`, `message`, and for records made while serving a
+request (registry.requestinfo.CURRENT) its `request_id`, `client`, `user` and `repository`. An
+access line adds `action`, `method`, `path` (never the query string), `route`, `status`,
+`bytes_in`, `bytes_out` and `duration_ms`.
+
+No secret ever reaches a line: nothing here logs a header, a query string or a body, and the AWS
+SDK's loggers (which log signed requests at debug level) are held at INFO.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from .requestinfo import CURRENT, RequestInfo
+from .settings import LogSettings
+
+ACCESS_LOGGER = "cargobay.access"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_QUIET = ("botocore", "boto3", "s3transfer", "urllib3")
+
+
+def _utc(created: float) -> str:
+    seconds = int(created)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int((created - seconds) * 1000):03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, with the request's fields when it has one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {"time": _utc(record.created), "level": record.levelname.lower(),
+                                "logger": record.name, "message": record.getMessage()}
+        access: dict[str, Any] | None = getattr(record, "access", None)
+        info = CURRENT.get()
+        if access is not None:
+            line.update(access)
+        elif info is not None:
+            line.update(request_id=info.id, client=info.client, user=info.user, repository=info.repository)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def configure(settings: LogSettings) -> None:
+    """Route every logger to stderr in `settings.format` at `settings.level` (uvicorn's too: its
+    own logging config is not used, see `uvicorn_log_config`)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.format == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(settings.level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    logging.getLogger("uvicorn.access").disabled = True  # ours is the access log
+    # The AWS SDK logs signed request headers at debug level: never let them into our logs.
+    for noisy in _QUIET:
+        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+
+
+class AccessLog:
+    """A RequestObserver: one INFO line per request on the `cargobay.access` logger."""
+
+    def __init__(self) -> None:
+        self.log = logging.getLogger(ACCESS_LOGGER)
+
+    def request_done(self, info: RequestInfo) -> None:
+        if not self.log.isEnabledFor(logging.INFO):
+            return
+        duration_ms = round(info.seconds * 1000, 2)
+        fields = {"request_id": info.id, "client": info.client, "user": info.user, "repository": info.repository,
+                  "action": info.action, "method": info.method, "path": info.path, "route": info.route,
+                  "status": info.status, "bytes_in": info.bytes_in, "bytes_out": info.bytes_out,
+                  "duration_ms": duration_ms}
+        self.log.info('%s %s "%s %s" %d in=%d out=%d %.1fms id=%s', info.client, info.user or "-", info.method,
+                      info.path, info.status, info.bytes_in, info.bytes_out, duration_ms, info.id,
+                      extra={"access": fields})
