@@ -3,20 +3,24 @@
 Every record, ours and uvicorn's, goes through one handler on stderr. In JSON each line is one
 object: `time` (UTC, ISO 8601), `level`, `logger`, `message`, and for records made while serving a
 request (registry.requestinfo.CURRENT) its `request_id`, `client`, `user` and `repository`. An
-access line adds `action`, `method`, `path` (never the query string), `route`, `status`,
+access line adds `action`, `method`, `path` (with its query string), `route`, `status`,
 `bytes_in`, `bytes_out` and `duration_ms`.
 
-No secret ever reaches a line: nothing here logs a header, a query string or a body, and the AWS
-SDK's loggers (which log signed requests at debug level) are held at INFO.
+No secret ever reaches a line: nothing here logs a header or a body; the registry's API takes no
+secret in a query string, and a query parameter whose name says it might hold one (`password`,
+`token`, `secret`, `signature`, `credential`, `key`…) is shown as `***` all the same; the AWS SDK's
+loggers (which log signed requests at debug level) are held at INFO.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
+from urllib.parse import quote, unquote
 
 from .requestinfo import CURRENT, RequestInfo
 from .settings import LogSettings
@@ -24,6 +28,19 @@ from .settings import LogSettings
 ACCESS_LOGGER = "cargobay.access"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _QUIET = ("botocore", "boto3", "s3transfer", "urllib3")
+_SECRET_NAME = re.compile(r"pass|token|secret|signature|credential|key|auth", re.IGNORECASE)
+
+
+def shown_target(path: str, query: str) -> str:
+    """The request target as an access line shows it: the path, and the query with the values of
+    parameters whose names suggest a secret replaced by `***`."""
+    if not query:
+        return path
+    shown = []
+    for pair in query.split("&"):
+        name, equals, _value = pair.partition("=")
+        shown.append(f"{name}=***" if equals and _SECRET_NAME.search(unquote(name)) else pair)
+    return f"{path}?{'&'.join(shown)}"
 
 
 def _utc(created: float) -> str:
@@ -78,10 +95,11 @@ class AccessLog:
         if not self.log.isEnabledFor(logging.INFO):
             return
         duration_ms = round(info.seconds * 1000, 2)
+        target = shown_target(quote(info.path, safe="/:@!$&'()*+,;=-._~"), info.query)
         fields = {"request_id": info.id, "client": info.client, "user": info.user, "repository": info.repository,
-                  "action": info.action, "method": info.method, "path": info.path, "route": info.route,
+                  "action": info.action, "method": info.method, "path": target, "route": info.route,
                   "status": info.status, "bytes_in": info.bytes_in, "bytes_out": info.bytes_out,
                   "duration_ms": duration_ms}
         self.log.info('%s %s "%s %s" %d in=%d out=%d %.1fms id=%s', info.client, info.user or "-", info.method,
-                      info.path, info.status, info.bytes_in, info.bytes_out, duration_ms, info.id,
+                      target, info.status, info.bytes_in, info.bytes_out, duration_ms, info.id,
                       extra={"access": fields})

@@ -46,6 +46,8 @@ class RequestInfo:
     client: str
     user_agent: str = ""
     host: str = ""
+    #: The raw query string (the access log shows it with secret-looking values masked).
+    query: str = ""
     started: float = field(default_factory=time.perf_counter)
     #: The route template (`/v2/{name}/manifests/{reference}`), never the raw path; "" if none matched.
     route: str = ""
@@ -127,7 +129,8 @@ class RequestTracking:
         info = RequestInfo(self._request_id(scope, headers), scope["method"], scope["path"],
                            (scope.get("client") or ("",))[0],
                            headers.get(b"user-agent", b"").decode("latin-1")[:256],
-                           headers.get(b"host", b"").decode("latin-1")[:256])
+                           headers.get(b"host", b"").decode("latin-1")[:256],
+                           scope.get("query_string", b"").decode("latin-1"))
         scope[INFO_KEY] = info
         token = CURRENT.set(info)
         echoed = (REQUEST_ID_HEADER, info.id.encode())
