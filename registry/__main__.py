@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     from . import lifecycle
 
     lifecycle.add_commands(sub)  # retention, usage, check …
+    from . import audit
+
+    audit.add_command(sub)  # the parser only: reading the trail loads when the command runs
     return parser
 
 
@@ -70,24 +73,47 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 def serve(settings: Settings) -> None:
     import uvicorn
 
-    from . import logs, tls
-    from .app import create_app
+    from . import logs, metrics, tls
     from .store import storage_driver
 
     logs.configure(settings.log)
     tls.check(settings.http.tls)  # fail fast, with one line, on unusable certificate or key files
     storage_driver(settings).check()  # and on unusable storage
+    if settings.audit.path:
+        from .audit import check_file
+
+        check_file(settings.audit.path)  # and on an audit file no worker could append to
     workers = settings.http.workers or os.cpu_count() or 1
     if settings.auth.enabled and workers > 1:
         from .auth.service import AuthService
 
         AuthService.from_settings(settings)  # fail fast on unusable auth files; make the key once, here
     options = uvicorn_options(settings)
-    if workers > 1:
-        os.environ[SETTINGS_ENV] = json.dumps(to_dict(settings))
-        uvicorn.run("registry.__main__:app_from_environment", factory=True, workers=workers, **options)
-    else:
-        uvicorn.run(create_app(settings), **options)
+    # Before anything imports prometheus_client, which picks in-process values or the workers' shared
+    # files when it loads (registry.metrics.multiprocess); the workers inherit the directory.
+    with metrics.multiprocess_dir(workers, settings.metrics.enabled):
+        from .app import create_app, create_metrics_app
+
+        if workers > 1:  # files each worker reads: fail here, once and in one line, not in every worker
+            from .notifications import check_secrets
+            from .proxy import check_credentials
+
+            check_credentials(settings)
+            check_secrets(settings)
+
+        listener = None
+        if settings.metrics.enabled and settings.metrics.listen:
+            listener = metrics.OwnListener(create_metrics_app(settings), settings.metrics.listen, options)
+            listener.start()
+        try:
+            if workers > 1:
+                os.environ[SETTINGS_ENV] = json.dumps(to_dict(settings))
+                uvicorn.run("registry.__main__:app_from_environment", factory=True, workers=workers, **options)
+            else:
+                uvicorn.run(create_app(settings), **options)
+        finally:
+            if listener is not None:
+                listener.stop()
 
 
 def lifecycle_commands() -> dict[str, str]:
@@ -113,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         })
         if args.command == "serve":
             serve(settings)
+        elif args.command == "audit":
+            from . import audit
+
+            return audit.run(args, settings)
         elif args.command in lifecycle_commands():
             from . import lifecycle
 

@@ -17,11 +17,27 @@ def request_observers(settings: Settings) -> list[RequestObserver]:
     observers: list[RequestObserver] = []
     if settings.log.access_enabled:
         observers.append(AccessLog())
+    if settings.metrics.enabled:
+        from .metrics import RequestMetrics  # on first use: `registry serve` readies prometheus_client first
+
+        observers.append(RequestMetrics(settings.metrics.repository_labels))
     return observers
 
 
 def event_listeners(settings: Settings, storage: Storage) -> list[Listener]:
     listeners: list[Listener] = []
+    if settings.audit.path or settings.audit.storage:
+        from .audit import AuditTrail
+
+        listeners.append(AuditTrail.from_settings(settings.audit, storage))
+    if settings.notifications.endpoints:
+        from .notifications import NotificationListener  # on first use: the commands rarely need it
+
+        listeners.append(NotificationListener(settings, storage))
+    if settings.metrics.enabled:
+        from .metrics import EventMetrics
+
+        listeners.append(EventMetrics())
     return listeners
 
 

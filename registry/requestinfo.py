@@ -3,10 +3,11 @@
 `RequestTracking` is the outermost ASGI middleware: it gives every request a `RequestInfo` (in the
 scope, where handlers reach it through `request_info`, and in a context variable, where log records
 find it), echoes the request id in `X-Request-ID`, counts the body bytes in and out, and when the
-response is done hands the finished record to each `RequestObserver` (the access log, the metrics).
-The route table fills in the route template, repository and action, the authorizer the user; the
-record is one mutable object shared by every copy of the scope, so what an inner layer learns the
-outer one sees.
+response is done hands the finished record to each `RequestObserver` (the access log, the metrics;
+one that also wants to hear of a request as it arrives implements `RequestStarts`). The route
+table fills in the route template, repository and action, the authorizer the user; the record is
+one mutable object shared by every copy of the scope, so what an inner layer learns the outer one
+sees.
 
 The request id is the client's `X-Request-ID` when the connection comes from a trusted proxy
 (`http.trusted_proxies`) and the value is sane; otherwise one is made up.
@@ -22,7 +23,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -81,6 +82,16 @@ class RequestObserver(Protocol):
         """Called on the event loop once the response is done (or failed): must be quick."""
 
 
+@runtime_checkable
+class RequestStarts(Protocol):
+    """What an observer implements besides `request_done` to hear of requests as they arrive (the
+    metrics' uploads in progress); `request_done` follows for every one."""
+
+    def request_started(self, info: RequestInfo) -> None:
+        """Called on the event loop before the application sees the request, so only what the
+        request line and headers say is known (not yet the route): must be quick."""
+
+
 class TrustedPeers:
     """`http.trusted_proxies`: `*`, or comma-separated addresses and networks (`10.0.0.0/8`)."""
 
@@ -109,6 +120,7 @@ class RequestTracking:
     def __init__(self, app: ASGIApp, observers: Sequence[RequestObserver], trusted: TrustedPeers) -> None:
         self.app = app
         self.observers = tuple(observers)
+        self.starting = tuple(observer for observer in self.observers if isinstance(observer, RequestStarts))
         self.trusted = trusted
 
     def _request_id(self, scope: Scope, headers: dict[bytes, bytes]) -> str:
@@ -157,6 +169,11 @@ class RequestTracking:
                 sent += len(message.get("body", b""))
             await send(message)
 
+        for starting in self.starting:
+            try:
+                starting.request_started(info)
+            except Exception:  # an observer's failure must never become the client's
+                log.exception("request observer %s failed", type(starting).__name__)
         try:
             await self.app(scope, counting_receive, tracking_send)
         finally:

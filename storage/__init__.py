@@ -13,6 +13,7 @@ from .check import CheckReport, Finding, scrub
 from .driver.base import DriverCapabilities, FileInfo, FileWriter, StorageDriver
 from .driver.factory import DriverOptions, driver_options, open_driver
 from .driver.fs import FilesystemOptions
+from .driver.observed import DriverObserver, ObservedDriver
 from .driver.options import option_limits
 from .driver.s3.options import S3Options
 from .errors import (
@@ -38,8 +39,10 @@ from .errors import (
 )
 from .fill import BlobFill
 from .gc import GcProgress, GcReport, collect
+from .journal import Journal, JournalBatch, open_journal
 from .manifests import CACHED_MANIFEST_RULES, ManifestRules, PutResult, StoredManifest
 from .marking import ExpiringRepositories
+from .queue import Queue, QueueItem, open_queue
 from .repository import Repository, Storage, open_storage
 from .tags import TagInfo
 from .uploads import RepositoryUploads, UploadSession, UploadStatus
@@ -54,6 +57,7 @@ __all__ = [
     "CorruptLink",
     "DigestInvalid",
     "DriverCapabilities",
+    "DriverObserver",
     "DriverOptions",
     "ExpiringRepositories",
     "FileInfo",
@@ -64,14 +68,19 @@ __all__ = [
     "GcReport",
     "InvalidKey",
     "InvalidOffset",
+    "Journal",
+    "JournalBatch",
     "ManifestBlobUnknown",
     "ManifestInvalid",
     "ManifestRules",
     "ManifestUnknown",
     "NameUnknown",
     "ObjectBusy",
+    "ObservedDriver",
     "PathNotFound",
     "PutResult",
+    "Queue",
+    "QueueItem",
     "RebuildReport",
     "Repository",
     "RepositoryBlobs",
@@ -98,6 +107,8 @@ __all__ = [
     "driver_options",
     "errors",
     "open_driver",
+    "open_journal",
+    "open_queue",
     "open_storage",
     "option_limits",
     "scrub",

@@ -265,9 +265,13 @@ def test_k8s_manifests_agree_with_the_settings_routes_and_cli(tmp_path: Path) ->
             secret_volume = volumes[mounts[directory]["name"]]["secret"]
             assert name in docs[("Secret", secret_volume["secretName"])]["stringData"], path
 
-    # Ports and probes.
-    (port,) = container["ports"]
+    # Ports and probes: the API's, and the metrics listener's when it has one of its own.
+    ports = {p["name"]: p for p in container["ports"]}
+    port = ports["http"]
     assert port["containerPort"] == settings.http.port and settings.http.host == "0.0.0.0"
+    if settings.metrics.listen:
+        assert ports["metrics"]["containerPort"] == int(settings.metrics.listen.rpartition(":")[2])
+    assert set(ports) <= {"http", "metrics"}
     probes = {
         kind: container[kind] for kind in ("readinessProbe", "livenessProbe", "startupProbe") if kind in container
     }

@@ -15,6 +15,7 @@ rules:
     repositories: ["*"]
     actions: ["*"]
     catalog: true                   # may list the catalog (registry:catalog:*)
+    metrics: true                   # may read /metrics (registry:metrics:*)
 ```
 
 Rights only add up: nothing in a rule takes away what another grants. What a rule grants an
@@ -36,7 +37,9 @@ from ..errors import RegistryBaseError
 from .scopes import ALL, PULL, REPOSITORY_ACTIONS, holds
 
 _PATTERN_CHARS = re.compile(r"^[a-z0-9._/*?-]+$")
-_RULE_KEYS = {"users", "groups", "repositories", "actions", "catalog", "description"}
+_RULE_KEYS = {"users", "groups", "repositories", "actions", "catalog", "metrics", "description"}
+#: The registry-wide resources a rule may grant (`registry:<name>:*`), each by a rule key of its name.
+REGISTRY_RESOURCES = ("catalog", "metrics")
 _TOP_KEYS = {"groups", "rules", "anonymous_pull"}
 ANYONE = "*"
 
@@ -61,6 +64,11 @@ class Rule:
     patterns: tuple[re.Pattern[str], ...]
     actions: frozenset[str]
     catalog: bool
+    metrics: bool = False
+
+    def grants(self, resource: str) -> bool:
+        """Whether the rule grants the registry-wide resource (`catalog`, `metrics`)."""
+        return {"catalog": self.catalog, "metrics": self.metrics}.get(resource, False)
 
     def applies_to(self, subject: str, groups: frozenset[str]) -> bool:
         return subject in self.users or ANYONE in self.users or bool(self.groups & groups)
@@ -90,9 +98,9 @@ class Rules:
                 for rule in self.rules:
                     if rule.applies_to(subject, groups) and rule.matches(name):
                         granted.update(rule.actions)
-        elif type_ == "registry" and name == "catalog" and subject is not None:
+        elif type_ == "registry" and name in REGISTRY_RESOURCES and subject is not None:
             groups = self.groups_of(subject)
-            if any(rule.catalog and rule.applies_to(subject, groups) for rule in self.rules):
+            if any(rule.grants(name) and rule.applies_to(subject, groups) for rule in self.rules):
                 granted.add(ALL)
         return frozenset(granted)
 
@@ -139,10 +147,12 @@ def _rule(data: Any, where: str) -> Rule:
         patterns = tuple(compile_pattern(p) for p in _strings(data.get("repositories"), f"{where}.repositories"))
     except RulesError as exc:
         raise RulesError(f"{where}.repositories: {exc}") from None
-    catalog = data.get("catalog", False)
-    if not isinstance(catalog, bool):
-        raise RulesError(f"{where}.catalog: expected true or false")
-    return Rule(frozenset(users), frozenset(groups), patterns, frozenset(actions), catalog)
+    flags = {}
+    for key in REGISTRY_RESOURCES:
+        flags[key] = data.get(key, False)
+        if not isinstance(flags[key], bool):
+            raise RulesError(f"{where}.{key}: expected true or false")
+    return Rule(frozenset(users), frozenset(groups), patterns, frozenset(actions), flags["catalog"], flags["metrics"])
 
 
 def parse_rules(text: str, source: str = "rules") -> Rules:

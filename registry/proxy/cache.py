@@ -11,6 +11,11 @@ from the first time and when a tag is asked again:
 - indexes are stored whole (a sparse index: children come when a client asks for them).
 Concurrent misses of one thing make one upstream request per process (registry.proxy.flight).
 Everything lives in storage, so every replica over the same bucket shares the cache.
+
+What happens is told to an observer (the metrics), `observe(upstream host, kind, outcome)`: `hit`
+(answered from the store, the upstream not asked for the content), `miss` (asked the upstream for
+it: once per fetch, however many requests wait for that fetch), `stale` (the upstream failed and
+the store answered), `error` (an upstream request failed: anything but a 404).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from distclient import ClientError
 from ocispec.digest import Digest
@@ -48,6 +53,13 @@ log = logging.getLogger("cargobay.proxy")
 #: A cached manifest or blob is marked as pulled (its link rewritten, what `proxy.keep_for` counts)
 #: at most this often per process: a pull is a read, and most reads should stay reads.
 TOUCH_INTERVAL = 3600.0
+HIT, MISS, STALE, UPSTREAM_ERROR = "hit", "miss", "stale", "error"
+#: `observe(upstream host, kind, outcome)`: kind `manifest`, `blob` or `tags`, outcome one of the above.
+CacheObserver = Callable[[str, str, str], None]
+
+
+def _unobserved(host: str, kind: str, outcome: str) -> None:
+    return None
 
 
 class Touches:
@@ -76,8 +88,10 @@ class Touches:
 class PullThrough:
     """The cache's state in one process: the upstreams, the naming rules, flights and touches."""
 
-    def __init__(self, settings: Settings, storage: Storage, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings, storage: Storage, environ: Mapping[str, str] | None = None,
+                 observe: CacheObserver | None = None) -> None:
         self.storage = storage
+        self.observe = observe or _unobserved
         self.router = NameRouter(settings.proxy)
         self.upstreams = {u.host: Upstream(u, settings.proxy, environ) for u in settings.proxy.upstreams}
         self.flights = Flights()
@@ -110,6 +124,7 @@ class PullThrough:
             digest = Digest.parse(reference)
             stored = await run(self._stored, repo, digest)
             if stored is not None:
+                self.observe(upstream.host, "manifest", HIT)
                 return stored
             return await self.flights.run(("manifest", repo.name, str(digest)),
                                           lambda: run(self._fetch, repo, upstream, remote, reference, ()))
@@ -117,6 +132,7 @@ class PullThrough:
         if info is not None and time.time() - info.updated < upstream.tag_ttl:
             stored = await run(self._stored, repo, info.digest)
             if stored is not None:
+                self.observe(upstream.host, "manifest", HIT)
                 return stored
         return await self.flights.run(("tag", repo.name, reference),
                                       lambda: run(self._refresh_tag, repo, upstream, remote, reference))
@@ -142,9 +158,11 @@ class PullThrough:
         """GET the manifest upstream (verified), store it whole and tag it; the upstream's failure
         as the client's answer."""
         what = f"{repo.name}:{identifier}" if ":" not in identifier else f"{repo.name}@{identifier}"
+        self.observe(upstream.host, "manifest", MISS)
         try:
             fetched = upstream.get_manifest(remote, identifier)
         except ClientError as exc:
+            self._failed(upstream, "manifest", exc)
             raise upstream_failure(exc, upstream.host, f"manifest {what}", ErrorCode.MANIFEST_UNKNOWN) from None
         try:
             result = repo.manifests.put(fetched.raw, fetched.media_type or None, fetched.digest, tags,
@@ -165,13 +183,16 @@ class PullThrough:
         if cached is None:
             return self._fetch(repo, upstream, remote, tag, (tag,))
         if time.time() - info.updated < upstream.tag_ttl:
+            self.observe(upstream.host, "manifest", HIT)
             return cached
         try:
             current = upstream.head_manifest(remote, tag)
         except ClientError as exc:
+            self._failed(upstream, "manifest", exc)
             return self._stale(repo, tag, cached, upstream, exc)
         if current == info.digest:
             repo.tags.set(tag, info.digest)  # confirmed: trusted for another tag_ttl
+            self.observe(upstream.host, "manifest", HIT)
             return cached
         try:
             return self._fetch(repo, upstream, remote, str(current) if current else tag, (tag,))
@@ -180,20 +201,22 @@ class PullThrough:
                 raise
             return self._stale(repo, tag, cached, upstream, answer)
 
-    @staticmethod
-    def _stale(repo: Repository, tag: str, cached: StoredManifest, upstream: Upstream,
+    def _stale(self, repo: Repository, tag: str, cached: StoredManifest, upstream: Upstream,
                exc: ClientError | RegistryError) -> StoredManifest:
         if isinstance(exc, ClientError) and not can_serve_stale(exc):
             raise upstream_failure(exc, upstream.host, f"manifest {repo.name}:{tag}", ErrorCode.MANIFEST_UNKNOWN)
+        self.observe(upstream.host, "manifest", STALE)
         log.warning("serving %s:%s from the cache, stale (%s): upstream %s failed: %s", repo.name, tag, cached.digest,
                     upstream.host, exc.message if isinstance(exc, (ClientError, RegistryError)) else exc)
         return cached
 
     # -- blobs -----------------------------------------------------------------------------------
     async def blob_size(self, upstream: Upstream, remote: str, repo: Repository, digest: Digest) -> int:
+        self.observe(upstream.host, "blob", MISS)
         try:
             return await run(upstream.blob_size, remote, digest)
         except ClientError as exc:
+            self._failed(upstream, "blob", exc)
             what = f"blob {digest} of {repo.name}"
             raise upstream_failure(exc, upstream.host, what, ErrorCode.BLOB_UNKNOWN) from None
 
@@ -201,15 +224,22 @@ class PullThrough:
     async def tags(self, repo: Repository) -> list[str]:
         """The upstream's tag list when it answers, else the cached tags."""
         upstream, remote = self.source(repo)
+        self.observe(upstream.host, "tags", MISS)
         try:
             return sorted(set(await run(upstream.list_tags, remote, self.max_tags)))
         except ClientError as exc:
+            self._failed(upstream, "tags", exc)
             cached = await run(_cached_tags, repo)
             if cached is None:
                 raise upstream_failure(exc, upstream.host, f"tags of {repo.name}", ErrorCode.NAME_UNKNOWN) from None
+            self.observe(upstream.host, "tags", STALE)
             log.warning("serving the tags of %s from the cache: upstream %s failed: %s", repo.name, upstream.host,
                         exc.message)
             return cached
+
+    def _failed(self, upstream: Upstream, kind: str, exc: ClientError) -> None:
+        if can_serve_stale(exc):  # the upstream's 404 is an answer, not its failure
+            self.observe(upstream.host, kind, UPSTREAM_ERROR)
 
 
 def _cached_tags(repo: Repository) -> list[str] | None:

@@ -5,15 +5,22 @@ the store, then answers exactly as for a local repository, through the same repo
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ocispec.digest import Digest
+from ocispec.errors import ErrorCode
+from storage import Repository
+
 from ..context import context
+from ..errors import RegistryError
 from ..handlers import blobs, manifests
 from ..handlers.base import json_response, paginate, path_digest, repository, run, run_small
-from .cache import PullThrough
-from .tee import TeeResponse, client_stream, fetch_into
+from .cache import HIT, MISS, UPSTREAM_ERROR, PullThrough
+from .tee import ClientStream, TeeResponse, client_stream, fetch_into
+from .upstream import Upstream
 
 
 def pull_through(request: Request) -> PullThrough:
@@ -41,6 +48,7 @@ async def get_blob(request: Request) -> Response:
     if await run_small(request, repo.blobs.has, digest) or await run(repo.blobs.adopt_existing, digest):
         if proxy.touches.due("blob", repo.name, digest):
             await run(repo.blobs.touch, digest)
+        proxy.observe(upstream.host, "blob", HIT)
         return await blobs.get_blob(request)
     key = ("blob", str(digest))
     running = proxy.flights.join(key)
@@ -49,15 +57,30 @@ async def get_blob(request: Request) -> Response:
         return Response(status_code=200, headers={**blobs.blob_headers(digest), "Content-Length": str(size)})
     if running is None and request.method == "GET" and "range" not in request.headers:
         stream = client_stream(request.scope)
-        task, started = proxy.flights.start(key, lambda: run(fetch_into, upstream, remote, repo, digest, stream))
+        task, started = proxy.flights.start(key, _fetch(proxy, upstream, remote, repo, digest, stream))
         if started:
             return TeeResponse(stream, blobs.blob_headers(digest), lambda: blobs.get_blob(request))
         running = task
     if running is None:
-        running, _ = proxy.flights.start(key, lambda: run(fetch_into, upstream, remote, repo, digest, None))
+        running, _ = proxy.flights.start(key, _fetch(proxy, upstream, remote, repo, digest, None))
     await asyncio.shield(running)
     await run(repo.blobs.adopt_existing, digest)  # fetched into another repository's name: link it here too
     return await blobs.get_blob(request)
+
+
+def _fetch(proxy: PullThrough, upstream: Upstream, remote: str, repo: Repository, digest: Digest,
+           stream: ClientStream | None) -> Callable[[], Awaitable[None]]:
+    """The flight's job: the blob fetched into the store (a miss, told once per fetch)."""
+    async def fetch() -> None:
+        proxy.observe(upstream.host, "blob", MISS)
+        try:
+            await run(fetch_into, upstream, remote, repo, digest, stream)
+        except RegistryError as exc:  # the upstream's failure as the answer (its 404: BLOB_UNKNOWN)
+            if exc.code is not ErrorCode.BLOB_UNKNOWN:
+                proxy.observe(upstream.host, "blob", UPSTREAM_ERROR)
+            raise
+
+    return fetch
 
 
 async def list_tags(request: Request) -> Response:

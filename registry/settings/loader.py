@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -120,6 +121,10 @@ def _list(item: Any, value: Any, f: dataclasses.Field[Any], key: str) -> tuple[A
         value = [part.strip() for part in value.split(",") if part.strip()]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise SettingsError(f"{key}: expected a list of strings")
+    choices = f.metadata.get("choices") or ()
+    wrong = [v for v in value if choices and v not in choices]
+    if wrong:
+        raise SettingsError(f"{key}: {wrong[0]!r} is not one of {', '.join(choices)}")
     return tuple(value)
 
 
@@ -151,6 +156,7 @@ def settings_from_dict(data: Mapping[str, Any]) -> Settings:
     """Settings from a mapping shaped like the YAML file (e.g. `to_dict`'s output), validated."""
     built: Settings = _build(Settings, data, "")
     _check_proxy(built)
+    _check_notifications(built)
     return built
 
 
@@ -174,6 +180,50 @@ def _check_proxy(settings: Settings) -> None:
             raise SettingsError(f"{where}.url: {upstream.url!r} is not an http:// or https:// URL")
     if proxy.default and proxy.default not in hosts:
         raise SettingsError(f"proxy.default: {proxy.default!r} is not the host of any of proxy.upstreams")
+
+
+_ENDPOINT_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+#: A repository glob, as registry.auth.rules.compile_pattern accepts it.
+_REPOSITORY_GLOB = re.compile(r"^[a-z0-9._/*?-]+$")
+
+
+def _check_notifications(settings: Settings) -> None:
+    """What the per-field checks cannot see in `notifications.endpoints`: names of the grammar
+    (they become storage keys and variable names) and distinct, URLs that are http(s) URLs with a
+    host, globs the access rules would accept, at least one action, backoffs in order."""
+    names: list[str] = []
+    for i, endpoint in enumerate(settings.notifications.endpoints):
+        where = f"notifications.endpoints[{i}]"
+        if not _ENDPOINT_NAME.fullmatch(endpoint.name):
+            raise SettingsError(f"{where}.name: {endpoint.name!r} is not a name of a-z, 0-9 and - "
+                                "(at most 64, starting and ending with a letter or digit)")
+        if endpoint.name in names:
+            raise SettingsError(f"{where}.name: {endpoint.name} is configured twice")
+        names.append(endpoint.name)
+        _check_endpoint_url(endpoint.url, f"{where}.url")
+        if not endpoint.actions:
+            raise SettingsError(f"{where}.actions: names no action (push, delete, pull)")
+        for pattern in endpoint.repositories:
+            if not _REPOSITORY_GLOB.fullmatch(pattern):
+                raise SettingsError(f"{where}.repositories: {pattern!r} may hold only a-z 0-9 . _ / - * ?")
+        if endpoint.max_backoff < endpoint.backoff:
+            raise SettingsError(f"{where}.max_backoff: {endpoint.max_backoff} is below the endpoint's backoff "
+                                f"{endpoint.backoff}")
+
+
+def _check_endpoint_url(url: str, key: str) -> None:
+    """An http(s) URL with a host and no credentials (what is said of a wrong one leaves out the
+    query, which may hold a token)."""
+    try:
+        parts = urlsplit(url)
+        valid = (parts.scheme in ("http", "https") and url.startswith(f"{parts.scheme}://") and bool(parts.hostname)
+                 and (parts.port is None or parts.port > 0) and not re.search(r"\s", url))
+    except ValueError:  # a bad port or IPv6 address
+        valid = False
+    if not valid:
+        raise SettingsError(f"{key}: {url.split('?')[0]!r} is not an http:// or https:// URL with a host")
+    if parts.username is not None:
+        raise SettingsError(f"{key}: holds credentials; receivers check the signature (secret_file) instead")
 
 
 def _set_dotted(data: dict[str, Any], parts: list[str], value: Any) -> None:
@@ -210,7 +260,8 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, environ: Ma
     known_env = {info.env for info in describe()}
     for name in environ:
         if (name.startswith(ENV_PREFIX) and name not in known_env and not name.startswith(ENV_PREFIX + "_")
-                and name not in IGNORED_ENV and not UPSTREAM_PASSWORD_ENV.fullmatch(name)):
+                and name not in IGNORED_ENV and not UPSTREAM_PASSWORD_ENV.fullmatch(name)
+                and not NOTIFICATION_SECRET_ENV.fullmatch(name)):
             raise SettingsError(f"unknown environment variable {name}")
     for key, value in (overrides or {}).items():
         if value is not None:
@@ -226,6 +277,16 @@ UPSTREAM_PASSWORD_ENV = re.compile(r"^CARGOBAY_PROXY_[A-Z0-9_]+_PASSWORD$")
 def upstream_password_env(host: str) -> str:
     """The variable holding upstream `host`'s password: `docker.io` → CARGOBAY_PROXY_DOCKER_IO_PASSWORD."""
     return f"{ENV_PREFIX}PROXY_{re.sub(r'[^A-Z0-9]', '_', host.upper())}_PASSWORD"
+
+
+#: `CARGOBAY_NOTIFICATIONS_<NAME>_SECRET`: a notification endpoint's signing key, read by
+#: registry.notifications (not a setting, for the same reasons).
+NOTIFICATION_SECRET_ENV = re.compile(r"^CARGOBAY_NOTIFICATIONS_[A-Z0-9_]+_SECRET$")
+
+
+def notification_secret_env(name: str) -> str:
+    """The variable holding endpoint `name`'s key: `ci-hooks` → CARGOBAY_NOTIFICATIONS_CI_HOOKS_SECRET."""
+    return f"{ENV_PREFIX}NOTIFICATIONS_{re.sub(r'[^A-Z0-9]', '_', name.upper())}_SECRET"
 
 
 # Variables with the prefix that are not settings (read by tests and tooling, not the server).

@@ -59,7 +59,7 @@ class AuditSettings:
     path: str = field(default="", metadata=help_text(
         "File the trail is appended to, one JSON object per line. Empty: no file."))
     storage: bool = field(default=False, metadata=help_text(
-        "Also keep the trail in storage (below `v1/audit/`), where every replica's entries meet and "
+        "Also keep the trail in storage (below `v1/journals/audit/`), where every replica's entries meet and "
         "`registry audit` reads them."))
 
 
@@ -76,7 +76,8 @@ class NotificationEndpoint:
     repositories: tuple[str, ...] = field(default=("*",), metadata=help_text(
         "Repository globs whose events this endpoint gets (as in the access rules: `*` crosses `/`)."))
     actions: tuple[str, ...] = field(default=("push", "delete"), metadata=help_text(
-        "Which events: `push`, `delete`, `pull` (pulls are many: only when asked for)."))
+        "Which events to send, a list of actions (pulls are many: ask for them only when needed).",
+        choices=NOTIFY_ACTIONS))
     timeout: float = field(default=5.0, metadata=help_text(
         "How long one delivery may take before it counts as failed.", duration=True, min=0.1))
     backoff: float = field(default=1.0, metadata=help_text(

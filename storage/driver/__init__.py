@@ -1,5 +1,6 @@
 """Storage drivers: a small synchronous protocol over opaque `/`-separated keys (see base)."""
 
 from .base import DriverCapabilities, FileInfo, FileWriter, StorageDriver
+from .observed import DriverObserver, ObservedDriver
 
-__all__ = ["DriverCapabilities", "FileInfo", "FileWriter", "StorageDriver"]
+__all__ = ["DriverCapabilities", "DriverObserver", "FileInfo", "FileWriter", "ObservedDriver", "StorageDriver"]

@@ -133,6 +133,11 @@ class StorageDriver(Protocol):
         """Every upload the backend holds open below this store (for reports; nothing is
         changed); drivers whose writes leave no such thing yield nothing."""
 
+    def on_retry(self, callback: Callable[[str], None] | None) -> None:
+        """Have `callback(operation)` called whenever the driver retries a call to its backend
+        (`operation` is the backend's name for the call, S3's `PutObject`), from the thread that
+        made the call; None stops it. A driver that never retries keeps it and never calls it."""
+
 
 def iter_chunks(stream: BinaryIO, chunk_size: int) -> Iterator[bytes]:
     """Read `stream` to EOF in chunks of at most `chunk_size` bytes."""

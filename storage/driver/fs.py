@@ -177,17 +177,26 @@ class FilesystemDriver:
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        tmp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
-        try:
-            with self._create(tmp) as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            _fsync_dir(path.parent)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        for attempt in range(3):
+            tmp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+            try:
+                with self._create(tmp) as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+                _fsync_dir(path.parent)
+                return
+            except FileNotFoundError:
+                # A delete of the directory (a prefix delete: a collection withdrawing its
+                # `v1/gc/kept/…` while a writer records a keep there) took the temp file, or the
+                # renamed file, with it: write it again, as `_create` does for the open.
+                tmp.unlink(missing_ok=True)
+                if attempt == 2:
+                    raise
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
 
     @staticmethod
     def _create(path: Path) -> BinaryIO:
@@ -313,6 +322,9 @@ class FilesystemDriver:
 
     def pending_uploads(self) -> Iterator[PendingUpload]:
         return iter(())  # a file being appended is a file: walks see it, nothing else holds bytes
+
+    def on_retry(self, callback: Callable[[str], None] | None) -> None:
+        return None  # the kernel's calls are not retried
 
     def check(self) -> None:
         try:

@@ -6,13 +6,16 @@ mtime and unreferenced, which the collection has chosen or is about to choose to
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from ocispec.digest import Digest
 from storage import ManifestBlobUnknown, Storage, StorageDriver, collect
+from storage.driver.fs import FilesystemDriver
 from storage.lease import Lease
 from tests.support.images import simple_image
 
@@ -161,3 +164,28 @@ def test_one_collector_at_a_time(driver: StorageDriver) -> None:
 
     live.release()
     assert orphan in collect(storage, grace_seconds=0, now=FAR_FUTURE).swept
+
+
+def test_a_write_into_a_directory_a_collection_removes_at_that_moment_still_lands(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On disk a prefix delete removes a directory with whatever is in it: a collection withdrawing
+    `v1/gc/kept/<collector>` while a push records a keep there takes the push's temp file along.
+    The push must not fail for it (it answered 500 once, in the GC stress test)."""
+    import storage.driver.fs as fs
+
+    driver = FilesystemDriver(tmp_path)
+    key = "v1/gc/kept/collector-1/sha256/ab"
+    real_replace = os.replace
+    calls = 0
+
+    def replace_after_the_directory_went(source: str, target: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            driver.delete("v1/gc/kept/collector-1")  # the collection ends just before the rename
+        real_replace(source, target)
+
+    monkeypatch.setattr(fs.os, "replace", replace_after_the_directory_went)
+    driver.put(key, b"kept")
+    assert calls == 2 and driver.get(key) == b"kept"
+    assert [p.name for p in (tmp_path / "v1/gc/kept/collector-1/sha256").iterdir()] == ["ab"]  # no temp debris

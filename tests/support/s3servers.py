@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from .leaks import remember_secret
 from .servers import free_port
 from .tools import require_tool
 
@@ -39,6 +40,9 @@ class S3Server:
     region: str = REGION
     stop_grace: float = 15.0  # seconds between SIGTERM and SIGKILL
     _client: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        remember_secret(self.secret_key, "S3 secret key")  # never in a log line (tests/support/leaks.py)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from .leaks import watch_file
 from .tools import require_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -96,6 +97,10 @@ def start_cargobay(workdir: Path, config: dict | None = None, env: dict[str, str
     log_path = workdir / f"cargobay-{port}.log"
     inherited = {k: v for k, v in os.environ.items() if inherit_settings or not k.startswith("CARGOBAY_")}
     full_env = {**inherited, "PYTHONPATH": str(src), **(env or {})}
+    watch_file(log_path)  # scanned for secrets when the session ends (tests/support/leaks.py), and the audit file
+    audit_path = ((config or {}).get("audit") or {}).get("path") or full_env.get("CARGOBAY_AUDIT_PATH")
+    if audit_path:
+        watch_file(Path(src, audit_path))
     with open(log_path, "wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env=full_env, cwd=src, start_new_session=True)

@@ -1,7 +1,8 @@
 """The bucket as every module of the S3 driver reaches it: one boto3 client with botocore's
-retries (`retry_mode`, `max_attempts`), logical keys mapped to object keys below the prefix, and
-failures translated into the storage exceptions after those retries. The driver, its reader and
-writer, the multipart copy and the cleanup call S3 only through `S3Bucket`.
+retries (`retry_mode`, `max_attempts`; each retry told to `on_retry`), logical keys mapped to
+object keys below the prefix, and failures translated into the storage exceptions after those
+retries. The driver, its reader and writer, the multipart copy and the cleanup call S3 only
+through `S3Bucket`.
 
 Checksums are only sent or checked where S3 requires them, because servers that do not know
 boto3's newest default (streaming CRC trailers) reject those requests.
@@ -111,6 +112,19 @@ class S3Bucket:
                 config=config,
             )
         self.client.meta.events.register("before-sign.s3.DeleteObjects", _add_content_md5)
+        #: Called with the S3 operation's name whenever botocore retries one (`on_retry`).
+        self.on_retry: Callable[[str], None] | None = None
+        self.client.meta.events.register("request-created.s3", self._request_created)
+
+    def _request_created(self, request: Any, operation_name: str = "", **_: Any) -> None:
+        """botocore makes the request anew for every attempt and counts the attempts in its
+        context: one past the first is a retry."""
+        callback = self.on_retry
+        if callback is None:
+            return
+        retries = (getattr(request, "context", None) or {}).get("retries") or {}
+        if retries.get("attempt", 1) > 1:
+            callback(operation_name)
 
     # -- keys ------------------------------------------------------------------------------------
     def full_key(self, key: str) -> str:

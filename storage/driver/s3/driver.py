@@ -191,6 +191,9 @@ class S3Driver:
     def pending_uploads(self) -> Iterator[PendingUpload]:
         return pending_uploads(self.bucket)  # see hygiene
 
+    def on_retry(self, callback: Callable[[str], None] | None) -> None:
+        self.bucket.on_retry = callback  # see bucket: botocore's retries, told by its events
+
     def check(self) -> None:
         """Raise StorageConfigError with one line naming the problem: endpoint unreachable, no or
         rejected credentials, missing bucket, or no permission to list or write."""

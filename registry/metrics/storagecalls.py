@@ -1,0 +1,51 @@
+"""The storage metrics: the DriverObserver (storage.ObservedDriver) that turns every driver call into
+`cargobay_storage_operation_duration_seconds`, failures into `cargobay_storage_errors_total` and the
+driver's retries (S3: botocore's) into `cargobay_storage_retries_total`.
+
+`instrument(driver)` wraps the driver the registry opens; storage itself knows nothing of metrics.
+Calls run in storage threads, and on the event loop for the small reads a local disk answers at
+once, so `called` is one dict lookup and one observation.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+from storage import ObservedDriver, PathNotFound, StorageDriver
+
+from .families import STORAGE_DURATION, STORAGE_ERRORS, STORAGE_RETRIES
+
+
+class StorageMetrics:
+    """A DriverObserver for the driver named `driver` (`filesystem`, `s3`)."""
+
+    def __init__(self, driver: str) -> None:
+        self.driver = driver
+        self._durations: dict[str, Histogram] = {}
+        self._errors: dict[tuple[str, str], Counter] = {}
+        self._retries: dict[str, Counter] = {}
+
+    def called(self, operation: str, seconds: float, error: BaseException | None) -> None:
+        duration = self._durations.get(operation)
+        if duration is None:
+            duration = self._durations[operation] = STORAGE_DURATION.labels(self.driver, operation)
+        duration.observe(seconds)
+        if error is not None and not isinstance(error, PathNotFound):  # "not there" is an answer
+            self._failed(operation, type(error).__name__)
+
+    def _failed(self, operation: str, error: str) -> None:
+        counter = self._errors.get((operation, error))
+        if counter is None:
+            counter = self._errors[(operation, error)] = STORAGE_ERRORS.labels(self.driver, operation, error)
+        counter.inc()
+
+    def retried(self, operation: str) -> None:
+        counter = self._retries.get(operation)
+        if counter is None:
+            counter = self._retries[operation] = STORAGE_RETRIES.labels(self.driver, operation)
+        counter.inc()
+
+
+def instrument(driver: StorageDriver) -> StorageDriver:
+    """`driver`, with its calls timed and counted."""
+    return ObservedDriver(driver, StorageMetrics(driver.name))
