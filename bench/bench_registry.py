@@ -843,6 +843,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Measure (`measure`), then print the table, the costs and each round's figures."""
+
+    def show(rows: list[Row], servers: list[Server]) -> None:
+        print()
+        for line in [*report(rows, servers, args.rounds), "", *raw_samples(rows)]:
+            print(line)
+        print(f"load average {os.getloadavg()[0]:.2f} at end")
+
+    measure(args, show)
+    return 0
+
+
+def measure(args: argparse.Namespace, done: Callable[[list[Row], list[Server]], None]) -> None:
+    """Start every server, run the rows in alternation, and hand the rows (each with its samples
+    by server label) and the servers to `done` while the servers still run (bench_observability
+    reads them); then stop them. Prints progress as it goes."""
     distribution = shutil.which(args.distribution)
     if not distribution:
         raise BenchError(f"{args.distribution} not found (apt-get install -y docker-registry)")
@@ -902,11 +918,7 @@ def run(args: argparse.Namespace) -> int:
             if row.phase == "upload":
                 for server in servers:
                     server.hwm_after_uploads = hwm_of(process_tree(server.process.pid))
-        print()
-        for line in [*report(rows, servers, args.rounds), "", *raw_samples(rows)]:
-            print(line)
-        print(f"load average {os.getloadavg()[0]:.2f} at end")
-        return 0
+        done(rows, servers)
     finally:
         for server in servers:
             server.stop()

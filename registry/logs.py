@@ -29,6 +29,11 @@ ACCESS_LOGGER = "cargobay.access"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _QUIET = ("botocore", "boto3", "s3transfer", "urllib3")
 _SECRET_NAME = re.compile(r"pass|token|secret|signature|credential|key|auth", re.IGNORECASE)
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9/:@!$&'()*+,;=._~-]*")
+_text = json.encoder.encode_basestring  # a str as a JSON string literal (C speed)
+#: The handler `configure` installed (the access log writes its lines to its stream).
+_HANDLER: logging.StreamHandler[Any] | None = None
 
 
 def shown_target(path: str, query: str) -> str:
@@ -67,8 +72,9 @@ class JsonFormatter(logging.Formatter):
 
 def configure(settings: LogSettings) -> None:
     """Route every logger to stderr in `settings.format` at `settings.level` (uvicorn's too: its
-    own logging config is not used, see `uvicorn_log_config`)."""
-    handler = logging.StreamHandler(sys.stderr)
+    own logging config is not used: registry.__main__ passes `log_config=None`)."""
+    global _HANDLER
+    handler = _HANDLER = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.format == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -86,20 +92,63 @@ def configure(settings: LogSettings) -> None:
 
 
 class AccessLog:
-    """A RequestObserver: one INFO line per request on the `cargobay.access` logger."""
+    """A RequestObserver: one INFO line per request on the `cargobay.access` logger, in the
+    configured format. It runs on the event loop for every request, so the line is put together by
+    hand (a logging record, %-formatting and a generic JSON encoder cost several times as much:
+    bench/bench_observability.py) and written to the configured handler's stream under its lock,
+    the line in one write; without `configure` it goes through `logging` like any record."""
 
-    def __init__(self) -> None:
+    def __init__(self, json_lines: bool = False) -> None:
         self.log = logging.getLogger(ACCESS_LOGGER)
+        self.json_lines = json_lines
+        self._second = -1
+        self._stamp = ""
 
     def request_done(self, info: RequestInfo) -> None:
         if not self.log.isEnabledFor(logging.INFO):
             return
         duration_ms = round(info.seconds * 1000, 2)
-        target = shown_target(quote(info.path, safe="/:@!$&'()*+,;=-._~"), info.query)
-        fields = {"request_id": info.id, "client": info.client, "user": info.user, "repository": info.repository,
-                  "action": info.action, "method": info.method, "path": target, "route": info.route,
-                  "status": info.status, "bytes_in": info.bytes_in, "bytes_out": info.bytes_out,
-                  "duration_ms": duration_ms}
-        self.log.info('%s %s "%s %s" %d in=%d out=%d %.1fms id=%s', info.client, info.user or "-", info.method,
-                      target, info.status, info.bytes_in, info.bytes_out, duration_ms, info.id,
-                      extra={"access": fields})
+        path = info.path if _PLAIN_PATH.fullmatch(info.path) else quote(info.path, safe=_PATH_SAFE)
+        target = shown_target(path, info.query)
+        message = (f'{info.client} {info.user or "-"} "{info.method} {target}" {info.status} in={info.bytes_in} '
+                   f"out={info.bytes_out} {duration_ms:.1f}ms id={info.id}")
+        handler = _HANDLER
+        if handler is None or self.log.handlers or not self.log.propagate:
+            self.log.info("%s", message, extra={"access": _fields(info, target, duration_ms)})
+            return
+        created = time.time()
+        if self.json_lines:
+            line = (f'{{"time": "{self._iso(created)}", "level": "info", "logger": "{ACCESS_LOGGER}", '
+                    f'"message": {_text(message)}, "request_id": {_text(info.id)}, "client": {_text(info.client)}, '
+                    f'"user": {_text(info.user)}, "repository": {_text(info.repository)}, '
+                    f'"action": "{info.action}", "method": {_text(info.method)}, "path": {_text(target)}, '
+                    f'"route": {_text(info.route)}, "status": {info.status}, "bytes_in": {info.bytes_in}, '
+                    f'"bytes_out": {info.bytes_out}, "duration_ms": {duration_ms}}}\n')
+        else:
+            line = f"{self._local(created)} INFO {ACCESS_LOGGER}: {message}\n"
+        handler.acquire()
+        try:
+            handler.stream.write(line)
+            handler.stream.flush()
+        finally:
+            handler.release()
+
+    def _iso(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int((created - second) * 1000):03d}Z"
+
+    def _local(self, created: float) -> str:
+        """As logging's default `%(asctime)s`: local time, `2026-12-07 10:15:02,118`."""
+        second = int(created)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        return f"{self._stamp},{int((created - second) * 1000):03d}"
+
+
+def _fields(info: RequestInfo, target: str, duration_ms: float) -> dict[str, Any]:
+    return {"request_id": info.id, "client": info.client, "user": info.user, "repository": info.repository,
+            "action": info.action, "method": info.method, "path": target, "route": info.route,
+            "status": info.status, "bytes_in": info.bytes_in, "bytes_out": info.bytes_out,
+            "duration_ms": duration_ms}

@@ -16,7 +16,7 @@ from .settings import Settings
 def request_observers(settings: Settings) -> list[RequestObserver]:
     observers: list[RequestObserver] = []
     if settings.log.access_enabled:
-        observers.append(AccessLog())
+        observers.append(AccessLog(json_lines=settings.log.format == "json"))
     if settings.metrics.enabled:
         from .metrics import RequestMetrics  # on first use: `registry serve` readies prometheus_client first
 
