@@ -15,6 +15,10 @@ Prints each row's medians and the ratio on/off (the target: at least 0.90 on eve
 trail records changes, not reads: a manifest GET or a blob upload writes no audit line, so these
 rows measure what the audit costs such requests, which is nothing by design; a manifest push
 writes one (`bench_registry`'s rows do not push manifests repeatedly).
+
+With `--instructions` it measures instead what each configuration costs the server in user-space
+instructions per request (valgrind's callgrind, bench/instructions.py): a deterministic figure,
+where wall-clock rates on a shared machine move by more than the 10 % being looked for.
 """
 
 from __future__ import annotations
@@ -26,21 +30,48 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_registry  # noqa: E402
+import bench_registry
 
 DEFAULT_ROWS = "get,head,mono,chunked,conc-up"
 
 
+OFF = {"CARGOBAY_METRICS_ENABLED": "false", "CARGOBAY_LOG_FORMAT": "text", "CARGOBAY_LOG_ACCESS": "false"}
+
+
+def on(audit_dir: Path) -> dict[str, str]:
+    return {"CARGOBAY_METRICS_ENABLED": "true", "CARGOBAY_LOG_FORMAT": "json", "CARGOBAY_LOG_ACCESS": "true",
+            "CARGOBAY_AUDIT_PATH": str(audit_dir / "audit.jsonl"), "CARGOBAY_AUDIT_STORAGE": "true"}
+
+
+def count_instructions() -> int:
+    """Both configurations under callgrind: instructions per request, and the ratio off/on."""
+    import instructions as ins
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-instructions-"))
+    rows = {"manifest HEAD by tag": (ins.manifest_head, 200), "manifest GET by tag": (ins.manifest_get, 200),
+            "upload 1 MiB monolithic (POST, PUT)": (ins.monolithic_upload, 20)}
+    print("counting instructions under callgrind (a few minutes) ...", flush=True)
+    off = ins.measure_instructions(OFF, rows, workdir / "off")
+    on_ = ins.measure_instructions(on(workdir), rows, workdir / "on")
+    print()
+    print("| row | off | on | on / off (instructions; <= 1.10 is the target) |")
+    print("| --- | --- | --- | --- |")
+    for name in rows:
+        print(f"| {name} | {off[name]:,.0f} | {on_[name]:,.0f} | {on_[name] / off[name]:.3f} |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(argv if argv is not None else sys.argv[1:])
+    if "--instructions" in argv:
+        return count_instructions()
     if "--only" not in argv:
         argv += ["--only", DEFAULT_ROWS]
     if "--workers" not in argv:
         argv += ["--workers", "1"]
     audit_dir = Path(tempfile.mkdtemp(prefix="bench-audit-"))
-    argv += ["--variant", "off;CARGOBAY_METRICS_ENABLED=false;CARGOBAY_LOG_FORMAT=text;CARGOBAY_LOG_ACCESS=false",
-             "--variant", f"on;CARGOBAY_METRICS_ENABLED=true;CARGOBAY_LOG_FORMAT=json;CARGOBAY_LOG_ACCESS=true;"
-                          f"CARGOBAY_AUDIT_PATH={audit_dir / 'audit.jsonl'};CARGOBAY_AUDIT_STORAGE=true"]
+    for name, env in (("off", OFF), ("on", on(audit_dir))):
+        argv += ["--variant", ";".join([name, *(f"{k}={v}" for k, v in env.items())])]
     args = bench_registry.parse_args(argv)
 
     def compare(rows: list[bench_registry.Row], servers: list[bench_registry.Server]) -> None:

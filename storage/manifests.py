@@ -22,8 +22,10 @@ from .errors import (
     ManifestUnknown,
     PathNotFound,
     StorageError,
+    TagUnknown,
 )
 from .links import delete_quietly, digests_below, link_exists, write_link
+from .manifest_cache import ManifestCache
 from .referrers import ReferrerStore
 from .tags import TagStore
 
@@ -75,10 +77,12 @@ CACHED_MANIFEST_RULES = ManifestRules(allow_sparse_indexes=True, allow_absent_bl
 
 
 class ManifestStore:
-    def __init__(self, driver: StorageDriver, blobs: BlobStore, name: str) -> None:
+    def __init__(self, driver: StorageDriver, blobs: BlobStore, name: str, cache: ManifestCache | None = None) -> None:
         self.driver = driver
         self.blobs = blobs
         self.name = name
+        #: The store's cache of manifests already read (storage.manifest_cache); None: read each time.
+        self.cache = cache
         self.layer_links = RepositoryBlobs(blobs, name)
         self.tags = TagStore(driver, name)
         self.referrers = ReferrerStore(driver, name)
@@ -103,6 +107,8 @@ class ManifestStore:
                  if isinstance(manifest, ImageManifest) else set())
         self.blobs.put_verified(digest, raw)
         self.driver.put(paths.manifest_media_type(self.name, digest), manifest.media_type.encode())
+        if self.cache is not None:
+            self.cache.forget(self.name, digest)  # pushed again, maybe as another type: read afresh
         if manifest.subject is not None:
             self.referrers.add(manifest.subject.digest, self._referrer_descriptor(manifest, digest))
         created = not self.exists(digest)
@@ -233,13 +239,29 @@ class ManifestStore:
         return self.tags.resolve(reference)
 
     def get(self, digest: Digest) -> StoredManifest:
+        """The manifest if this repository has its revision (checked on every call, cache or not)."""
         if not self.exists(digest):
             raise ManifestUnknown(f"manifest unknown: {digest}", digest=str(digest))
+        cached = self.cache.get(self.name, digest) if self.cache is not None else None
+        if cached is not None:
+            return cached
         try:
             raw = self.blobs.read(digest)
         except BlobUnknown:
             raise ManifestUnknown(f"manifest unknown: {digest}", digest=str(digest)) from None
-        return StoredManifest(digest, self._media_type(digest, raw), raw)
+        stored = StoredManifest(digest, self._media_type(digest, raw), raw)
+        if self.cache is not None:
+            self.cache.put(self.name, stored)
+        return stored
+
+    def get_tagged(self, tag: str) -> StoredManifest:
+        """The manifest `tag` points at: TagUnknown unless the tag resolves (as `tags.resolve`
+        says), with one check of the revision link instead of resolve's and get's two."""
+        digest = self.tags.target(tag)
+        try:
+            return self.get(digest)
+        except ManifestUnknown:
+            raise TagUnknown(f"manifest unknown: tag {tag!r} not found in {self.name}", tag=tag) from None
 
     def _media_type(self, digest: Digest, raw: bytes) -> str:
         try:
@@ -271,6 +293,8 @@ class ManifestStore:
         if subject is not None:
             self.referrers.remove(subject.digest, digest)
         delete_quietly(self.driver, paths.manifest_revision(self.name, digest))
+        if self.cache is not None:
+            self.cache.forget(self.name, digest)  # unknown anyway (get checks the link): free the memory
 
     def revisions(self) -> list[Digest]:
         """Every manifest of this repository (for garbage collection)."""

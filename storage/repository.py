@@ -15,6 +15,7 @@ from .driver.base import DriverCapabilities, StorageDriver
 from .driver.factory import DriverOptions, open_driver
 from .errors import PathNotFound
 from .links import link_exists
+from .manifest_cache import ManifestCache
 from .manifests import ManifestStore
 from .referrers import ReferrerStore
 from .runs import last_run, record_run
@@ -39,7 +40,7 @@ class Repository:
         self.storage = storage
         self.blobs = RepositoryBlobs(storage.blobs, name, storage.uploads)
         self.uploads = RepositoryUploads(storage.uploads, name)
-        self.manifests = ManifestStore(storage.driver, storage.blobs, name)
+        self.manifests = ManifestStore(storage.driver, storage.blobs, name, storage.manifest_cache)
         self.tags: TagStore = self.manifests.tags
         self.referrers: ReferrerStore = self.manifests.referrers
 
@@ -54,6 +55,8 @@ class Storage:
         self.driver = driver
         self.blobs = BlobStore(driver)
         self.uploads = UploadStore(driver, self.blobs)
+        #: Manifests already read, for every repository's views (storage.manifest_cache).
+        self.manifest_cache = ManifestCache()
 
     @property
     def capabilities(self) -> DriverCapabilities:

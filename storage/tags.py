@@ -60,6 +60,14 @@ class TagStore:
             raise TagUnknown(f"manifest unknown: tag {tag!r} not found in {self.name}", tag=tag)
         return digest
 
+    def target(self, tag: str) -> Digest:
+        """The digest the tag's link names, not yet checked against the repository's revisions
+        (`ManifestStore.get_tagged` checks that); TagUnknown when there is no usable link."""
+        try:
+            return read_link(self.driver, paths.tag_current_link(self.name, tag))
+        except (PathNotFound, CorruptLink):
+            raise TagUnknown(f"manifest unknown: tag {tag!r} not found in {self.name}", tag=tag) from None
+
     def delete(self, tag: str) -> None:
         if not delete_quietly(self.driver, paths.tag(self.name, tag)):
             raise TagUnknown(f"manifest unknown: tag {tag!r} not found in {self.name}", tag=tag)

@@ -84,7 +84,7 @@ async def get_manifest(request: Request) -> Response:
     tag, digest = path_reference(request)
 
     def load() -> StoredManifest:
-        return repo.manifests.get(digest if digest is not None else repo.tags.resolve(tag or ""))
+        return repo.manifests.get(digest) if digest is not None else repo.manifests.get_tagged(tag or "")
 
     return manifest_response(request, await run_small(request, load))
 

@@ -19,6 +19,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from .multiprocess import current_dir, forget_dead_workers
+from .tally import flush_all
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 PREFIX = "cargobay_"
@@ -50,4 +51,5 @@ class Everything:
 
 
 def render(extra: Sequence[Collector] = ()) -> bytes:
+    flush_all()  # what this process counted since the last flush (registry.metrics.tally)
     return generate_latest(Everything(extra))

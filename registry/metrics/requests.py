@@ -1,9 +1,9 @@
 """The request metrics: a RequestObserver (registry.requestinfo) that counts every finished request
 by route template, method and status, its duration and its body bytes, and the uploads in progress.
 
-It runs on the event loop for every request, so it does as little as it can: the labelled children
-of one (route, method, status) are looked up once and kept in a dict, and a request then costs a
-dict lookup and three or four increments (a few microseconds, also with several workers' files).
+It runs on the event loop for every request, so it does as little as it can: a request adds to a
+`Tally` (registry.metrics.tally: one lock, a few additions), and the sums reach the labelled
+children, looked up once per (route, method, status) and kept, at the next flush.
 Labels come only from bounded sets: the route template (never the raw path; requests no route
 matched share the label `unmatched`), a known method or `other`, the status; the repository only
 with `metrics.repository_labels`.
@@ -14,7 +14,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 from ..requestinfo import RequestInfo
-from .families import UPLOADS_IN_PROGRESS, request_families
+from .families import REQUEST_BUCKETS, UPLOADS_IN_PROGRESS, request_families
+from .tally import Tally, observe_many
 
 UNMATCHED = "unmatched"
 OTHER_METHOD = "other"
@@ -41,6 +42,8 @@ class RequestMetrics:
         #: (route, method, status[, repository]) as the request has them → its labelled children.
         self._children: dict[tuple[str | int, ...], _Children] = {}
         self._uploads = UPLOADS_IN_PROGRESS
+        #: Per key: the durations (their count is the requests'), bytes in and bytes out.
+        self._tally: Tally[tuple[str | int, ...]] = Tally(REQUEST_BUCKETS, self._apply)
 
     def request_started(self, info: RequestInfo) -> None:
         if is_upload(info):
@@ -52,16 +55,20 @@ class RequestMetrics:
         method = info.method if info.method in _METHODS else OTHER_METHOD
         key = ((info.route, method, info.status, info.repository) if self.repository_labels
                else (info.route, method, info.status))
+        self._tally.observe(key, info.seconds, info.bytes_in, info.bytes_out)
+
+    def _apply(self, key: tuple[str | int, ...], seconds: float, bytes_in: float, bytes_out: float,
+               buckets: list[int]) -> None:
         children = self._children.get(key)
         if children is None:
             children = self._make(key)
         requests, duration, received, sent = children
-        requests.inc()
-        duration.observe(info.seconds)
-        if info.bytes_in:
-            received.inc(info.bytes_in)
-        if info.bytes_out:
-            sent.inc(info.bytes_out)
+        requests.inc(sum(buckets))
+        observe_many(duration, seconds, buckets)
+        if bytes_in:
+            received.inc(bytes_in)
+        if bytes_out:
+            sent.inc(bytes_out)
 
     def _make(self, key: tuple[str | int, ...]) -> _Children:
         route, method, status, *repository = (str(part) for part in key)

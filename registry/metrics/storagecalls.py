@@ -4,7 +4,8 @@ driver's retries (S3: botocore's) into `cargobay_storage_retries_total`.
 
 `instrument(driver)` wraps the driver the registry opens; storage itself knows nothing of metrics.
 Calls run in storage threads, and on the event loop for the small reads a local disk answers at
-once, so `called` is one dict lookup and one observation.
+once, so `called` only adds to a `Tally` (registry.metrics.tally); the durations reach the
+histogram at the next flush. Failures and retries are rare: they are counted at once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from prometheus_client import Counter, Histogram
 
 from storage import ObservedDriver, PathNotFound, StorageDriver
 
-from .families import STORAGE_DURATION, STORAGE_ERRORS, STORAGE_RETRIES
+from .families import STORAGE_BUCKETS, STORAGE_DURATION, STORAGE_ERRORS, STORAGE_RETRIES
+from .tally import Tally, observe_many
 
 
 class StorageMetrics:
@@ -24,14 +26,19 @@ class StorageMetrics:
         self._durations: dict[str, Histogram] = {}
         self._errors: dict[tuple[str, str], Counter] = {}
         self._retries: dict[str, Counter] = {}
+        #: Per operation: the seconds of its calls, and their buckets.
+        self._tally: Tally[str] = Tally(STORAGE_BUCKETS, self._apply)
 
     def called(self, operation: str, seconds: float, error: BaseException | None) -> None:
+        self._tally.observe(operation, seconds)
+        if error is not None and not isinstance(error, PathNotFound):  # "not there" is an answer
+            self._failed(operation, type(error).__name__)
+
+    def _apply(self, operation: str, seconds: float, _first: float, _second: float, buckets: list[int]) -> None:
         duration = self._durations.get(operation)
         if duration is None:
             duration = self._durations[operation] = STORAGE_DURATION.labels(self.driver, operation)
-        duration.observe(seconds)
-        if error is not None and not isinstance(error, PathNotFound):  # "not there" is an answer
-            self._failed(operation, type(error).__name__)
+        observe_many(duration, seconds, buckets)
 
     def _failed(self, operation: str, error: str) -> None:
         counter = self._errors.get((operation, error))

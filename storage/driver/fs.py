@@ -10,7 +10,9 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -24,6 +26,9 @@ from .base import DriverCapabilities, FileInfo, PendingUpload
 from .options import options_from_mapping
 
 TEMP_PREFIX = ".cargobay-tmp-"
+#: What makes a key (without its leading and trailing `/`) unusable: a `.`, `..` or empty
+#: component, a backslash or a NUL.
+_BAD_KEY = re.compile(r"(?:^|/)\.{1,2}(?:/|$)|//|\\|\x00")
 
 
 def _fsync_close(fd_file: BinaryIO) -> None:
@@ -161,17 +166,19 @@ class FilesystemDriver:
         return Path(self._fspath(key))
 
     def _fspath(self, key: str) -> str:
-        """The file a key names, as a string (the bulk operations need no Path); InvalidKey for a
-        key that could leave the root or name a directory ambiguously."""
-        parts = key.strip("/").split("/")
-        if not key or any(p in ("", ".", "..") or "\\" in p or "\x00" in p for p in parts):
+        """The file a key names, as a string (no Path: a manifest request makes several calls, and
+        building a Path costs more than the stat); InvalidKey for a key that could leave the root or
+        name a directory ambiguously (`.`, `..` or empty components, backslashes, NUL)."""
+        inner = key.strip("/")
+        if not inner or _BAD_KEY.search(inner):
             raise InvalidKey(f"invalid storage key {key!r}")
-        return os.path.join(self._root_text, *parts)
+        return f"{self._root_text}/{inner}"
 
     # -- protocol --------------------------------------------------------------------------------
     def get(self, key: str) -> bytes:
         try:
-            return self._path(key).read_bytes()
+            with open(self._fspath(key), "rb") as f:
+                return f.read()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise PathNotFound(key) from None
 
@@ -211,9 +218,8 @@ class FilesystemDriver:
         return open(path, "wb")
 
     def reader(self, key: str, offset: int = 0) -> BinaryIO:
-        path = self._path(key)
         try:
-            f = open(path, "rb")  # noqa: SIM115 - the caller closes it
+            f = open(self._fspath(key), "rb")  # noqa: SIM115 - the caller closes it
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise PathNotFound(key) from None
         if offset:
@@ -229,10 +235,10 @@ class FilesystemDriver:
 
     def stat(self, key: str) -> FileInfo:
         try:
-            st = self._path(key).stat()
+            st = os.stat(self._fspath(key))
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(key) from None
-        is_dir = os.path.isdir(self._path(key))
+        is_dir = stat.S_ISDIR(st.st_mode)
         return FileInfo(key.strip("/"), 0 if is_dir else st.st_size, st.st_mtime, is_dir)
 
     def list(self, prefix: str) -> list[str]:
