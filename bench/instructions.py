@@ -19,6 +19,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,11 @@ def _fixture(conn: http.client.HTTPConnection, blob_size: int) -> Fixture:
     return Fixture(repo, tag, blob, digests[blob])
 
 
+def _run_many(request: Request, conn: http.client.HTTPConnection, fixture: Fixture, numbers: range) -> None:
+    for i in numbers:
+        request(conn, fixture, i)
+
+
 def _callgrind(pid: int, action: str) -> None:
     subprocess.run(["callgrind_control", action, str(pid)], check=True, capture_output=True, timeout=300)
 
@@ -104,8 +110,10 @@ def _dumped_total(out_dir: Path, pid: int) -> int:
 
 
 def measure_instructions(env: dict[str, str], rows: dict[str, tuple[Request, int]], workdir: Path,
-                         blob_size: int = 1024 * 1024, warmup: int = 30) -> dict[str, float]:
-    """Instructions per request of each row (`name -> (request, count)`) for a server with `env`."""
+                         blob_size: int = 1024 * 1024, warmup: int = 30, connections: int = 1) -> dict[str, float]:
+    """Instructions per request of each row (`name -> (request, count)`) for a server with `env`,
+    the requests made over `connections` keep-alive connections at once (as a loaded server
+    sees them: several ending in one turn of its event loop)."""
     workdir.mkdir(parents=True, exist_ok=True)
     out_dir = workdir / "callgrind"
     out_dir.mkdir(exist_ok=True)
@@ -117,17 +125,22 @@ def measure_instructions(env: dict[str, str], rows: dict[str, tuple[Request, int
                                             env=env, inherit_settings=False, ready_timeout=600)
     results: dict[str, float] = {}
     try:
-        conn = http.client.HTTPConnection(server.host, server.port, timeout=600)
-        fixture = _fixture(conn, blob_size)
-        for name, (request, count) in rows.items():
-            for i in range(warmup):
-                request(conn, fixture, -1 - i)
-            _callgrind(server.process.pid, "-z")
-            for i in range(count):
-                request(conn, fixture, i)
-            _callgrind(server.process.pid, "-d")
-            results[name] = _dumped_total(out_dir, server.process.pid) / count
-        conn.close()
+        conns = [http.client.HTTPConnection(server.host, server.port, timeout=600) for _ in range(connections)]
+        fixture = _fixture(conns[0], blob_size)
+        with ThreadPoolExecutor(connections) as pool:
+            for name, (request, count) in rows.items():
+                for i in range(warmup):
+                    request(conns[0], fixture, -1 - i)
+                _callgrind(server.process.pid, "-z")
+                share = -(-count // connections)
+                runs = [pool.submit(_run_many, request, conn, fixture, range(at * share, min(count, (at + 1) * share)))
+                        for at, conn in enumerate(conns)]
+                for run in runs:
+                    run.result()
+                _callgrind(server.process.pid, "-d")
+                results[name] = _dumped_total(out_dir, server.process.pid) / count
+        for conn in conns:
+            conn.close()
     finally:
         server.stop()
     return results

@@ -14,6 +14,8 @@ loggers (which log signed requests at debug level) are held at INFO.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import json
 import logging
 import os
@@ -94,10 +96,15 @@ def configure(settings: LogSettings) -> None:
 
 class AccessLog:
     """A RequestObserver: one INFO line per request on the `cargobay.access` logger, in the
-    configured format. It runs on the event loop for every request, so the line is put together by
-    hand (a logging record, %-formatting and a generic JSON encoder cost several times as much:
-    bench/bench_observability.py) and written to the configured handler's stream under its lock,
-    the line in one write; without `configure` it goes through `logging` like any record."""
+    configured format. It runs on the event loop for every request, so it costs what it must:
+
+    - the line is put together by hand (a logging record, %-formatting and a generic JSON encoder
+      cost several times as much: bench/bench_observability.py);
+    - the lines of the requests that end in one turn of the event loop are written together, at
+      its end, in one write to the configured handler's file under the handler's lock (a system
+      call per line, with the file system updating the log's times each time, cost more than the
+      line itself under load), so a line reaches the log a moment after its request ended;
+    - without `configure` it goes through `logging` like any record."""
 
     def __init__(self, json_lines: bool = False) -> None:
         self.log = logging.getLogger(ACCESS_LOGGER)
@@ -107,6 +114,8 @@ class AccessLog:
         # The handler's stream flushes every record, so writing a line straight to its file (one
         # system call, no text layer) keeps the order of lines; a stream with no file is written.
         self._fd = _file_of(_HANDLER)
+        self._pending: list[str] = []  # lines waiting for the end of this turn of the loop
+        atexit.register(self.flush)
 
     def request_done(self, info: RequestInfo) -> None:
         if not self.log.isEnabledFor(logging.INFO):
@@ -131,12 +140,26 @@ class AccessLog:
                     f'"bytes_out": {info.bytes_out}, "duration_ms": {duration_ms}}}\n')
         else:
             line = f"{self._local(created)} INFO {ACCESS_LOGGER}: {self._message(info, target, duration_ms)}\n"
-        handler.acquire()  # whole lines: another thread's record never lands inside this one
+        self._pending.append(line)
+        if len(self._pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # called off the loop: nothing to wait for
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the lines waiting, in one write (at the end of the loop's turn, and at exit)."""
+        lines, self._pending = self._pending, []
+        handler = _HANDLER
+        if not lines or handler is None:
+            return
+        text = "".join(lines)
+        handler.acquire()  # whole lines: another thread's record never lands inside one of them
         try:
             if self._fd is not None:
-                _write_all(self._fd, line.encode())
+                _write_all(self._fd, text.encode())
             else:
-                handler.stream.write(line)
+                handler.stream.write(text)
                 handler.stream.flush()
         finally:
             handler.release()

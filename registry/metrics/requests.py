@@ -43,7 +43,8 @@ class RequestMetrics:
         self._children: dict[tuple[str | int, ...], _Children] = {}
         self._uploads = UPLOADS_IN_PROGRESS
         #: Per key: the durations (their count is the requests'), bytes in and bytes out.
-        self._tally: Tally[tuple[str | int, ...]] = Tally(REQUEST_BUCKETS, self._apply)
+        #: Only the event loop observes requests: no lock (registry.metrics.tally).
+        self._tally: Tally[tuple[str | int, ...]] = Tally(REQUEST_BUCKETS, self._apply, shared=False)
 
     def request_started(self, info: RequestInfo) -> None:
         if is_upload(info):

@@ -10,6 +10,8 @@ histogram at the next flush. Failures and retries are rare: they are counted at 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import Counter, Histogram
 
 from storage import ObservedDriver, PathNotFound, StorageDriver
@@ -28,10 +30,12 @@ class StorageMetrics:
         self._retries: dict[str, Counter] = {}
         #: Per operation: the seconds of its calls, and their buckets.
         self._tally: Tally[str] = Tally(STORAGE_BUCKETS, self._apply)
+        # Every call that returned: straight into the tally (one call less on the hot path).
+        self.succeeded: Callable[[str, float], None] = self._tally.observe
 
-    def called(self, operation: str, seconds: float, error: BaseException | None) -> None:
+    def failed(self, operation: str, seconds: float, error: BaseException) -> None:
         self._tally.observe(operation, seconds)
-        if error is not None and not isinstance(error, PathNotFound):  # "not there" is an answer
+        if not isinstance(error, PathNotFound):  # "not there" is an answer
             self._failed(operation, type(error).__name__)
 
     def _apply(self, operation: str, seconds: float, _first: float, _second: float, buckets: list[int]) -> None:

@@ -28,34 +28,54 @@ FLUSH_INTERVAL = 1.0
 
 class Tally(Generic[K]):
     """Observations by key, for one histogram each, with two running totals besides (a request's
-    bytes in and out). `observe` is the hot path; `flush` hands each key's sums to
-    `apply(key, observed_sum, first_total, second_total, bucket_counts)` and starts again."""
+    bytes in and out). `observe` is the hot path; `flush` hands each key's growth since the last
+    flush to `apply(key, observed_sum, first_total, second_total, bucket_counts)`.
 
-    def __init__(self, buckets: Sequence[float], apply: Callable[[K, float, float, float, list[int]], None]) -> None:
+    The totals only grow, and `flush` never writes them: it reads them and keeps what it applied,
+    so it needs no lock against `observe`. A tally that one thread alone observes into (`shared`
+    False: the request observer, always on the event loop) needs none at all; one that several
+    threads observe into (storage calls) takes a lock so that two additions to one total cannot
+    interleave."""
+
+    def __init__(self, buckets: Sequence[float], apply: Callable[[K, float, float, float, list[int]], None],
+                 shared: bool = True) -> None:
         self.buckets = tuple(buckets)
         self.apply = apply
         self._width = len(self.buckets) + 4  # the sum, the two totals, the buckets and +Inf
-        self._pending: dict[K, list[float]] = {}
-        self._lock = threading.Lock()
+        self._totals: dict[K, list[float]] = {}
+        self._applied: dict[K, list[float]] = {}
+        self._lock: threading.Lock | None = threading.Lock() if shared else None
+        self._flushing = threading.Lock()  # one flush at a time (the thread's and a scrape's)
         _register(self)
 
     def observe(self, key: K, value: float, first: float = 0.0, second: float = 0.0) -> None:
         # Written out rather than general: it runs for every request and every storage call.
         slot = bisect_left(self.buckets, value) + 3  # past the buckets: +Inf, as prometheus_client counts
-        with self._lock:
-            entry = self._pending.get(key)
+        lock = self._lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            entry = self._totals.get(key)
             if entry is None:
-                entry = self._pending[key] = [0.0] * self._width
+                entry = self._totals[key] = [0.0] * self._width
             entry[0] += value
             entry[1] += first
             entry[2] += second
             entry[slot] += 1
+        finally:
+            if lock is not None:
+                lock.release()
 
     def flush(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, {}
-        for key, entry in pending.items():
-            self.apply(key, entry[0], entry[1], entry[2], [int(count) for count in entry[3:]])
+        with self._flushing:
+            for key, entry in list(self._totals.items()):  # a copy: observers may add keys meanwhile
+                now = list(entry)  # what it holds at this instant (an addition in flight comes next time)
+                before = self._applied.get(key) or [0.0] * self._width
+                if now == before:
+                    continue
+                self._applied[key] = now
+                self.apply(key, now[0] - before[0], now[1] - before[1], now[2] - before[2],
+                           [int(a - b) for a, b in zip(now[3:], before[3:], strict=True)])
 
 
 def observe_many(histogram: Histogram, total: float, counts: Sequence[int]) -> None:

@@ -25,8 +25,11 @@ T = TypeVar("T")
 
 
 class DriverObserver(Protocol):
-    def called(self, operation: str, seconds: float, error: BaseException | None) -> None:
-        """One call of `operation` ended after `seconds`, with `error` or None."""
+    def succeeded(self, operation: str, seconds: float) -> None:
+        """One call of `operation` returned after `seconds`."""
+
+    def failed(self, operation: str, seconds: float, error: BaseException) -> None:
+        """One call of `operation` raised `error` after `seconds`."""
 
     def retried(self, operation: str) -> None:
         """The driver retried a call to its backend (`operation`: the backend's name for it)."""
@@ -45,9 +48,9 @@ class ObservedDriver:
         try:
             result = call()
         except BaseException as exc:
-            self.observer.called(operation, perf_counter() - started, exc)
+            self.observer.failed(operation, perf_counter() - started, exc)
             raise
-        self.observer.called(operation, perf_counter() - started, None)
+        self.observer.succeeded(operation, perf_counter() - started)
         return result
 
     def _timed_items(self, operation: str, items: Callable[[], Iterator[T]]) -> Iterator[T]:
@@ -71,7 +74,10 @@ class ObservedDriver:
             error = exc
             raise
         finally:
-            self.observer.called(operation, spent, error)
+            if error is None:
+                self.observer.succeeded(operation, spent)
+            else:
+                self.observer.failed(operation, spent, error)
 
     # -- the protocol ----------------------------------------------------------------------------
     # `get` and `stat` are what every manifest request makes, inline on a local disk: timed without
@@ -81,9 +87,9 @@ class ObservedDriver:
         try:
             data = self.inner.get(key)
         except BaseException as exc:
-            self.observer.called("get", perf_counter() - started, exc)
+            self.observer.failed("get", perf_counter() - started, exc)
             raise
-        self.observer.called("get", perf_counter() - started, None)
+        self.observer.succeeded("get", perf_counter() - started)
         return data
 
     def put(self, key: str, data: bytes) -> None:
@@ -100,9 +106,9 @@ class ObservedDriver:
         try:
             info = self.inner.stat(key)
         except BaseException as exc:
-            self.observer.called("stat", perf_counter() - started, exc)
+            self.observer.failed("stat", perf_counter() - started, exc)
             raise
-        self.observer.called("stat", perf_counter() - started, None)
+        self.observer.succeeded("stat", perf_counter() - started)
         return info
 
     def list(self, prefix: str) -> list[str]:

@@ -18,9 +18,13 @@ class Calls:
         self.calls: list[tuple[str, str | None]] = []
         self.retries: list[str] = []
 
-    def called(self, operation: str, seconds: float, error: BaseException | None) -> None:
+    def succeeded(self, operation: str, seconds: float) -> None:
         assert seconds >= 0
-        self.calls.append((operation, type(error).__name__ if error else None))
+        self.calls.append((operation, None))
+
+    def failed(self, operation: str, seconds: float, error: BaseException) -> None:
+        assert seconds >= 0
+        self.calls.append((operation, type(error).__name__))
 
     def retried(self, operation: str) -> None:
         self.retries.append(operation)
