@@ -78,8 +78,10 @@ def collect(storage: Storage, grace_seconds: float = 3600.0, dry_run: bool = Fal
         _collect(storage, report, grace_seconds, dry_run, now or time.time(), expiring, lease, sweep, progress)
     finally:
         if not dry_run:
-            sweep.end()
-            lease.release()
+            try:
+                sweep.end()
+            finally:
+                lease.release()  # whatever withdrawing the notice met: the next collector need not wait
     report.seconds = time.monotonic() - started
     return report
 

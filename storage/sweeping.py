@@ -30,6 +30,7 @@ that outwaited an expired notice (CLOCK_MARGIN after its expiry) never races a l
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from . import paths
 from .driver.base import StorageDriver
 from .errors import PathNotFound, StorageError
 from .links import delete_quietly
+
+log = logging.getLogger("cargobay.storage")
 
 MARKING = "marking"
 DELETING = "deleting"
@@ -125,11 +128,17 @@ class Collection:
         return True
 
     def end(self) -> None:
-        """Withdraw the notice, and what this and dead collections left in `v1/gc`."""
+        """Withdraw the notice first (writers stop waiting on it at once), then what this and dead
+        collections left in `v1/gc`. Only the notice must go: the rest is bookkeeping, and what
+        cannot be removed now (a writer recording a keep into it at this very moment) the next
+        collection removes as a dead collector's."""
         delete_quietly(self.driver, paths.gc_sweep(self.holder))
-        delete_quietly(self.driver, paths.gc_doomed(self.holder))
-        delete_quietly(self.driver, paths.gc_kept(self.holder))
-        self._remove_dead()
+        try:
+            delete_quietly(self.driver, paths.gc_doomed(self.holder))
+            delete_quietly(self.driver, paths.gc_kept(self.holder))
+            self._remove_dead()
+        except (StorageError, OSError) as exc:
+            log.warning("gc %s: left some of its bookkeeping for the next collection (%s)", self.holder, exc)
 
     def _publish(self, phase: str) -> None:
         self.phase = phase

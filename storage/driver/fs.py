@@ -281,14 +281,15 @@ class FilesystemDriver:
         _fsync_dir(dst.parent)
 
     def delete(self, key: str) -> None:
-        path = self._path(key)
+        path = self._fspath(key)
         try:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        except FileNotFoundError:
+            is_dir = stat.S_ISDIR(os.lstat(path).st_mode)
+            if not is_dir:
+                os.unlink(path)
+                return
+        except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(key) from None
+        _remove_tree(path)
 
     def delete_many(self, keys: Sequence[str]) -> None:
         """Delete each file; the directory holding it goes too once empty (a link's or a blob's
@@ -363,6 +364,25 @@ def _files_below(top: str) -> Iterator[os.DirEntry[str]]:
                 except FileNotFoundError:
                     continue  # removed while walking
                 yield entry
+
+
+def _remove_tree(path: str, passes: int = 5) -> None:
+    """Remove a directory and everything below it (a prefix delete). A writer may be putting a file
+    into it meanwhile (a push recording a keep in `v1/gc/kept/<collector>` as that collection
+    ends): what vanishes under the walk is gone already, and a directory that filled again is
+    walked again; after `passes` the writer has won and its file stays (debris the next sweep of
+    its owner takes), and OSError says so."""
+    def gone_already(_function: Any, _path: str, exc_info: Any) -> None:
+        if not isinstance(exc_info[1], FileNotFoundError):
+            raise exc_info[1]
+
+    for attempt in range(passes):
+        try:
+            shutil.rmtree(path, onerror=gone_already)
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY or attempt == passes - 1:
+                raise
 
 
 #: Threads deleting at once in a large `delete_many`.

@@ -189,3 +189,42 @@ def test_a_write_into_a_directory_a_collection_removes_at_that_moment_still_land
     driver.put(key, b"kept")
     assert calls == 2 and driver.get(key) == b"kept"
     assert [p.name for p in (tmp_path / "v1/gc/kept/collector-1/sha256").iterdir()] == ["ab"]  # no temp debris
+
+
+def test_a_directory_a_writer_fills_again_while_it_is_removed_is_removed_all_the_same(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prefix delete on disk meets a directory that is not empty at its last step (a writer put a
+    file in after the walk): it walks again instead of failing the collection that asked."""
+    import errno
+    import shutil
+
+    import storage.driver.fs as fs
+
+    driver = FilesystemDriver(tmp_path)
+    driver.put("v1/gc/kept/c-1/sha256/aa", b"")
+    real_rmtree, calls = shutil.rmtree, []
+
+    def refilled_once(path: str, *args: object, **kwargs: object) -> None:
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(errno.ENOTEMPTY, "Directory not empty", path)
+        real_rmtree(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fs.shutil, "rmtree", refilled_once)
+    driver.delete("v1/gc/kept/c-1")
+    assert len(calls) == 2 and not (tmp_path / "v1/gc/kept/c-1").exists()
+
+
+def test_the_lease_is_released_whatever_withdrawing_the_notice_meets(
+        driver: StorageDriver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collection whose clean-up fails still gives the lease back: the next collector (a
+    `registry gc --wait` beside the servers) must not wait for it to expire."""
+    from storage.sweeping import Collection
+
+    def fails(self: Collection) -> None:
+        raise OSError("the disk said no")
+
+    monkeypatch.setattr(Collection, "end", fails)
+    with pytest.raises(OSError):
+        collect(Storage(driver), grace_seconds=0)
+    assert Lease(driver, "someone-else", 60).acquire() is None  # free: taken at once

@@ -252,3 +252,24 @@ def test_chunk_still_being_written_cannot_change_a_completed_blob(driver: Storag
     else:
         assert not storage.blobs.exists(Digest.of(data))
         assert not storage.blobs.exists(Digest.of(data + b"JUNK"))
+
+
+def test_a_manifest_one_replica_has_read_is_unknown_there_once_another_deleted_it(driver: StorageDriver) -> None:
+    """Each process keeps the manifests it read (storage.manifest_cache); whether the repository
+    still has one is asked of storage on every read, so a delete through another replica (another
+    Storage over the same bucket or disk) is seen at once, by digest and by tag."""
+    image = simple_image("cached-then-deleted")
+    one, other = Storage(driver), Storage(driver)
+    digest = push_image(one, "cache/app", image, "v1")
+    reader = other.repository("cache/app").manifests
+    assert reader.get_tagged("v1").raw == reader.get(digest).raw == image.manifest
+    assert other.manifest_cache.get("cache/app", digest) is not None  # it is cached there now
+    one.repository("cache/app").manifests.delete(digest)
+    with pytest.raises(ManifestUnknown):
+        reader.get(digest)
+    with pytest.raises(TagUnknown):
+        reader.get_tagged("v1")
+    push_image(one, "cache/app", image, "v2")  # pushed again: visible again, under its new tag only
+    assert reader.get_tagged("v2").digest == digest
+    with pytest.raises(TagUnknown):
+        reader.get_tagged("v1")
