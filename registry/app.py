@@ -52,7 +52,8 @@ def create_app(settings: Settings, storage: Storage | None = None, authorizer: A
         authorizer, extra_routes, service = _auth(settings)
     observe = metrics.ProxyMetrics() if settings.metrics.enabled else None
     proxy = PullThrough(settings, storage, observe=observe) if settings.proxy.upstreams else None
-    ctx = RegistryContext(settings, storage, authorizer or AllowAll(), events_for(settings, storage), proxy)
+    ctx = RegistryContext(settings, storage, authorizer or AllowAll(), events_for(settings, storage, serving=True),
+                          proxy)
     quotas = install_quotas(storage, settings)  # counts usage from here on (registry.lifecycle.quota)
     if settings.metrics.enabled and not settings.metrics.listen:
         extra_routes.append(_metrics_route(settings, storage, quotas, service))
@@ -103,7 +104,7 @@ def create_metrics_app(settings: Settings) -> Starlette:
     app = Starlette(routes=[_metrics_route(settings, storage, install_quotas(storage, settings), service)],
                     exception_handlers=_exception_handlers())
     # What the login checks need: failed logins are events (the audit trail, the metrics) here too.
-    app.state.ctx = RegistryContext(settings, storage, AllowAll(), events_for(settings, storage))
+    app.state.ctx = RegistryContext(settings, storage, AllowAll(), events_for(settings, storage, serving=True))
     return app
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from storage import Storage
 
 from .events import Events, Listener
-from .logs import AccessLog
 from .requestinfo import RequestObserver
 from .settings import Settings
 
@@ -16,6 +15,8 @@ from .settings import Settings
 def request_observers(settings: Settings) -> list[RequestObserver]:
     observers: list[RequestObserver] = []
     if settings.log.access_enabled:
+        from .logs import AccessLog
+
         observers.append(AccessLog(json_lines=settings.log.format == "json"))
     if settings.metrics.enabled:
         from .metrics import RequestMetrics  # on first use: `registry serve` readies prometheus_client first
@@ -24,7 +25,9 @@ def request_observers(settings: Settings) -> list[RequestObserver]:
     return observers
 
 
-def event_listeners(settings: Settings, storage: Storage) -> list[Listener]:
+def event_listeners(settings: Settings, storage: Storage, serving: bool = False) -> list[Listener]:
+    """The listeners these settings turn on. `serving`: for `registry serve`, whose metrics count
+    events too (a command's process is scraped by nobody: it counts nothing)."""
     listeners: list[Listener] = []
     if settings.audit.path or settings.audit.storage:
         from .audit import AuditTrail
@@ -34,12 +37,12 @@ def event_listeners(settings: Settings, storage: Storage) -> list[Listener]:
         from .notifications import NotificationListener  # on first use: the commands rarely need it
 
         listeners.append(NotificationListener(settings, storage))
-    if settings.metrics.enabled:
+    if serving and settings.metrics.enabled:
         from .metrics import EventMetrics
 
         listeners.append(EventMetrics())
     return listeners
 
 
-def events_for(settings: Settings, storage: Storage) -> Events:
-    return Events(event_listeners(settings, storage))
+def events_for(settings: Settings, storage: Storage, serving: bool = False) -> Events:
+    return Events(event_listeners(settings, storage, serving))

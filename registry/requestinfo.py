@@ -28,10 +28,11 @@ from typing import Protocol, runtime_checkable
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .server import PEER
-
 log = logging.getLogger("cargobay.registry")
 INFO_KEY = "cargobay.request"
+#: scope extension our HTTP protocol (registry.server) sets: the address of the connection's other
+#: end, before any X-Forwarded-For rewrite.
+PEER = "cargobay.peer"
 REQUEST_ID_HEADER = b"x-request-id"
 _SANE_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
 

@@ -42,6 +42,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from ocispec.errors import ErrorCode
 
 from .errors import error_body, error_response
+from .requestinfo import PEER
 
 SENDFILE = "cargobay.sendfile"
 #: scope extension: a callable that cuts the connection at once, mid-response, so the client sees a
@@ -54,9 +55,8 @@ ABORT = "cargobay.abort"
 #: response calls `finish()` on the loop when that thread is done, then sends the final empty body.
 RAW_BODY = "cargobay.raw_body"
 BODY_ERROR = "cargobay.body_error"  # scope extension: why the request body cannot be trusted (a message)
-#: scope extension: the address of the connection's other end, before any X-Forwarded-For rewrite
-#: (registry.requestinfo trusts a request id only from a trusted proxy).
-PEER = "cargobay.peer"
+# scope extension PEER (registry.requestinfo, which trusts a request id only from a trusted proxy):
+# the address of the connection's other end, before any X-Forwarded-For rewrite.
 STALL_SECONDS = 120.0  # a client that takes no bytes for this long is dropped
 MAX_HEADER_BYTES = 1 << 20  # request line and headers together, as Go's net/http allows by default
 TLS_HANDSHAKE = 0x16  # first byte of a TLS record carrying a handshake (ClientHello); never starts an HTTP request
