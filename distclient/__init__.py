@@ -9,8 +9,8 @@ Modules: `errors` (the exception tree), `hosts` (per-host endpoints and network 
 from TOML tables), `credentials` (docker/containers auth files, credential helpers), `transport`
 (urllib3 pools, the retry loop), `auth` (challenges, the token flow), `client` (RegistryClient).
 
-The HTTP stack (`client`, `transport`: urllib3) is imported on first use of a name that needs it,
-so a program that only reads the config or the credentials does not load it.
+Every name is imported on first use (the module that has it, then): a program that only reads the
+config or the credentials does not load the HTTP stack (`client`, `transport`: urllib3).
 """
 
 from __future__ import annotations
@@ -18,48 +18,62 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from . import credentials
-from .auth import PULLER, Authenticator, Identity, parse_challenges
-from .credentials import Credentials
-from .errors import (
-    AuthenticationError,
-    Cancelled,
-    ClientError,
-    ConnectFailed,
-    NetworkError,
-    NotFound,
-    OCIErrorEntry,
-    PlainHttpAnswer,
-    RangeRefused,
-    RegistryDenied,
-    RegistryError,
-    RegistryNotFound,
-    Short,
-    Transient,
-    Unreachable,
-    UsageError,
-    VerificationError,
-)
-from .hosts import (
-    DEFAULT_JOBS,
-    ClientConfig,
-    Endpoint,
-    HostConfig,
-    NetworkConfig,
-    check_known,
-    is_loopback,
-    parse_client_config,
-)
-
 if TYPE_CHECKING:
+    from . import credentials
+    from .auth import PULLER, Authenticator, Identity, parse_challenges
     from .client import BlobSink, FetchedManifest, RegistryClient
+    from .credentials import Credentials
+    from .errors import (
+        AuthenticationError,
+        Cancelled,
+        ClientError,
+        ConnectFailed,
+        NetworkError,
+        NotFound,
+        OCIErrorEntry,
+        PlainHttpAnswer,
+        RangeRefused,
+        RegistryDenied,
+        RegistryError,
+        RegistryNotFound,
+        Short,
+        Transient,
+        Unreachable,
+        UsageError,
+        VerificationError,
+    )
+    from .hosts import (
+        DEFAULT_JOBS,
+        ClientConfig,
+        Endpoint,
+        HostConfig,
+        NetworkConfig,
+        check_known,
+        is_loopback,
+        parse_client_config,
+    )
     from .transport import retry_after
 
-#: Names loaded on first use, and the module that has each.
-_LAZY = {"BlobSink": "client", "FetchedManifest": "client", "RegistryClient": "client", "retry_after": "transport"}
+#: Every name of the front door and the module that has it, loaded on first use: a program that
+#: only catches the errors loads neither the hosts nor the credentials, one that only reads the
+#: config not the HTTP stack (`client`, `transport`: urllib3).
+_LAZY = {
+    **dict.fromkeys(("PULLER", "Authenticator", "Identity", "parse_challenges"), "auth"),
+    **dict.fromkeys(("BlobSink", "FetchedManifest", "RegistryClient"), "client"),
+    "Credentials": "credentials",
+    **dict.fromkeys(("AuthenticationError", "Cancelled", "ClientError", "ConnectFailed", "NetworkError", "NotFound",
+                     "OCIErrorEntry", "PlainHttpAnswer", "RangeRefused", "RegistryDenied", "RegistryError",
+                     "RegistryNotFound", "Short", "Transient", "Unreachable", "UsageError", "VerificationError"),
+                    "errors"),
+    **dict.fromkeys(("DEFAULT_JOBS", "ClientConfig", "Endpoint", "HostConfig", "NetworkConfig", "check_known",
+                     "is_loopback", "parse_client_config"), "hosts"),
+    "retry_after": "transport",
+}
 
 
 def __getattr__(name: str) -> object:
+    if name == "credentials":
+        return importlib.import_module(".credentials", __name__)
     if name in _LAZY:
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value

@@ -14,8 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +79,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _helper(name: str, action: str, payload: str) -> str | None:
     """Run `docker-credential-<name> <action>`; None when it reports no credentials."""
+    import subprocess  # only here: most runs have no helper (and it costs every run its import)
+
     program = f"docker-credential-{name}"
     try:
         proc = subprocess.run([program, action], input=payload.encode(), capture_output=True, timeout=60)
@@ -152,6 +152,8 @@ def lookup(host: str) -> Credentials | None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
+    import tempfile  # only `login`/`logout` write
+
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=".auth-", dir=path.parent)
     try:

@@ -8,33 +8,33 @@ stderr; `PULLER_DEBUG=1` adds the traceback of an unexpected one.
 from __future__ import annotations
 
 import argparse
-import getpass
-import json
-import logging
 import os
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from distclient import DEFAULT_JOBS, credentials
-from ocispec.errors import OCIValidationError
-from ocispec.manifest import ImageManifest
+# Only what parsing the command line needs is imported here; each command imports what it uses
+# when it runs (`--help` loads no store, config or registry client; `images` no HTTP stack, no
+# unpacker; tests/puller/test_cli.py holds them to it).
+if TYPE_CHECKING:
+    from distclient import Credentials, RegistryClient
+    from ocispec.manifest import ImageManifest
 
-from .config import Config, default_store, load_config
-from .errors import ClientError, InsufficientSpace, PullError, UsageError
-from .progress import Event, JsonRenderer, PlainRenderer, Renderer, TtyRenderer, human_size
-from .space import NO_SPACE, Reserve, parse_reserve, parse_size
-from .store import ImageRecord, Store
-
-if TYPE_CHECKING:  # the HTTP stack loads only for commands that talk to a registry
-    from distclient import RegistryClient
+    from .config import Config
+    from .progress import Event, Renderer
+    from .space import Reserve
+    from .store import ImageRecord, Store
 
 DEFAULT_MAX_UNPACKED = 64 * 1024**3
+#: distclient.DEFAULT_JOBS for the help text, which should not load the client's config code to
+#: say it (tests/puller/test_cli.py checks that the two agree).
+HELP_DEFAULT_JOBS = 4
 
 
 def _size(text: str) -> int:
+    from .space import parse_size
+
     try:
         return parse_size(text)
     except ValueError as exc:
@@ -42,6 +42,8 @@ def _size(text: str) -> int:
 
 
 def _reserve(text: str) -> Reserve:
+    from .space import parse_reserve
+
     try:
         return parse_reserve(text)
     except ValueError as exc:
@@ -77,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def fetch_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--platform", default=None, help="os/arch[/variant] (default: this machine's)")
-        p.add_argument("--jobs", "-j", type=int, default=None, help=f"parallel downloads (default {DEFAULT_JOBS})")
+        p.add_argument("--jobs", "-j", type=int, default=None, help=f"parallel downloads (default {HELP_DEFAULT_JOBS})")
         p.add_argument("--plain-http", action="store_true", default=False, help="talk plain HTTP to the registry")
         p.add_argument("--min-free-space", type=_reserve, default=None, metavar="SIZE|PCT%",
                        help="stop before the store's filesystem (and the rootfs' or archive's) would have less "
@@ -104,15 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("reference")
     p.add_argument("dest", nargs="?", default=None)
     p.add_argument("--plain-http", action="store_true", default=False, help="talk plain HTTP to the registry")
-    p = command("unpack", "build an image's root filesystem (fetching it first when needed)")
-    p.add_argument("reference")
-    p.add_argument("dest", type=Path)
-    p.add_argument("--bundle", action="store_true", default=False, help="write an OCI runtime bundle")
-    p.add_argument("--keep-root-mode", action="store_true", default=False, help="as root without --bundle, give "
-                   "DEST the image's mode (default 0700: other users must not reach its setuid files and devices)")
-    p.add_argument("--max-unpacked-size", type=_size, default=DEFAULT_MAX_UNPACKED, help="refuse layers "
-                   "unpacking to more than this (e.g. 20G)")
-    fetch_options(p)
+
+    def unpack_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("reference")
+        p.add_argument("dest", type=Path)
+        p.add_argument("--bundle", action="store_true", default=False, help="write an OCI runtime bundle")
+        p.add_argument("--keep-root-mode", action="store_true", default=False, help="as root without --bundle, "
+                       "give DEST the image's mode (default 0700: other users must not reach its setuid files and "
+                       "devices)")
+        p.add_argument("--max-unpacked-size", type=_size, default=DEFAULT_MAX_UNPACKED, help="refuse layers "
+                       "unpacking to more than this (e.g. 20G)")
+        fetch_options(p)
+
+    unpack_options(command("pull", "fetch what the store lacks of an image and build its root filesystem, "
+                                   "applying each layer as soon as it is downloaded and verified"))
+    unpack_options(command("unpack", "build an image's root filesystem (fetching it first when needed)"))
     p = command("export", "write a stored image to an archive (fetching it first when needed)")
     p.add_argument("reference")
     p.add_argument("output", type=Path)
@@ -132,6 +140,10 @@ class Output:
     """Where everything goes: results on stdout, progress on stdout (JSON/plain/bars), errors on stderr."""
 
     def __init__(self, args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+        import threading
+
+        from .progress import JsonRenderer, PlainRenderer, TtyRenderer
+
         self.out, self.err, self.args = out, err, args
         self._lock = threading.Lock()
         if args.json:
@@ -149,6 +161,8 @@ class Output:
                 self.out.flush()
 
     def warn(self, message: str) -> None:
+        from .progress import Event
+
         self.emit(Event("warning", {"message": message}))
 
     def result(self, text: str) -> None:
@@ -160,6 +174,8 @@ class Output:
 
 class Context:
     def __init__(self, args: argparse.Namespace, output: Output) -> None:
+        from .config import default_store, load_config
+
         self.args, self.output = args, output
         self.config: Config = load_config(args.config)
         root = args.store or os.environ.get("PULLER_STORE") or self.config.store or str(default_store())
@@ -169,6 +185,8 @@ class Context:
     @property
     def store(self) -> Store:
         if self._store is None:
+            from .store import Store
+
             self._store = Store(self._root, self.reserve)
         return self._store
 
@@ -180,14 +198,23 @@ class Context:
 
     @property
     def jobs(self) -> int:
+        from distclient import DEFAULT_JOBS
+
+        from .errors import UsageError
+
         jobs = getattr(self.args, "jobs", None) or self.config.jobs or DEFAULT_JOBS
         if jobs < 1:
             raise UsageError("--jobs must be at least 1")
         return jobs
 
-    def client(self, authenticator_overrides: dict[str, credentials.Credentials] | None = None) -> RegistryClient:
+    def client(self, authenticator_overrides: dict[str, Credentials] | None = None) -> RegistryClient:
+        import logging
+
         from distclient import Authenticator, RegistryClient
 
+        # urllib3 may log warnings (a full connection pool, a retry); the CLI reports failures
+        # itself, one line each, so its log goes nowhere.
+        logging.getLogger("urllib3").propagate = False
         client = RegistryClient(self.config, plain_http=getattr(self.args, "plain_http", False), jobs=self.jobs)
         if authenticator_overrides:
             client.auth = Authenticator(client.transport.token_http, overrides=authenticator_overrides)
@@ -204,6 +231,10 @@ def cmd_fetch(ctx: Context) -> int:
 
 
 def cmd_images(ctx: Context) -> int:
+    import json
+
+    from .progress import human_size
+
     rows = ctx.store.summaries()
     if ctx.args.json:
         ctx.output.result(json.dumps(rows, indent=2))
@@ -218,6 +249,8 @@ def cmd_images(ctx: Context) -> int:
 
 
 def cmd_inspect(ctx: Context) -> int:
+    import json
+
     ctx.output.result(json.dumps(ctx.store.inspect(ctx.args.reference), indent=2))
     return 0
 
@@ -241,6 +274,10 @@ def cmd_push(ctx: Context) -> int:
 
 
 def cmd_prune(ctx: Context) -> int:
+    import json
+
+    from .progress import human_size
+
     count, size = ctx.store.prune()
     ctx.output.result(json.dumps({"deleted": count, "bytes": size}) if ctx.args.json
                       else f"Deleted {count} blobs, reclaimed {human_size(size)}")
@@ -248,6 +285,12 @@ def cmd_prune(ctx: Context) -> int:
 
 
 def cmd_login(ctx: Context) -> int:
+    import getpass
+
+    from distclient import credentials
+
+    from .errors import UsageError
+
     host = credentials.normalize_host(ctx.args.host)
     user, password = ctx.args.username, ctx.args.password
     if ctx.args.password_stdin:
@@ -271,6 +314,8 @@ def cmd_login(ctx: Context) -> int:
 
 
 def cmd_logout(ctx: Context) -> int:
+    from distclient import credentials
+
     host = credentials.normalize_host(ctx.args.host)
     removed = credentials.remove(host)
     if not ctx.args.quiet:
@@ -288,6 +333,8 @@ def _stored_image(ctx: Context) -> tuple[ImageRecord, ImageManifest, bytes]:
 
 
 def cmd_unpack(ctx: Context) -> int:
+    from .errors import PullError
+
     try:
         from .assemble import unpack_image
     except ImportError:
@@ -302,7 +349,20 @@ def cmd_unpack(ctx: Context) -> int:
     return 0
 
 
+def cmd_pull(ctx: Context) -> int:
+    from .pipeline import pull_rootfs
+    from .resolve import parse_platform, parse_ref
+
+    ref = parse_ref(ctx.args.reference)
+    pull_rootfs(ctx.client, ctx.store, ref, parse_platform(ctx.args.platform), ctx.jobs, ctx.output.emit,
+                ctx.args.dest, max_unpacked_bytes=ctx.args.max_unpacked_size, bundle=ctx.args.bundle,
+                privileged=os.geteuid() == 0, keep_root_mode=ctx.args.keep_root_mode, min_free=ctx.reserve)
+    return 0
+
+
 def cmd_export(ctx: Context) -> int:
+    from .errors import PullError
+
     try:
         from .assemble import export_image
     except ImportError:
@@ -319,15 +379,18 @@ def cmd_export(ctx: Context) -> int:
 COMMANDS: dict[str, Callable[[Context], int]] = {
     "fetch": cmd_fetch, "images": cmd_images, "inspect": cmd_inspect, "rm": cmd_rm, "prune": cmd_prune,
     "push": cmd_push, "login": cmd_login, "logout": cmd_logout, "unpack": cmd_unpack, "export": cmd_export,
+    "pull": cmd_pull,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     output = Output(args)
-    # urllib3 may log warnings (a full connection pool, a retry); the CLI reports failures itself,
-    # one line each, so its log goes nowhere.
-    logging.getLogger("urllib3").propagate = False
+    from ocispec.errors import OCIValidationError
+
+    from .errors import ClientError, InsufficientSpace
+    from .space import NO_SPACE
+
     try:
         return COMMANDS[args.command](Context(args, output))
     except ClientError as exc:  # the registry client's failures and the puller's own (PullError)

@@ -33,7 +33,6 @@ top-level keys are the puller's own.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +77,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     else:
         files = [p for p in default_config_paths() if p.is_file()]
     merged: dict[str, Any] = {}
+    if files:
+        import tomllib  # only when there is a file to read (most nodes run without one)
     for file in files:
         try:
             data = tomllib.loads(file.read_text())

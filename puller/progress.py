@@ -12,6 +12,9 @@ below; `Event`'s overloads make the type checker hold each emitter to its kind's
 - `blob-progress`: digest, done, size
 - `blob-done`: digest, size, role
 - `done`: reference, digest, downloaded (bytes), elapsed (seconds)
+- `layer-applied`: digest, index (1 for the bottom layer), layers (`puller pull`: the layer is in the rootfs
+  being built)
+- `unpacked`: reference, digest, path, elapsed (seconds) (`puller pull`: the rootfs is in place)
 - `pushed`: reference, digest, uploaded (bytes), elapsed (seconds)
 - `warning`: message
 """
@@ -64,6 +67,19 @@ class DoneFields(TypedDict):
     elapsed: float
 
 
+class LayerAppliedFields(TypedDict):
+    digest: str
+    index: int
+    layers: int
+
+
+class UnpackedFields(TypedDict):
+    reference: str
+    digest: str
+    path: str
+    elapsed: float
+
+
 class PushedFields(TypedDict):
     reference: str
     digest: str
@@ -76,9 +92,9 @@ class WarningFields(TypedDict):
 
 
 EventKind = Literal["resolved", "up-to-date", "blob-exists", "blob-wait", "blob-start", "blob-progress",
-                    "blob-done", "done", "pushed", "warning"]
+                    "blob-done", "done", "layer-applied", "unpacked", "pushed", "warning"]
 EventFields = (ResolvedFields | UpToDateFields | BlobFields | BlobStartFields | BlobProgressFields | DoneFields
-               | PushedFields | WarningFields)
+               | LayerAppliedFields | UnpackedFields | PushedFields | WarningFields)
 
 
 @dataclass(frozen=True, init=False)
@@ -100,6 +116,10 @@ class Event:
     def __init__(self, kind: Literal["blob-progress"], fields: BlobProgressFields) -> None: ...
     @overload
     def __init__(self, kind: Literal["done"], fields: DoneFields) -> None: ...
+    @overload
+    def __init__(self, kind: Literal["layer-applied"], fields: LayerAppliedFields) -> None: ...
+    @overload
+    def __init__(self, kind: Literal["unpacked"], fields: UnpackedFields) -> None: ...
     @overload
     def __init__(self, kind: Literal["pushed"], fields: PushedFields) -> None: ...
     @overload
@@ -187,6 +207,12 @@ class PlainRenderer:
             d = cast(DoneFields, event.fields)
             return (f"Status: downloaded {human_size(d['downloaded'])} in {d['elapsed']:.1f}s for {d['reference']}\n"
                     f"Digest: {d['digest']}\n")
+        if k == "layer-applied":
+            a = cast(LayerAppliedFields, event.fields)
+            return f"{short(a['digest'])}: applied (layer {a['index']}/{a['layers']})\n"
+        if k == "unpacked":
+            u = cast(UnpackedFields, event.fields)
+            return f"Unpacked {u['reference']} into {u['path']} ({u['elapsed']:.1f}s)\n"
         if k == "pushed":
             p = cast(PushedFields, event.fields)
             return (f"Status: pushed {p['reference']} ({human_size(p['uploaded'])} uploaded in {p['elapsed']:.1f}s)\n"
@@ -218,6 +244,7 @@ class TtyRenderer:
         self._last = 0.0
         self._interval = interval
         self._header = ""
+        self._dirty = False  # a bar changed since the last frame
         self._lock = threading.Lock()
 
     def _bar_line(self, label: str, done: int, size: int, state: str) -> str:
@@ -236,6 +263,7 @@ class TtyRenderer:
             lines.append(self._bar_line("total", done, total, ""))
         up = f"\x1b[{self._drawn}F" if self._drawn else ""
         self._drawn = len(lines)
+        self._dirty = False
         return up + "".join(f"\x1b[2K{line}\n" for line in lines)
 
     def handle(self, event: Event) -> str:
@@ -259,12 +287,19 @@ class TtyRenderer:
                     bar.done = cast(BlobProgressFields, f)["done"]
                     now = time.monotonic()
                     if now - self._last < self._interval:
+                        self._dirty = True  # drawn with the next frame
                         return ""
                     self._last = now
                 else:
                     bar.done, bar.state = bar.size, "verified"
-            elif k in ("up-to-date", "done", "pushed", "warning"):
-                frame = self._frame() if self._bars else ""
+            elif k == "layer-applied":
+                applied = self._bars.get(cast(LayerAppliedFields, event.fields)["digest"])
+                if applied is None:  # an up-to-date image: no download bars
+                    return ""
+                applied.state = "applied"
+            elif k in ("up-to-date", "done", "unpacked", "pushed", "warning"):
+                # The bars as they ended when a throttled change is not drawn yet, then the line.
+                frame = self._frame() if self._bars and self._dirty else ""
                 self._drawn = 0
                 return frame + PlainRenderer().handle(event)
             else:

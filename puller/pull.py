@@ -1,7 +1,8 @@
 """Fetch orchestration: up-to-date check, resolve, concurrent verified blob downloads, record.
 
 `pull` is what `puller fetch` does; `ensure_image` is what `unpack`/`export` use to get an image
-into the store when it is not there yet.
+into the store when it is not there yet. `puller pull` (`pipeline`) uses the same steps, applying
+layers while `Downloads` still runs.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,29 +102,104 @@ def _download(client: RegistryClient, store: Store, resolved: Resolved, desc: De
         return desc.size - start
 
 
-def _download_all(client: RegistryClient, store: Store, resolved: Resolved, jobs: int, emit: Emit) -> int:
+class Downloads:
+    """The blobs of one image that the store lacks, downloading in the background, `jobs` at a time:
+    the config first, then the layers from the bottom up (the order unpacking needs them in). The
+    first failure stops the others at their next chunk (their partial files stay for a resume);
+    `wait` and `total` raise it. Use as a context manager: leaving it stops what still runs."""
+
+    def __init__(self, client: RegistryClient, store: Store, resolved: Resolved, jobs: int, emit: Emit) -> None:
+        manifest = resolved.manifest
+        todo: dict[Digest, tuple[Descriptor, str]] = {manifest.config.digest: (manifest.config, "config")}
+        for layer in manifest.layers:
+            todo.setdefault(layer.digest, (layer, "layer"))
+        self._cancel = threading.Event()
+        self._changed = threading.Condition()
+        self._error: BaseException | None = None
+        self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="puller-fetch")
+        self._futures: dict[Digest, Future[int]] = {}
+        try:
+            for digest, (desc, role) in todo.items():
+                future = self._pool.submit(_download, client, store, resolved, desc, role, emit, self._cancel)
+                future.add_done_callback(self._finished)
+                self._futures[digest] = future
+        except BaseException:  # Ctrl-C while the first downloads already run: stop them
+            self.close()
+            raise
+
+    def __enter__(self) -> Downloads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _finished(self, future: Future[int]) -> None:
+        error = None if future.cancelled() else future.exception()
+        with self._changed:
+            if error is not None and not isinstance(error, Cancelled) and self._error is None:
+                self._error = error
+                self._cancel.set()
+            self._changed.notify_all()
+
+    def wait(self, digest: Digest) -> None:
+        """Until blob `digest` is in the store; raises as soon as any download failed."""
+        future = self._futures[digest]
+        with self._changed:
+            while self._error is None and not future.done():
+                self._changed.wait()
+        if self._error is not None:
+            raise self._error
+        future.result()
+
+    def total(self) -> int:
+        """Wait for every download; the bytes they downloaded."""
+        for digest in self._futures:
+            self.wait(digest)
+        return sum(f.result() for f in self._futures.values())
+
+    def close(self) -> None:
+        """Stop what still runs (running downloads stop at their next chunk; partial files stay)."""
+        if not all(f.done() for f in self._futures.values()):
+            self._cancel.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def resolve_checked(client: RegistryClient, ref: Reference, platform: Platform, store: Store,
+                     emit: Emit) -> Resolved:
+    """Resolve `ref` for `platform`, refuse an oversized config, announce it, check the store's space."""
+    resolved = resolve(client, ref, platform)
     manifest = resolved.manifest
-    todo: dict[Digest, tuple[Descriptor, str]] = {manifest.config.digest: (manifest.config, "config")}
-    for layer in manifest.layers:
-        todo.setdefault(layer.digest, (layer, "layer"))
-    cancel = threading.Event()
-    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="puller-fetch")
-    try:
-        futures = [pool.submit(_download, client, store, resolved, d, role, emit, cancel) for d, role in todo.values()]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        if any(f.exception() is not None for f in done):
-            cancel.set()
-            for future in pending:
-                future.cancel()
-            wait(pending)
-            errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()]
-            raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])  # type: ignore[misc]
-        return sum(f.result() for f in futures)
-    except BaseException:
-        cancel.set()  # running downloads stop at their next chunk; their partial files stay for a resume
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    if manifest.config.size > MAX_MANIFEST_SIZE:
+        raise VerificationError(f"{ref}: config of {manifest.config.size} bytes refused (limit {MAX_MANIFEST_SIZE})")
+    emit(Event("resolved", {"reference": str(ref), "digest": str(resolved.descriptor.digest),
+                            "platform": str(resolved.descriptor.platform) if resolved.descriptor.platform else None,
+                            "layers": len(manifest.layers), "size": sum(d.size for d in manifest.blobs())}))
+    store.check_space(list(manifest.blobs()))
+    return resolved
+
+
+def record_image(store: Store, key: str, resolved: Resolved) -> Descriptor:
+    """Every blob is stored: store the manifest and point `key` at it."""
+    manifest = resolved.manifest
+    store.put_blob(manifest.raw, resolved.descriptor.digest)
+    config_platform, created = _config_info(store.read_blob(manifest.config.digest))
+    desc = Descriptor(manifest.media_type, resolved.descriptor.digest, len(manifest.raw),
+                      platform=resolved.descriptor.platform or config_platform)
+    store.set_image(key, desc, resolved.top_digest, created)
+    return desc
+
+
+def stored_up_to_date(client: RegistryClient, store: Store, ref: Reference, platform: Platform,
+                      emit: Emit) -> tuple[ImageRecord, ImageManifest] | None:
+    """The stored image when `ref` still resolves to it (announced as up to date), else None."""
+    record = _up_to_date(client, store, ref, platform)
+    if record is None:
+        return None
+    manifest = store.manifest(record.digest)
+    if not isinstance(manifest, ImageManifest):  # _up_to_date checked it; the store may have changed
+        raise VerificationError(f"{ref}: the stored manifest {record.digest} is not an image manifest")
+    emit(Event("up-to-date", {"reference": str(ref), "digest": str(record.digest)}))
+    return record, manifest
 
 
 def pull(client: RegistryClient, store: Store, ref: Reference, platform: Platform,
@@ -132,32 +208,16 @@ def pull(client: RegistryClient, store: Store, ref: Reference, platform: Platfor
     started = time.monotonic()
     key = str(ref)
     with store.using():
-        record = _up_to_date(client, store, ref, platform)
-        if record is not None:
-            manifest = store.manifest(record.digest)
-            if not isinstance(manifest, ImageManifest):  # _up_to_date checked it; the store may have changed
-                raise VerificationError(f"{key}: the stored manifest {record.digest} is not an image manifest")
-            emit(Event("up-to-date", {"reference": key, "digest": str(record.digest)}))
-            return PullResult(key, record.digest, manifest, True, 0)
-        resolved = resolve(client, ref, platform)
-        manifest = resolved.manifest
-        if manifest.config.size > MAX_MANIFEST_SIZE:
-            raise VerificationError(f"{ref}: config of {manifest.config.size} bytes refused "
-                                    f"(limit {MAX_MANIFEST_SIZE})")
-        total = sum(d.size for d in manifest.blobs())
-        emit(Event("resolved", {"reference": key, "digest": str(resolved.descriptor.digest),
-                                "platform": str(resolved.descriptor.platform) if resolved.descriptor.platform else None,
-                                "layers": len(manifest.layers), "size": total}))
-        store.check_space(list(manifest.blobs()))
-        downloaded = _download_all(client, store, resolved, jobs, emit)
-        store.put_blob(manifest.raw, resolved.descriptor.digest)
-        config_platform, created = _config_info(store.read_blob(manifest.config.digest))
-        desc = Descriptor(manifest.media_type, resolved.descriptor.digest, len(manifest.raw),
-                          platform=resolved.descriptor.platform or config_platform)
-        store.set_image(key, desc, resolved.top_digest, created)
+        stored = stored_up_to_date(client, store, ref, platform, emit)
+        if stored is not None:
+            return PullResult(key, stored[0].digest, stored[1], True, 0)
+        resolved = resolve_checked(client, ref, platform, store, emit)
+        with Downloads(client, store, resolved, jobs, emit) as downloads:
+            downloaded = downloads.total()
+        desc = record_image(store, key, resolved)
     emit(Event("done", {"reference": key, "digest": str(desc.digest), "downloaded": downloaded,
                         "elapsed": round(time.monotonic() - started, 3)}))
-    return PullResult(key, desc.digest, manifest, False, downloaded)
+    return PullResult(key, desc.digest, resolved.manifest, False, downloaded)
 
 
 #: Makes the registry client when one is needed (`ensure_image` only talks to a registry when the

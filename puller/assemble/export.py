@@ -32,7 +32,7 @@ from ocispec.reference import Reference, parse_reference
 
 from ..errors import PullError, UnsafeContent, UsageError, VerificationError
 from ..space import NO_SPACE, Reserve, SpaceGuard, full
-from .layerstream import DECOMPRESSION_ERRORS, Budget, decompressor
+from .layerstream import Budget, decompression_errors, decompressor
 from .unpack import image_config
 
 FORMATS = ("oci-archive", "docker-archive")
@@ -275,7 +275,7 @@ class _TarWriter:
                 count += len(chunk)
         except DigestMismatch as exc:
             raise VerificationError(f"{name}: {exc.message}") from None
-        except DECOMPRESSION_ERRORS as exc:
+        except decompression_errors() as exc:
             raise VerificationError(f"{name}: corrupt compressed data: {exc}") from None
         if digest is not None and hasher is not None and hasher.hexdigest() != digest.hex:
             raise VerificationError(f"{name}: content is {digest.algorithm}:{hasher.hexdigest()}, expected {digest}")

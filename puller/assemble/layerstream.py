@@ -10,8 +10,8 @@ the reader at the point of the stream where they happened.
 
 from __future__ import annotations
 
-import gzip
 import queue
+import sys
 import threading
 import zlib
 from typing import Any, BinaryIO
@@ -28,14 +28,14 @@ QUEUE_CHUNKS = 8
 #: No single read of a tar header (PAX records, GNU long names) may ask for more than this.
 MAX_HEADER_READ = 16 << 20
 
-#: What a corrupt compressed stream raises while being read.
-DECOMPRESSION_ERRORS: tuple[type[BaseException], ...] = (gzip.BadGzipFile, EOFError, zlib.error)
-try:
-    import zstandard
+_DECOMPRESSION_ERRORS: tuple[type[BaseException], ...] = (EOFError, zlib.error)
 
-    DECOMPRESSION_ERRORS += (zstandard.ZstdError,)
-except ImportError:  # pragma: no cover - zstandard is a dependency; only zstd layers need it
-    zstandard = None  # type: ignore[assignment]
+
+def decompression_errors() -> tuple[type[BaseException], ...]:
+    """What a corrupt compressed stream raises while being read. zstandard is imported only for a
+    zstd layer (most images have none), and its error can only come once it was."""
+    zstd = sys.modules.get("zstandard")
+    return (*_DECOMPRESSION_ERRORS, zstd.ZstdError) if zstd is not None else _DECOMPRESSION_ERRORS
 
 
 class Budget:
@@ -58,13 +58,80 @@ class Budget:
             self.space.charge(n)
 
 
+class Gunzip:
+    """The decompressed bytes of a gzip stream, as `gzip.GzipFile` reads it (members one after the
+    other, zero padding after a member skipped, anything else after one refused), but inflated by
+    zlib in C with the header and the trailer (CRC-32 and size) checked there: `GzipFile` adds a
+    Python-level pass and copies that cost ~40 % of the decompression time of a large layer. zlib
+    is the stricter on headers: reserved flag bits or a wrong header CRC are refused, as RFC 1952
+    asks (GzipFile ignores them)."""
+
+    GZIP = 16 + zlib.MAX_WBITS  # a gzip wrapper, not zlib's own
+
+    def __init__(self, raw: BinaryIO | VerifyingReader) -> None:
+        self._raw = raw
+        self._inflate: Any = None  # the member being read, None between members
+        self._input = b""  # compressed bytes read but not yet given to zlib
+        self._members = 0  # read to their end
+        self._done = False
+        self._out, self._off = b"", 0  # output not yet returned
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to `n` bytes (at least one unless at the end), b"" at the end."""
+        if n == 0:
+            return b""
+        while self._off >= len(self._out):
+            self._out, self._off = self._inflate_some(), 0
+            if not self._out:
+                return b""
+        if self._off == 0 and (n is None or n < 0 or n >= len(self._out)):
+            self._off = len(self._out)
+            return self._out  # the whole piece: no copy
+        end = len(self._out) if n is None or n < 0 else self._off + n
+        data = self._out[self._off:end]
+        self._off += len(data)
+        return data
+
+    def _inflate_some(self) -> bytes:
+        """The next piece of output (up to CHUNK bytes; zlib is asked for no more, so that a highly
+        compressed member never makes one large piece), b"" at the end."""
+        while not self._done:
+            if not self._input:
+                self._input = self._raw.read(CHUNK)
+                if not self._input:
+                    if self._inflate is not None:
+                        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+                    self._done = True
+                    break
+            if self._inflate is None:
+                if self._members:  # zero padding may follow a member (GzipFile skips it too)
+                    self._input = self._input.lstrip(b"\0")
+                    if not self._input:
+                        continue
+                self._inflate = zlib.decompressobj(self.GZIP)
+            out: bytes = self._inflate.decompress(self._input, CHUNK)
+            if self._inflate.eof:
+                # Everything after the member is in unused_data (unconsumed_tail may still repeat
+                # part of it when the output limit and the member's end came in the same call).
+                self._input = self._inflate.unused_data
+                self._inflate = None
+                self._members += 1
+            else:
+                self._input = self._inflate.unconsumed_tail
+            if out:
+                return out
+        return b""
+
+
 def decompressor(raw: BinaryIO | VerifyingReader, compression: str) -> Any:
     """A reader of the decompressed bytes of `raw` ('gzip', 'zstd' or '' for a plain tar)."""
     if compression == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[arg-type]
+        return Gunzip(raw)
     if compression == "zstd":
-        if zstandard is None:  # pragma: no cover
-            raise PullError("zstd layers need the zstandard package")
+        try:
+            import zstandard
+        except ImportError:  # pragma: no cover - zstandard is a dependency; only zstd layers need it
+            raise PullError("zstd layers need the zstandard package") from None
         return zstandard.ZstdDecompressor().stream_reader(
             raw, read_size=CHUNK, read_across_frames=True, closefd=False)  # type: ignore[arg-type]
     return raw
@@ -120,7 +187,7 @@ class LayerStream:
                 self._put(data)
         except DigestMismatch as exc:
             self._put(VerificationError(exc.message))
-        except DECOMPRESSION_ERRORS as exc:
+        except decompression_errors() as exc:
             self._put(VerificationError(f"corrupt {self._kind} data: {exc}"))
         except BaseException as exc:
             self._put(exc)

@@ -21,7 +21,6 @@ import shutil
 import stat
 import tarfile
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
 from typing import BinaryIO
 
 from ..errors import UnsafeContent
@@ -50,6 +49,8 @@ def _times(member: tarfile.TarInfo) -> tuple[int, int]:
 def _pax_time(text: str | None) -> int | None:
     if not text:
         return None
+    from decimal import Decimal, InvalidOperation  # only layers with PAX times need it
+
     try:
         return int(Decimal(text) * 1_000_000_000)
     except (InvalidOperation, ValueError):
@@ -172,6 +173,9 @@ class RootTree(ConfinedTree):
         dir_fd, parent = self._parent(comps[:-1])
         real = (*parent, base)
         self._touch(parent, dir_fd)
+        if kind == "file" and self._new_file(dir_fd, base, member, data):
+            self._mark_upper(real)
+            return
         existing = self._lstat(dir_fd, base)
         keep_dir = existing is not None and stat.S_ISDIR(existing.st_mode) and kind == "dir"
         # Anything but a new file or node may change how later names resolve: forget the cached
@@ -186,10 +190,25 @@ class RootTree(ConfinedTree):
             raise
         if structural:
             self._drop_cache()
+        self._mark_upper(real)
+
+    def _mark_upper(self, real: Real) -> None:
+        """`real` and the directories above it are this layer's (whiteouts keep them)."""
         for i in range(len(real), 0, -1):
             if real[:i] in self._upper:
                 break
             self._upper.add(real[:i])
+
+    def _new_file(self, dir_fd: int, base: str, member: tarfile.TarInfo, data: BinaryIO | None) -> bool:
+        """The common case in one step: a regular file where nothing is yet. O_CREAT|O_EXCL with
+        O_NOFOLLOW creates it or fails when any entry (a symlink too, never followed) has the name;
+        then it is False, and the entry goes the general way (what is there is replaced)."""
+        try:
+            fd = os.open(base, _NEW_FILE_FLAGS, 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            return False
+        self._fill_file(fd, member, data)
+        return True
 
     def _create(self, dir_fd: int, base: str, real: Real, kind: str, member: tarfile.TarInfo,
                 data: BinaryIO | None, link_comps: tuple[str, ...], *, existed: bool) -> None:
@@ -224,7 +243,10 @@ class RootTree(ConfinedTree):
             os.close(fd)
 
     def _make_file(self, dir_fd: int, base: str, member: tarfile.TarInfo, data: BinaryIO | None) -> None:
-        fd = os.open(base, _NEW_FILE_FLAGS, 0o600, dir_fd=dir_fd)
+        self._fill_file(os.open(base, _NEW_FILE_FLAGS, 0o600, dir_fd=dir_fd), member, data)
+
+    def _fill_file(self, fd: int, member: tarfile.TarInfo, data: BinaryIO | None) -> None:
+        """Write a new file's content and metadata through `fd`, which this closes."""
         try:
             if data is not None and member.size:
                 while chunk := data.read(COPY_CHUNK):

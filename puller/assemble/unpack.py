@@ -32,7 +32,7 @@ from .layerstream import Budget, LayerStream
 from .runtimespec import MAX_ACCOUNT_FILE, runtime_config
 from .tarsafe import RootTree
 
-__all__ = ["unpack_image"]
+__all__ = ["Unpacker", "check_dest", "unpack_image"]
 
 
 def unpack_image(manifest: ImageManifest, config_raw: bytes, open_blob: Callable[[Digest], BinaryIO], dest: Path, *,
@@ -52,57 +52,99 @@ def unpack_image(manifest: ImageManifest, config_raw: bytes, open_blob: Callable
     layers, UsageError for a bad `dest`, InsufficientSpace (with `min_free`) before the free space of
     the filesystem `dest` is on falls below that reserve; in every case `dest` is left as it was.
     """
-    _unpack(manifest, config_raw, open_blob, Path(os.path.abspath(dest)), max_unpacked_bytes=max_unpacked_bytes,
-            bundle=bundle, warn=warn, privileged=os.geteuid() == 0, keep_root_mode=keep_root_mode,
-            min_free=min_free)
+    _unpack(manifest, config_raw, open_blob, dest, max_unpacked_bytes=max_unpacked_bytes, bundle=bundle, warn=warn,
+            privileged=os.geteuid() == 0, keep_root_mode=keep_root_mode, min_free=min_free)
 
 
 def _unpack(manifest: ImageManifest, config_raw: bytes, open_blob: Callable[[Digest], BinaryIO], dest: Path, *,
             max_unpacked_bytes: int, bundle: bool, warn: Callable[[str], None], privileged: bool,
             keep_root_mode: bool = False, min_free: Reserve | None = None) -> None:
-    config, diff_ids = image_config(manifest, config_raw)
-    _check_dest(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    space = SpaceGuard(dest.parent, min_free, "unpack") if min_free is not None else None
-    if space is not None:
-        space.check()  # already below the reserve: stop before writing anything
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name[:100]}.", suffix=".unpacking", dir=dest.parent))
-    try:
-        rootfs = staging / "rootfs" if bundle else staging  # the staging directory is mode 0700
-        if bundle:
-            rootfs.mkdir(mode=0o700)
-        if not privileged:
-            warn("not running as root: file owners are not restored and device nodes are skipped")
-        private_root = privileged and not bundle and not keep_root_mode
-        tree = RootTree(rootfs, privileged=privileged, warn=warn, private_root=private_root)
+    with Unpacker(manifest, config_raw, open_blob, dest, max_unpacked_bytes=max_unpacked_bytes, bundle=bundle,
+                  warn=warn, privileged=privileged, keep_root_mode=keep_root_mode, min_free=min_free) as unpacker:
+        for _ in manifest.layers:
+            unpacker.apply_next()
+        unpacker.complete()
+
+
+class Unpacker:
+    """One unpack in progress, for callers that get layers one at a time (`puller pull` applies each
+    as soon as it is downloaded and verified): the image is built in a hidden sibling of `dest`,
+    `apply_next()` applies the next layer in order (its blob read through `open_blob`, so only
+    stored, verified blobs), `complete()` finishes the tree and renames it into place. Leaving the
+    `with` block without `complete()` (a failure anywhere, in a layer or in the caller) removes the
+    staging tree: `dest` is left as it was. Arguments and errors are those of `unpack_image`."""
+
+    def __init__(self, manifest: ImageManifest, config_raw: bytes, open_blob: Callable[[Digest], BinaryIO],
+                 dest: Path, *, max_unpacked_bytes: int, bundle: bool, warn: Callable[[str], None], privileged: bool,
+                 keep_root_mode: bool = False, min_free: Reserve | None = None) -> None:
+        self.config, self._diff_ids = image_config(manifest, config_raw)
+        self.dest = dest = Path(os.path.abspath(dest))
+        self._layers = manifest.layers
+        self._open_blob = open_blob
+        self._bundle, self._warn, self._privileged = bundle, warn, privileged
+        check_dest(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        space = SpaceGuard(dest.parent, min_free, "unpack") if min_free is not None else None
+        if space is not None:
+            space.check()  # already below the reserve: stop before writing anything
+        self.applied = 0
+        self._done = False
+        self._staging = Path(tempfile.mkdtemp(prefix=f".{dest.name[:100]}.", suffix=".unpacking", dir=dest.parent))
         try:
-            budget = Budget(max_unpacked_bytes, space)
-            total = len(manifest.layers)
-            for index, (layer, diff_id) in enumerate(zip(manifest.layers, diff_ids, strict=True)):
-                label = f"layer {index + 1}/{total} ({layer.digest})"
-                _apply_layer(tree, layer, diff_id, open_blob, budget, label)
-                if tree.skipped_devices:
-                    names = ", ".join(tree.skipped_devices[:5]) + (", ..." if len(tree.skipped_devices) > 5 else "")
-                    warn(f"{label}: skipped {len(tree.skipped_devices)} device node(s) that need root: {names}")
-            tree.finish()
-            if private_root:
-                warn(f"{dest} is left mode 0700 so that other users cannot reach the image's setuid programs "
-                     "and device nodes (use --bundle, or --keep-root-mode for the image's own mode)")
+            rootfs = self._staging / "rootfs" if bundle else self._staging  # the staging directory is mode 0700
             if bundle:
-                spec = runtime_config(config, lambda p: tree.read_file(p, MAX_ACCOUNT_FILE), rootless=not privileged,
-                                      host_ids=(os.geteuid(), os.getegid()))
-                spec_path = staging / "config.json"
-                spec_path.write_text(json.dumps(spec, indent="\t") + "\n")
-                os.chmod(spec_path, 0o644)
-        finally:
-            tree.close()
+                rootfs.mkdir(mode=0o700)
+            if not privileged:
+                warn("not running as root: file owners are not restored and device nodes are skipped")
+            self._private_root = privileged and not bundle and not keep_root_mode
+            self._tree = RootTree(rootfs, privileged=privileged, warn=warn, private_root=self._private_root)
+        except BaseException:
+            _discard(self._staging)
+            raise
+        self._budget = Budget(max_unpacked_bytes, space)
+
+    def __enter__(self) -> Unpacker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._done:
+            self._tree.close()
+            _discard(self._staging)
+
+    def apply_next(self) -> None:
+        """Apply the next layer (in the manifest's order) from its stored blob."""
+        index = self.applied
+        layer, diff_id = self._layers[index], self._diff_ids[index]
+        label = f"layer {index + 1}/{len(self._layers)} ({layer.digest})"
+        _apply_layer(self._tree, layer, diff_id, self._open_blob, self._budget, label)
+        skipped = self._tree.skipped_devices
+        if skipped:
+            names = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+            self._warn(f"{label}: skipped {len(skipped)} device node(s) that need root: {names}")
+        self.applied += 1
+
+    def complete(self) -> None:
+        """Every layer applied: finish the tree (directory modes, the bundle's config.json) and
+        rename it into place at `dest`."""
+        if self.applied != len(self._layers):
+            raise PullError(f"unpack completed after {self.applied} of {len(self._layers)} layers")
+        tree = self._tree
+        tree.finish()
+        if self._private_root:
+            self._warn(f"{self.dest} is left mode 0700 so that other users cannot reach the image's setuid programs "
+                       "and device nodes (use --bundle, or --keep-root-mode for the image's own mode)")
+        if self._bundle:
+            spec = runtime_config(self.config, lambda p: tree.read_file(p, MAX_ACCOUNT_FILE),
+                                  rootless=not self._privileged, host_ids=(os.geteuid(), os.getegid()))
+            spec_path = self._staging / "config.json"
+            spec_path.write_text(json.dumps(spec, indent="\t") + "\n")
+            os.chmod(spec_path, 0o644)
+        tree.close()
         try:
-            os.rename(staging, dest)
+            os.rename(self._staging, self.dest)
         except OSError as exc:
-            raise UsageError(f"cannot move the unpacked image to {dest}: {exc.strerror}") from None
-    except BaseException:
-        _discard(staging)
-        raise
+            raise UsageError(f"cannot move the unpacked image to {self.dest}: {exc.strerror}") from None
+        self._done = True
 
 
 def image_config(manifest: ImageManifest, config_raw: bytes) -> tuple[dict[str, Any], list[Digest]]:
@@ -127,7 +169,8 @@ def image_config(manifest: ImageManifest, config_raw: bytes) -> tuple[dict[str, 
     return config, diff_ids
 
 
-def _check_dest(dest: Path) -> None:
+def check_dest(dest: Path) -> None:
+    """UsageError unless `dest` is absent or an empty directory (what an unpack may write to)."""
     try:
         st = dest.lstat()
     except FileNotFoundError:

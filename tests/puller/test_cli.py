@@ -83,3 +83,39 @@ def test_network_settings_out_of_range_are_one_line_usage_errors(puller: PullerR
         key = setting.split()[0]
         assert result.returncode == 2 and result.stderr.startswith(f"puller: network.{key} must be"), result.stderr
         assert len(result.stderr.splitlines()) == 1
+
+
+#: Runs the CLI in-process, then lists on stderr every module that was imported.
+MODULES_AFTER = ("import sys\nfrom puller import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+                 "sys.stderr.write('\\nMODULES ' + ' '.join(sorted(sys.modules)) + '\\n')\n")
+
+
+def modules_after(puller: PullerRunner, *args: str) -> set[str]:
+    result = subprocess.run([sys.executable, "-c", MODULES_AFTER, "--store", str(puller.store), *args],
+                            capture_output=True, text=True, env=puller.env, cwd=REPO_ROOT, timeout=60)
+    line = result.stderr.rsplit("\nMODULES ", 1)[-1]
+    assert result.stderr.count("\nMODULES ") == 1, result.stderr
+    return set(line.split())
+
+
+def test_commands_import_only_what_they_use(upstream: RunningServer, http: httpx.Client, repo: str,
+                                            puller: PullerRunner) -> None:
+    """Start-up time is import time: `--help` loads no store, config or client; `images` no HTTP
+    stack and no unpacker; `pull` of a gzip image neither zstandard nor the exporter."""
+    import distclient
+    from puller.cli import HELP_DEFAULT_JOBS
+
+    assert HELP_DEFAULT_JOBS == distclient.DEFAULT_JOBS  # what `--help` says without loading it
+    heavy = {"zstandard", "urllib3", "ssl", "http.client", "tarfile", "puller.assemble.unpack",
+             "puller.assemble.export", "distclient.client"}
+    help_modules = modules_after(puller, "--help")  # (the fixture's config file is read: not for --help)
+    assert "puller.cli" in help_modules
+    assert not help_modules & (heavy | {"puller.store", "puller.config", "puller.progress", "distclient.hosts",
+                                        "distclient.credentials", "tomllib", "dataclasses", "json", "logging"})
+    images = modules_after(puller, "images")
+    assert "puller.store" in images and not images & heavy
+    push_image(http, upstream.url, repo, im.simple_image("imports", layer_count=2), "v1")
+    pulled = modules_after(puller, "-q", "pull", "--plain-http", f"{upstream.hostport}/{repo}:v1",
+                           str(puller.home / "rootfs"))
+    assert {"urllib3", "puller.assemble.unpack"} <= pulled and (puller.home / "rootfs" / "layer1").is_dir()
+    assert not pulled & {"zstandard", "puller.assemble.export"}, pulled & {"zstandard", "puller.assemble.export"}

@@ -83,6 +83,18 @@ def test_unpack_stops_before_the_reserve_and_leaves_nothing(stored: str, small_f
     verify_store(puller.store)
 
 
+def test_pull_keeps_the_reserve_on_the_rootfs(upstream: RunningServer, http: httpx.Client, repo: str, bomb: im.Image,
+                                              small_fs: Path, puller: PullerRunner) -> None:
+    """`pull` applies the reserve to the rootfs as `unpack` does; the download (on another
+    filesystem) completed and stays in the store, verified."""
+    push_image(http, upstream.url, repo, bomb, "v1")
+    line = one_line(puller.run("pull", "--plain-http", f"{upstream.hostport}/{repo}:v1", str(small_fs / "rootfs"),
+                               "--min-free-space", "16MiB"), 8)
+    assert line.startswith("puller: unpack stopped: writing on would leave less than 16.0 MiB free "), line
+    assert leftovers(small_fs) == []
+    verify_store(puller.store)
+
+
 def test_the_default_reserve_and_a_small_image_that_fits(upstream: RunningServer, http: httpx.Client, repo: str,
                                                         small_fs: Path, puller: PullerRunner) -> None:
     push_image(http, upstream.url, repo, im.simple_image("fits"), "v1")

@@ -3,16 +3,20 @@ staging directory), and touches nothing outside the destination."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import os
 import stat
 import subprocess
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from puller.assemble.layerstream import CHUNK, Gunzip
 from puller.errors import UnsafeContent, VerificationError
 from tests.puller.test_unpack import Layout, d, f, link
 from tests.support.images import Blob, Entry, build_image, make_layer, make_tar, sha256
@@ -276,3 +280,30 @@ def test_header_values_out_of_range_are_refused_in_one_line(arena: Arena) -> Non
                         "GNU.sparse.realsize": "10"}
     tar = info.tobuf(tarfile.PAX_FORMAT) + b"1\n" + b"9" * 10_238 + bytes(1024)
     refused(arena, [_plain_layer(tar)], VerificationError, "invalid tar header at offset 0")
+
+
+def test_gzip_streams_read_as_gzip_module_reads_them() -> None:
+    """The zlib-based reader of gzip layers gives what Python's gzip module gives, or refuses what it
+    refuses: several members (one ending exactly at a read boundary), zero padding between and after
+    them, garbage after them, a cut stream, a wrong CRC."""
+    def read(reader: object, n: int) -> bytes | None:
+        out = []
+        try:
+            while chunk := reader.read(n):  # type: ignore[attr-defined]
+                out.append(chunk)
+        except (EOFError, zlib.error, gzip.BadGzipFile):
+            return None
+        return b"".join(out)
+
+    first = gzip.compress(b"\0" * (2 * CHUNK), 9)  # ends where a CHUNK-sized read does
+    text = b"".join(hashlib.sha256(b"%d" % i).hexdigest().encode() for i in range(5000))
+    second = gzip.compress(text, 6)
+    crc = bytearray(second)
+    crc[-8] ^= 1
+    streams = [b"", first, first + second, first + b"\0" * 700 + second + b"\0" * 3, first + second + b"junk",
+               (first + second)[:-3], first[:6], bytes(crc), b"\0\0" + second, first + b"\x1f"]
+    for data in streams:
+        expected = read(gzip.GzipFile(fileobj=io.BytesIO(data)), CHUNK)
+        for n in (CHUNK, 5000):
+            assert read(Gunzip(io.BytesIO(data)), n) == expected, (len(data), n)
+    assert read(Gunzip(io.BytesIO(first + second)), CHUNK) == b"\0" * (2 * CHUNK) + text
