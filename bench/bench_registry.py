@@ -58,7 +58,8 @@ ACCEPT = ", ".join([
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 IO_TIMEOUT = 300.0
 RECV_BUFFER = 4 * MiB
-ROW_KEYS = ("mono", "chunked", "conc-up", "down", "conc-down", "head", "get")
+ROW_KEYS = ("mono", "chunked", "conc-up", "down", "conc-down", "head", "get", "put", "tags")
+TAGS_LISTED = 1000  # tags in the repository the tags/list row pages through
 
 
 class BenchError(Exception):
@@ -478,16 +479,21 @@ def concurrently(jobs: Sequence[Callable[[], int]]) -> tuple[int, float]:
         return total, time.perf_counter() - t0
 
 
-def push_manifest(server: Server, repo: str, tag: str, config: Blob, layer: Blob) -> str:
-    manifest = json.dumps({
+def manifest_bytes(config: Blob, layer: Blob, title: str = "cargobay bench") -> bytes:
+    """An image manifest of `config` and `layer`; `title` makes manifests of the same blobs differ."""
+    return json.dumps({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.digest,
                    "size": config.size},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer.digest,
                     "size": layer.size}],
-        "annotations": {"org.opencontainers.image.title": "cargobay bench"},
+        "annotations": {"org.opencontainers.image.title": title},
     }, indent=3).encode()
+
+
+def push_manifest(server: Server, repo: str, tag: str, config: Blob, layer: Blob) -> str:
+    manifest = manifest_bytes(config, layer)
     with server.connect() as conn:
         reply = conn.request("PUT", f"/v2/{repo}/manifests/{tag}", {"Content-Type": OCI_MANIFEST}, body=manifest)
         expect(reply, 201, "PUT manifest")
@@ -497,6 +503,22 @@ def push_manifest(server: Server, repo: str, tag: str, config: Blob, layer: Blob
             if method == "GET" and got.body != manifest:
                 raise BenchError("GET manifest: the bytes served differ from the bytes pushed")
     return f"sha256:{hashlib.sha256(manifest).hexdigest()}"
+
+
+def put_manifests(server: Server, repo: str, prefix: str, config: Blob, layer: Blob, *,
+                  seconds: float = 0.0, count: int = 0) -> float:
+    """PUT a new manifest under a new tag, one after another on one connection (the last step of
+    a CI push), for `seconds` or `count` manifests; manifests per second."""
+    t0 = time.perf_counter()
+    done = 0
+    with server.connect() as conn:
+        while (count and done < count) or (seconds and time.perf_counter() - t0 < seconds):
+            tag = f"{prefix}{done}"
+            body = manifest_bytes(config, layer, tag)
+            expect(conn.request("PUT", f"/v2/{repo}/manifests/{tag}", {"Content-Type": OCI_MANIFEST}, body=body),
+                   201, f"PUT manifest {tag}")
+            done += 1
+    return done / (time.perf_counter() - t0)
 
 
 # -- requests per second ---------------------------------------------------------------------------
@@ -615,7 +637,8 @@ class Row:
     costs: dict[str, list[float]] = field(default_factory=dict)  # server CPU per MiB or per request
 
 
-def build_rows(args: argparse.Namespace, big: Blob, smalls: list[Blob], workdir: Path, wrk: str | None) -> list[Row]:
+def build_rows(args: argparse.Namespace, big: Blob, smalls: list[Blob], config: Blob, workdir: Path,
+               wrk: str | None) -> list[Row]:
     counter = iter(range(10**9))
 
     def fresh(prefix: str) -> str:
@@ -635,6 +658,12 @@ def build_rows(args: argparse.Namespace, big: Blob, smalls: list[Blob], workdir:
     def conc_downloads(server: Server, _r: int) -> float:
         jobs = [functools.partial(download, server, "bench/data", b) for b in smalls + smalls]
         return rate(*concurrently(jobs[:args.concurrent_downloads]))
+
+    def tags_list(server: Server, _r: int) -> float:
+        path = "/v2/bench/tags/tags/list?n=100"
+        if wrk:
+            return wrk_rate(wrk, server.url(path), "GET", args.seconds, 32, workdir)
+        return asyncio_rate(server.host, server.port, path, "GET", args.seconds, 32)
 
     def manifests(method: str) -> Callable[[Server, int], float]:
         def go(server: Server, _r: int) -> float:
@@ -658,16 +687,22 @@ def build_rows(args: argparse.Namespace, big: Blob, smalls: list[Blob], workdir:
             phase="download"),
         Row("head", "manifest HEAD by tag, 32 connections", "req/s", manifests("HEAD")),
         Row("get", "manifest GET by tag, 32 connections", "req/s", manifests("GET")),
+        Row("put", "manifest PUT by tag (new manifest, new tag), one connection", "req/s",
+            lambda s, r: put_manifests(s, "bench/data", f"put-r{r}-", config, smalls[0], seconds=args.seconds)),
+        Row("tags", f"tags/list?n=100 of {TAGS_LISTED:,} tags, 32 connections", "req/s", tags_list),
     ]
 
 
 def prepare(server: Server, big: Blob, smalls: list[Blob], config: Blob) -> None:
-    """Untimed: the blobs the download rows read and the manifest the request/s rows hit, each
-    checked once end to end (digests of what comes back)."""
+    """Untimed: the blobs the download rows read, the manifest the request/s rows hit (each
+    checked once end to end: digests of what comes back) and the tags the tags/list row pages."""
     for blob in [big, *smalls, config]:
         upload_monolithic(server, "bench/data", blob)
         download(server, "bench/data", blob, verify=True)
     push_manifest(server, "bench/data", "latest", config, smalls[0])
+    for blob in (config, smalls[0]):
+        upload_monolithic(server, "bench/tags", blob)
+    put_manifests(server, "bench/tags", "tag-", config, smalls[0], count=TAGS_LISTED)
     upload_chunked(server, "bench/warmup", smalls[0], 1 * MiB)  # warm the code paths up
     upload_streamed(server, "bench/warmup", smalls[0])
 
@@ -888,7 +923,7 @@ def measure(args: argparse.Namespace, done: Callable[[list[Row], list[Server]], 
             _guard(server, functools.partial(prepare, server, big, smalls, config))
             server.idle_rss = rss_of(process_tree(server.process.pid))
 
-        rows = build_rows(args, big, smalls, workdir, wrk)
+        rows = build_rows(args, big, smalls, config, workdir, wrk)
         if args.only:
             rows = [r for r in rows if r.key in args.only]
         for row in rows:

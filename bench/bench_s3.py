@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Cargobay vs CNCF Distribution (Debian's `docker-registry`) on S3: both against the same SeaweedFS.
 
-    python bench/bench_s3.py [--quick] [--rounds N] [--big-mib 256] [--conc 4] [--conc-mib 64]
+    python bench/bench_s3.py [--quick] [--rounds N] [--big-mib 256] [--chunk-mib 16] [--only WORDS]
+                             [--conc 4] [--conc-mib 64]
                              [--mem-gib 2] [--workers 1] [--cargobay-s3 KEY=VALUE ...]
                              [--profile DIR] [--tmp DIR]
 
@@ -77,8 +78,9 @@ def start_cargobay(weed: S3Server, bucket: str, workdir: Path, workers: int, ext
         workdir, config=config, env=env, inherit_settings=False, ready_timeout=60))
 
 
-def start_distribution(binary: str, weed: S3Server, bucket: str, workdir: Path) -> br.Server:
-    storage = {
+def start_distribution(binary: str, weed: S3Server, bucket: str, workdir: Path, cache: bool = False) -> br.Server:
+    """`cache`: with Distribution's in-memory blob descriptor cache (`storage.cache.blobdescriptor`)."""
+    storage: dict[str, Any] = {
         "s3": {"accesskey": weed.access_key, "secretkey": weed.secret_key, "region": weed.region,
                "regionendpoint": weed.endpoint_url, "bucket": bucket, "secure": False, "v4auth": True,
                "rootdirectory": "/"},
@@ -86,7 +88,10 @@ def start_distribution(binary: str, weed: S3Server, bucket: str, workdir: Path) 
         "maintenance": {"uploadpurging": {"enabled": False}},
         "redirect": {"disable": True},
     }
-    return br.started("Distribution", "distribution", lambda: support_servers.start_distribution(
+    if cache:
+        storage["cache"] = {"blobdescriptor": "inmemory"}
+    label = "Distribution+cache" if cache else "Distribution"
+    return br.started(label, "distribution", lambda: support_servers.start_distribution(
         workdir, {"storage": storage}, binary=binary, ready_timeout=60))
 
 
@@ -147,6 +152,9 @@ def build_rows(args: argparse.Namespace, current: dict[str, list[br.Blob]]) -> l
     def up_mono(server: br.Server, rnd: int) -> float:
         return timed(lambda: br.upload_monolithic(server, f"bench/mono{rnd}", current["mono"][0]))
 
+    def up_chunked(server: br.Server, rnd: int) -> float:
+        return timed(lambda: br.upload_chunked(server, f"bench/chunked{rnd}", current["mono"][0], args.chunk_mib * MiB))
+
     def up_conc(server: br.Server, rnd: int) -> float:
         jobs = [lambda b=b, i=i: br.upload_streamed(server, f"bench/conc{rnd}-{i}", b)
                 for i, b in enumerate(current["conc"])]
@@ -160,6 +168,7 @@ def build_rows(args: argparse.Namespace, current: dict[str, list[br.Blob]]) -> l
         Row(f"upload {args.big_mib} MiB, one streamed PATCH", "MiB/s", up_big),
         Row(f"download {args.big_mib} MiB", "MiB/s", down_big),
         Row(f"upload {args.big_mib} MiB, POST + PUT with body", "MiB/s", up_mono),
+        Row(f"upload {args.big_mib} MiB, PATCHes of {args.chunk_mib} MiB", "MiB/s", up_chunked),
         Row(f"upload {args.conc} x {args.conc_mib} MiB concurrently", "MiB/s", up_conc),
         Row(f"download {args.conc} x {args.conc_mib} MiB concurrently", "MiB/s", down_conc),
     ]
@@ -213,6 +222,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--big-mib", type=int, default=256)
+    p.add_argument("--chunk-mib", type=int, default=16, help="PATCH size of the chunked upload row")
+    p.add_argument("--only", help="run only the rows whose name contains one of these comma-separated words")
     p.add_argument("--conc", type=int, default=4)
     p.add_argument("--conc-mib", type=int, default=64)
     p.add_argument("--mem-gib", type=float, default=2.0, help="size of the memory row's blob (0 skips it)")
@@ -276,6 +287,8 @@ def run(args: argparse.Namespace) -> int:
         spy = PySpy(args.profile)
         current: dict[str, list[br.Blob]] = {}
         rows = build_rows(args, current)
+        if args.only:
+            rows = [row for row in rows if any(word in row.name for word in args.only.split(","))]
         for rnd in range(args.rounds):
             current.update(round_blobs(args, workdir, rnd))
             order = servers[rnd % 2:] + servers[: rnd % 2]

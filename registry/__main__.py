@@ -11,6 +11,7 @@ from typing import Any
 
 from storage import StorageError
 
+from .cpus import usable_cpus
 from .errors import RegistryBaseError
 from .settings import Settings, load_settings, settings_from_dict, to_dict
 
@@ -83,7 +84,7 @@ def serve(settings: Settings) -> None:
         from .audit import check_file
 
         check_file(settings.audit.path)  # and on an audit file no worker could append to
-    workers = settings.http.workers or os.cpu_count() or 1
+    workers = settings.http.workers or usable_cpus()
     if settings.auth.enabled and workers > 1:
         from .auth.service import AuthService
 
@@ -94,12 +95,11 @@ def serve(settings: Settings) -> None:
     with metrics.multiprocess_dir(workers, settings.metrics.enabled):
         from .app import create_app, create_metrics_app
 
-        if workers > 1:  # files each worker reads: fail here, once and in one line, not in every worker
-            from .notifications import check_secrets
-            from .proxy import check_credentials
-
-            check_credentials(settings)
-            check_secrets(settings)
+        if workers > 1:
+            # Each worker builds the app from the settings: build it here first, once, so that what
+            # would stop a worker (a bad rule, an unreadable key file) stops the start in one line,
+            # instead of every worker failing and being started again.
+            create_app(settings)
 
         listener = None
         if settings.metrics.enabled and settings.metrics.listen:

@@ -1,13 +1,15 @@
 """Blobs: one content-addressed copy of each (the CAS) plus per-repository links.
 
 A repository reaches a blob only through its link; that link is the access check. A blob's CAS
-entry appears only by `adopt` (an already verified upload moved into place) or `put_verified`.
+entry appears only by `RepositoryBlobs.link_verified` placing bytes whose size and digest were
+verified (an upload finished or moved into place, a fill committed) or by `put_verified`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from ocispec.digest import Digest
 
@@ -15,13 +17,9 @@ from . import paths
 from .driver.base import DriverCapabilities, StorageDriver
 from .errors import BlobUnknown, PathNotFound, StorageError
 from .fill import BlobFill
-from .links import delete_quietly, digests_below, link_exists, write_link
+from .links import delete_quietly, digests_below, object_exists, write_link
 from .sweeping import SweepWatch
 from .usage import UsageIndex, forget
-
-if TYPE_CHECKING:  # uploads imports this module: the store is handed in, not imported
-    from .uploads import UploadStore
-
 
 #: How often a write links again what a collection unlinked before giving up (one is the norm).
 _SETTLE_ROUNDS = 3
@@ -45,16 +43,23 @@ class BlobStore:
 
     def stat(self, digest: Digest) -> BlobInfo:
         try:
-            return BlobInfo(digest, self.driver.stat(paths.blob_data(digest)).size)
+            return BlobInfo(digest, self.driver.head(paths.blob_data(digest)).size)
         except PathNotFound:
             raise BlobUnknown(f"blob unknown: {digest}", digest=str(digest)) from None
 
     def exists(self, digest: Digest) -> bool:
-        return link_exists(self.driver, paths.blob_data(digest))
+        return object_exists(self.driver, paths.blob_data(digest))
 
     def open(self, digest: Digest, offset: int = 0) -> BinaryIO:
         try:
             return self.driver.reader(paths.blob_data(digest), offset)
+        except PathNotFound:
+            raise BlobUnknown(f"blob unknown: {digest}", digest=str(digest)) from None
+
+    def open_sized(self, digest: Digest) -> tuple[BinaryIO, int]:
+        """A stream of the whole blob and its size, from one backend call."""
+        try:
+            return self.driver.opened(paths.blob_data(digest))
         except PathNotFound:
             raise BlobUnknown(f"blob unknown: {digest}", digest=str(digest)) from None
 
@@ -73,13 +78,6 @@ class BlobStore:
         if not self.exists(digest):
             self.driver.put(paths.blob_data(digest), data)
 
-    def adopt(self, source_key: str, digest: Digest) -> None:
-        """Move verified bytes at `source_key` into the CAS (or drop them if already there)."""
-        if self.exists(digest):
-            delete_quietly(self.driver, source_key)
-        else:
-            self.driver.move(source_key, paths.blob_data(digest))
-
     def delete(self, digest: Digest) -> None:
         """Remove the CAS entry (garbage collection only: links may still name it)."""
         delete_quietly(self.driver, paths.blob_dir(digest))
@@ -91,14 +89,13 @@ class RepositoryBlobs:
     checks this repository's link first, so a blob another repository pushed is BlobUnknown here
     whatever order a caller makes its calls in. This is the only way the registry reaches blobs.
 
-    Content enters it only verified: an upload (`Repository.uploads`), a `fill` (which needs the
-    `uploads` store; `Repository.blobs` has it), or a link to what the CAS already holds
-    (`mount_from`, `adopt_existing`)."""
+    Content enters it only verified: an upload (`Repository.uploads`), a `fill` (a blob that
+    arrives whole, straight into the CAS), or a link to what the CAS already holds (`mount_from`,
+    `adopt_existing`)."""
 
-    def __init__(self, store: BlobStore, name: str, uploads: UploadStore | None = None) -> None:
+    def __init__(self, store: BlobStore, name: str) -> None:
         self.store = store
         self.name = name
-        self._uploads = uploads
 
     @property
     def driver(self) -> StorageDriver:
@@ -109,7 +106,7 @@ class RepositoryBlobs:
         return self.store.driver.capabilities
 
     def has(self, digest: Digest) -> bool:
-        return link_exists(self.driver, paths.layer_link(self.name, digest))
+        return object_exists(self.driver, paths.layer_link(self.name, digest))
 
     def stat(self, digest: Digest) -> BlobInfo:
         self._check_link(digest)
@@ -119,6 +116,11 @@ class RepositoryBlobs:
         """A stream of the blob's bytes from `offset`; the caller closes it."""
         self._check_link(digest)
         return self.store.open(digest, offset)
+
+    def open_sized(self, digest: Digest) -> tuple[BinaryIO, int]:
+        """A stream of the whole blob and its size (one call to storage beside the link check)."""
+        self._check_link(digest)
+        return self.store.open_sized(digest)
 
     def url_for(self, digest: Digest) -> str | None:
         """A short-lived URL to fetch the blob from the backend directly, or None when the driver
@@ -153,6 +155,25 @@ class RepositoryBlobs:
             self.store.usage.linking(self.name, digest, size)
         self.link(digest)
         self.settle_links({digest})
+
+    def link_verified(self, digest: Digest, size: int, place: Callable[[], object],
+                      drop: Callable[[], object]) -> BlobInfo:
+        """Link bytes whose size and digest were verified, having `place` put them in the CAS
+        unless it holds them already (then `drop` discards them). When the CAS's copy is an old
+        one, ours is kept until the link settled: if a garbage collection removed that copy
+        meanwhile (storage.sweeping), ours takes its place."""
+        if not self.store.exists(digest):
+            place()  # ours, new in the CAS: no collection takes it
+            self.link_new(digest, size)
+            return BlobInfo(digest, size)
+        try:
+            self.link_new(digest, size)
+        except BlobUnknown:
+            place()
+            self.link_new(digest, size)
+            return BlobInfo(digest, size)
+        drop()
+        return BlobInfo(digest, size)
 
     def settle_links(self, digests: set[Digest]) -> None:
         """After writing links to `digests`: wait out any garbage collection that may be deleting
@@ -210,9 +231,7 @@ class RepositoryBlobs:
     def fill(self, digest: Digest, size: int | None = None) -> BlobFill:
         """Start a verified streaming write of one blob into this repository (storage.fill): it
         becomes visible here only when `commit()` verified `size` and `digest`."""
-        if self._uploads is None:
-            raise StorageError(f"this view of {self.name} cannot store blobs (made without an upload store)")
-        return BlobFill(self._uploads, self.name, digest, size)
+        return BlobFill(self, digest, size)
 
     def linked(self) -> list[Digest]:
         """Every blob this repository links (for garbage collection)."""

@@ -12,12 +12,15 @@ It reads the tree and changes nothing unless asked to repair:
 - layer links naming blobs the CAS does not hold, and tag links naming revisions the repository
   does not have, are reported;
 - uploads the backend holds open (S3 multipart uploads) that no upload state names, begun longer
-  than `upload_age` ago, are reported (the scheduled purges remove them; the scrub never does).
+  than `upload_age` ago, are reported (the scheduled purges remove them; the scrub never does);
+- the listing index (storage.listing) is compared with the tree: a repository or tag it misses or
+  names in excess is reported.
 
 `repair=True` removes corrupt CAS blobs and the links to them (layer links of every repository),
 and links (layer or tag) naming what is not there, once older than `grace` (a push may be writing
-a link just now). It invents nothing: a manifest that names removed or missing content is reported
-until that content is pushed again (which any re-push of the image does), never deleted.
+a link just now), then rebuilds the listing index. It invents nothing: a manifest that names
+removed or missing content is reported until that content is pushed again (which any re-push of
+the image does), never deleted.
 A push racing the repair of the very blob it re-uploads can find its upload gone and its manifest
 push refused (BLOB_UNKNOWN); it is never told that a push succeeded that it cannot pull.
 """
@@ -101,8 +104,18 @@ def scrub(storage: Storage, repair: bool = False, rules: Callable[[str], Manifes
     for name in storage.all_repository_dirs():
         _check_repository(storage, name, sizes, corrupt, rules(name), report, found)
     _check_pending_uploads(storage, now - upload_age, found)
+    for difference in storage.index_differences():
+        tagged = difference.tag is not None
+        found(Finding("listing index misses" if difference.missing else "listing index names",
+                      f"tag {difference.tag}" if tagged else f"repository {difference.repository}",
+                      difference.repository if tagged else "",
+                      "in the tree, not listed" if difference.missing else "listed, not in the tree"))
     if repair:
         _repair(storage, sizes, corrupt, now - grace, report)
+        rebuilt = storage.rebuild_index(now)  # after the repair: tags it removed leave the index too
+        if rebuilt.added or rebuilt.removed:
+            report.repaired.append(f"rebuilt the listing index: {rebuilt.added} entries added, "
+                                   f"{rebuilt.removed} removed")
     return report
 
 

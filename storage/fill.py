@@ -1,11 +1,14 @@
 """A verified streaming write of one blob whose digest is known up front (`RepositoryBlobs.fill`):
-what a pull-through cache does with a blob it streams from an upstream to a client.
+what a monolithic upload does (the registry's POST ?digest=, or a PUT with the whole body) and what
+a pull-through cache does with a blob it streams from an upstream to a client.
 
-It is an upload of this repository (storage.uploads) driven by one writer: the bytes go to
-`_uploads/<id>/data`, which nothing serves, and `commit` is `UploadStore.complete` (size and digest
-verified, moved into the CAS, linked). So nothing becomes visible before the digest is verified,
-it works on every driver, and a fill a killed process left behind is an old upload that the upload
-purge removes. One thread drives a fill; it is not safe for concurrent use.
+The bytes go straight to their place in the CAS through the driver's atomic writer
+(`StorageDriver.atomic_writer`: on S3 one PUT when they fit a part, else a multipart upload on the
+blob's key; on disk a temp file renamed onto it), hashed as they pass; `commit` verifies size and
+digest first and only then makes them appear there, and links them. So nothing becomes visible
+before the digest is verified, nothing is written twice (no upload state, no second copy), and what
+a killed process leaves is invisible debris the temp sweep removes (`remove_stale_temp`). One
+thread drives a fill; it is not safe for concurrent use.
 
     fill = repository.blobs.fill(digest, size)
     try:
@@ -21,13 +24,14 @@ from __future__ import annotations
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ocispec.digest import Digest
+from ocispec.digest import Digest, Hasher, new_hasher
 
-from .errors import SizeInvalid, UploadInvalid, UploadUnknown
+from . import paths
+from .driver.base import AtomicWriter
+from .errors import DigestInvalid, SizeInvalid, UploadInvalid
 
-if TYPE_CHECKING:  # handed in by RepositoryBlobs, which uploads imports
-    from .blobs import BlobInfo
-    from .uploads import UploadSession, UploadStore
+if TYPE_CHECKING:  # handed in by RepositoryBlobs, which imports this module
+    from .blobs import BlobInfo, RepositoryBlobs
 
 
 class BlobFill:
@@ -39,31 +43,31 @@ class BlobFill:
     or `abort` ran, the fill is finished: `abort` again does nothing, anything else raises
     UploadInvalid."""
 
-    def __init__(self, uploads: UploadStore, repository: str, digest: Digest, size: int | None = None) -> None:
+    def __init__(self, blobs: RepositoryBlobs, digest: Digest, size: int | None = None) -> None:
         if size is not None and size < 0:
             raise SizeInvalid(f"blob size must not be negative, got {size}")
-        self._uploads = uploads
-        self.repository = repository
+        self._blobs = blobs
+        self.repository = blobs.name
         self.digest = digest
         self.size = size
-        #: The upload being written (its id) and the session appending to it; None after a commit's
-        #: close (the upload is then `complete`'s) or a discard.
-        self._upload_id: str | None = None
-        self._session: UploadSession | None = None
+        #: The write in progress and the hash of its bytes; None once committed or discarded.
+        self._writer: AtomicWriter | None = None
+        self._hasher: Hasher = new_hasher(digest.algorithm)
         self._finished = False
         self._start()
 
     @property
     def offset(self) -> int:
         """How many bytes were written since the fill started (or was last reset)."""
-        return self._session.size if self._session is not None else 0
+        return self._writer.size if self._writer is not None else 0
 
     def write(self, chunk: bytes | bytearray | memoryview) -> None:
-        session = self._open_session()
-        if self.size is not None and session.size + len(chunk) > self.size:
+        writer = self._open_writer()
+        if self.size is not None and writer.size + len(chunk) > self.size:
             raise SizeInvalid(f"blob {self.digest} is {self.size} bytes, but more were written",
                               digest=str(self.digest), size=self.size)
-        session.write(chunk)
+        writer.write(chunk)
+        self._hasher.update(chunk)
 
     def reset(self) -> None:
         """Drop every byte written and start over at offset 0 (e.g. the source broke off and
@@ -76,22 +80,33 @@ class BlobFill:
     def matches(self) -> bool:
         """Whether the bytes written so far are the blob (its size when known, its digest from the
         running hash), storing nothing: what a caller streaming the bytes on may tell its reader
-        before `commit` makes them durable and visible (which verifies again regardless). False also
-        when there is no running hash to tell by (a digest of another algorithm)."""
-        session = self._open_session()
-        if self.size is not None and session.size != self.size:
+        before `commit` makes them durable and visible (which verifies again regardless)."""
+        writer = self._open_writer()
+        if self.size is not None and writer.size != self.size:
             return False
-        return session.digest(self.digest.algorithm) == self.digest
+        return Digest.from_hasher(self.digest.algorithm, self._hasher) == self.digest
 
     def commit(self) -> BlobInfo:
         """Verify the bytes against `size` and `digest`, store them in the CAS (once, whatever
         repository has them already) and link them into this repository. On a mismatch nothing
         becomes visible, the bytes are removed and SizeInvalid or DigestInvalid is raised."""
-        session = self._open_session()
-        session.close()
-        self._session = None  # closed: from here on the upload is complete's to keep or remove
-        info = self._uploads.complete(self.repository, session.upload_id, self.digest, self.size)
-        self._upload_id = None
+        writer = self._open_writer()
+        size = writer.size
+        try:
+            if self.size is not None and size != self.size:
+                raise SizeInvalid(f"blob {self.digest} is {self.size} bytes, {size} were written",
+                                  digest=str(self.digest), size=self.size)
+            actual = Digest.from_hasher(self.digest.algorithm, self._hasher)
+            if actual != self.digest:
+                raise DigestInvalid(f"digest mismatch: expected {self.digest}, got {actual}", digest=str(self.digest))
+        except (SizeInvalid, DigestInvalid):
+            self._discard()
+            raise
+        self._writer = None  # from here on this method commits or cancels it
+        try:
+            info = self._blobs.link_verified(self.digest, size, writer.commit, writer.cancel)
+        finally:
+            writer.cancel()  # a no-op once committed
         self._finished = True
         return info
 
@@ -110,22 +125,15 @@ class BlobFill:
 
     # -- internals -------------------------------------------------------------------------------
     def _start(self) -> None:
-        status = self._uploads.start(self.repository)
-        self._upload_id = status.id
-        self._session = self._uploads.open_session(self.repository, status.id, expected_offset=0)
+        self._writer = self._blobs.driver.atomic_writer(paths.blob_data(self.digest))
+        self._hasher = new_hasher(self.digest.algorithm)
 
-    def _open_session(self) -> UploadSession:
-        if self._finished or self._session is None:
+    def _open_writer(self) -> AtomicWriter:
+        if self._finished or self._writer is None:
             raise UploadInvalid(f"the fill of {self.digest} is already committed or aborted")
-        return self._session
+        return self._writer
 
     def _discard(self) -> None:
-        session, upload_id = self._session, self._upload_id
-        self._session = self._upload_id = None
-        if session is not None:
-            session.abort()
-        if upload_id is not None:
-            try:
-                self._uploads.cancel(self.repository, upload_id)
-            except UploadUnknown:
-                pass  # a failed commit (or the purge) removed it already
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()

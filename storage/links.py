@@ -24,8 +24,20 @@ def read_link(driver: StorageDriver, key: str) -> Digest:
 
 
 def link_exists(driver: StorageDriver, key: str) -> bool:
+    """Whether anything is at `key`: an object, an upload in progress, or a prefix with objects
+    below it (`object_exists` for just an object, at a third of the cost on S3)."""
     try:
         driver.stat(key)
+        return True
+    except PathNotFound:
+        return False
+
+
+def object_exists(driver: StorageDriver, key: str) -> bool:
+    """Whether a committed object (a link, a blob's data) is at `key`: one backend call (S3: one
+    HEAD, where `link_exists`'s stat also looks for an upload in progress and a prefix)."""
+    try:
+        driver.head(key)
         return True
     except PathNotFound:
         return False

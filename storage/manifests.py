@@ -24,7 +24,7 @@ from .errors import (
     StorageError,
     TagUnknown,
 )
-from .links import delete_quietly, digests_below, link_exists, write_link
+from .links import delete_quietly, digests_below, object_exists, write_link
 from .manifest_cache import ManifestCache
 from .referrers import ReferrerStore
 from .tags import TagStore
@@ -60,12 +60,18 @@ class ManifestRules:
 
     `allow_absent_blobs`: an image manifest may name a config or layers this repository does not
     have (a pull-through cache stores a manifest before it fetches any blob). Blobs that are
-    present are still size-checked and their links rewritten; absent ones are not linked, so the
-    repository serves a blob only once it has been filled (`RepositoryBlobs.fill`) or linked.
+    present are still size-checked; absent ones are not linked, so the repository serves a blob
+    only once it has been filled (`RepositoryBlobs.fill`) or linked.
+
+    `refresh_links`: the links of the blobs it names are rewritten, marking them as just used: a
+    cache's repositories expire by the age of their links (storage.marking.recently_pulled). A
+    push needs no rewrite to be safe from garbage collection (`_settle` keeps every collection off
+    what it names), so it saves a write per blob (on S3 a PUT per layer).
     """
 
     allow_sparse_indexes: bool = False
     allow_absent_blobs: bool = False
+    refresh_links: bool = False
 
 
 #: The default: every reference must be present.
@@ -73,7 +79,15 @@ STRICT = ManifestRules()
 #: How often a push puts back what a collection removed before giving up (one is the norm).
 _SETTLE_ROUNDS = 3
 #: What a pull-through cache stores: an upstream's manifest as it is, its blobs fetched when asked.
-CACHED_MANIFEST_RULES = ManifestRules(allow_sparse_indexes=True, allow_absent_blobs=True)
+CACHED_MANIFEST_RULES = ManifestRules(allow_sparse_indexes=True, allow_absent_blobs=True, refresh_links=True)
+
+
+def _implied_media_type(raw: bytes) -> str | None:
+    """The media type the bytes alone give (what `_media_type` reads when no file names one)."""
+    try:
+        return parse_manifest(raw, max_size=None, strict=False).media_type
+    except OCIValidationError:
+        return None
 
 
 class ManifestStore:
@@ -106,7 +120,12 @@ class ManifestStore:
         blobs = ({d.digest for d in manifest.blobs() if not d.urls and d.digest not in absent}
                  if isinstance(manifest, ImageManifest) else set())
         self.blobs.put_verified(digest, raw)
-        self.driver.put(paths.manifest_media_type(self.name, digest), manifest.media_type.encode())
+        if _implied_media_type(raw) != manifest.media_type:
+            # A file only when the bytes alone would read as another type (`_media_type` asks them
+            # when there is none). Bytes the model accepts have one possible type (it is named in
+            # them, or only one fits their shape), so pushes save this write, and a file an earlier
+            # version wrote always agrees with them.
+            self.driver.put(paths.manifest_media_type(self.name, digest), manifest.media_type.encode())
         if self.cache is not None:
             self.cache.forget(self.name, digest)  # pushed again, maybe as another type: read afresh
         if manifest.subject is not None:
@@ -114,11 +133,12 @@ class ManifestStore:
         created = not self.exists(digest)
         # The revision link last: it is what makes the manifest visible in this repository.
         write_link(self.driver, paths.manifest_revision_link(self.name, digest), digest)
-        # Rewriting the blobs' links marks them as just used (garbage collection keeps blobs
-        # with young links); then no collection may be deleting any of it (`_settle`).
-        for blob in blobs:
-            self.layer_links.link(blob)
+        if rules.refresh_links:
+            for blob in blobs:
+                self.layer_links.link(blob)
+        # No collection may be deleting any of it once this returns.
         self._settle(digest, raw, blobs, created)
+        self.tags.index.add_repository(self.name, paths.manifest_revision_link(self.name, digest))
         for tag in tags:
             self.tags.set(tag, digest)
         return PutResult(digest, manifest.subject.digest if manifest.subject else None, tags, manifest.media_type)
@@ -222,7 +242,7 @@ class ManifestStore:
 
     # -- read ------------------------------------------------------------------------------------
     def exists(self, digest: Digest) -> bool:
-        return link_exists(self.driver, paths.manifest_revision_link(self.name, digest))
+        return object_exists(self.driver, paths.manifest_revision_link(self.name, digest))
 
     def pulled_at(self, digest: Digest) -> float:
         """When the revision link was last written (put or `touch`), seconds since the epoch;
@@ -270,10 +290,7 @@ class ManifestStore:
             # Written before the media type file existed, or restored from the CAS: ask the bytes.
             # Stored manifests are read without a size limit: their push was checked against the
             # configured one (limits.max_manifest_bytes), which may exceed the OCI model's default.
-            try:
-                return parse_manifest(raw, max_size=None, strict=False).media_type
-            except OCIValidationError:
-                return mt.OCI_MANIFEST
+            return _implied_media_type(raw) or mt.OCI_MANIFEST
 
     # -- delete ----------------------------------------------------------------------------------
     def delete(self, digest: Digest) -> None:
@@ -285,16 +302,23 @@ class ManifestStore:
                     continue  # moved to another manifest since it was listed: not ours to remove
             except ManifestUnknown:
                 continue
-            delete_quietly(self.driver, paths.tag(self.name, tag))
+            self.tags.discard(tag)
         try:
             subject = parse_manifest(stored.raw, stored.media_type, max_size=None, strict=False).subject
         except OCIValidationError:
             subject = None
         if subject is not None:
             self.referrers.remove(subject.digest, digest)
-        delete_quietly(self.driver, paths.manifest_revision(self.name, digest))
+        self.withdraw(digest)
         if self.cache is not None:
             self.cache.forget(self.name, digest)  # unknown anyway (get checks the link): free the memory
+
+    def withdraw(self, digest: Digest) -> bool:
+        """Remove the revision link (not its tags), keeping the catalog's index exact
+        (storage.listing); whether there was one."""
+        key = paths.manifest_revision(self.name, digest)
+        return self.tags.index.removing_revision(self.name, paths.manifest_revision_link(self.name, digest),
+                                                 lambda: delete_quietly(self.driver, key))
 
     def revisions(self) -> list[Digest]:
         """Every manifest of this repository (for garbage collection)."""

@@ -27,7 +27,6 @@ from . import paths
 from .blobs import BlobStore
 from .driver.base import StorageDriver
 from .errors import BlobUnknown, ManifestUnknown, PathNotFound, TagUnknown
-from .links import delete_quietly
 from .manifests import ManifestStore
 
 Owned = tuple[str, Digest]  # (repository, digest)
@@ -118,7 +117,7 @@ def _drop(manifests: ManifestStore, digest: Digest) -> None:
                 manifests.tags.delete(tag)
             except TagUnknown:
                 pass
-        delete_quietly(manifests.driver, paths.manifest_revision(manifests.name, digest))
+        manifests.withdraw(digest)
 
 
 def recently_pulled(snapshot: TreeSnapshot, expiring: ExpiringRepositories, now: float) -> set[Digest]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -15,6 +16,8 @@ from .driver.base import DriverCapabilities, StorageDriver
 from .driver.factory import DriverOptions, open_driver
 from .errors import PathNotFound
 from .links import link_exists
+from .listing import ListingIndex
+from .listing_rebuild import IndexDifference, IndexRebuild, differences, rebuild
 from .manifest_cache import ManifestCache
 from .manifests import ManifestStore
 from .referrers import ReferrerStore
@@ -38,15 +41,16 @@ class Repository:
     def __init__(self, storage: Storage, name: str) -> None:
         self.name = validate_repository_name(name)
         self.storage = storage
-        self.blobs = RepositoryBlobs(storage.blobs, name, storage.uploads)
+        self.blobs = RepositoryBlobs(storage.blobs, name)
         self.uploads = RepositoryUploads(storage.uploads, name)
         self.manifests = ManifestStore(storage.driver, storage.blobs, name, storage.manifest_cache)
         self.tags: TagStore = self.manifests.tags
         self.referrers: ReferrerStore = self.manifests.referrers
 
     def exists(self) -> bool:
-        """Whether the repository has manifests, as the catalog (`Storage.repositories`) counts
-        them: one `stat` of its manifests directory, no walk."""
+        """Whether the repository has manifests, as `Storage.repositories` counts them: one `stat`
+        of its manifests directory, no walk (on disk, a directory emptied by deletes still counts;
+        the catalog's pages count manifest revisions)."""
         return link_exists(self.storage.driver, paths.manifests(self.name))
 
 
@@ -57,6 +61,10 @@ class Storage:
         self.uploads = UploadStore(driver, self.blobs)
         #: Manifests already read, for every repository's views (storage.manifest_cache).
         self.manifest_cache = ManifestCache()
+        self.listing = ListingIndex(driver)
+        #: Once the listing index is known to be built it stays so (a rebuild only mends it).
+        self._listing_built = False
+        self._listing_lock = threading.Lock()
 
     @property
     def capabilities(self) -> DriverCapabilities:
@@ -85,6 +93,33 @@ class Storage:
         """Every repository that has manifests, sorted (the catalog). Derived from the tree."""
         return sorted(name for name, data_dirs in self._walk(paths.REPOSITORIES, "")
                       if paths.MANIFESTS_DIR in data_dirs)
+
+    def repositories_page(self, last: str | None, limit: int) -> tuple[list[str], bool]:
+        """Up to `limit` names `repositories` has after `last` (any string), and whether more
+        follow, from the listing index (storage.listing): one listing, however many there are.
+        Builds the index first if no replica has yet (`listing_ready`)."""
+        self.listing_ready()
+        return self.listing.repositories(last, limit)
+
+    def listing_ready(self) -> None:
+        """Make sure the listing index has been built from the tree once (by any replica or
+        `registry check --repair`): the first listing of a store written before the index
+        existed builds it, the others wait for that; afterwards this costs nothing."""
+        if self._listing_built:
+            return
+        with self._listing_lock:
+            if not self._listing_built and self.listing.built_at() is None:
+                log.info("building the listing index of the catalog and tags from the tree")
+                self.rebuild_index()
+            self._listing_built = True
+
+    def rebuild_index(self, now: float | None = None) -> IndexRebuild:
+        """Make the listing index what the tree says (storage.listing_rebuild)."""
+        return rebuild(self.driver, now)
+
+    def index_differences(self) -> list[IndexDifference]:
+        """Where the listing index and the tree disagree (for `registry check`)."""
+        return differences(self.driver)
 
     def all_repository_dirs(self) -> list[str]:
         """Every repository directory, with or without manifests (uploads may exist before any

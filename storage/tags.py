@@ -3,6 +3,8 @@
 A tag exists only while it resolves: its link is readable and names a manifest revision this
 repository links. A crash can leave a tag directory without its link (killed while writing it) and a
 racing delete can leave a link to a revision that is gone; neither is listed, resolved or counted.
+Setting and deleting a tag keeps its marker in the listing index (storage.listing) exact, and
+`page` lists from there: a page of tags costs one listing, not a read of every tag.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from . import paths
 from .driver.base import StorageDriver
 from .errors import CorruptLink, NameUnknown, PathNotFound, TagUnknown
 from .links import delete_quietly, link_exists, read_link, write_link
+from .listing import ListingIndex
 
 #: Tags resolved at once on a driver whose small reads are network round trips (S3).
 _RESOLVE_CONCURRENCY = 16
@@ -36,11 +39,14 @@ class TagStore:
     def __init__(self, driver: StorageDriver, name: str) -> None:
         self.driver = driver
         self.name = name
+        self.index = ListingIndex(driver)
 
     def set(self, tag: str, digest: Digest) -> None:
         """Point `tag` at `digest`. The link is rewritten even when it already names `digest`, so
         its `stat().updated` moves: a pull-through cache records so when it last confirmed a tag."""
-        write_link(self.driver, paths.tag_current_link(self.name, tag), digest)
+        link_key = paths.tag_current_link(self.name, tag)
+        write_link(self.driver, link_key, digest)
+        self.index.add_tag(self.name, tag, lambda: self._target(link_key) is not None)
 
     def stat(self, tag: str) -> TagInfo:
         """The digest `tag` points at and when it was last set; TagUnknown unless it resolves."""
@@ -69,13 +75,27 @@ class TagStore:
             raise TagUnknown(f"manifest unknown: tag {tag!r} not found in {self.name}", tag=tag) from None
 
     def delete(self, tag: str) -> None:
-        if not delete_quietly(self.driver, paths.tag(self.name, tag)):
+        if not self.discard(tag):
             raise TagUnknown(f"manifest unknown: tag {tag!r} not found in {self.name}", tag=tag)
 
+    def discard(self, tag: str) -> bool:
+        """Remove `tag` (its link and its marker) if it is there; whether it was."""
+        key = paths.tag(self.name, tag)
+        return self.index.removing_tag(self.name, tag, lambda: delete_quietly(self.driver, key))
+
     def list(self) -> builtins.list[str]:
-        """Every tag that resolves, sorted lexically. NameUnknown when the repository has never had
-        a manifest."""
+        """Every tag that resolves, sorted lexically, read from the tree. NameUnknown when the
+        repository has never had a manifest."""
         return sorted(self.resolved())
+
+    def page(self, last: str | None, limit: int) -> tuple[builtins.list[str], bool]:
+        """Up to `limit` tags after `last` (any string), as `list` has them, and whether more follow,
+        from the listing index (which must have been built: `Storage.listing_ready`). NameUnknown
+        when the repository has never had a manifest."""
+        tags, more = self.index.tags(self.name, last, limit)
+        if not tags and not link_exists(self.driver, paths.manifests(self.name)):
+            raise NameUnknown(f"repository name not known to registry: {self.name}", name=self.name)
+        return tags, more
 
     def tags_of(self, digest: Digest) -> builtins.list[str]:
         """Every tag currently pointing at `digest`."""

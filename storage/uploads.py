@@ -4,6 +4,13 @@ An upload is `_uploads/<id>/startedat` (JSON state) plus `_uploads/<id>/data` (b
 size of `data` is the upload's offset. A sha256 of the bytes so far is kept in process memory while
 this process has seen every byte (the common case: one client, one replica); when it has not, or
 the digest uses another algorithm, `complete` re-hashes the data from storage instead.
+
+Where writers do not append in place (S3), `complete` with the running hash verifies before
+finishing anything, then finishes the bytes straight at their CAS key (`FileWriter.commit_to`:
+on S3 a tail that never made a part is one PUT there). Otherwise the data is committed in place,
+moved out of writers' reach where they append in place (files), verified (by the running hash or
+read back) and moved. Either way nothing reaches the CAS unverified, and after success only the
+state is deleted (one call). Blobs that arrive whole take no upload at all (storage.fill).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from ocispec.digest import DEFAULT_ALGORITHM, Digest, Hasher, new_hasher
 
@@ -22,7 +30,6 @@ from . import paths
 from .blobs import BlobInfo, BlobStore, RepositoryBlobs
 from .driver.base import FileWriter, StorageDriver, iter_chunks
 from .errors import (
-    BlobUnknown,
     DigestInvalid,
     ObjectBusy,
     PathNotFound,
@@ -133,27 +140,33 @@ class UploadStore:
         return UploadStatus(upload_id, repository, started, 0)
 
     def status(self, repository: str, upload_id: str) -> UploadStatus:
-        try:
-            key = paths.upload_state(repository, upload_id)
-        except ValueError:
-            raise UploadUnknown(f"upload unknown: {upload_id[:80]}") from None
-        try:
-            state = json.loads(self.driver.get(key))
-        except PathNotFound:
-            raise UploadUnknown(f"upload unknown: {upload_id}") from None
-        if state.get("repository", repository) != repository:
-            # The state lives below the repository it names, so this is a tree copied or moved by
-            # hand: the upload belongs to the repository that started it, not to this one.
-            raise UploadUnknown(f"upload unknown: {upload_id}")
+        state = self.known(repository, upload_id)
         try:
             size = self.driver.stat(paths.upload_data(repository, upload_id)).size
         except PathNotFound:
             size = 0
         return UploadStatus(upload_id, repository, float(state.get("startedat", 0)), size)
 
+    def known(self, repository: str, upload_id: str) -> dict[str, Any]:
+        """The upload's saved state (one small read), or UploadUnknown: what every step checks
+        first; its size (`status`) costs more calls and only some steps need it."""
+        try:
+            key = paths.upload_state(repository, upload_id)
+        except ValueError:
+            raise UploadUnknown(f"upload unknown: {upload_id[:80]}") from None
+        try:
+            state: dict[str, Any] = json.loads(self.driver.get(key))
+        except PathNotFound:
+            raise UploadUnknown(f"upload unknown: {upload_id}") from None
+        if state.get("repository", repository) != repository:
+            # The state lives below the repository it names, so this is a tree copied or moved by
+            # hand: the upload belongs to the repository that started it, not to this one.
+            raise UploadUnknown(f"upload unknown: {upload_id}")
+        return state
+
     def open_session(self, repository: str, upload_id: str, expected_offset: int | None = None) -> UploadSession:
         """Begin appending. `expected_offset` (from a Content-Range) must equal the current size."""
-        self.status(repository, upload_id)  # raises UploadUnknown
+        self.known(repository, upload_id)  # raises UploadUnknown
         writer = self.driver.writer(paths.upload_data(repository, upload_id), append=True)
         if expected_offset is not None and expected_offset != writer.size:
             writer.close()
@@ -174,40 +187,60 @@ class UploadStore:
         """Verify the upload's bytes against `digest`, move them into the CAS and link them into
         the repository. On a mismatch nothing becomes visible, the upload is removed, and
         DigestInvalid is raised."""
-        self.status(repository, upload_id)
+        self.known(repository, upload_id)
         data_key = paths.upload_data(repository, upload_id)
-        # Finish the appended object (on S3: complete the multipart upload; on disk: fsync), so it
-        # can be read back for hashing and moved; an empty upload becomes an empty object.
-        self.driver.writer(data_key, append=True).commit()
-        verified_key = self._out_of_writers_reach(repository, upload_id, data_key)
+        writer = self.driver.writer(data_key, append=True)
+        size = writer.size
         try:
-            size = self.driver.stat(verified_key).size
             if expected_size is not None and expected_size != size:
                 raise SizeInvalid(f"upload has {size} bytes, expected {expected_size}")
-            actual = self._digest_of(upload_id, verified_key, size, digest.algorithm)
-            if actual != digest:
-                raise DigestInvalid(f"digest mismatch: expected {digest}, got {actual}", digest=str(digest))
+            hasher = None
+            if not self.driver.capabilities.appends_in_place and digest.algorithm == DEFAULT_ALGORITHM:
+                hasher = self._hashes.take(upload_id, size)
+            if hasher is not None:
+                # This process saw every byte: verified before anything is finished, then the
+                # bytes are finished straight into the CAS (on S3 a tail that never made a part
+                # is one PUT there: no object under the upload, no copy).
+                self._check(digest, Digest.from_hasher(digest.algorithm, hasher))
+                cas_key = paths.blob_data(digest)
+                RepositoryBlobs(self.blobs, repository).link_verified(
+                    digest, size, lambda: writer.commit_to(cas_key), writer.cancel)
+                return self._completed(repository, upload_id, digest, size)
         except (DigestInvalid, SizeInvalid):
+            writer.close()
             self._remove(repository, upload_id)
             raise
-        self._link_verified(repository, verified_key, digest, size)
-        self._remove(repository, upload_id)
+        # Finish the appended object (on S3: complete the multipart upload; on disk: fsync), so it
+        # can be read back for hashing and moved; an empty upload becomes an empty object.
+        writer.commit()
+        verified_key = self._out_of_writers_reach(repository, upload_id, data_key)
+        try:
+            self._check(digest, self._digest_of(upload_id, verified_key, size, digest.algorithm))
+        except DigestInvalid:
+            self._remove(repository, upload_id)
+            raise
+        RepositoryBlobs(self.blobs, repository).link_verified(
+            digest, size, lambda: self.driver.move(verified_key, paths.blob_data(digest)),
+            lambda: delete_quietly(self.driver, verified_key))
+        return self._completed(repository, upload_id, digest, size)
+
+    @staticmethod
+    def _check(digest: Digest, actual: Digest) -> None:
+        if actual != digest:
+            raise DigestInvalid(f"digest mismatch: expected {digest}, got {actual}", digest=str(digest))
+
+    def _completed(self, repository: str, upload_id: str, digest: Digest, size: int) -> BlobInfo:
+        """Its bytes are in the CAS: only the upload's state is left (a writer racing this
+        completion may leave data beside it, which the purge takes with the upload's directory)."""
+        self._hashes.forget(upload_id)
+        self.driver.delete_many([paths.upload_state(repository, upload_id)])
         return BlobInfo(digest, size)
 
-    def _link_verified(self, repository: str, verified_key: str, digest: Digest, size: int) -> None:
-        """Put verified bytes in the CAS (unless it holds them already) and link them. When the
-        CAS's copy is an old one, ours is kept until the link settled: if a garbage collection
-        removed that copy meanwhile (storage.sweeping), ours takes its place."""
-        linking = RepositoryBlobs(self.blobs, repository)
-        if not self.blobs.exists(digest):
-            self.blobs.adopt(verified_key, digest)  # ours, new in the CAS: no collection takes it
-            linking.link_new(digest, size)
-            return
-        try:
-            linking.link_new(digest, size)
-        except BlobUnknown:
-            self.blobs.adopt(verified_key, digest)
-            linking.link_new(digest, size)
+    def discard_empty(self, repository: str, upload_id: str) -> None:
+        """Remove an upload that holds no bytes (its blob came whole, straight into the CAS:
+        storage.fill): one delete of its state."""
+        self._hashes.forget(upload_id)
+        self.driver.delete_many([paths.upload_state(repository, upload_id)])
 
     def _out_of_writers_reach(self, repository: str, upload_id: str, data_key: str) -> str:
         """The key whose bytes get verified and adopted. Where a writer still open on the upload
@@ -290,3 +323,10 @@ class RepositoryUploads:
 
     def cancel(self, upload_id: str) -> None:
         self.store.cancel(self.name, upload_id)
+
+    def known(self, upload_id: str) -> None:
+        """UploadUnknown unless this repository has the upload (one small read)."""
+        self.store.known(self.name, upload_id)
+
+    def discard_empty(self, upload_id: str) -> None:
+        self.store.discard_empty(self.name, upload_id)

@@ -133,22 +133,31 @@ async def stream_body(request: Request, write: Callable[[bytes], None], buffer_s
 
 def paginate(items: list[str], request: Request, max_page: int, base_path: str) -> tuple[list[str], str | None]:
     """Apply `n` and `last` to a sorted list; returns the page and the `Link` header (or None)."""
-    n_text = request.query_params.get("n")
-    last = request.query_params.get("last")
+    page_size, last = page_request(request, max_page)
     if last:
         items = [item for item in items if item > last]
-    if n_text is None or n_text == "":
-        n = None
-    else:
-        try:
-            n = int(n_text)
-        except ValueError:
-            raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, f"invalid n {n_text[:20]!r}") from None
-        if n < 0:
-            raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, f"invalid n {n}")
-    page_size = min(n, max_page) if n is not None else max_page
     page = items[:page_size]
-    link = None
-    if len(items) > page_size and page:
-        link = f'<{base_path}?n={page_size}&last={quote(page[-1], safe="")}>; rel="next"'
-    return page, link
+    return page, next_link(base_path, page_size, page, len(items) > page_size)
+
+
+def page_request(request: Request, max_page: int) -> tuple[int, str | None]:
+    """The page size (`n`, at most `max_page`) and `last` (None when absent or empty) a listing
+    request asks for; PAGINATION_NUMBER_INVALID for an `n` that is no count."""
+    n_text = request.query_params.get("n")
+    last = request.query_params.get("last") or None
+    if n_text is None or n_text == "":
+        return max_page, last
+    try:
+        n = int(n_text)
+    except ValueError:
+        raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, f"invalid n {n_text[:20]!r}") from None
+    if n < 0:
+        raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, f"invalid n {n}")
+    return min(n, max_page), last
+
+
+def next_link(base_path: str, page_size: int, page: list[str], more: bool) -> str | None:
+    """The `Link` header to the page after `page` when `more` follow (None otherwise)."""
+    if not more or not page:
+        return None
+    return f'<{base_path}?n={page_size}&last={quote(page[-1], safe="")}>; rel="next"'

@@ -12,6 +12,7 @@ from starlette.types import Receive, Scope, Send
 
 from ocispec.digest import Digest
 from ocispec.errors import ErrorCode
+from storage import Repository
 
 from ..context import context
 from ..errors import RegistryError
@@ -70,9 +71,9 @@ class StreamResponse(Response):
         self.is_file = is_file
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # No read-ahead of the next chunk: measured, it costs concurrent downloads more (memory,
-        # contention for two cores) than it gains a single one. A client that goes away stops the
-        # reading (the server would otherwise silently drop what we keep sending).
+        # Files go by sendfile; other streams (S3) read one piece ahead while the last is sent.
+        # A client that goes away stops the reading (the server would otherwise silently drop what
+        # we keep sending).
         gone = asyncio.Event()
 
         async def watch_for_disconnect() -> None:
@@ -90,17 +91,26 @@ class StreamResponse(Response):
                 await run(self.stream.close)
             return
         watcher = asyncio.ensure_future(watch_for_disconnect())
+        reading: asyncio.Future[bytes] | None = None
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             remaining = self.length
-            while remaining > 0 and not gone.is_set():
-                chunk = await run(self.stream.read, min(self.chunk_size, remaining))
+            reading = asyncio.ensure_future(run(self.stream.read, min(self.chunk_size, remaining)))
+            while reading is not None and not gone.is_set():
+                chunk = await reading
+                reading = None
                 if not chunk:
                     return  # storage shrank under us: end the body short, the client sees it
                 remaining -= len(chunk)
+                if remaining > 0:
+                    # The next piece is read (from the network: this is not a file) while this one
+                    # is sent, so the backend and the client are never waited for in turn.
+                    reading = asyncio.ensure_future(run(self.stream.read, min(self.chunk_size, remaining)))
                 await send({"type": "http.response.body", "body": chunk, "more_body": remaining > 0})
         finally:
             watcher.cancel()
+            if reading is not None:  # a read in the pool cannot be cancelled: let it end first
+                await asyncio.gather(reading, return_exceptions=True)
             await run(self.stream.close)
 
 
@@ -120,6 +130,8 @@ async def get_blob(request: Request) -> Response:
     ctx = context(request)
     repo = repository(request)
     digest = path_digest(request)
+    if request.method == "GET" and not request.headers.get("range") and not ctx.storage.capabilities.presigned_urls:
+        return await _whole_blob(request, repo, digest)
     info = await run_small(request, repo.blobs.stat, digest)
     headers = blob_headers(digest)
     byte_range = parse_range(request.headers.get("range"), info.size)
@@ -143,6 +155,19 @@ async def get_blob(request: Request) -> Response:
     stream = await run(repo.blobs.open, digest, start)
     return StreamResponse(stream, length, ctx.settings.limits.download_chunk_bytes, status, headers,
                           is_file=ctx.storage.capabilities.sendfile)
+
+
+async def _whole_blob(request: Request, repo: Repository, digest: Digest) -> Response:
+    """A GET of the whole blob: its size comes with its bytes (one storage call after the link
+    check, which storage.linkcache may answer: on S3 a pull costs a GET per blob)."""
+    stream, size = await run(repo.blobs.open_sized, digest)
+    headers = blob_headers(digest)
+    headers["Content-Length"] = str(size)
+    if size == 0:
+        await run(stream.close)
+        return Response(b"", status_code=200, headers=headers)
+    return StreamResponse(stream, size, context(request).settings.limits.download_chunk_bytes, 200, headers,
+                          is_file=context(request).storage.capabilities.sendfile)
 
 
 async def delete_blob(request: Request) -> Response:

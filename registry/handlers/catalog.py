@@ -1,4 +1,5 @@
-"""`GET /v2/_catalog` with `n`/`last` pagination, derived from the storage tree."""
+"""`GET /v2/_catalog` with `n`/`last` pagination: a page read from storage's listing index (one
+listing, whatever the number of repositories)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..context import context
-from .base import json_response, paginate, run
+from .base import json_response, next_link, page_request, run
 
 
 async def catalog(request: Request) -> Response:
     ctx = context(request)
-    names = await run(ctx.storage.repositories)
-    page, link = paginate(names, request, ctx.settings.limits.max_page_size, "/v2/_catalog")
-    return json_response({"repositories": page}, {"Link": link} if link else None)
+    page_size, last = page_request(request, ctx.settings.limits.max_page_size)
+    names, more = await run(ctx.storage.repositories_page, last, page_size)
+    link = next_link("/v2/_catalog", page_size, names, more)
+    return json_response({"repositories": names}, {"Link": link} if link else None)

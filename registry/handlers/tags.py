@@ -1,4 +1,5 @@
-"""`GET /v2/<name>/tags/list` with `n`/`last` pagination."""
+"""`GET /v2/<name>/tags/list` with `n`/`last` pagination: a page read from storage's listing index
+(one listing, whatever the number of tags)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..context import context
-from .base import json_response, paginate, repository, run
+from .base import json_response, next_link, page_request, repository, run
 
 
 async def list_tags(request: Request) -> Response:
     ctx = context(request)
     repo = repository(request)
-    tags = await run(repo.tags.list)
-    page, link = paginate(tags, request, ctx.settings.limits.max_page_size, f"/v2/{repo.name}/tags/list")
-    return json_response({"name": repo.name, "tags": page}, {"Link": link} if link else None)
+    page_size, last = page_request(request, ctx.settings.limits.max_page_size)
+
+    def page() -> tuple[list[str], bool]:
+        ctx.storage.listing_ready()
+        return repo.tags.page(last, page_size)
+
+    tags, more = await run(page)
+    link = next_link(f"/v2/{repo.name}/tags/list", page_size, tags, more)
+    return json_response({"name": repo.name, "tags": tags}, {"Link": link} if link else None)

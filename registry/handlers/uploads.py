@@ -12,7 +12,7 @@ from starlette.responses import Response
 from ocispec.digest import Digest
 from ocispec.errors import ErrorCode, OCIValidationError
 from ocispec.reference import validate_repository_name
-from storage import Repository, RepositoryUploads, UploadSession
+from storage import DigestInvalid, Repository, RepositoryUploads, SizeInvalid, UploadSession
 
 from ..access import PULL, Access
 from ..context import context
@@ -99,16 +99,27 @@ async def _try_mount(request: Request, repo: Repository, mount: str,
 
 
 async def _monolithic(request: Request, repo: Repository, digest: Digest) -> Response:
-    status = await run(repo.uploads.start)
+    return await _created(request, repo.name, digest, await _receive_whole(request, repo, digest))
+
+
+async def _receive_whole(request: Request, repo: Repository, digest: Digest) -> int:
+    """A body that is the whole blob (POST ?digest=, or a PUT with the body on an empty upload):
+    streamed straight to its place in the CAS (storage.fill), where it appears only once its
+    digest verified; no upload state, no second copy. Returns its size."""
+    ctx = context(request)
+    fill = await run(repo.blobs.fill, digest)
     try:
-        session = await run(repo.uploads.open_session, status.id, 0)
-        await _receive_into(request, session)
-        await quota.before_upload_link(request, repo, status.id, digest)
-        blob = await run(repo.uploads.complete, status.id, digest)
-    except BaseException:
-        await run(_cancel_quietly, repo.uploads, status.id)
-        raise
-    return await _created(request, repo.name, digest, blob.size)
+        received = await stream_body(request, fill.write, ctx.settings.limits.upload_buffer_bytes)
+        declared = _content_length(request)
+        if declared is not None and received != declared:
+            raise RegistryError(ErrorCode.SIZE_INVALID, f"received {received} bytes, Content-Length said {declared}")
+        quotas = quota.of(request)
+        if quotas is not None:
+            await run(quotas.check, repo.name, digest, received)
+        blob = await run(fill.commit)
+    finally:
+        await run(fill.abort)  # nothing after a commit; else what was written goes
+    return blob.size
 
 
 def _cancel_quietly(uploads: RepositoryUploads, upload_id: str) -> None:
@@ -149,10 +160,18 @@ async def finish_upload(request: Request) -> Response:
     repo = repository(request)
     upload_id = request.path_params["upload_id"]
     digest = query_digest(request)
-    await run(repo.uploads.status, upload_id)  # 404 before reading any body
     has_body = (_content_length(request) or 0) > 0 or "chunked" in request.headers.get("transfer-encoding", "")
-    if has_body:
+    if has_body:  # (without one, completing it is the first thing that reads the upload: 404 there)
         offset = _chunk_offset(request)
+        if not offset and (await run(repo.uploads.status, upload_id)).size == 0:  # 404 before reading the body
+            # The blob arrives whole: straight into the CAS, and the upload had nothing to keep.
+            try:
+                size = await _receive_whole(request, repo, digest)
+            except (RegistryError, DigestInvalid, SizeInvalid):
+                await run(_cancel_quietly, repo.uploads, upload_id)  # as a completion that failed
+                raise
+            await run(repo.uploads.discard_empty, upload_id)
+            return await _created(request, repo.name, digest, size)
         session = await run(repo.uploads.open_session, upload_id, offset)
         await _receive_into(request, session)
     await quota.before_upload_link(request, repo, upload_id, digest)

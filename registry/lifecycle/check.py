@@ -1,8 +1,9 @@
 """`registry check [--repair]`: the scrub (storage.check). Every blob's size and digest and every
-manifest's references are verified; each problem is one line on stdout (what, digest, repository,
-why), then a summary; the exit status is 1 when anything is wrong, 0 when the store is clean.
-`--repair` removes corrupt blobs and the links to them, and links naming what is gone (never
-without the flag, never a manifest); S3 multipart uploads no upload state names are reported only
+manifest's references are verified, and the listing index (the catalog's and tag lists' markers)
+against the tree; each problem is one line on stdout (what, digest, repository, why), then a
+summary; the exit status is 1 when anything is wrong, 0 when the store is clean. `--repair` removes
+corrupt blobs and the links to them, and links naming what is gone (never without the flag, never a
+manifest), then rebuilds the listing index; S3 multipart uploads no upload state names are reported only
 (the scheduled upload purge and temp sweep abort them)."""
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ def add_command(sub: Any) -> None:
     check.add_argument("--root", help="filesystem storage root (storage.filesystem.root)")
     check.add_argument("--repair", action="store_true",
                        help="remove corrupt blobs and the links to them, and links to what is gone "
-                            "(manifests are never removed: a re-push restores what they name)")
+                            "(manifests are never removed: a re-push restores what they name); "
+                            "rebuild the listing index of the catalog and tags")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

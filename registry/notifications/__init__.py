@@ -27,13 +27,6 @@ from .envelope import ACTIONS, EVENTS_MEDIA_TYPE, SIGNATURE_HEADER, distribution
 from .listener import NotificationListener
 
 
-def check_secrets(settings: Settings) -> None:
-    """Read every endpoint's key now: one that cannot be read is a SettingsError (one line) before
-    `registry serve` starts its workers, not a traceback in each of them."""
-    for i, configured in enumerate(settings.notifications.endpoints):
-        load_secret(configured, f"notifications.endpoints[{i}].secret_file")
-
-
 def dispatchers(settings: Settings, storage: Storage) -> list[Dispatcher]:
     """One dispatcher per endpoint, for this process (keys read now: one that cannot be read stops
     the start with a SettingsError naming it). Run each one's `run()` as a task."""
@@ -53,7 +46,6 @@ __all__ = [
     "SIGNATURE_HEADER",
     "Dispatcher",
     "NotificationListener",
-    "check_secrets",
     "dispatchers",
     "distribution_event",
     "sign",

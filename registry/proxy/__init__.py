@@ -17,7 +17,5 @@ from .handlers import get_blob as cached_blob
 from .handlers import get_manifest as cached_manifest
 from .handlers import list_tags as cached_tags
 from .routing import NameRouter, ProxyRouting, Target
-from .upstream import check_credentials
 
-__all__ = ["NameRouter", "ProxyRouting", "PullThrough", "Target", "cached_blob", "cached_manifest", "cached_tags",
-           "check_credentials"]
+__all__ = ["NameRouter", "ProxyRouting", "PullThrough", "Target", "cached_blob", "cached_manifest", "cached_tags"]

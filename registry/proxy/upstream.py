@@ -30,7 +30,7 @@ from ocispec.manifest import Descriptor
 from ocispec.reference import DEFAULT_DOMAIN, Reference
 
 from ..auth.rules import compile_pattern
-from ..settings import ProxySettings, Settings, SettingsError, UpstreamSettings, upstream_password_env
+from ..settings import ProxySettings, SettingsError, UpstreamSettings, upstream_password_env
 
 DOCKER_HUB_URL = "https://registry-1.docker.io"
 
@@ -56,13 +56,6 @@ def upstream_credentials(settings: UpstreamSettings, environ: Mapping[str, str])
     if not settings.username and not password:
         return None
     return Credentials(settings.username, password)
-
-
-def check_credentials(settings: Settings) -> None:
-    """Read every upstream's password file now: one that cannot be read is a SettingsError (one
-    line) before `registry serve` starts its workers, not a traceback in each of them."""
-    for upstream in settings.proxy.upstreams:
-        upstream_credentials(upstream, os.environ)
 
 
 class Upstream:

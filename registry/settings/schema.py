@@ -49,8 +49,9 @@ class TlsSettings:
 class HttpSettings:
     host: str = field(default="127.0.0.1", metadata=_help("Address to listen on."))
     port: int = field(default=5000, metadata=_help("TCP port to listen on.", min=1, max=65535))
-    workers: int = field(default=1, metadata=_help(
-        "Worker processes (uvicorn); 0 means one per CPU core.", min=0, max=256))
+    workers: int = field(default=0, metadata=_help(
+        "Worker processes (uvicorn); 0 (the default) means one per CPU core, which serves concurrent clients "
+        "best (bench/README.md). 1 keeps everything in one process.", min=0, max=256))
     trusted_proxies: str = field(default="127.0.0.1", metadata=_help(
         "Comma-separated addresses (or *) whose X-Forwarded-For / X-Forwarded-Proto headers are believed: "
         "the client address used for login rate limits comes from them. Empty: trust no proxy."))

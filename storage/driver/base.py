@@ -16,6 +16,7 @@ Contract every driver keeps:
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
@@ -62,6 +63,25 @@ class PendingUpload:
 
 
 @runtime_checkable
+class AtomicWriter(Protocol):
+    """A write that appears at its key only at `commit()` (`StorageDriver.atomic_writer`)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def write(self, data: bytes | bytearray | memoryview) -> int: ...
+
+    def close(self) -> None:
+        """Discard what was written (it never became visible)."""
+
+    def cancel(self) -> None:
+        """Discard what was written."""
+
+    def commit(self) -> None:
+        """Make the bytes appear at the key, all at once. `close()` afterwards is a no-op."""
+
+
+@runtime_checkable
 class FileWriter(Protocol):
     """An appending writer. `size` counts every byte of the object, earlier sessions included."""
 
@@ -78,6 +98,12 @@ class FileWriter(Protocol):
 
     def commit(self) -> None:
         """Finish: the key becomes a normal object. `close()` afterwards is a no-op."""
+
+    def commit_to(self, destination: str) -> None:
+        """Finish, making the bytes appear at `destination` instead (atomically, replacing what is
+        there), and the key gone: `commit` and `move` in one, without the copy where the backend
+        can avoid it (S3: bytes that never made a part are PUT there directly). The caller makes
+        sure no other writer appends to the key meanwhile."""
 
 
 @runtime_checkable
@@ -99,12 +125,39 @@ class StorageDriver(Protocol):
     def stat(self, key: str) -> FileInfo:
         """Size and mtime of an object, or `is_dir=True` for a prefix with objects below it."""
 
+    def head(self, key: str) -> FileInfo:
+        """Size and mtime of an object, in one backend call (S3: one HEAD): PathNotFound for a
+        prefix or nothing. An appending writer's uncommitted key is not looked for (S3 keeps it
+        apart: PathNotFound; on disk it is the file itself). What existence checks of links and
+        blobs use, where `stat`'s fallbacks cost a miss two more calls on S3."""
+
+    def opened(self, key: str) -> tuple[BinaryIO, int]:
+        """`reader(key)` and the object's size, from the same backend call (S3: one GET)."""
+
+    def atomic_writer(self, key: str) -> AtomicWriter:
+        """A writer whose bytes appear at `key` only at `commit()`, all at once (replacing what is
+        there); `close()` and `cancel()` discard them, and a crash leaves nothing visible, only
+        debris `remove_stale_temp` takes (a temp file; an S3 multipart upload no state names). Not
+        resumable: for bodies that arrive whole (storage.ingest)."""
+
     def list(self, prefix: str) -> list[str]:
         """Full keys of the direct children (objects and prefixes) of `prefix`, sorted.
         Raises PathNotFound when nothing is below `prefix`."""
 
     def walk(self, prefix: str) -> Iterator[FileInfo]:
         """Every object (not prefixes) below `prefix`, recursively, in no guaranteed order."""
+
+    def list_page(self, prefix: str, start_after: str, limit: int) -> builtins.list[str]:
+        """Up to `limit` full keys of objects below `prefix` (recursively), sorted as strings, of
+        those that sort after `start_after` (a key, or any string that is not exactly a prefix with
+        keys below it: SeaweedFS then skips everything below that prefix; "" for the first); fewer
+        than `limit` only when there are no more; [] when nothing is below `prefix`. Sorted as
+        strings means on every driver only where no key's component is a prefix of a sibling's
+        followed by a character below `/` (SeaweedFS lists directory by directory); the listing
+        index's layout never has that. What one page costs does not
+        grow with how many keys there are: on S3 one ListObjectsV2 (StartAfter, MaxKeys) per
+        `page_size` keys; on disk only the directories on the way from `start_after` to the
+        page's last key are read (storage.paths lays the index out so that those are few)."""
 
     def move(self, source: str, destination: str) -> None:
         """Atomically make `destination` what `source` was and remove `source`."""

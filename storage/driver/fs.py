@@ -6,14 +6,13 @@ TEMP_PREFIX and are invisible to `list` and `walk`.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
-import fcntl
 import os
 import re
 import shutil
 import stat
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,98 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import InvalidKey, InvalidOffset, ObjectBusy, PathNotFound, StorageConfigError
+from ..errors import InvalidKey, InvalidOffset, PathNotFound, StorageConfigError
 from .base import DriverCapabilities, FileInfo, PendingUpload
+from .fswriters import TEMP_PREFIX, FsAtomicWriter, FsFileWriter, create_file, fsync_dir, lock_exclusive
 from .options import options_from_mapping
 
-TEMP_PREFIX = ".cargobay-tmp-"
 #: What makes a key (without its leading and trailing `/`) unusable: a `.`, `..` or empty
 #: component, a backslash or a NUL.
 _BAD_KEY = re.compile(r"(?:^|/)\.{1,2}(?:/|$)|//|\\|\x00")
-
-
-def _fsync_close(fd_file: BinaryIO) -> None:
-    fd_file.flush()
-    os.fsync(fd_file.fileno())
-    fd_file.close()
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in `path` durable (the directory entry, not just the file's bytes)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _lock_exclusive(f: BinaryIO, key: str, wait_seconds: float = 2.0) -> None:
-    """Take the exclusive lock writers exclude; ObjectBusy if a writer keeps it past the wait."""
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise ObjectBusy(f"{key} is still being written") from None
-            time.sleep(0.01)
-
-
-class FsFileWriter:
-    """Appends straight into the key's file; the file lives under an upload prefix, which nothing
-    serves, so it needs no temp name. `commit` makes its bytes durable.
-
-    While open, the writer holds a shared lock on the file, and `FilesystemDriver.move` takes an
-    exclusive one: a file cannot be moved away (into the CAS) while a writer may still append to
-    it, and a writer that waited for a move finds the path moved and starts a new file instead of
-    writing into the moved one.
-    """
-
-    def __init__(self, path: Path, append: bool) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._path = path
-        self._file: BinaryIO = self._open_locked(path, append)
-        self._closed = False
-        self._size = self._file.seek(0, os.SEEK_END)
-
-    @staticmethod
-    def _open_locked(path: Path, append: bool) -> BinaryIO:
-        for _ in range(100):
-            f = open(path, "ab" if append else "wb")  # noqa: SIM115 - owned by the writer
-            fcntl.flock(f.fileno(), fcntl.LOCK_SH)
-            try:
-                if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
-                    return f  # still the file at this key: nobody moved it while we waited
-            except FileNotFoundError:
-                pass
-            f.close()  # moved away meanwhile: open whatever the key holds now
-        raise ObjectBusy(f"{path.name}: could not open a stable file")
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        if self._closed:
-            raise ValueError("writer is closed")
-        n = self._file.write(data)
-        self._size += n
-        return n
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._file.close()
-
-    def cancel(self) -> None:
-        self.close()
-        self._path.unlink(missing_ok=True)
-
-    def commit(self) -> None:
-        if not self._closed:
-            self._closed = True
-            _fsync_close(self._file)
 
 
 def _usable_root(root: Path) -> Path:
@@ -129,6 +44,27 @@ def _usable_root(root: Path) -> Path:
             return resolved  # e.g. not permitted or below a file: `check` says so when serving
         raise StorageConfigError(f"storage root {root} cannot be used: {exc.strerror}") from None
     return resolved
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether `path` already holds exactly `data`; if so its modification time is moved to now, as
+    a rewrite would. A push rewrites links and tags that are already there (a layer link, a tag
+    pushed again): this spares each its two fsyncs. Only the new time is not made durable (after a
+    machine crash it may read older, which nothing relies on across a crash: a collection that
+    read it died with it). Any doubt answers False, and the caller writes."""
+    try:
+        if os.stat(path).st_size != len(data):
+            return False
+        with open(path, "rb") as f:
+            if f.read(len(data) + 1) != data:
+                return False
+        os.utime(path)
+        # A writer renames only after its fsync, but the rename is durable once the directory is
+        # synced, which another writer's put may not have done yet: sync it (no work if it did).
+        fsync_dir(path.parent)
+        return True
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -184,38 +120,28 @@ class FilesystemDriver:
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
+        if _holds(path, data):
+            return
         for attempt in range(3):
             tmp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
             try:
-                with self._create(tmp) as f:
+                with create_file(tmp) as f:
                     f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, path)
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
                 return
             except FileNotFoundError:
                 # A delete of the directory (a prefix delete: a collection withdrawing its
                 # `v1/gc/kept/…` while a writer records a keep there) took the temp file, or the
-                # renamed file, with it: write it again, as `_create` does for the open.
+                # renamed file, with it: write it again, as `create_file` does for the open.
                 tmp.unlink(missing_ok=True)
                 if attempt == 2:
                     raise
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
-
-    @staticmethod
-    def _create(path: Path) -> BinaryIO:
-        """A new file at `path`, its directories made. Made again if a delete of the emptied
-        directory (`delete_many`, a collection) came between making it and creating the file."""
-        for _ in range(3):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                return open(path, "wb")
-            except FileNotFoundError:
-                continue
-        return open(path, "wb")
 
     def reader(self, key: str, offset: int = 0) -> BinaryIO:
         try:
@@ -231,7 +157,7 @@ class FilesystemDriver:
         return f
 
     def writer(self, key: str, append: bool = False) -> FsFileWriter:
-        return FsFileWriter(self._path(key), append)
+        return FsFileWriter(self._path(key), append, self._path)
 
     def stat(self, key: str) -> FileInfo:
         try:
@@ -240,6 +166,22 @@ class FilesystemDriver:
             raise PathNotFound(key) from None
         is_dir = stat.S_ISDIR(st.st_mode)
         return FileInfo(key.strip("/"), 0 if is_dir else st.st_size, st.st_mtime, is_dir)
+
+    def head(self, key: str) -> FileInfo:
+        try:
+            st = os.stat(self._fspath(key))
+        except (FileNotFoundError, NotADirectoryError):
+            raise PathNotFound(key) from None
+        if stat.S_ISDIR(st.st_mode):
+            raise PathNotFound(key)
+        return FileInfo(key.strip("/"), st.st_size, st.st_mtime)
+
+    def opened(self, key: str) -> tuple[BinaryIO, int]:
+        stream = self.reader(key)
+        return stream, os.fstat(stream.fileno()).st_size
+
+    def atomic_writer(self, key: str) -> FsAtomicWriter:
+        return FsAtomicWriter(self._path(key))
 
     def list(self, prefix: str) -> list[str]:
         path = self._path(prefix)
@@ -261,6 +203,20 @@ class FilesystemDriver:
                 continue  # removed while walking
             yield FileInfo(entry.path[base:], st.st_size, st.st_mtime)
 
+    def list_page(self, prefix: str, start_after: str, limit: int) -> builtins.list[str]:
+        base = prefix.strip("/")
+        keys: list[str] = []
+        if limit <= 0:
+            return keys
+        if start_after.startswith(f"{base}/"):
+            bound: str | None = start_after[len(base) + 1:]
+        elif start_after < f"{base}/":
+            bound = None
+        else:
+            return keys  # every key below `prefix` sorts before `start_after`
+        _sorted_files(self._fspath(prefix), base, bound, limit, keys)
+        return keys
+
     def move(self, source: str, destination: str) -> None:
         src, dst = self._path(source), self._path(destination)
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -272,13 +228,13 @@ class FilesystemDriver:
             os.replace(src, dst)
             return
         with f:
-            _lock_exclusive(f, source)
+            lock_exclusive(f, source)
             os.replace(src, dst)
         # An object is new where it was moved to, as an S3 copy is: garbage collection reads its
         # age from there (a blob adopted from an upload whose last chunk came hours ago is young).
         with contextlib.suppress(FileNotFoundError):
             os.utime(dst)
-        _fsync_dir(dst.parent)
+        fsync_dir(dst.parent)
 
     def delete(self, key: str) -> None:
         path = self._fspath(key)
@@ -364,6 +320,40 @@ def _files_below(top: str) -> Iterator[os.DirEntry[str]]:
                 except FileNotFoundError:
                     continue  # removed while walking
                 yield entry
+
+
+def _sorted_files(directory: str, key: str, bound: str | None, limit: int, found: list[str]) -> None:
+    """Append to `found` the keys of the files below `directory` (whose key is `key`) that sort
+    after `key + "/" + bound` (all of them when `bound` is None), in string order, until it holds
+    `limit`. A directory's entries are ordered by their name, a `/` after a subdirectory's (its keys
+    continue so), and subdirectories before the bound are never read."""
+    try:
+        with os.scandir(directory) as listing:
+            entries = []
+            for entry in listing:
+                if entry.name.startswith(TEMP_PREFIX):
+                    continue
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # removed meanwhile
+                entries.append((f"{entry.name}/" if is_dir else entry.name, entry.name, is_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    entries.sort()
+    for ordered, name, is_dir in entries:
+        if len(found) >= limit:
+            return
+        inner: str | None = None
+        if bound is not None:
+            if is_dir and bound.startswith(ordered):
+                inner = bound[len(ordered):]  # the page starts inside this directory
+            elif ordered <= bound:
+                continue
+        if is_dir:
+            _sorted_files(f"{directory}/{name}", f"{key}/{name}", inner, limit, found)
+        else:
+            found.append(f"{key}/{name}")
 
 
 def _remove_tree(path: str, passes: int = 5) -> None:

@@ -15,11 +15,12 @@ it is as fast as the other end, and a call per chunk would cost more than it tel
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterator, Sequence
 from time import perf_counter
 from typing import BinaryIO, Protocol, TypeVar
 
-from .base import FileInfo, FileWriter, PendingUpload, StorageDriver
+from .base import AtomicWriter, FileInfo, FileWriter, PendingUpload, StorageDriver
 
 T = TypeVar("T")
 
@@ -111,11 +112,23 @@ class ObservedDriver:
         self.observer.succeeded("stat", perf_counter() - started)
         return info
 
+    def head(self, key: str) -> FileInfo:
+        return self.timed("head", lambda: self.inner.head(key))
+
+    def opened(self, key: str) -> tuple[BinaryIO, int]:
+        return self.timed("reader", lambda: self.inner.opened(key))
+
+    def atomic_writer(self, key: str) -> AtomicWriter:
+        return ObservedAtomicWriter(self.timed("atomic_writer", lambda: self.inner.atomic_writer(key)), self)
+
     def list(self, prefix: str) -> list[str]:
         return self.timed("list", lambda: self.inner.list(prefix))
 
     def walk(self, prefix: str) -> Iterator[FileInfo]:
         return self._timed_items("walk", lambda: self.inner.walk(prefix))
+
+    def list_page(self, prefix: str, start_after: str, limit: int) -> builtins.list[str]:
+        return self.timed("list_page", lambda: self.inner.list_page(prefix, start_after, limit))
 
     def move(self, source: str, destination: str) -> None:
         self.timed("move", lambda: self.inner.move(source, destination))
@@ -158,6 +171,33 @@ class ObservedWriter:
 
     def close(self) -> None:
         self.driver.timed("writer.close", self.inner.close)
+
+    def cancel(self) -> None:
+        self.driver.timed("writer.cancel", self.inner.cancel)
+
+    def commit(self) -> None:
+        self.driver.timed("writer.commit", self.inner.commit)
+
+    def commit_to(self, destination: str) -> None:
+        self.driver.timed("writer.commit", lambda: self.inner.commit_to(destination))
+
+
+class ObservedAtomicWriter:
+    """An atomic writer whose endings are reported, as `ObservedWriter`'s."""
+
+    def __init__(self, writer: AtomicWriter, driver: ObservedDriver) -> None:
+        self.inner = writer
+        self.driver = driver
+
+    @property
+    def size(self) -> int:
+        return self.inner.size
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        return self.inner.write(data)
+
+    def close(self) -> None:
+        self.driver.timed("writer.cancel", self.inner.close)
 
     def cancel(self) -> None:
         self.driver.timed("writer.cancel", self.inner.cancel)

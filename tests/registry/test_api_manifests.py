@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
 
 from ocispec.manifest import MAX_MANIFEST_SIZE
+from storage import Storage
+from storage.driver.fs import FilesystemDriver
 from tests.support import images
 from tests.support.images import Blob, build_image, build_index, canonical_json, push_image, simple_image
 
@@ -229,6 +233,45 @@ def test_catalog_pagination(client: httpx.Client, repo: str) -> None:
     r = client.get("/v2/_catalog", params={"n": 2, "last": names[0]})
     assert r.json()["repositories"] == names[1:3]
     assert r.headers["Link"] == f'</v2/_catalog?n=2&last={names[2].replace("/", "%2F")}>; rel="next"'
+
+
+def _expected_page(items: list[str], path: str, n: int | None, last: str | None) -> tuple[list[str], str | None]:
+    """What `n` and `last` select from a sorted list, and the `Link` header, as the registry has
+    always answered (its pages now come from the listing index: they must not differ)."""
+    after = [item for item in items if not last or item > last]
+    size = 1000 if n is None else n
+    page = after[:size]
+    more = len(after) > size and page
+    return page, (f'<{path}?n={size}&last={quote(page[-1], safe="")}>; rel="next"' if more else None)
+
+
+def test_pages_are_the_full_lists_sliced_for_any_n_and_last(client: httpx.Client, repo: str,
+                                                          data_root: Path) -> None:
+    image = simple_image("slices")
+    push_image(client, "", repo, image, "keep")
+    tags = ["1", "1-0", "1.0", "10", "A", "Z9", "_x", "a", "a-b", "a..b", "a.b", "ab", "abc", "abcd", "v1.2.3"]
+    for tag in tags:
+        assert put(client, repo, tag, image.manifest, image.media_type).status_code == 201
+    assert client.delete(f"/v2/{repo}/manifests/a-b").status_code == 202  # a deleted tag is not listed
+    names = [f"{repo}/{suffix}" for suffix in ("a", "a-b", "a.b", "a/b", "ab", "b")]
+    for name in names:
+        push_image(client, "", name, image, "x")
+    # The tree's answer: every repository that has a manifest (one whose manifests were all deleted
+    # is not listed, as on S3; on disk its emptied directories used to keep it in the catalog).
+    tree = Storage(FilesystemDriver(data_root))
+    everything = [name for name in tree.repositories() if tree.repository(name).manifests.revisions()]
+    assert set(names) <= set(everything)
+    listed = sorted({*tags, "keep"} - {"a-b"})
+    tags_path, catalog_path = f"/v2/{repo}/tags/list", "/v2/_catalog"
+    lasts = [None, "", "1", "1.", "a", "a.", "a/", "ab", "zz", "~", "0", "a\u00e9", repo, f"{repo}/a", f"{repo}/a/"]
+    for n in (None, 0, 1, 2, 5):
+        for last in lasts:
+            params = {key: value for key, value in (("n", n), ("last", last)) if value is not None}
+            for path, items, key in ((tags_path, listed, "tags"), (catalog_path, everything, "repositories")):
+                r = client.get(path, params=params)
+                assert r.status_code == 200, r.text
+                page, link = _expected_page(items, path, n, last)
+                assert (r.json()[key], r.headers.get("Link")) == (page, link), (path, params)
 
 
 def test_referrers(client: httpx.Client, repo: str) -> None:

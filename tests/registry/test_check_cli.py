@@ -102,3 +102,32 @@ def test_check_finds_repairs_only_what_is_broken_and_a_repush_heals(served: Runn
         healed = _check(root)
         assert healed.returncode == 0, healed.stdout
         assert healed.stdout.strip().endswith("2 manifests and 2 tags: clean")
+
+
+def test_check_reports_a_listing_index_that_disagrees_and_repair_rebuilds_it(served: RunningServer) -> None:
+    root = served.root
+    assert root is not None
+    image = simple_image("cli-index")
+    with httpx.Client(base_url=served.url, timeout=30) as client:
+        _push(client, "i/app", image, "v1")
+        _push(client, "i/app", image, "v2")
+        assert client.get("/v2/_catalog").json()["repositories"] == ["i/app"]  # the first listing builds it
+        assert _check(root).returncode == 0
+        # A marker lost (a crash between the tag's write and its marker's) and one nothing justifies.
+        (root / paths.index_tag("i/app", "v2")).unlink()
+        ghost = root / paths.index_repository("ghost/repo")
+        ghost.parent.mkdir(parents=True)
+        ghost.write_bytes(b"")
+        assert client.get("/v2/i/app/tags/list").json()["tags"] == ["v1"]
+
+        found = _check(root)
+        assert found.returncode == 1
+        assert found.stdout.splitlines()[:-1] == [
+            "listing index names repository ghost/repo: listed, not in the tree",
+            "listing index misses tag v2 in i/app: in the tree, not listed",
+        ]
+        repaired = _check(root, "--repair")
+        assert "repaired: rebuilt the listing index: 1 entries added, 1 removed" in repaired.stdout.splitlines()
+        assert _check(root).returncode == 0
+        assert client.get("/v2/i/app/tags/list").json()["tags"] == ["v1", "v2"]
+        assert client.get("/v2/_catalog").json()["repositories"] == ["i/app"]

@@ -590,3 +590,38 @@ def test_s3_options_from_settings() -> None:
 def iter_chunks_of(data: bytes, size: int) -> Iterator[bytes]:
     for start in range(0, len(data), size):
         yield data[start : start + size]
+
+
+def test_list_page_pages_through_keys_in_order(driver: StorageDriver) -> None:
+    # Directories of one level, nested ones and files side by side, as the listing index lays them
+    # out (storage.paths); page boundaries fall inside directories and between them.
+    keys = sorted(f"p/{a}/{b}/!" for a in ("aaa", "aab", "b!!", "zzz") for b in ("000", "0-1", "x!!"))
+    keys += ["p/aaa/!", "p/!"]
+    keys.sort()
+    for key in reversed(keys):
+        driver.put(key, b"")
+    driver.put("p0/outside", b"")
+    driver.put("o/outside", b"")
+    assert driver.list_page("p", "", 1000) == keys
+    for size in (1, 2, 5, len(keys)):
+        seen: list[str] = []
+        after = ""
+        while True:
+            page = driver.list_page("p", after, size)
+            assert len(page) <= size
+            seen += page
+            if len(page) < size:
+                break
+            after = page[-1]
+        assert seen == keys
+    # Any string can start a page, not only a key that exists (but not a prefix with keys below it:
+    # SeaweedFS then skips everything below it, see the protocol).
+    for start in ("p/aab/0", "p/aab/0-1/!", "p/aab/!", "p/aab/zz!/!", "p/aa!/!", "p/b", "p/c", "o", "p/", "p/zzz/x"):
+        assert driver.list_page("p", start, 1000) == [key for key in keys if key > start]
+    assert driver.list_page("p", "q", 10) == []
+    assert driver.list_page("nothing/here", "", 10) == []
+    assert driver.list_page("p", "", 0) == []
+    # Deleted keys are not listed.
+    driver.delete_many(["p/aaa/!", "p/aab/000/!"])
+    assert driver.list_page("p", "p/!", 5) == ["p/aaa/0-1/!", "p/aaa/000/!", "p/aaa/x!!/!", "p/aab/0-1/!",
+                                                 "p/aab/x!!/!"]

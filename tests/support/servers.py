@@ -78,11 +78,14 @@ def wait_until_ready(server: RunningServer, timeout: float = 30.0) -> None:
 def start_cargobay(workdir: Path, config: dict | None = None, env: dict[str, str] | None = None,
                    extra_args: list[str] | None = None, root: Path | None = None, *,
                    python: str = sys.executable, src: Path = REPO_ROOT, inherit_settings: bool = True,
-                   ready_timeout: float = 30.0) -> RunningServer:
+                   ready_timeout: float = 30.0, workers: int | None = 1) -> RunningServer:
     """`python -m registry serve` on a free loopback port, disk storage under `root` (default
     workdir/data) unless `config` says otherwise. `python` and `src` pick another interpreter or
     source tree (benchmarks compare variants); without `inherit_settings`, CARGOBAY_* variables of
-    the calling environment are not passed on. The server runs in a session of its own."""
+    the calling environment are not passed on. The server runs in a session of its own.
+    `workers` applies unless `config`, `env` or `extra_args` set them; None: the server's default.
+    Tests run one worker unless they ask for more: what a test checks should not depend on which
+    worker a request reached (tests of several workers say so), and CI's two cores go further."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     root = root or workdir / "data"
@@ -97,6 +100,8 @@ def start_cargobay(workdir: Path, config: dict | None = None, env: dict[str, str
     log_path = workdir / f"cargobay-{port}.log"
     inherited = {k: v for k, v in os.environ.items() if inherit_settings or not k.startswith("CARGOBAY_")}
     full_env = {**inherited, "PYTHONPATH": str(src), **(env or {})}
+    if workers is not None and not _asks_for_workers(config, full_env, args):
+        full_env["CARGOBAY_HTTP_WORKERS"] = str(workers)
     watch_file(log_path)  # scanned for secrets when the session ends (tests/support/leaks.py), and the audit file
     audit_path = ((config or {}).get("audit") or {}).get("path") or full_env.get("CARGOBAY_AUDIT_PATH")
     if audit_path:
@@ -107,6 +112,11 @@ def start_cargobay(workdir: Path, config: dict | None = None, env: dict[str, str
     server = RunningServer(f"http://127.0.0.1:{port}", "127.0.0.1", port, process, log_path, root, full_env)
     wait_until_ready(server, ready_timeout)
     return server
+
+
+def _asks_for_workers(config: dict | None, env: dict[str, str], args: list[str]) -> bool:
+    return ("workers" in ((config or {}).get("http") or {}) or "CARGOBAY_HTTP_WORKERS" in env
+            or any(arg.startswith("--workers") for arg in args))
 
 
 def start_distribution(workdir: Path, extra_config: dict | None = None, *, binary: str | None = None,

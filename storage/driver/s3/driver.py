@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import io
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -14,11 +15,11 @@ from ...errors import InvalidOffset, PathNotFound, StorageConfigError
 from ..base import DriverCapabilities, FileInfo, PendingUpload
 from .bucket import CREDENTIAL_CODES, DELETE_BATCH, S3Bucket
 from .hygiene import pending_uploads, probe_key, remove_stale_temp
-from .multipart import abort_upload, abort_uploads_below, complete_upload, copy_into_upload, create_upload
+from .multipart import abort_uploads_below, copy_object
 from .options import S3Options
 from .reader import S3Reader
 from .sidecar import discard_state, in_progress_info, key_of_state
-from .writer import S3FileWriter
+from .writer import S3AtomicWriter, S3FileWriter
 
 _LIST_CONCURRENCY = 8
 
@@ -80,6 +81,17 @@ class S3Driver:
                 return FileInfo(key.strip("/"), 0, page["Contents"][0]["LastModified"].timestamp(), True)
         raise PathNotFound(key)
 
+    def head(self, key: str) -> FileInfo:
+        head = self.bucket.call("head_object", key, Key=self.bucket.full_key(key))
+        return FileInfo(key.strip("/"), int(head["ContentLength"]), head["LastModified"].timestamp())
+
+    def opened(self, key: str) -> tuple[BinaryIO, int]:
+        reader = S3Reader(self.bucket, key, 0)
+        return cast(BinaryIO, reader), reader.size
+
+    def atomic_writer(self, key: str) -> S3AtomicWriter:
+        return S3AtomicWriter(self.bucket, self.options, key)
+
     def list(self, prefix: str) -> list[str]:
         base = prefix.strip("/")
         cut = len(self.bucket.full_key(prefix)) + 1
@@ -129,6 +141,24 @@ class S3Driver:
             except PathNotFound:
                 continue  # finished or cancelled while walking
 
+    def list_page(self, prefix: str, start_after: str, limit: int) -> builtins.list[str]:
+        keys: list[str] = []
+        kwargs: dict[str, Any] = {"Prefix": self.bucket.full_key(prefix) + "/"}
+        if start_after:
+            # Any string, not necessarily a key: prefixed as `full_key` does, without its checks.
+            kwargs["StartAfter"] = f"{self.bucket.prefix}/{start_after}" if self.bucket.prefix else start_after
+        while len(keys) < limit:  # one request per page of up to `page_size` (1,000) keys
+            kwargs["MaxKeys"] = min(limit - len(keys), self.bucket.page_size)
+            page = self.bucket.call("list_objects_v2", prefix, **kwargs)
+            for obj in page.get("Contents", ()):
+                if not obj["Key"].endswith("/"):  # a "directory marker" some S3 tools create
+                    keys.append(self.bucket.logical_key(obj["Key"]))
+            if not page.get("IsTruncated"):
+                break
+            kwargs.pop("StartAfter", None)
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+        return keys
+
     def move(self, source: str, destination: str) -> None:
         src, dst = self.bucket.full_key(source), self.bucket.full_key(destination)
         size = self.bucket.object_size(source)
@@ -136,17 +166,8 @@ class S3Driver:
             raise PathNotFound(source)
         if src == dst:
             return  # S3 refuses a copy onto itself, and there is nothing to do
-        if size <= self.options.multipart_copy_threshold:
-            self.bucket.call("copy_object", destination, Key=dst, CopySource={"Bucket": self.bucket.name, "Key": src})
-        else:  # CopyObject stops at 5 GiB; ranges copied in parallel are faster well before that
-            upload_id = create_upload(self.bucket, destination)
-            try:
-                parts = copy_into_upload(self.bucket, source, destination, upload_id, size,
-                                         self.options.multipart_copy_part_size)
-                complete_upload(self.bucket, destination, upload_id, parts)
-            except BaseException:
-                abort_upload(self.bucket, destination, upload_id)
-                raise
+        copy_object(self.bucket, source, destination, size, self.options.multipart_copy_threshold,
+                    self.options.multipart_copy_part_size)
         self.bucket.call("delete_object", source, Key=src)
 
     def delete(self, key: str) -> None:

@@ -2,7 +2,8 @@
 
 PutObject is atomic, so S3 has no half-written objects; what a crash can leave is invisible:
 - a multipart upload that never completed: a server-side copy `move` started for a large object
-  (its parts are billed but appear in no listing), or an appending writer's upload;
+  (its parts are billed but appear in no listing), an appending writer's upload, or an atomic
+  writer's (a blob that arrived whole, killed before its digest verified);
 - a `check()` probe object (`.cargobay-probe-*` at the prefix root) written but not deleted.
 
 Uploads an appending writer can still resume are recognised by their sidecar (see sidecar) and
@@ -14,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ...errors import InvalidKey
+from ...errors import InvalidKey, PathNotFound
 from ..base import PendingUpload
 from .bucket import S3Bucket
 from .multipart import abort_upload
@@ -60,6 +61,8 @@ def _abort_stale_uploads(bucket: S3Bucket, cutoff: float, spare: Callable[[str],
             try:
                 if saved_upload_id(bucket, key) == upload_id:
                     continue  # an appending writer's saved state names it: a later session continues it
+                if _last_part_written(bucket, key, upload_id) >= cutoff:
+                    continue  # begun long ago but still being written (a large blob on a slow link)
                 abort_upload(bucket, key, upload_id)
             except InvalidKey:
                 continue  # no key this driver writes (another tool's, sharing the bucket)
@@ -67,6 +70,23 @@ def _abort_stale_uploads(bucket: S3Bucket, cutoff: float, spare: Callable[[str],
         if not page.get("IsTruncated"):
             return aborted
         kwargs.update(KeyMarker=page.get("NextKeyMarker", ""), UploadIdMarker=page.get("NextUploadIdMarker", ""))
+
+
+def _last_part_written(bucket: S3Bucket, key: str, upload_id: str) -> float:
+    """When the upload's latest part was written (0 without parts): its age since its writer last
+    wrote, where `Initiated` is only when it began. Asked only of uploads begun before the cutoff."""
+    kwargs: dict[str, Any] = {"Key": bucket.full_key(key), "UploadId": upload_id}
+    latest = 0.0
+    while True:
+        try:
+            page = bucket.call("list_parts", key, **kwargs)
+        except PathNotFound:
+            return float("inf")  # completed or aborted meanwhile: nothing to abort
+        for part in page.get("Parts", ()):
+            latest = max(latest, part["LastModified"].timestamp())
+        if not page.get("IsTruncated"):
+            return latest
+        kwargs["PartNumberMarker"] = page["NextPartNumberMarker"]
 
 
 def pending_uploads(bucket: S3Bucket) -> Iterator[PendingUpload]:

@@ -59,6 +59,23 @@ def abort_uploads_below(bucket: S3Bucket, prefix: str) -> bool:
         kwargs.update(KeyMarker=page.get("NextKeyMarker", ""), UploadIdMarker=page.get("NextUploadIdMarker", ""))
 
 
+def copy_object(bucket: S3Bucket, source: str, destination: str, size: int, threshold: int, range_size: int) -> None:
+    """Server-side copy of the object `source` (`size` bytes) onto `destination`, atomically for
+    readers: CopyObject up to `threshold` bytes, else ranges copied in parallel into a multipart
+    upload (CopyObject stops at 5 GiB; ranges are faster well before that)."""
+    if size <= threshold:
+        bucket.call("copy_object", destination, Key=bucket.full_key(destination),
+                    CopySource={"Bucket": bucket.name, "Key": bucket.full_key(source)})
+        return
+    upload_id = create_upload(bucket, destination)
+    try:
+        parts = copy_into_upload(bucket, source, destination, upload_id, size, range_size)
+        complete_upload(bucket, destination, upload_id, parts)
+    except BaseException:
+        abort_upload(bucket, destination, upload_id)
+        raise
+
+
 def copy_into_upload(bucket: S3Bucket, source: str, key: str, upload_id: str, size: int,
                      range_size: int) -> list[Part]:
     """Server-side copy of the whole object `source` (a logical key of `size` bytes) into parts

@@ -20,6 +20,8 @@ class S3Reader(io.RawIOBase):
         super().__init__()
         self._bucket, self._key, self._pos = bucket, key, offset
         self._etag: str | None = None
+        #: The whole object's size, as the first GET told it.
+        self.size = 0
         self._body: Any = None
         self._body = self._open()
 
@@ -31,6 +33,8 @@ class S3Reader(io.RawIOBase):
             kwargs["IfMatch"] = self._etag
         resp = self._bucket.call("get_object", self._key, **kwargs)
         self._etag = resp.get("ETag")
+        whole = str(resp.get("ContentRange") or "").rpartition("/")[2]
+        self.size = int(whole) if whole.isdigit() else self._pos + int(resp.get("ContentLength") or 0)
         return resp["Body"]
 
     def readable(self) -> bool:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from ...errors import StorageError
 from .bucket import S3Bucket
-from .multipart import MAX_PARTS, Part, abort_upload, complete_upload, copy_into_upload, create_upload
+from .multipart import MAX_PARTS, Part, abort_upload, complete_upload, copy_into_upload, copy_object, create_upload
 from .options import MIN_PART_SIZE, S3Options
 from .sidecar import UploadState, delete_state, discard_state, read_state, save_state
 
@@ -37,12 +37,14 @@ class S3FileWriter:
         self._full = bucket.full_key(key)
         self._part_size = options.part_size
         self._copy_range = options.multipart_copy_part_size
+        self._copy_threshold = options.multipart_copy_threshold
         self._upload_id: str | None = None
         self._parts: list[Part] = []
         self._buf = bytearray()
         self._size = 0
         self._done = False  # closed, committed or cancelled
         self._state_saved = False  # a sidecar for this key may exist
+        self._object_at_key = False  # continuing a committed object held in the buffer
         # A fresh or newly adopted writer must leave a trace on close() even with no writes, as the
         # filesystem driver's file does; a resumed one with nothing new need not rewrite its state.
         self._dirty = True
@@ -70,6 +72,7 @@ class S3FileWriter:
             resp = self._bucket.call("get_object", self._key, Key=self._full)
             with resp["Body"] as body:
                 self._buf = bytearray(self._bucket.guard_read(self._key, body.read))
+            self._object_at_key = True
         else:
             self._upload_id = create_upload(self._bucket, self._key)
             self._parts = copy_into_upload(self._bucket, self._key, self._key, self._upload_id, size,
@@ -142,6 +145,22 @@ class S3FileWriter:
             delete_state(self._bucket, self._key)
         self._finish()
 
+    def commit_to(self, destination: str) -> None:
+        if self._done:
+            raise ValueError("commit of a closed writer")
+        if self._upload_id is not None:
+            self.commit()  # the parts are on this key: complete them here, then copy server-side
+            copy_object(self._bucket, self._key, destination, self._size, self._copy_threshold, self._copy_range)
+            self._bucket.call("delete_object", self._key, Key=self._full)
+            return
+        # Everything is in the buffer (the saved tail): one PUT where it belongs, no copy.
+        self._bucket.call("put_object", destination, Key=self._bucket.full_key(destination), Body=self._buf)
+        if self._state_saved:
+            delete_state(self._bucket, self._key)
+        if self._object_at_key:
+            self._bucket.call("delete_object", self._key, Key=self._full)
+        self._finish()
+
     # -- internals -------------------------------------------------------------------------------
     def _finish(self) -> None:
         self._done = True
@@ -161,3 +180,79 @@ class S3FileWriter:
             "upload_part", self._key, Key=self._full, UploadId=self._upload_id, PartNumber=number, Body=data
         )
         self._parts.append(Part(number, resp["ETag"], len(data)))
+
+
+class S3AtomicWriter:
+    """A write that appears at its key only at `commit()` (see `StorageDriver.atomic_writer`): what
+    fits one part is held in memory and PUT whole; a larger body goes as a multipart upload on the
+    key itself, completed only by `commit()` (aborted by `close()`/`cancel()`; one a killed process
+    left behind is aborted by `remove_stale_temp`, since no sidecar names it). No sidecar, no
+    second copy, no request before the first part is full."""
+
+    def __init__(self, bucket: S3Bucket, options: S3Options, key: str) -> None:
+        self._bucket = bucket
+        self._key = key
+        self._full = bucket.full_key(key)
+        self._part_size = options.part_size
+        self._upload_id: str | None = None
+        self._parts: list[Part] = []
+        self._buf = bytearray()
+        self._size = 0
+        self._done = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._done:
+            raise ValueError("write to a closed writer")
+        view = memoryview(data).cast("B")
+        written = len(view)
+        while view:
+            piece = view[: self._part_size - len(self._buf)]
+            self._buf += piece
+            self._size += len(piece)
+            view = view[len(piece):]
+            if len(self._buf) >= self._part_size:
+                self._send_part()
+        return written
+
+    def _send_part(self) -> None:
+        if self._upload_id is None:
+            self._upload_id = create_upload(self._bucket, self._key)
+        number = len(self._parts) + 1
+        if number > MAX_PARTS:
+            raise StorageError(f"{self._key} exceeds {MAX_PARTS} parts of {self._part_size} bytes; raise part_size",
+                               key=self._key)
+        resp = self._bucket.call("upload_part", self._key, Key=self._full, UploadId=self._upload_id,
+                                 PartNumber=number, Body=self._buf)
+        self._parts.append(Part(number, resp["ETag"], len(self._buf)))
+        self._buf = bytearray()
+
+    def close(self) -> None:
+        self.cancel()  # nothing of an atomic write survives without its commit
+
+    def cancel(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._buf = bytearray()
+        if self._upload_id is not None:
+            abort_upload(self._bucket, self._key, self._upload_id)
+
+    def commit(self) -> None:
+        if self._done:
+            return
+        if self._upload_id is None:
+            self._bucket.call("put_object", self._key, Key=self._full, Body=self._buf)
+        else:
+            try:
+                if self._buf:
+                    self._send_part()  # the last part may be any size
+                complete_upload(self._bucket, self._key, self._upload_id, self._parts)
+            except BaseException:
+                self.cancel()
+                raise
+        self._done = True
+        self._buf = bytearray()

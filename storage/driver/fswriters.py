@@ -1,0 +1,184 @@
+"""The filesystem driver's files being written: the appending writer of uploads (in place, under a
+lock that `move` respects), the atomic writer (temp file, fsync, rename), and the file helpers
+both share with storage.driver.fs."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import ObjectBusy
+
+#: Temp files (what `put` and the atomic writer write before renaming) carry this prefix: invisible
+#: to `list` and `walk`, removed by `remove_stale_temp` once old.
+TEMP_PREFIX = ".cargobay-tmp-"
+
+
+def create_file(path: Path) -> BinaryIO:
+    """A new file at `path`, its directories made. Made again if a delete of the emptied
+    directory (`delete_many`, a collection) came between making it and creating the file."""
+    for _ in range(3):
+        try:
+            return open(path, "wb")
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)  # only when missing: one call less per put
+    return open(path, "wb")
+
+
+def fsync_close(fd_file: BinaryIO) -> None:
+    fd_file.flush()
+    os.fsync(fd_file.fileno())
+    fd_file.close()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (the directory entry, not just the file's bytes)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def lock_exclusive(f: BinaryIO, key: str, wait_seconds: float = 2.0) -> None:
+    """Take the exclusive lock writers exclude; ObjectBusy if a writer keeps it past the wait."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise ObjectBusy(f"{key} is still being written") from None
+            time.sleep(0.01)
+
+
+class FsFileWriter:
+    """Appends straight into the key's file; the file lives under an upload prefix, which nothing
+    serves, so it needs no temp name. `commit` makes its bytes durable.
+
+    While open, the writer holds a shared lock on the file, and `FilesystemDriver.move` takes an
+    exclusive one: a file cannot be moved away (into the CAS) while a writer may still append to
+    it, and a writer that waited for a move finds the path moved and starts a new file instead of
+    writing into the moved one.
+    """
+
+    def __init__(self, path: Path, append: bool, resolve: Callable[[str], Path]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        self._resolve = resolve  # a key to its path (`commit_to`)
+        self._file: BinaryIO = self._open_locked(path, append)
+        self._closed = False
+        self._size = self._file.seek(0, os.SEEK_END)
+
+    @staticmethod
+    def _open_locked(path: Path, append: bool) -> BinaryIO:
+        for _ in range(100):
+            f = open(path, "ab" if append else "wb")  # noqa: SIM115 - owned by the writer
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH)
+            try:
+                if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+                    return f  # still the file at this key: nobody moved it while we waited
+            except FileNotFoundError:
+                pass
+            f.close()  # moved away meanwhile: open whatever the key holds now
+        raise ObjectBusy(f"{path.name}: could not open a stable file")
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._closed:
+            raise ValueError("writer is closed")
+        n = self._file.write(data)
+        self._size += n
+        return n
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._file.close()
+
+    def cancel(self) -> None:
+        self.close()
+        self._path.unlink(missing_ok=True)
+
+    def commit(self) -> None:
+        if not self._closed:
+            self._closed = True
+            fsync_close(self._file)
+
+    def commit_to(self, destination: str) -> None:
+        """fsync, then rename onto `destination` under the exclusive lock `move` takes (ours,
+        upgraded: ObjectBusy while another writer still has the file open)."""
+        if self._closed:
+            raise ValueError("writer is closed")
+        target = self._resolve(destination)
+        self._closed = True
+        try:
+            lock_exclusive(self._file, str(self._path))
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._path, target)
+        finally:
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(target)  # new where it lands, as a move makes it (garbage collection reads the age)
+        fsync_dir(target.parent)
+
+
+class FsAtomicWriter:
+    """Writes a temp file (TEMP_PREFIX, in the key's directory: invisible to `list` and `walk`,
+    taken by `remove_stale_temp` if the process dies) that `commit` fsyncs and renames onto the
+    key, so the key holds the old content or all of the new, never part of it."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._tmp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        self._file: BinaryIO = create_file(self._tmp)
+        self._size = 0
+        self._done = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._done:
+            raise ValueError("writer is closed")
+        n = self._file.write(data)
+        self._size += n
+        return n
+
+    def close(self) -> None:
+        self.cancel()  # nothing of an atomic write survives without its commit
+
+    def cancel(self) -> None:
+        if not self._done:
+            self._done = True
+            self._file.close()
+            self._tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.rmdir(self._tmp.parent)  # made for this write (a blob's directory): not left empty
+
+    def commit(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            fsync_close(self._file)
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._tmp, self._path)
+        except BaseException:
+            self._file.close()
+            self._tmp.unlink(missing_ok=True)
+            raise
+        fsync_dir(self._path.parent)

@@ -1,0 +1,98 @@
+"""The driver calls the cheap paths rest on, on every driver: `head` (an object, nothing else),
+`opened` (a reader and its size), the atomic writer (nothing visible before `commit`, nothing left
+after `cancel` or a crash but debris the temp sweep takes) and `commit_to` (an upload finished
+where it belongs). Part size is 5 MiB on S3 here, so the large cases are multipart uploads."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from storage import PathNotFound
+from storage.driver import StorageDriver
+
+MiB = 1024 * 1024
+
+
+def test_head_sees_objects_only(driver: StorageDriver) -> None:
+    driver.put("h/dir/obj", b"12345")
+    info = driver.head("h/dir/obj")
+    assert (info.key, info.size, info.is_dir) == ("h/dir/obj", 5, False)
+    for not_an_object in ("h/dir", "h/absent"):
+        with pytest.raises(PathNotFound):
+            driver.head(not_an_object)
+
+
+def test_opened_gives_the_size_with_the_bytes(driver: StorageDriver) -> None:
+    data = os.urandom(3 * MiB + 7)
+    driver.put("o/blob", data)
+    stream, size = driver.opened("o/blob")
+    with stream:
+        assert size == len(data) and stream.read() == data
+    with pytest.raises(PathNotFound):
+        driver.opened("o/absent")
+
+
+@pytest.mark.parametrize("size", [0, 1000, 11 * MiB + 3])
+def test_an_atomic_write_appears_only_at_commit(driver: StorageDriver, size: int) -> None:
+    data = os.urandom(size)
+    driver.put("a/blob", b"old")
+    writer = driver.atomic_writer("a/blob")
+    for start in range(0, size, 3 * MiB):
+        writer.write(data[start:start + 3 * MiB])
+    assert writer.size == size
+    assert driver.get("a/blob") == b"old"  # readers see the old object until the commit
+    assert driver.list("a") == ["a/blob"]
+    writer.commit()
+    assert driver.get("a/blob") == data
+    assert [info.key for info in driver.walk("a")] == ["a/blob"]
+    assert not list(driver.pending_uploads())
+
+
+def test_a_cancelled_or_abandoned_atomic_write_leaves_nothing_visible(driver: StorageDriver) -> None:
+    data = os.urandom(11 * MiB)
+    cancelled = driver.atomic_writer("c/blob")
+    cancelled.write(data)
+    cancelled.cancel()
+    abandoned = driver.atomic_writer("c/other")  # a process killed mid-write never ends it
+    abandoned.write(data)
+    for key in ("c/blob", "c/other"):
+        with pytest.raises(PathNotFound):
+            driver.stat(key)
+    assert not list(driver.walk("c"))
+    # What the abandoned one left (a temp file, a multipart upload no sidecar names) is the temp
+    # sweep's once old enough, and is no upload a writer could resume.
+    assert all(not pending.resumable for pending in driver.pending_uploads())
+    driver.remove_stale_temp(time.time() + 60)
+    assert not list(driver.pending_uploads())
+    assert not list(driver.walk("c"))
+
+
+@pytest.mark.parametrize("size", [1000, 11 * MiB + 3])
+def test_commit_to_finishes_an_upload_at_another_key(driver: StorageDriver, driver_replica: StorageDriver,
+                                                    size: int) -> None:
+    data = os.urandom(size)
+    half = size // 2
+    first = driver.writer("u/data", append=True)
+    first.write(data[:half])
+    first.close()
+    second = driver_replica.writer("u/data", append=True)  # another replica continues and finishes it
+    second.write(data[half:])
+    second.commit_to("cas/blob")
+    assert driver.get("cas/blob") == data
+    with pytest.raises(PathNotFound):
+        driver.stat("u/data")
+    assert not list(driver.pending_uploads())
+
+
+def test_commit_to_continuing_a_committed_object_moves_it_all(driver: StorageDriver) -> None:
+    writer = driver.writer("k/data", append=True)
+    writer.write(b"committed ")
+    writer.commit()
+    continued = driver.writer("k/data", append=True)
+    continued.write(b"and appended")
+    continued.commit_to("k/blob")
+    assert driver.get("k/blob") == b"committed and appended"
+    assert driver.list("k") == ["k/blob"]
