@@ -101,6 +101,12 @@ class Storage:
         self.listing_ready()
         return self.listing.repositories(last, limit)
 
+    @property
+    def listing_known_ready(self) -> bool:
+        """True once `listing_ready` returned in this process: from then on a page costs only its
+        listing (a caller may make it where it makes other quick reads)."""
+        return self._listing_built
+
     def listing_ready(self) -> None:
         """Make sure the listing index has been built from the tree once (by any replica or
         `registry check --repair`): the first listing of a store written before the index

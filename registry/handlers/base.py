@@ -45,6 +45,16 @@ async def run_small(request: Request, fn: Callable[..., T], *args: Any) -> T:
     return await run(fn, *args)
 
 
+async def listing_page(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    """A page of the listing index (`Storage.listing_ready`): like `run_small` once the index is
+    known to be built (a page is one listing: a few small directories on disk), in the thread
+    pool while the first listing may still have to build it from the tree."""
+    storage = context(request).storage
+    if not storage.listing_known_ready:
+        await run(storage.listing_ready)
+    return await run_small(request, fn, *args)
+
+
 def repository(request: Request) -> Repository:
     """The repository named in the path (validated: NAME_INVALID otherwise)."""
     return context(request).storage.repository(request.path_params["name"])

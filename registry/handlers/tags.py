@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..context import context
-from .base import json_response, next_link, page_request, repository, run
+from .base import json_response, listing_page, next_link, page_request, repository
 
 
 async def list_tags(request: Request) -> Response:
@@ -15,10 +15,6 @@ async def list_tags(request: Request) -> Response:
     repo = repository(request)
     page_size, last = page_request(request, ctx.settings.limits.max_page_size)
 
-    def page() -> tuple[list[str], bool]:
-        ctx.storage.listing_ready()
-        return repo.tags.page(last, page_size)
-
-    tags, more = await run(page)
+    tags, more = await listing_page(request, repo.tags.page, last, page_size)
     link = next_link(f"/v2/{repo.name}/tags/list", page_size, tags, more)
     return json_response({"name": repo.name, "tags": tags}, {"Link": link} if link else None)
