@@ -160,7 +160,7 @@ def test_pushing_and_pulling_a_small_image(server: RunningServer, client: httpx.
     layout = write_oci_layout(tmp_path / "layout", image, "v1")
     ref = f"docker://{server.hostport}/costs/image:v1"
     pushed = cost(proxy, lambda: skopeo.copy(f"oci:{layout}:v1", ref))
-    assert len(ours(pushed)) <= 103, described(pushed)
+    assert len(ours(pushed)) <= 99, described(pushed)  # 97-98 today (skopeo may ask once more)
     pulled = cost(proxy, lambda: skopeo.copy(ref, f"dir:{tmp_path / 'pulled'}"))
     # The tag, the manifest (its revision link, bytes and type), then each blob's link and bytes:
     # a blob's size comes with its bytes, no HEAD of them.
@@ -170,7 +170,7 @@ def test_pushing_and_pulling_a_small_image(server: RunningServer, client: httpx.
         ("GET", key) for key in blobs), described(pulled)
     # The same image pushed by plain HTTP (POST ?digest= per blob): fewer still.
     pushed = cost(proxy, lambda: push_image(client, server.url, "costs/plain", image, "v1"))
-    assert len(ours(pushed)) <= 41, described(pushed)
+    assert len(ours(pushed)) <= 36, described(pushed)
 
 
 def ours(seen: list[Seen]) -> list[Seen]:
