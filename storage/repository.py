@@ -65,6 +65,7 @@ class Storage:
         #: Once the listing index is known to be built it stays so (a rebuild only mends it).
         self._listing_built = False
         self._listing_lock = threading.Lock()
+        self._listing_builder: threading.Thread | None = None
 
     @property
     def capabilities(self) -> DriverCapabilities:
@@ -103,8 +104,9 @@ class Storage:
 
     @property
     def listing_known_ready(self) -> bool:
-        """True once `listing_ready` returned in this process: from then on a page costs only its
-        listing (a caller may make it where it makes other quick reads)."""
+        """True once the index was seen built in this process (`listing_available`, `listing_ready`):
+        from then on a page costs only its listing (a caller may make it where it makes other quick
+        reads)."""
         return self._listing_built
 
     def listing_ready(self) -> None:
@@ -118,6 +120,32 @@ class Storage:
                 log.info("building the listing index of the catalog and tags from the tree")
                 self.rebuild_index()
             self._listing_built = True
+
+    def listing_available(self) -> bool:
+        """Whether pages can come from the listing index now. On a store whose index was never
+        built (written before it existed) the first call starts building it in the background, once
+        per process, and answers False: until the build is done callers page the tree
+        (`repositories`, `TagStore.list`), as slowly as before the index existed, instead of waiting
+        for a build that takes minutes on a big store. A failed build is tried again by the next call."""
+        if self._listing_built:
+            return True
+        if self.listing.built_at() is not None:
+            self._listing_built = True
+            return True
+        with self._listing_lock:
+            if self._listing_builder is None:
+                self._listing_builder = threading.Thread(target=self._build_listing, name="listing-index",
+                                                         daemon=True)
+                self._listing_builder.start()
+        return False
+
+    def _build_listing(self) -> None:
+        try:
+            self.listing_ready()
+        except Exception as exc:  # storage unreachable, say: listings keep paging the tree meanwhile
+            log.warning("building the listing index failed (%s); the next listing tries again", exc)
+            with self._listing_lock:
+                self._listing_builder = None
 
     def rebuild_index(self, now: float | None = None) -> IndexRebuild:
         """Make the listing index what the tree says (storage.listing_rebuild)."""

@@ -45,14 +45,21 @@ async def run_small(request: Request, fn: Callable[..., T], *args: Any) -> T:
     return await run(fn, *args)
 
 
-async def listing_page(request: Request, fn: Callable[..., T], *args: Any) -> T:
-    """A page of the listing index (`Storage.listing_ready`): like `run_small` once the index is
-    known to be built (a page is one listing: a few small directories on disk), in the thread
-    pool while the first listing may still have to build it from the tree."""
+async def listing_page(request: Request, from_index: Callable[[str | None, int], tuple[list[str], bool]],
+                       from_tree: Callable[[], list[str]], last: str | None, limit: int) -> tuple[list[str], bool]:
+    """Up to `limit` names after `last` and whether more follow: from the listing index, like
+    `run_small` (a page is one listing: a few small directories on disk), once it is known built;
+    from the whole sorted list the tree gives (`from_tree`) while it is being built for the first
+    time (`Storage.listing_available`). Both give the same page."""
     storage = context(request).storage
-    if not storage.listing_known_ready:
-        await run(storage.listing_ready)
-    return await run_small(request, fn, *args)
+    if storage.listing_known_ready or await run(storage.listing_available):
+        return await run_small(request, from_index, last, limit)
+    return await run(_tree_page, from_tree, last, limit)
+
+
+def _tree_page(from_tree: Callable[[], list[str]], last: str | None, limit: int) -> tuple[list[str], bool]:
+    after = [name for name in from_tree() if not last or name > last]
+    return after[:limit], len(after) > limit
 
 
 def repository(request: Request) -> Repository:

@@ -13,6 +13,7 @@ from .base import json_response, listing_page, next_link, page_request
 async def catalog(request: Request) -> Response:
     ctx = context(request)
     page_size, last = page_request(request, ctx.settings.limits.max_page_size)
-    names, more = await listing_page(request, ctx.storage.repositories_page, last, page_size)
+    names, more = await listing_page(request, ctx.storage.repositories_page, ctx.storage.repositories, last,
+                                     page_size)
     link = next_link("/v2/_catalog", page_size, names, more)
     return json_response({"repositories": names}, {"Link": link} if link else None)

@@ -15,6 +15,6 @@ async def list_tags(request: Request) -> Response:
     repo = repository(request)
     page_size, last = page_request(request, ctx.settings.limits.max_page_size)
 
-    tags, more = await listing_page(request, repo.tags.page, last, page_size)
+    tags, more = await listing_page(request, repo.tags.page, repo.tags.list, last, page_size)
     link = next_link(f"/v2/{repo.name}/tags/list", page_size, tags, more)
     return json_response({"name": repo.name, "tags": tags}, {"Link": link} if link else None)
