@@ -82,14 +82,6 @@ _SETTLE_ROUNDS = 3
 CACHED_MANIFEST_RULES = ManifestRules(allow_sparse_indexes=True, allow_absent_blobs=True, refresh_links=True)
 
 
-def _implied_media_type(raw: bytes) -> str | None:
-    """The media type the bytes alone give (what `_media_type` reads when no file names one)."""
-    try:
-        return parse_manifest(raw, max_size=None, strict=False).media_type
-    except OCIValidationError:
-        return None
-
-
 class ManifestStore:
     def __init__(self, driver: StorageDriver, blobs: BlobStore, name: str, cache: ManifestCache | None = None) -> None:
         self.driver = driver
@@ -119,13 +111,9 @@ class ManifestStore:
         absent = self._check_references(manifest, rules)
         blobs = ({d.digest for d in manifest.blobs() if not d.urls and d.digest not in absent}
                  if isinstance(manifest, ImageManifest) else set())
+        # No media-type file: bytes the model accepts have one possible type (named in them, or the
+        # only one their shape fits), which `_media_type` reads back from them when there is none.
         self.blobs.put_verified(digest, raw)
-        if _implied_media_type(raw) != manifest.media_type:
-            # A file only when the bytes alone would read as another type (`_media_type` asks them
-            # when there is none). Bytes the model accepts have one possible type (it is named in
-            # them, or only one fits their shape), so pushes save this write, and a file an earlier
-            # version wrote always agrees with them.
-            self.driver.put(paths.manifest_media_type(self.name, digest), manifest.media_type.encode())
         if self.cache is not None:
             self.cache.forget(self.name, digest)  # pushed again, maybe as another type: read afresh
         if manifest.subject is not None:
@@ -287,10 +275,13 @@ class ManifestStore:
         try:
             return self.driver.get(paths.manifest_media_type(self.name, digest)).decode()
         except PathNotFound:
-            # Written before the media type file existed, or restored from the CAS: ask the bytes.
+            # Pushed without one (every push now), or restored from the CAS: ask the bytes.
             # Stored manifests are read without a size limit: their push was checked against the
             # configured one (limits.max_manifest_bytes), which may exceed the OCI model's default.
-            return _implied_media_type(raw) or mt.OCI_MANIFEST
+            try:
+                return parse_manifest(raw, max_size=None, strict=False).media_type
+            except OCIValidationError:
+                return mt.OCI_MANIFEST
 
     # -- delete ----------------------------------------------------------------------------------
     def delete(self, digest: Digest) -> None:
