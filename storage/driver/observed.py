@@ -155,35 +155,11 @@ class ObservedDriver:
         self.inner.on_retry(callback)
 
 
-class ObservedWriter:
-    """A writer whose endings (`commit`, `close`, `cancel`) are reported; writes go straight through."""
-
-    def __init__(self, writer: FileWriter, driver: ObservedDriver) -> None:
-        self.inner = writer
-        self.driver = driver
-
-    @property
-    def size(self) -> int:
-        return self.inner.size
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        return self.inner.write(data)
-
-    def close(self) -> None:
-        self.driver.timed("writer.close", self.inner.close)
-
-    def cancel(self) -> None:
-        self.driver.timed("writer.cancel", self.inner.cancel)
-
-    def commit(self) -> None:
-        self.driver.timed("writer.commit", self.inner.commit)
-
-    def commit_to(self, destination: str) -> None:
-        self.driver.timed("writer.commit", lambda: self.inner.commit_to(destination))
-
-
 class ObservedAtomicWriter:
-    """An atomic writer whose endings are reported, as `ObservedWriter`'s."""
+    """An atomic writer whose endings (`commit`, `close`, `cancel`) are reported; writes go
+    straight through. Its `close` discards, so it is reported as a cancel."""
+
+    _CLOSE = "writer.cancel"
 
     def __init__(self, writer: AtomicWriter, driver: ObservedDriver) -> None:
         self.inner = writer
@@ -197,10 +173,24 @@ class ObservedAtomicWriter:
         return self.inner.write(data)
 
     def close(self) -> None:
-        self.driver.timed("writer.cancel", self.inner.close)
+        self.driver.timed(self._CLOSE, self.inner.close)
 
     def cancel(self) -> None:
         self.driver.timed("writer.cancel", self.inner.cancel)
 
     def commit(self) -> None:
         self.driver.timed("writer.commit", self.inner.commit)
+
+
+class ObservedWriter(ObservedAtomicWriter):
+    """An appending writer observed as `ObservedAtomicWriter`; its `close` persists (reported as a
+    close) and it can commit to another key."""
+
+    _CLOSE = "writer.close"
+
+    def __init__(self, writer: FileWriter, driver: ObservedDriver) -> None:
+        super().__init__(writer, driver)
+        self.appending = writer
+
+    def commit_to(self, destination: str) -> None:
+        self.driver.timed("writer.commit", lambda: self.appending.commit_to(destination))
