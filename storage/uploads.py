@@ -232,13 +232,16 @@ class UploadStore:
     def _completed(self, repository: str, upload_id: str, digest: Digest, size: int) -> BlobInfo:
         """Its bytes are in the CAS: only the upload's state is left (a writer racing this
         completion may leave data beside it, which the purge takes with the upload's directory)."""
-        self._hashes.forget(upload_id)
-        self.driver.delete_many([paths.upload_state(repository, upload_id)])
+        self._drop_state(repository, upload_id)
         return BlobInfo(digest, size)
 
     def discard_empty(self, repository: str, upload_id: str) -> None:
         """Remove an upload that holds no bytes (its blob came whole, straight into the CAS:
         storage.fill): one delete of its state."""
+        self._drop_state(repository, upload_id)
+
+    def _drop_state(self, repository: str, upload_id: str) -> None:
+        """The upload's state and running hash go; nothing else of it is left to remove."""
         self._hashes.forget(upload_id)
         self.driver.delete_many([paths.upload_state(repository, upload_id)])
 
