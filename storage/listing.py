@@ -27,6 +27,7 @@ from collections.abc import Callable
 from . import paths
 from .driver.base import StorageDriver
 from .errors import PathNotFound
+from .links import object_exists
 
 #: Keys asked for at once when looking for any other revision of a repository (its link and, for
 #: some, a media type file: up to two keys per revision).
@@ -89,7 +90,7 @@ class ListingIndex:
         checked first as the cheapest proof that it still has one)."""
         marker = paths.index_repository(name)
         self.driver.put(marker, b"")
-        if revision is not None and self._exists(revision):
+        if revision is not None and object_exists(self.driver, revision):
             return
         if not self.has_revision(name):
             self.driver.delete_many([marker])  # its manifests were deleted meanwhile
@@ -139,10 +140,3 @@ class ListingIndex:
         removed = remove()
         self.driver.delete_many([marker])
         return removed
-
-    def _exists(self, key: str) -> bool:
-        try:
-            self.driver.stat(key)
-            return True
-        except PathNotFound:
-            return False

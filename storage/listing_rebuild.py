@@ -22,7 +22,7 @@ from ocispec.digest import Digest
 from . import paths
 from .driver.base import FileInfo, StorageDriver
 from .errors import CorruptLink, PathNotFound
-from .links import read_link
+from .links import object_exists, read_link
 from .listing import ListingIndex
 
 #: Tag links read at once on a driver whose small reads are network round trips (S3).
@@ -151,12 +151,12 @@ def _still_differs(driver: StorageDriver, difference: IndexDifference) -> bool:
     else:
         in_tree = _resolves(driver, name, tag)
         marker = paths.index_tag(name, tag)
-    return in_tree == difference.missing and _exists(driver, marker) != difference.missing
+    return in_tree == difference.missing and object_exists(driver, marker) != difference.missing
 
 
 def _resolves(driver: StorageDriver, name: str, tag: str) -> bool:
     target = _target(driver, name, tag)
-    return target is not None and _exists(driver, paths.manifest_revision_link(name, target))
+    return target is not None and object_exists(driver, paths.manifest_revision_link(name, target))
 
 
 def _target(driver: StorageDriver, name: str, tag: str) -> Digest | None:
@@ -164,14 +164,6 @@ def _target(driver: StorageDriver, name: str, tag: str) -> Digest | None:
         return read_link(driver, paths.tag_current_link(name, tag))
     except (PathNotFound, CorruptLink):
         return None
-
-
-def _exists(driver: StorageDriver, key: str) -> bool:
-    try:
-        driver.stat(key)
-        return True
-    except PathNotFound:
-        return False
 
 
 def _walk(driver: StorageDriver, prefix: str) -> Iterator[FileInfo]:
