@@ -37,6 +37,7 @@ from .routes import routes
 from .server import BODY_ERROR
 from .settings import Settings
 from .store import storage_driver
+from .ui import console_routes
 
 if TYPE_CHECKING:  # the auth package loads only when auth is on
     from .auth.service import AuthService
@@ -55,6 +56,7 @@ def create_app(settings: Settings, storage: Storage | None = None, authorizer: A
     ctx = RegistryContext(settings, storage, authorizer or AllowAll(), events_for(settings, storage, serving=True),
                           proxy)
     quotas = install_quotas(storage, settings)  # counts usage from here on (registry.lifecycle.quota)
+    extra_routes += console_routes(settings, service, proxy)  # the web console, `ui.enabled` (registry.ui)
     if settings.metrics.enabled and not settings.metrics.listen:
         extra_routes.append(_metrics_route(settings, storage, quotas, service))
     notifiers = dispatchers(settings, storage)  # reads the endpoints' keys now: a bad one stops the start

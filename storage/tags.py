@@ -10,8 +10,10 @@ Setting and deleting a tag keeps its marker in the listing index (storage.listin
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ocispec.digest import Digest
 from ocispec.reference import is_tag
@@ -22,6 +24,10 @@ from .errors import CorruptLink, NameUnknown, PathNotFound, TagUnknown
 from .links import delete_quietly, link_exists, read_link, write_link
 from .listing import ListingIndex
 
+T = TypeVar("T")
+
+#: Tags counted per listing of the index.
+_COUNT_PAGE = 1000
 #: Tags resolved at once on a driver whose small reads are network round trips (S3).
 _RESOLVE_CONCURRENCY = 16
 
@@ -97,6 +103,17 @@ class TagStore:
             raise NameUnknown(f"repository name not known to registry: {self.name}", name=self.name)
         return tags, more
 
+    def count(self) -> int:
+        """How many tags resolve, from the listing index (one listing per thousand; it must have been
+        built: `Storage.listing_ready`)."""
+        total, last = 0, None
+        while True:
+            tags, more = self.index.tags(self.name, last, _COUNT_PAGE)
+            total += len(tags)
+            if not more or not tags:
+                return total
+            last = tags[-1]
+
     def tags_of(self, digest: Digest) -> builtins.list[str]:
         """Every tag currently pointing at `digest`."""
         return sorted(tag for tag, target in self._resolved_or_none().items() if target == digest)
@@ -106,7 +123,32 @@ class TagStore:
         a manifest."""
         return self._resolved_or_none(missing_ok=False)
 
+    def dated(self) -> dict[str, TagInfo]:
+        """tag → what it points at and when it was last set, for every tag that resolves (a listing
+        newest first sorts by it: a read and a stat a tag, one revision check a digest, no manifest).
+        NameUnknown when the repository has never had a manifest."""
+        revisions: dict[Digest, bool] = {}  # digest → whether its revision link is there (many tags share one)
+
+        def info(tag: str) -> TagInfo | None:
+            key = paths.tag_current_link(self.name, tag)
+            try:
+                digest = read_link(self.driver, key)
+                modified = self.driver.head(key).modified
+            except (PathNotFound, CorruptLink):
+                return None  # no link (never finished, or deleted meanwhile), or debris
+            known = revisions.get(digest)
+            if known is None:
+                known = revisions[digest] = link_exists(self.driver, paths.manifest_revision_link(self.name, digest))
+            return TagInfo(digest, modified) if known else None
+
+        return self._each_tag(info, missing_ok=False)
+
     def _resolved_or_none(self, missing_ok: bool = True) -> dict[str, Digest]:
+        return self._each_tag(lambda tag: self._target(paths.tag_current_link(self.name, tag)), missing_ok)
+
+    def _each_tag(self, read: Callable[[str], T | None], missing_ok: bool) -> dict[str, T]:
+        """tag → `read(tag)` for every tag directory whose read is not None, concurrently on a driver
+        whose small reads are round trips."""
         try:
             keys = self.driver.list(paths.tags(self.name))
         except PathNotFound:
@@ -116,16 +158,12 @@ class TagStore:
         # Debris that is no tag (a stray file, a name outside the grammar) is not one.
         names = [key.rsplit("/", 1)[1] for key in keys]
         names = [name for name in names if is_tag(name)]
-
-        def target(tag: str) -> tuple[str, Digest | None]:
-            return tag, self._target(paths.tag_current_link(self.name, tag))
-
         if self.driver.capabilities.fast_small_reads or len(names) < 2:
-            results = [target(tag) for tag in names]
+            results = [read(tag) for tag in names]
         else:
             with ThreadPoolExecutor(max_workers=min(_RESOLVE_CONCURRENCY, len(names))) as pool:
-                results = builtins.list(pool.map(target, names))
-        return {tag: digest for tag, digest in results if digest is not None}
+                results = builtins.list(pool.map(read, names))
+        return {tag: result for tag, result in zip(names, results, strict=True) if result is not None}
 
     def _target(self, link_key: str) -> Digest | None:
         """The digest of the tag link at `link_key` if it names a revision this repository links."""

@@ -5,12 +5,14 @@ trusts, the failed-login limiter and the challenge it sends."""
 from __future__ import annotations
 
 import datetime
+import hashlib
 import hmac
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
@@ -201,6 +203,13 @@ class AuthService:
             log.info("refused a refresh token for %r: user removed or password changed", verified.subject[:64])
             raise LoginFailed()
         return verified.subject
+
+    def derived_secret(self, purpose: str) -> bytes:
+        """A 32-byte secret for `purpose` (the console's session cookies), derived from the signing
+        key: replicas that share the key (as they must, for tokens) share it; a new key revokes it."""
+        der = self.signing.private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                                     serialization.NoEncryption())
+        return hmac.new(der, b"cargobay derived secret: " + purpose.encode(), hashlib.sha256).digest()
 
     # -- the challenge ---------------------------------------------------------------------------
     def realm(self, request: Request) -> str:

@@ -105,9 +105,16 @@ def manifest_response(request: Request, stored: StoredManifest) -> Response:
 
 async def delete_manifest(request: Request) -> Response:
     """Only reached with storage.delete.enabled (registry.routes refuses it otherwise)."""
-    events = context(request).events
-    repo = repository(request)
     tag, digest = path_reference(request)
+    await remove(request, repository(request), tag, digest)
+    return empty(202)
+
+
+async def remove(request: Request, repo: Repository, tag: str | None, digest: Digest | None) -> None:
+    """Delete a manifest (`digest`) or a tag, as the API's DELETE does (the web console's too):
+    immutable tags refuse it, and it is an event. The caller has checked the access and that
+    deletes are enabled."""
+    events = context(request).events
     await immutable.before_delete(request, repo, tag, digest)
     if digest is not None:
         await run(repo.manifests.delete, digest)
@@ -118,4 +125,3 @@ async def delete_manifest(request: Request) -> Response:
         was = named.get(tag or "")
         await events.emit(request, Event("tag.delete", repository=repo.name, tag=tag or "",
                                          digest=str(was) if was else ""))
-    return empty(202)

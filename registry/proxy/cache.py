@@ -45,6 +45,7 @@ from ..handlers.base import run
 from ..settings import Settings
 from .answers import can_serve_stale, upstream_failure
 from .flight import Flights
+from .health import HealthBoard
 from .routing import NameRouter
 from .upstream import Upstream
 
@@ -91,9 +92,18 @@ class PullThrough:
     def __init__(self, settings: Settings, storage: Storage, environ: Mapping[str, str] | None = None,
                  observe: CacheObserver | None = None) -> None:
         self.storage = storage
-        self.observe = observe or _unobserved
+        #: Each upstream's answers, failures and stale answers in this process (the console's operations page).
+        self.health = HealthBoard([u.host for u in settings.proxy.upstreams])
+        metrics = observe or _unobserved
+
+        def observe_both(host: str, kind: str, outcome: str) -> None:
+            self.health.observe(host, kind, outcome)
+            metrics(host, kind, outcome)
+
+        self.observe: CacheObserver = observe_both
         self.router = NameRouter(settings.proxy)
-        self.upstreams = {u.host: Upstream(u, settings.proxy, environ) for u in settings.proxy.upstreams}
+        self.upstreams = {u.host: Upstream(u, settings.proxy, environ, self.health.answered)
+                          for u in settings.proxy.upstreams}
         self.flights = Flights()
         self.touches = Touches()
         self.max_tags = settings.limits.max_page_size * 100

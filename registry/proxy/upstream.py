@@ -12,7 +12,7 @@ nothing of a client's own request is passed on.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from distclient import (
@@ -33,6 +33,10 @@ from ..auth.rules import compile_pattern
 from ..settings import ProxySettings, SettingsError, UpstreamSettings, upstream_password_env
 
 DOCKER_HUB_URL = "https://registry-1.docker.io"
+
+
+def _nobody_listens(host: str) -> None:
+    return None
 
 
 def upstream_url(settings: UpstreamSettings) -> str:
@@ -60,8 +64,9 @@ def upstream_credentials(settings: UpstreamSettings, environ: Mapping[str, str])
 
 class Upstream:
     def __init__(self, settings: UpstreamSettings, proxy: ProxySettings,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None, answered: Callable[[str], None] | None = None) -> None:
         self.settings = settings
+        self.answered = answered or _nobody_listens
         self.host = settings.host
         self.url = upstream_url(settings)
         self.tag_ttl = settings.tag_ttl
@@ -89,21 +94,31 @@ class Upstream:
         return Reference(self.host, name, identifier)
 
     # -- the calls the cache makes (synchronous: run them in the thread pool) ------------------
+    # Each records that the upstream answered (registry.proxy.health); failures the cache records.
     def head_manifest(self, name: str, tag: str) -> Digest | None:
         """What `tag` resolves to now, asked once (HEAD: not counted against Docker Hub's pull limit)."""
-        return self.quick.head_manifest(self.reference(name, tag))
+        digest = self.quick.head_manifest(self.reference(name, tag))
+        self.answered(self.host)
+        return digest
 
     def get_manifest(self, name: str, identifier: str) -> FetchedManifest:
         """The manifest, verified against its digest (the one asked for, or the one the upstream says)."""
-        return self.client.get_manifest(self.reference(name, identifier))
+        fetched = self.client.get_manifest(self.reference(name, identifier))
+        self.answered(self.host)
+        return fetched
 
     def blob_size(self, name: str, digest: Digest) -> int:
-        return self.client.blob_size(self.reference(name, str(digest)), digest)
+        size = self.client.blob_size(self.reference(name, str(digest)), digest)
+        self.answered(self.host)
+        return size
 
     def fetch_blob(self, name: str, digest: Digest, size: int, sink: BlobSink) -> None:
         """Stream the blob into `sink` (resuming with Range after a broken connection) and commit it."""
         ref = self.reference(name, str(digest))
         self.client.fetch_blob(ref, Descriptor("application/octet-stream", digest, size), sink)
+        self.answered(self.host)
 
     def list_tags(self, name: str, limit: int) -> list[str]:
-        return self.quick.list_tags(self.reference(name, "latest"), limit)
+        tags = self.quick.list_tags(self.reference(name, "latest"), limit)
+        self.answered(self.host)
+        return tags

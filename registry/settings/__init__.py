@@ -29,6 +29,7 @@ from .operations import (
     MetricsSettings,
     NotificationEndpoint,
     NotificationSettings,
+    UiSettings,
 )
 from .schema import (
     ENV_PREFIX,
@@ -89,6 +90,7 @@ __all__ = [
     "TlsSettings",
     "TokenSettings",
     "TrustSettings",
+    "UiSettings",
     "UploadSettings",
     "UpstreamSettings",
     "ValidationSettings",

@@ -1,7 +1,7 @@
-"""The settings of operating the registry (docs/operations.md): logs, metrics, the audit trail and
-webhook notifications. Frozen dataclasses like the rest of the schema (registry.settings.schema
-composes them into `Settings`); this module imports nothing of the registry, and `help_text` is
-the one way a field documents itself, here and in the schema."""
+"""The settings of operating the registry (docs/operations.md): logs, metrics, the audit trail,
+webhook notifications and the web console (docs/ui.md). Frozen dataclasses like the rest of the
+schema (registry.settings.schema composes them into `Settings`); this module imports nothing of
+the registry, and `help_text` is the one way a field documents itself, here and in the schema."""
 
 from __future__ import annotations
 
@@ -92,3 +92,18 @@ class NotificationSettings:
     endpoints: tuple[NotificationEndpoint, ...] = field(default=(), metadata=help_text(
         "Webhook endpoints: events in Distribution's envelope "
         "(`application/vnd.docker.distribution.events.v1+json`), kept in storage until delivered."))
+
+
+@dataclass(frozen=True)
+class UiSettings:
+    """`ui`: the web console at `/ui/` (docs/ui.md)."""
+
+    enabled: bool = field(default=True, metadata=help_text(
+        "Serve the web console at `/ui/` on the API's listener: browse repositories, tags and images, and "
+        "delete where the rules allow. Off: `/ui/` answers 404."))
+    session_ttl: float = field(default=8 * 3600.0, metadata=help_text(
+        "How long a console login lasts (with `auth.enabled`), then the user logs in again. "
+        "A duration: `90`, `30m`, `8h`.", duration=True, min=1.0, max=30 * 86400.0))
+    page_size: int = field(default=50, metadata=help_text(
+        "Rows on one page of the console's lists (repositories, tags); `?n=` asks for up to `limits.max_page_size`.",
+        min=1, max=1000))

@@ -20,7 +20,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 from ocispec.manifest import MAX_MANIFEST_SIZE
 from storage import S3Options, option_limits
 
-from .operations import AuditSettings, LogSettings, MetricsSettings, NotificationSettings
+from .operations import AuditSettings, LogSettings, MetricsSettings, NotificationSettings, UiSettings
 from .operations import help_text as _help
 
 ENV_PREFIX = "CARGOBAY_"
@@ -382,6 +382,7 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
+    ui: UiSettings = field(default_factory=UiSettings)
 
 
 # -- introspection -------------------------------------------------------------------------------

@@ -1,0 +1,63 @@
+"""How each upstream has been answering this process: when it last answered, when it last failed,
+how often the cache stood in for it with a stale answer (the web console's operations page).
+
+Kept in memory per process (each worker tells what it saw); `Upstream` records its answers, and the
+cache's observer (`observe`, chained before the metrics') its failures and stale answers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, replace
+
+#: The cache's outcomes (registry.proxy.cache) that speak about the upstream's health.
+_FAILED, _STALE = "error", "stale"
+
+
+@dataclass(frozen=True)
+class UpstreamHealth:
+    host: str
+    last_success: float | None = None
+    last_failure: float | None = None
+    failures: int = 0
+    stale_answers: int = 0
+
+    @property
+    def state(self) -> str:
+        """`up` (its last call answered), `down` (its last call failed), or `unknown` (never asked)."""
+        if self.last_failure is not None and (self.last_success is None or self.last_failure > self.last_success):
+            return "down"
+        return "up" if self.last_success is not None else "unknown"
+
+
+class HealthBoard:
+    def __init__(self, hosts: list[str]) -> None:
+        self._lock = threading.Lock()
+        self._health = {host: UpstreamHealth(host) for host in hosts}
+
+    def answered(self, host: str) -> None:
+        self._update(host, last_success=time.time())
+
+    def observe(self, host: str, kind: str, outcome: str) -> None:
+        """The cache's observer (`CacheObserver`): failures and stale answers, by upstream."""
+        if outcome == _FAILED:
+            with self._lock:
+                now = self._health.get(host)
+                if now is not None:
+                    self._health[host] = replace(now, last_failure=time.time(), failures=now.failures + 1)
+        elif outcome == _STALE:
+            with self._lock:
+                now = self._health.get(host)
+                if now is not None:
+                    self._health[host] = replace(now, stale_answers=now.stale_answers + 1)
+
+    def _update(self, host: str, **changes: float) -> None:
+        with self._lock:
+            now = self._health.get(host)
+            if now is not None:
+                self._health[host] = replace(now, **changes)  # type: ignore[arg-type]
+
+    def snapshot(self) -> list[UpstreamHealth]:
+        with self._lock:
+            return sorted(self._health.values(), key=lambda h: h.host)

@@ -1,0 +1,126 @@
+"""The console's cookies: a signed session (who logged in, until when) and a CSRF token.
+
+The session cookie is `base64(json).base64(hmac)`: the user, when it expires, and the fingerprint
+of the user's password hash, so a changed password or a removed user ends every session, as it
+ends refresh tokens (registry.auth). Its key is derived from the token signing key
+(`AuthService.derived_secret`): replicas that share tokens share sessions; nothing is kept on the
+server, so any replica answers any page.
+
+CSRF: a random token in a cookie of its own that every form repeats in a hidden field (double
+submit); both cookies are HttpOnly and SameSite=Strict, so another site can neither read the token
+nor make the browser send the cookies with a forged form. A login replaces the token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+SESSION_COOKIE = "cargobay_ui"
+CSRF_COOKIE = "cargobay_ui_csrf"
+COOKIE_PATH = "/ui"
+_CSRF_SCOPE_KEY = "cargobay.ui.csrf"
+
+
+@dataclass(frozen=True)
+class Session:
+    user: str
+    expires: float
+    fingerprint: str
+
+
+class Expired:
+    """A session that was valid and has run out (the login page says so)."""
+
+
+EXPIRED = Expired()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class SessionSigner:
+    def __init__(self, secret: bytes, ttl: float) -> None:
+        self._secret = secret
+        self.ttl = ttl
+
+    def _mac(self, payload: str) -> str:
+        return _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
+
+    def issue(self, user: str, fingerprint: str, now: float | None = None) -> str:
+        expires = int((time.time() if now is None else now) + self.ttl)
+        payload = _b64(json.dumps({"u": user, "exp": expires, "pwh": fingerprint}, separators=(",", ":")).encode())
+        return f"{payload}.{self._mac(payload)}"
+
+    def read(self, value: str, now: float | None = None) -> Session | Expired | None:
+        """The session a cookie holds; EXPIRED when it was ours and ran out; None when it is not
+        ours (forged, damaged, another key's)."""
+        payload, dot, mac = value.partition(".")
+        if not dot or not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
+            return None
+        try:
+            data = json.loads(_unb64(payload))
+            session = Session(str(data["u"]), float(data["exp"]), str(data["pwh"]))
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            return None
+        if session.expires <= (time.time() if now is None else now):
+            return EXPIRED
+        return session
+
+
+def secure_cookies(request: Request, public_url: str) -> bool:
+    """Cookies are Secure when the console is reached over TLS (here, or at the public URL)."""
+    return request.url.scheme == "https" or public_url.startswith("https://")
+
+
+def set_cookie(response: Response, name: str, value: str, secure: bool, max_age: int | None = None) -> None:
+    response.set_cookie(name, value, max_age=max_age, path=COOKIE_PATH, secure=secure, httponly=True,
+                        samesite="strict")
+
+
+def clear_cookie(response: Response, name: str, secure: bool) -> None:
+    response.delete_cookie(name, path=COOKIE_PATH, secure=secure, httponly=True, samesite="strict")
+
+
+def csrf_token(request: Request) -> str:
+    """The request's CSRF token: the cookie's, or a new one (`remember_csrf` sets it on the answer)."""
+    token = request.scope.get(_CSRF_SCOPE_KEY)
+    if token is None:
+        token = request.cookies.get(CSRF_COOKIE) or ""
+        if len(token) != 43:  # ours are 32 random bytes, base64url
+            token = secrets.token_urlsafe(32)
+        request.scope[_CSRF_SCOPE_KEY] = token
+    return str(token)
+
+
+def renew_csrf(request: Request) -> str:
+    """A new token for what follows (after a login: a token planted before it is worth nothing)."""
+    token = secrets.token_urlsafe(32)
+    request.scope[_CSRF_SCOPE_KEY] = token
+    return token
+
+
+def remember_csrf(request: Request, response: Response, secure: bool) -> None:
+    token = request.scope.get(_CSRF_SCOPE_KEY)
+    if token is not None and token != request.cookies.get(CSRF_COOKIE):
+        set_cookie(response, CSRF_COOKIE, str(token), secure)
+
+
+def csrf_valid(request: Request, submitted: object) -> bool:
+    """Whether a form's token is the one the browser's cookie holds."""
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    return isinstance(submitted, str) and bool(cookie) and hmac.compare_digest(submitted.encode(), cookie.encode())
