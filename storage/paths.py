@@ -12,6 +12,7 @@
     v1/usage/<rule id>/blobs/<alg>/<hex>/<size>/<name with + for />  a quota rule counts that blob
     v1/usage/<rule id>/built                                       when the rule was last rebuilt
     v1/jobs/<job>/last                                             a lifecycle job's last run (JSON)
+    v1/logouts/<sha256 of a user name>                             when the user last logged out of the console
     v1/journals/<journal>/<YYYY-MM-DD>/<time>-<writer>-<seq>        a batch of records (JSON lines)
     v1/queues/<queue>/items/<time>-<id>                            an item waiting (e.g. a webhook event)
     v1/queues/<queue>/lease                                        who works through the queue now
@@ -29,6 +30,7 @@ Reading keys back (what a walk or listing found) is done here too (`blob_data_di
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from ocispec.digest import Digest
@@ -320,6 +322,14 @@ def _component(value: str, what: str) -> str:
 
 def job_last_run(job: str) -> str:
     return f"{JOBS}/{_component(job, 'job name')}/last"
+
+
+LOGOUTS = f"{ROOT}/logouts"
+
+
+def logout(user: str) -> str:
+    """A user's logout record; the name is hashed (user names are not key grammar)."""
+    return f"{LOGOUTS}/{hashlib.sha256(user.encode()).hexdigest()}"
 
 
 def journal(name: str) -> str:

@@ -18,6 +18,7 @@ from .errors import PathNotFound
 from .links import link_exists
 from .listing import ListingIndex
 from .listing_rebuild import IndexDifference, IndexRebuild, differences, rebuild
+from .logouts import last_logout, record_logout
 from .manifest_cache import ManifestCache
 from .manifests import ManifestStore
 from .referrers import ReferrerStore
@@ -81,6 +82,13 @@ class Storage:
 
     def last_run(self, job: str) -> dict[str, Any] | None:
         return last_run(self.driver, job)
+
+    def record_logout(self, user: str) -> None:
+        """`user` logged out of the web console now: sessions issued before are over (storage.logouts)."""
+        record_logout(self.driver, user)
+
+    def last_logout(self, user: str) -> float | None:
+        return last_logout(self.driver, user)
 
     def check_health(self) -> None:
         """Raise StorageError unless the backend answers one cheap call: a `stat` of the layout's

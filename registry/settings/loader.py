@@ -290,4 +290,4 @@ def notification_secret_env(name: str) -> str:
 
 
 # Variables with the prefix that are not settings (read by tests and tooling, not the server).
-IGNORED_ENV = frozenset({"CARGOBAY_REQUIRE_TOOLS", "CARGOBAY_CONFIG"})
+IGNORED_ENV = frozenset({"CARGOBAY_REQUIRE_TOOLS", "CARGOBAY_CONFIG", "CARGOBAY_ARTIFACTS"})

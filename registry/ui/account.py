@@ -8,10 +8,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..auth.service import AuthService, LoginFailed, RateLimited
+from ..context import context
 from ..errors import RegistryError
+from ..handlers.base import run
 from .forms import form, local_target, redirect, secure
 from .render import page
-from .session import SESSION_COOKIE, clear_cookie, csrf_token, csrf_valid, remember_csrf, renew_csrf, set_cookie
+from .session import (
+    SESSION_COOKIE,
+    Session,
+    clear_cookie,
+    csrf_token,
+    csrf_valid,
+    remember_csrf,
+    renew_csrf,
+    set_cookie,
+)
 from .viewer import Gate
 
 EXPIRED_MESSAGE = "Your session has expired: log in again."
@@ -53,8 +64,9 @@ class Account:
         except LoginFailed:
             return self._form(request, "Wrong user name or password.", target, 401, username)
         response = redirect(local_target(target))
-        set_cookie(response, SESSION_COOKIE, self.gate.issue(username), secure(request),
-                   max_age=int(self.gate.settings.ui.session_ttl))
+        # No Max-Age: the browser keeps it until it closes, and the server, which knows the session's
+        # end, says "expired" (a cookie the browser dropped first would only look logged out).
+        set_cookie(response, SESSION_COOKIE, self.gate.issue(username), secure(request))
         renew_csrf(request)  # a token planted before the login is worth nothing after it
         remember_csrf(request, response, secure(request))
         return response
@@ -66,6 +78,9 @@ class Account:
             return self._form(request, exc.message, None, exc.status)
         if not csrf_valid(request, fields.get("csrf")):
             return self._form(request, "This form has expired: please try again.", None, 403)
+        session = await self.gate.session(request)
+        if isinstance(session, Session):  # every session of the user issued until now ends, on every replica
+            await run(context(request).storage.record_logout, session.user)
         response = redirect("/ui/login")
         clear_cookie(response, SESSION_COOKIE, secure(request))
         return response

@@ -71,7 +71,7 @@ def console_page(gate: Gate, handler: PageHandler) -> Callable[[Request], Awaita
     could see nothing without logging in, go to the login page; errors become HTML pages with the
     API's status (a storage outage is 503, never a traceback); the CSRF cookie is set on the way out."""
     async def endpoint(request: Request) -> Response:
-        viewer = gate.viewer(request)
+        viewer = await gate.viewer(request)
         if isinstance(viewer, Expired):
             return login_redirect(request, expired=True)
         if viewer.must_log_in:

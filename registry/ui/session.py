@@ -1,8 +1,9 @@
 """The console's cookies: a signed session (who logged in, until when) and a CSRF token.
 
-The session cookie is `base64(json).base64(hmac)`: the user, when it expires, and the fingerprint
-of the user's password hash, so a changed password or a removed user ends every session, as it
-ends refresh tokens (registry.auth). Its key is derived from the token signing key
+The session cookie is `base64(json).base64(hmac)`: the user, when it was issued and expires, and
+the fingerprint of the user's password hash, so a changed password or a removed user ends every
+session, as it ends refresh tokens (registry.auth); a logout ends every session issued before it
+(storage's logout record, which every replica reads). Its key is derived from the token signing key
 (`AuthService.derived_secret`): replicas that share tokens share sessions; nothing is kept on the
 server, so any replica answers any page.
 
@@ -34,6 +35,7 @@ _CSRF_SCOPE_KEY = "cargobay.ui.csrf"
 @dataclass(frozen=True)
 class Session:
     user: str
+    issued: float
     expires: float
     fingerprint: str
 
@@ -62,8 +64,9 @@ class SessionSigner:
         return _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
 
     def issue(self, user: str, fingerprint: str, now: float | None = None) -> str:
-        expires = int((time.time() if now is None else now) + self.ttl)
-        payload = _b64(json.dumps({"u": user, "exp": expires, "pwh": fingerprint}, separators=(",", ":")).encode())
+        issued = time.time() if now is None else now
+        body = {"u": user, "iat": issued, "exp": int(issued + self.ttl), "pwh": fingerprint}
+        payload = _b64(json.dumps(body, separators=(",", ":")).encode())
         return f"{payload}.{self._mac(payload)}"
 
     def read(self, value: str, now: float | None = None) -> Session | Expired | None:
@@ -74,7 +77,7 @@ class SessionSigner:
             return None
         try:
             data = json.loads(_unb64(payload))
-            session = Session(str(data["u"]), float(data["exp"]), str(data["pwh"]))
+            session = Session(str(data["u"]), float(data["iat"]), float(data["exp"]), str(data["pwh"]))
         except (ValueError, KeyError, TypeError, binascii.Error):
             return None
         if session.expires <= (time.time() if now is None else now):
@@ -87,8 +90,10 @@ def secure_cookies(request: Request, public_url: str) -> bool:
     return request.url.scheme == "https" or public_url.startswith("https://")
 
 
-def set_cookie(response: Response, name: str, value: str, secure: bool, max_age: int | None = None) -> None:
-    response.set_cookie(name, value, max_age=max_age, path=COOKIE_PATH, secure=secure, httponly=True,
+def set_cookie(response: Response, name: str, value: str, secure: bool) -> None:
+    """A console cookie: only for `/ui`, never readable by script, never sent by another site; kept
+    until the browser closes (a session's end is the server's to say)."""
+    response.set_cookie(name, value, path=COOKIE_PATH, secure=secure, httponly=True,
                         samesite="strict")
 
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 
 from ..access import DELETE, PULL
+from ..context import context
+from ..handlers.base import run_small
 from ..requestinfo import request_info
 from ..settings import Settings
 from .session import EXPIRED, SESSION_COOKIE, Expired, Session, SessionSigner
@@ -61,12 +63,12 @@ class Gate:
         self.signer = SessionSigner(service.derived_secret("ui-session"), settings.ui.session_ttl) \
             if service is not None else None
 
-    def viewer(self, request: Request) -> Viewer | Expired:
+    async def viewer(self, request: Request) -> Viewer | Expired:
         """The viewer of `request`; EXPIRED when its session ran out (or its user's password changed)."""
         deletes = self.settings.storage.delete.enabled
         if self.service is None:
             return Viewer(None, False, lambda name: frozenset({_ALL}), True, deletes, self.is_cached)
-        session = self.session(request)
+        session = await self.session(request)
         if isinstance(session, Expired):
             return EXPIRED
         user = session.user if session is not None else None
@@ -77,14 +79,20 @@ class Gate:
                       bool(rules.actions(user, "registry", "catalog")), deletes, self.is_cached,
                       must_log_in=user is None and not rules.anonymous)
 
-    def session(self, request: Request) -> Session | Expired | None:
+    async def session(self, request: Request) -> Session | Expired | None:
+        """The request's session: None without one, or after its user logged out since it was issued."""
         value = request.cookies.get(SESSION_COOKIE)
         if not value or self.signer is None or self.service is None:
             return None
         session = self.signer.read(value)
-        if isinstance(session, Session) and session.fingerprint != self.service.users().fingerprint(session.user):
+        if not isinstance(session, Session):
+            return session
+        if session.fingerprint != self.service.users().fingerprint(session.user):
             log.info("console session of %r ended: user removed or password changed", session.user[:64])
             return EXPIRED
+        logged_out = await run_small(request, context(request).storage.last_logout, session.user)
+        if logged_out is not None and session.issued <= logged_out:
+            return None
         return session
 
     def issue(self, user: str) -> str:
