@@ -3,9 +3,10 @@
 
     python bench/bench_ui.py [--tags 1000,10000] [--rounds 15] [--workers 1]
 
-For each tag count N, a fresh Cargobay (`registry serve`, disk storage) gets one two-layer image
-pushed under N tags (one manifest PUT per tag over a keep-alive connection), plus a two-platform
-index under one more tag. Then, alternating the pages round by round:
+For each tag count N, a fresh Cargobay (`registry serve`, disk storage) gets N distinct manifests of
+one two-layer image (each with an annotation of its own, so every tag names another manifest: a
+page reads as many manifests as it shows rows), one tag each, pushed over a keep-alive connection,
+plus a two-platform index under one more tag. Then, alternating the pages round by round:
 
 - time to first byte and to the last byte of `GET /ui/r/bench/app` (newest first: the default),
   `?sort=name`, and the second page (its `rel=next` link), over a keep-alive connection, as a
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import re
 import statistics
 import sys
@@ -51,10 +53,12 @@ class BenchError(Exception):
 
 def seed(server: RunningServer, tags: int) -> None:
     image = simple_image("bench-ui")
+    manifest = json.loads(image.manifest)
     with httpx.Client(timeout=60) as client:
         push_image(client, server.url, REPOSITORY, image, tag="tag-00000")
         for i in range(1, tags):
-            push_manifest(client, server.url, REPOSITORY, f"tag-{i:05d}", image.manifest, image.media_type)
+            distinct = json.dumps({**manifest, "annotations": {"bench.tag": str(i)}}).encode()
+            push_manifest(client, server.url, REPOSITORY, f"tag-{i:05d}", distinct, image.media_type)
         push_index(client, server.url, REPOSITORY, build_index([simple_image("bench-a"),
                                                                 simple_image("bench-b", "linux/arm64")]), "multi")
 

@@ -262,6 +262,15 @@ class ManifestStore:
             self.cache.put(self.name, stored)
         return stored
 
+    def parsed(self, digest: Digest) -> Manifest | None:
+        """The manifest `digest` as the model reads it (leniently: it was checked when pushed); None
+        when this repository does not have it or its bytes are not a manifest."""
+        try:
+            stored = self.get(digest)
+            return parse_manifest(stored.raw, stored.media_type, max_size=None, strict=False)
+        except (ManifestUnknown, OCIValidationError):
+            return None
+
     def get_tagged(self, tag: str) -> StoredManifest:
         """The manifest `tag` points at: TagUnknown unless the tag resolves (as `tags.resolve`
         says), with one check of the revision link instead of resolve's and get's two."""

@@ -16,7 +16,6 @@ here logs a password or a token. GET's errors are the OCI error JSON every route
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,6 +24,7 @@ from starlette.routing import Route
 from ocispec.errors import ErrorCode
 
 from ..errors import RegistryError
+from ..handlers.base import FormInvalid, read_form
 from .authorizer import parse_basic
 from .keys import to_jwk
 from .scopes import MAX_SCOPES, parse_scopes
@@ -85,15 +85,10 @@ def token_routes(service: AuthService) -> list[Route]:
         return _json(service.token_response(subject, audience, scopes, offline))
 
     async def post_token(request: Request) -> Response:
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM_BYTES:
-                return oauth2_error(400, "invalid_request", "request too large")
         try:
-            form = {k: v[0] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True).items()}
-        except UnicodeDecodeError:
-            return oauth2_error(400, "invalid_request", "the form is not UTF-8")
+            form = await read_form(request, MAX_FORM_BYTES)
+        except FormInvalid as exc:
+            return oauth2_error(400, "invalid_request", str(exc))
         audience = check_service(form.get("service"))
         if audience is None:
             return oauth2_error(400, "invalid_request", "this token server does not issue tokens for that service")

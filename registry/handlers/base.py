@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -76,6 +76,27 @@ def query_digest(request: Request) -> Digest:
     if not text:
         raise RegistryError(ErrorCode.DIGEST_INVALID, "the digest query parameter is required")
     return Digest.parse(text)
+
+
+class FormInvalid(ValueError):
+    """A form body that is too large, has too many fields or is not UTF-8 (the message says which)."""
+
+
+async def read_form(request: Request, max_bytes: int, max_fields: int = 50) -> dict[str, str]:
+    """An `application/x-www-form-urlencoded` body, each field's first value; FormInvalid when it
+    is larger than `max_bytes`, has more than `max_fields` fields or is not UTF-8."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise FormInvalid("request too large")
+    try:
+        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=max_fields)
+    except UnicodeDecodeError:
+        raise FormInvalid("the form is not UTF-8") from None
+    except ValueError:
+        raise FormInvalid("too many form fields") from None
+    return {key: values[0] for key, values in fields.items()}
 
 
 def json_response(obj: object, headers: dict[str, str] | None = None, media_type: str = "application/json") -> Response:

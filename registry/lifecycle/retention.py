@@ -30,8 +30,7 @@ import time
 from dataclasses import dataclass
 
 from ocispec.digest import Digest
-from ocispec.errors import OCIValidationError
-from ocispec.manifest import ImageIndex, parse_manifest
+from ocispec.manifest import ImageIndex
 from storage import ManifestUnknown, NameUnknown, Repository, Storage, StorageError, TagUnknown
 
 from ..events import Event, Events
@@ -138,9 +137,11 @@ def _plan_untagged(repo: Repository, rules: list[_Rule], tagged: set[Digest], no
     for digest in repo.manifests.revisions():
         try:
             pushed[digest] = repo.manifests.pulled_at(digest)
-            stored = repo.manifests.get(digest)
-            manifest = parse_manifest(stored.raw, stored.media_type, max_size=None, strict=False)
-        except (ManifestUnknown, OCIValidationError):
+        except ManifestUnknown:
+            continue
+        manifest = repo.manifests.parsed(digest)
+        if manifest is None:
+            del pushed[digest]
             continue
         if isinstance(manifest, ImageIndex):
             children[digest] = {d.digest for d in manifest.manifests}

@@ -45,7 +45,7 @@ from ..handlers.base import run
 from ..settings import Settings
 from .answers import can_serve_stale, upstream_failure
 from .flight import Flights
-from .health import HealthBoard
+from .health import HIT, MISS, STALE, UPSTREAM_ERROR, HealthBoard
 from .routing import NameRouter
 from .upstream import Upstream
 
@@ -54,7 +54,6 @@ log = logging.getLogger("cargobay.proxy")
 #: A cached manifest or blob is marked as pulled (its link rewritten, what `proxy.keep_for` counts)
 #: at most this often per process: a pull is a read, and most reads should stay reads.
 TOUCH_INTERVAL = 3600.0
-HIT, MISS, STALE, UPSTREAM_ERROR = "hit", "miss", "stale", "error"
 #: `observe(upstream host, kind, outcome)`: kind `manifest`, `blob` or `tags`, outcome one of the above.
 CacheObserver = Callable[[str, str, str], None]
 
@@ -248,8 +247,10 @@ class PullThrough:
             return cached
 
     def _failed(self, upstream: Upstream, kind: str, exc: ClientError) -> None:
-        if can_serve_stale(exc):  # the upstream's 404 is an answer, not its failure
+        if can_serve_stale(exc):
             self.observe(upstream.host, kind, UPSTREAM_ERROR)
+        else:  # the upstream's 404 is an answer, not its failure
+            self.health.answered(upstream.host)
 
 
 def _cached_tags(repo: Repository) -> list[str] | None:

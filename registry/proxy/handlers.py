@@ -18,7 +18,8 @@ from ..context import context
 from ..errors import RegistryError
 from ..handlers import blobs, manifests
 from ..handlers.base import json_response, paginate, path_digest, repository, run, run_small
-from .cache import HIT, MISS, UPSTREAM_ERROR, PullThrough
+from .cache import PullThrough
+from .health import HIT, MISS, UPSTREAM_ERROR
 from .tee import ClientStream, TeeResponse, client_stream, fetch_into
 from .upstream import Upstream
 

@@ -11,8 +11,9 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
-#: The cache's outcomes (registry.proxy.cache) that speak about the upstream's health.
-_FAILED, _STALE = "error", "stale"
+#: What the cache tells its observers of each answer (registry.proxy.cache): from its store, fetched
+#: upstream, served stale from its store because the upstream failed, or the upstream's failure.
+HIT, MISS, STALE, UPSTREAM_ERROR = "hit", "miss", "stale", "error"
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,12 @@ class HealthBoard:
 
     def observe(self, host: str, kind: str, outcome: str) -> None:
         """The cache's observer (`CacheObserver`): failures and stale answers, by upstream."""
-        if outcome == _FAILED:
+        if outcome == UPSTREAM_ERROR:
             with self._lock:
                 now = self._health.get(host)
                 if now is not None:
                     self._health[host] = replace(now, last_failure=time.time(), failures=now.failures + 1)
-        elif outcome == _STALE:
+        elif outcome == STALE:
             with self._lock:
                 now = self._health.get(host)
                 if now is not None:

@@ -20,10 +20,11 @@ from starlette.staticfiles import StaticFiles
 
 from ..proxy import PullThrough
 from ..settings import Settings
-from .forms import console_page, redirect
-from .pages import operations, repositories, repository_or_image
+from .forms import console_page, not_found, redirect
+from .pages import repositories, repository_or_image
 from .render import STATIC
-from .viewer import Gate
+from .status import operations
+from .viewer import Gate, Viewer
 
 if TYPE_CHECKING:  # the auth package loads only when auth is on
     from ..auth.service import AuthService
@@ -58,4 +59,10 @@ def console_routes(settings: Settings, service: AuthService | None, proxy: PullT
                    Route("/ui/logout", account.logout, methods=["POST"])]
     else:
         routes += [Route("/ui/login", no_login, methods=["GET"])]
+    # Last: anything else below /ui is the console's own 404 page, not the API's JSON.
+    routes.append(Route("/ui/{rest:path}", console_page(gate, nothing_here), methods=["GET", "HEAD", "POST"]))
     return routes
+
+
+async def nothing_here(request: Request, viewer: Viewer) -> Response:
+    raise not_found("this page")

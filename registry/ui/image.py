@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ocispec.digest import Digest
+from ocispec.errors import OCIValidationError
 from ocispec.manifest import Descriptor, ImageIndex, ImageManifest, Manifest
 from storage import Repository, StorageError
 
+#: BuildKit's annotation naming the manifest an attestation entry is about.
+ATTESTED_DIGEST = "vnd.docker.reference.digest"
 #: Configs larger than this are not read into a page (a real image config is a few KiB).
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
@@ -45,6 +48,9 @@ class ImageDetails:
     config: ImageConfig | None = None
     config_missing: bool = False
     referrers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: The raw JSON pretty-printed, made here in the thread pool rather than while rendering.
+    pretty_manifest: str = ""
+    pretty_config: str = ""
 
     @property
     def is_index(self) -> bool:
@@ -56,7 +62,20 @@ class ImageDetails:
 
 
 def _strings(value: Any) -> list[str]:
-    return [str(v) for v in value] if isinstance(value, list) else []
+    """The strings of a JSON list (anything else a config holds there is not shown: never str() of
+    an arbitrary, maybe deeply nested, value)."""
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _history(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        return []
+    return [{"created_by": _text(h.get("created_by")), "empty_layer": h.get("empty_layer") is True}
+            for h in value if isinstance(h, dict)]
 
 
 def read_config(repo: Repository, manifest: ImageManifest) -> ImageConfig | None:
@@ -70,7 +89,7 @@ def read_config(repo: Repository, manifest: ImageManifest) -> ImageConfig | None
         with reader:
             raw = reader.read(min(size, MAX_CONFIG_BYTES) + 1)
         obj = json.loads(raw)
-    except (StorageError, ValueError):
+    except (StorageError, ValueError, RecursionError):  # nesting deep enough to exhaust the parser: not a config
         return None
     if not isinstance(obj, dict):
         return None
@@ -79,13 +98,11 @@ def read_config(repo: Repository, manifest: ImageManifest) -> ImageConfig | None
                         if isinstance(p, str) and p)
     labels: dict[str, Any] = conf["Labels"] if isinstance(conf.get("Labels"), dict) else {}
     ports: dict[str, Any] = conf["ExposedPorts"] if isinstance(conf.get("ExposedPorts"), dict) else {}
-    history = [h for h in obj.get("history", []) if isinstance(h, dict)] if isinstance(obj.get("history"), list) \
-        else []
     return ImageConfig(platform if "/" in platform else "", _strings(conf.get("Entrypoint")),
                        _strings(conf.get("Cmd")), _strings(conf.get("Env")),
-                       {str(k): str(v) for k, v in labels.items()}, sorted(str(p) for p in ports),
-                       str(conf.get("User") or ""), str(conf.get("WorkingDir") or ""), str(obj.get("created") or ""),
-                       history, raw)
+                       {k: v for k, v in labels.items() if isinstance(v, str)}, sorted(ports),
+                       _text(conf.get("User")), _text(conf.get("WorkingDir")), _text(obj.get("created")),
+                       _history(obj.get("history")), raw)
 
 
 def image_details(repo: Repository, digest: Digest, manifest: Manifest, raw: bytes) -> ImageDetails:
@@ -97,6 +114,8 @@ def image_details(repo: Repository, digest: Digest, manifest: Manifest, raw: byt
         details.config = read_config(repo, manifest)
         details.config_missing = details.config is None
     details.referrers = referrers_by_type(repo, digest)
+    details.pretty_manifest = pretty_json(raw)
+    details.pretty_config = pretty_json(details.config.raw) if details.config is not None else ""
     return details
 
 
@@ -109,5 +128,17 @@ def referrers_by_type(repo: Repository, digest: Digest) -> dict[str, list[dict[s
 
 
 def attestation_subject(entry: Descriptor) -> str:
-    """The digest an attestation entry speaks about (BuildKit's `vnd.docker.reference.digest`)."""
-    return entry.annotations.get("vnd.docker.reference.digest", "")
+    """The digest an attestation entry speaks about (BuildKit's `vnd.docker.reference.digest`), or ""
+    when the annotation is missing or not a digest."""
+    try:
+        return str(Digest.parse(entry.annotations.get(ATTESTED_DIGEST, "")))
+    except OCIValidationError:
+        return ""
+
+
+def pretty_json(raw: bytes) -> str:
+    """JSON indented for reading; bytes that are not JSON (or nest too deep to parse) as they are."""
+    try:
+        return json.dumps(json.loads(raw), indent=2, ensure_ascii=False)
+    except (ValueError, RecursionError):
+        return raw.decode("utf-8", "replace")

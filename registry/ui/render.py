@@ -8,7 +8,6 @@ inline script runs."""
 from __future__ import annotations
 
 import datetime
-import json
 from pathlib import Path
 from typing import Any
 
@@ -47,20 +46,11 @@ def timestamp(seconds: float | None) -> str:
     return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def pretty_json(raw: bytes | str) -> str:
-    """JSON indented for reading; text that is not JSON is shown as it is."""
-    try:
-        return json.dumps(json.loads(raw), indent=2, sort_keys=False, ensure_ascii=False)
-    except (ValueError, UnicodeDecodeError):
-        return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-
-
 def _environment() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["size"] = human_size
     env.filters["timestamp"] = timestamp
-    env.globals["pretty"] = pretty_json
     return env
 
 

@@ -7,9 +7,12 @@ session, as it ends refresh tokens (registry.auth); a logout ends every session 
 (`AuthService.derived_secret`): replicas that share tokens share sessions; nothing is kept on the
 server, so any replica answers any page.
 
-CSRF: a random token in a cookie of its own that every form repeats in a hidden field (double
-submit); both cookies are HttpOnly and SameSite=Strict, so another site can neither read the token
-nor make the browser send the cookies with a forged form. A login replaces the token.
+CSRF, three checks on every form that changes something (`form_allowed`): the browser says the
+form came from this origin (`Sec-Fetch-Site`, `Origin`: what a sibling subdomain cannot fake); the
+form repeats the random token of a cookie of its own (double submit; a login replaces it); and for
+a logged-in user the form's token is that cookie's token signed with the session's key and bound to
+the session (`SessionSigner.bind`), so a token planted from elsewhere is worth nothing. Both
+cookies are HttpOnly and SameSite=Strict.
 """
 
 from __future__ import annotations
@@ -69,6 +72,10 @@ class SessionSigner:
         payload = _b64(json.dumps(body, separators=(",", ":")).encode())
         return f"{payload}.{self._mac(payload)}"
 
+    def bind(self, token: str, session: Session) -> str:
+        """The form token of `session`: the CSRF cookie's `token` signed with the session."""
+        return self._mac(f"csrf|{token}|{session.user}|{session.issued!r}")
+
     def read(self, value: str, now: float | None = None) -> Session | Expired | None:
         """The session a cookie holds; EXPIRED when it was ours and ran out; None when it is not
         ours (forged, damaged, another key's)."""
@@ -125,7 +132,20 @@ def remember_csrf(request: Request, response: Response, secure: bool) -> None:
         set_cookie(response, CSRF_COOKIE, str(token), secure)
 
 
-def csrf_valid(request: Request, submitted: object) -> bool:
-    """Whether a form's token is the one the browser's cookie holds."""
-    cookie = request.cookies.get(CSRF_COOKIE, "")
-    return isinstance(submitted, str) and bool(cookie) and hmac.compare_digest(submitted.encode(), cookie.encode())
+def same_origin(request: Request, public_url: str) -> bool:
+    """Whether the browser says the request comes from a page of this console's own origin. Browsers
+    send `Sec-Fetch-Site` (and `Origin`) with every form POST; a sibling subdomain is `same-site`, not
+    `same-origin`. Their absence (an old browser, a script) leaves the token checks to decide."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    host = public_url.split("://", 1)[-1].rstrip("/") if public_url else request.headers.get("host", "")
+    # The scheme is not compared: behind a proxy that ends TLS the registry itself is asked over HTTP.
+    return origin != "null" and origin.split("://", 1)[-1] == host
+
+
+def tokens_match(submitted: object, expected: str) -> bool:
+    return isinstance(submitted, str) and bool(expected) and hmac.compare_digest(submitted.encode(), expected.encode())

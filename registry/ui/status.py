@@ -1,4 +1,4 @@
-"""What the operations page shows: the pull-through upstreams and how they have been answering
+"""The operations page and what it shows: the pull-through upstreams and how they have been answering
 (this process's view: registry.proxy.health), usage against each quota, and the last garbage
 collection and retention runs (recorded in storage by whichever replica or command ran them)."""
 
@@ -7,9 +7,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ocispec.errors import ErrorCode
 from storage import Storage, StorageError
 
+from ..context import context
+from ..errors import RegistryError
+from ..handlers.base import run
+from ..lifecycle import quota
 from ..proxy import PullThrough, UpstreamHealth
+from .render import page
+from .viewer import Viewer
 
 if TYPE_CHECKING:  # made by create_app; only the type is needed here
     from ..lifecycle.quota import Quotas
@@ -78,3 +88,11 @@ def jobs(storage: Storage) -> list[JobRow]:
         except StorageError:
             rows.append(JobRow(job, None))
     return rows
+
+
+async def operations(request: Request, viewer: Viewer) -> Response:
+    if not viewer.catalog:
+        raise RegistryError(ErrorCode.DENIED, "the operations page needs the catalog right", status=403)
+    ctx = context(request)
+    return page(request, "operations.html", title="Operations", upstreams=upstreams(ctx.proxy),
+                quotas=await run(quotas, quota.of(request)), jobs=await run(jobs, ctx.storage))

@@ -20,7 +20,17 @@ from ..context import context
 from ..handlers.base import run_small
 from ..requestinfo import request_info
 from ..settings import Settings
-from .session import EXPIRED, SESSION_COOKIE, Expired, Session, SessionSigner
+from .session import (
+    CSRF_COOKIE,
+    EXPIRED,
+    SESSION_COOKIE,
+    Expired,
+    Session,
+    SessionSigner,
+    csrf_token,
+    same_origin,
+    tokens_match,
+)
 
 if TYPE_CHECKING:  # the auth package loads only when auth is on
     from ..auth.service import AuthService
@@ -41,6 +51,7 @@ class Viewer:
     is_cached: Callable[[str], bool]              # a pull-through repository (never deleted here)
     #: Nobody logged in where anonymous visitors may see nothing: the pages send them to log in.
     must_log_in: bool = False
+    session: Session | None = None
 
     def may(self, name: str, action: str) -> bool:
         actions = self.repository_actions(name)
@@ -77,7 +88,7 @@ class Gate:
             request_info(request).user = user  # the logs' and the audit trail's user
         return Viewer(user, True, lambda name: rules.actions(user, "repository", name),
                       bool(rules.actions(user, "registry", "catalog")), deletes, self.is_cached,
-                      must_log_in=user is None and not rules.anonymous)
+                      must_log_in=user is None and not rules.anonymous, session=session)
 
     async def session(self, request: Request) -> Session | Expired | None:
         """The request's session: None without one, or after its user logged out since it was issued."""
@@ -94,6 +105,20 @@ class Gate:
         if logged_out is not None and session.issued <= logged_out:
             return None
         return session
+
+    def form_token(self, request: Request, session: Session | None) -> str:
+        """The CSRF token the request's forms carry (registry.ui.session): the cookie's, bound to the
+        session when someone is logged in."""
+        token = csrf_token(request)
+        return self.signer.bind(token, session) if session is not None and self.signer is not None else token
+
+    def form_allowed(self, request: Request, submitted: object, session: Session | None) -> bool:
+        """Whether a submitted form may change something: from this origin, with the right token."""
+        if not same_origin(request, self.settings.http.public_url):
+            return False
+        if not request.cookies.get(CSRF_COOKIE):
+            return False  # the token must come from the cookie the browser holds, not a new one
+        return tokens_match(submitted, self.form_token(request, session))
 
     def issue(self, user: str) -> str:
         """A session cookie's value for `user`, who has just given the right password."""

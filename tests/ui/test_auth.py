@@ -194,6 +194,13 @@ def test_delete_links_only_for_who_may_delete_and_a_forged_form_is_refused(
         for data in ({}, {"csrf": "forged-token"}):
             r = forger.post("/ui/r/team-a/app:v1/delete", data=data)
             assert r.status_code == 403, (data, r.status_code, r.text[:300])
+    # A CSRF cookie planted from elsewhere (a sibling subdomain can set one) with the same token in the
+    # form: the token of a logged-in user's form is bound to the session, so it is worth nothing.
+    planted = "p" * 43
+    with httpx.Client(base_url=server.url, cookies={COOKIE: cookies[COOKIE], "cargobay_ui_csrf": planted},
+                      follow_redirects=False, timeout=30) as forger:
+        r = forger.post("/ui/r/team-a/app:v1/delete", data={"csrf": planted})
+        assert r.status_code == 403, (r.status_code, r.text[:300])
     assert_still_tagged(server, "team-a/app", digests["team-a/app"])
 
 

@@ -265,6 +265,7 @@ def test_operations_and_not_found_pages(browser: Browser, pushed: Content) -> No
     browser.screenshots("operations")
     browser.visit("/ui/r/no/such-repository", status=404)
     browser.screenshots("not-found")
+    browser.visit("/ui/no-such-page", status=404)  # the console's own page, not the API's JSON
     browser.visit("/ui/r/multi/app:no-such-tag", status=404)
     browser.visit(f"/ui/r/multi/app@{pushed.many.digest}", status=404)  # a manifest of another repository
 
@@ -274,10 +275,14 @@ def test_deleting_a_tag_asks_first_and_a_forged_form_deletes_nothing(browser: Br
                                                                     pushed: Content, skopeo: Skopeo) -> None:
     ref = content.docker_ref
     browser.visit("/ui/r/deleteme/app")
+    browser.settle(browser.one("a#untagged-link").click)
     assert browser.attrs("#untagged tr[data-digest]", "data-digest") == [{"data-digest": pushed.untagged.digest}]
+    assert {a.get_attribute("href") for a in browser.all("a.delete")} == {
+        f"{server.url}/ui/r/deleteme/app@{pushed.untagged.digest}/delete"}
+    browser.screenshots("untagged")
+    browser.visit("/ui/r/deleteme/app")
     deletes = {a.get_attribute("href") for a in browser.all("a.delete")}
-    assert {f"{server.url}/ui/r/deleteme/app:v1/delete", f"{server.url}/ui/r/deleteme/app:v2/delete",
-            f"{server.url}/ui/r/deleteme/app@{pushed.untagged.digest}/delete"} <= deletes
+    assert {f"{server.url}/ui/r/deleteme/app:v1/delete", f"{server.url}/ui/r/deleteme/app:v2/delete"} <= deletes
 
     link = browser.one('#tags tr[data-tag="v1"] a.delete')
     browser.settle(link.click)
@@ -292,6 +297,11 @@ def test_deleting_a_tag_asks_first_and_a_forged_form_deletes_nothing(browser: Br
         for data in ({}, {"csrf": "forged-token"}):
             r = forger.post("/ui/r/deleteme/app:v2/delete", data=data)
             assert r.status_code == 403, (data, r.status_code, r.text[:300])
+        # the page's real token, but sent by another site's page (a sibling subdomain, say)
+        token = {"csrf": form.find_element(By.CSS_SELECTOR, 'input[name="csrf"]').get_attribute("value")}
+        for elsewhere in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "same-site"}):
+            r = forger.post("/ui/r/deleteme/app:v2/delete", data=token, headers=elsewhere)
+            assert r.status_code == 403, (elsewhere, r.status_code, r.text[:300])
     assert sorted(skopeo.list_tags(ref(server, "deleteme/app"))) == ["v1", "v2"]
 
     submit = form.find_element(By.CSS_SELECTOR, '[type="submit"]')
