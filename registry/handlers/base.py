@@ -18,7 +18,7 @@ from ocispec.errors import ErrorCode
 from storage import Repository
 
 from ..context import context
-from ..errors import BodyCutShort, ClientHungUp, RegistryError
+from ..errors import BodyCutShort, ClientHungUp, RegistryBaseError, RegistryError
 from ..headers import API_VERSION_HEADER as API_VERSION_HEADER  # re-exported: handlers take it from here
 
 T = TypeVar("T")
@@ -78,7 +78,7 @@ def query_digest(request: Request) -> Digest:
     return Digest.parse(text)
 
 
-class FormInvalid(ValueError):
+class FormInvalid(RegistryBaseError, ValueError):
     """A form body that is too large, has too many fields or is not UTF-8 (the message says which)."""
 
 

@@ -10,10 +10,12 @@ from ocispec.digest import Digest
 from ocispec.errors import OCIValidationError
 from ocispec.reference import is_tag
 
+from ..errors import RegistryBaseError
+
 DELETE_SUFFIX = "/delete"
 
 
-class NotATarget(ValueError):
+class NotATarget(RegistryBaseError, ValueError):
     """A path that names nothing the console has (a malformed tag or digest)."""
 
 
