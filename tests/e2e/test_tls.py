@@ -10,6 +10,7 @@ import datetime
 import ipaddress
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.registry.test_auth_api import PASSWORDS, auth_config
 from tests.support.images import push_image, simple_image, write_oci_layout
 from tests.support.servers import REPO_ROOT, RunningServer, free_port
 
@@ -155,7 +157,7 @@ def start_tls_cargobay(workdir: Path, pki: Pki, client_ca: Path | None = None,
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
         try:
-            if httpx.get(f"{server.url}/v2/", verify=context, timeout=2).status_code == 200:
+            if httpx.get(f"{server.url}/v2/", verify=context, timeout=2).status_code in (200, 401):  # 401: auth on
                 return server
         except httpx.HTTPError:
             pass
@@ -330,3 +332,25 @@ def test_unusable_tls_files_stop_the_server_with_one_line(pki: Pki, tmp_path: Pa
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("registry: ") and expected in lines[0], result.stderr
+
+
+def test_the_console_session_cookie_is_secure_over_tls(tmp_path: Path, pki: Pki) -> None:
+    """Behind the built-in TLS, the web console's cookies (session and CSRF) carry Secure besides
+    HttpOnly and SameSite=Strict: a browser never sends them over plain HTTP."""
+    auth = auth_config(tmp_path / "auth", {"alice": PASSWORDS["alice"]}, "rules: []\n")["auth"]
+    server = start_tls_cargobay(tmp_path / "console", pki, extra={"auth": auth})
+    try:
+        with httpx.Client(base_url=server.url, verify=trusting(pki), timeout=30) as browser:
+            login = browser.get("/ui/login")
+            assert login.status_code == 200
+            token = re.search(r'name="csrf" value="([^"]+)"', login.text)
+            assert token is not None
+            answer = browser.post("/ui/login", data={"csrf": token.group(1), "username": "alice",
+                                                     "password": PASSWORDS["alice"], "next": "/ui/"},
+                                  headers={"Origin": server.url})
+            assert answer.status_code == 303, answer.text[:300]
+            cookies = {value.split("=", 1)[0]: value.lower() for value in answer.headers.get_list("set-cookie")}
+            for name in ("cargobay_ui", "cargobay_ui_csrf"):
+                assert all(flag in cookies[name] for flag in ("; secure", "; httponly", "samesite=strict")), cookies
+    finally:
+        server.stop()
