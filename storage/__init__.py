@@ -45,7 +45,8 @@ from .marking import ExpiringRepositories
 from .queue import Queue, QueueItem, open_queue
 from .repository import Repository, Storage, open_storage
 from .tags import TagInfo
-from .uploads import RepositoryUploads, UploadSession, UploadStatus
+from .upload_session import UploadSession
+from .uploads import RepositoryUploads, UploadStatus
 from .usage import RebuildReport, RuleUsage, UsageIndex, UsageRule, track
 
 __all__ = [

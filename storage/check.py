@@ -277,7 +277,11 @@ def _check_pending_uploads(storage: Storage, cutoff: float, found: Callable[[Fin
         if upload.initiated >= cutoff or not paths.is_own_key(upload.key):
             continue  # a write in flight, or another tool's (in a shared bucket)
         owner = paths.upload_owner(upload.key)
-        if owner is not None and upload.resumable and _upload_state_exists(storage, *owner):
+        # An upload's multipart upload is named by its sidecar or, where writers hand their state
+        # to the caller, by the upload's own state (storage.upload_state): it is the upload's as
+        # long as that state is there (its purge aborts it with the upload).
+        named = upload.resumable or storage.driver.capabilities.external_writer_state
+        if owner is not None and named and _upload_state_exists(storage, *owner):
             continue
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(upload.initiated))
         purge = "the upload purge" if owner is not None else "the temp sweep"

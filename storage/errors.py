@@ -43,6 +43,11 @@ class CorruptLink(StorageError):
     """A link object whose content is no digest (written by something else, or damaged)."""
 
 
+class CorruptState(StorageError):
+    """An appending writer's saved state that cannot be read (damaged, or written by a version
+    that encodes it otherwise): what it names cannot be continued."""
+
+
 class StorageConfigError(StorageError):
     """The driver's configuration is wrong (bucket missing, bad credentials, root not writable)."""
 

@@ -197,17 +197,30 @@ class Storage:
     def sweep_temp(self, older_than_seconds: float, now: float | None = None) -> int:
         """Remove temporary objects older than `older_than_seconds`, but never younger than
         TEMP_MIN_AGE: a temp file lives for one write, so one that old has no writer left.
-        Uploads are left to their own purge, and keys this store does not write (another tool's,
-        in a shared bucket) are never touched. Returns how many were removed."""
+        Uploads are left to their own purge while their state exists, and keys this store does not
+        write (another tool's, in a shared bucket) are never touched. Returns how many were removed."""
         age = max(older_than_seconds, TEMP_MIN_AGE)
-        removed = self.driver.remove_stale_temp((now or time.time()) - age, spare=_not_for_the_sweep)
+        removed = self.driver.remove_stale_temp((now or time.time()) - age, spare=self._not_for_the_sweep)
         if removed:
             log.info("removed %d temporary files left by interrupted writes", removed)
         return removed
 
 
-def _not_for_the_sweep(key: str) -> bool:
-    return paths.is_upload_key(key) or not paths.is_own_key(key)
+    def _not_for_the_sweep(self, key: str) -> bool:
+        """Keys of another tool (in a shared bucket), and an upload's while its state exists: its
+        purge owns it then. Below an upload that is gone only debris is left (on S3 a multipart
+        upload a session killed mid-PATCH began, which no state names): nothing else removes it.
+        One HEAD, only for what is old enough to go."""
+        if not paths.is_own_key(key):
+            return True
+        owner = paths.upload_owner(key) if paths.is_upload_key(key) else None
+        if owner is None:
+            return paths.is_upload_key(key)  # an upload's area, but no upload's: left alone
+        try:
+            self.driver.head(paths.upload_state(*owner))
+        except PathNotFound:
+            return False
+        return True
 
 
 def open_storage(options: DriverOptions) -> Storage:

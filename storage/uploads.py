@@ -1,35 +1,42 @@
 """Resumable blob uploads whose state lives in storage, so any replica can continue any upload.
 
-An upload is `_uploads/<id>/startedat` (JSON state) plus `_uploads/<id>/data` (bytes so far). The
-size of `data` is the upload's offset. A sha256 of the bytes so far is kept in process memory while
-this process has seen every byte (the common case: one client, one replica); when it has not, or
-the digest uses another algorithm, `complete` re-hashes the data from storage instead.
+An upload is `_uploads/<id>/startedat` (its state, storage.upload_state) plus `_uploads/<id>/data`
+(bytes so far). On disk the size of `data` is the upload's offset; on S3 the state also holds the
+size and the appending writer's state (parts, and the bytes not yet a part), so each step reads
+one object and a PATCH writes one.
+
+A sha256 of the bytes so far is kept in process memory while this process has seen every byte
+(the common case: one client, one replica), with the token its session wrote into the state
+(storage.upload_session); it is used only for a state with that token, so never for bytes another session
+(another replica, or a thread of this one) saved last. When it cannot be used, or the digest uses
+another algorithm, `complete` re-hashes the data from storage instead.
 
 Where writers do not append in place (S3), `complete` with the running hash verifies before
 finishing anything, then finishes the bytes straight at their CAS key (`FileWriter.commit_to`:
 on S3 a tail that never made a part is one PUT there). Otherwise the data is committed in place,
 moved out of writers' reach where they append in place (files), verified (by the running hash or
-read back) and moved. Either way nothing reaches the CAS unverified, and after success only the
-state is deleted (one call). Blobs that arrive whole take no upload at all (storage.fill).
+read back) and moved. Either way nothing reaches the CAS unverified, and after success the state
+and the data key go in one batch delete. Blobs that arrive whole take no upload at all
+(storage.fill). A state that cannot be read (damaged, or a newer format) makes its upload
+UploadInvalid (one warning line), and the purge dates it by its object's time.
 """
 
 from __future__ import annotations
 
-import json
-import threading
+import logging
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 from ocispec.digest import DEFAULT_ALGORITHM, Digest, Hasher, new_hasher
 
 from . import paths
 from .blobs import BlobInfo, BlobStore, RepositoryBlobs
-from .driver.base import FileWriter, StorageDriver, iter_chunks
+from .driver.base import FileWriter, StorageDriver, WriterState, iter_chunks
 from .errors import (
+    CorruptState,
     DigestInvalid,
     ObjectBusy,
     PathNotFound,
@@ -39,8 +46,12 @@ from .errors import (
     UploadUnknown,
 )
 from .links import delete_quietly
+from .upload_session import RunningHashes, UploadSession
+from .upload_state import SavedUpload, UploadHeader, load_saved_upload, load_upload_header
 
 REHASH_CHUNK = 4 * 1024 * 1024
+
+log = logging.getLogger("cargobay.storage")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,129 +62,114 @@ class UploadStatus:
     size: int
 
 
-class _HashCache:
-    """In-process running hashes, keyed by upload id, each valid for exactly `size` bytes.
-
-    A session takes its entry out while it writes, so two concurrent sessions on one upload cannot
-    share a hasher: the second finds nothing and the upload falls back to re-hashing at the end.
-    """
-
-    def __init__(self, capacity: int = 4096) -> None:
-        self._entries: OrderedDict[str, tuple[int, Hasher]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._capacity = capacity
-
-    def take(self, upload_id: str, size: int) -> Hasher | None:
-        with self._lock:
-            entry = self._entries.pop(upload_id, None)
-        if entry is not None and entry[0] == size:
-            return entry[1]
-        return new_hasher(DEFAULT_ALGORITHM) if size == 0 else None
-
-    def give_back(self, upload_id: str, size: int, hasher: Hasher) -> None:
-        with self._lock:
-            self._entries[upload_id] = (size, hasher)
-            while len(self._entries) > self._capacity:
-                self._entries.popitem(last=False)
-
-    def forget(self, upload_id: str) -> None:
-        with self._lock:
-            self._entries.pop(upload_id, None)
-
-
-class UploadSession:
-    """Appends one request's bytes to an upload. Use `write` repeatedly, then `close` (or `abort`)."""
-
-    def __init__(self, writer: FileWriter, hasher: Hasher | None, upload_id: str, cache: _HashCache) -> None:
-        self._writer = writer
-        self._hasher = hasher
-        self._id = upload_id
-        self._cache = cache
-
-    @property
-    def size(self) -> int:
-        return self._writer.size
-
-    @property
-    def upload_id(self) -> str:
-        return self._id
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._writer.write(data)
-        if self._hasher is not None:
-            self._hasher.update(data)
-
-    def digest(self, algorithm: str = DEFAULT_ALGORITHM) -> Digest | None:
-        """The digest of every byte of the upload so far when this session saw them all (its running
-        hash), else None: then only `UploadStore.complete` can tell, by reading them back."""
-        if self._hasher is None or algorithm != DEFAULT_ALGORITHM:
-            return None
-        return Digest.from_hasher(algorithm, self._hasher)  # hexdigest() leaves the hash running
-
-    def close(self) -> int:
-        """Persist the bytes written; returns the upload's new size."""
-        self._writer.close()
-        if self._hasher is not None:
-            self._cache.give_back(self._id, self._writer.size, self._hasher)
-        return self._writer.size
-
-    def abort(self) -> None:
-        """Discard the upload's bytes, this session's and every earlier one's (the upload's state
-        stays: `UploadStore.cancel` removes it)."""
-        self._hasher = None
-        self._cache.forget(self._id)
-        self._writer.cancel()
+Loaded = TypeVar("Loaded", UploadHeader, SavedUpload)
 
 
 class UploadStore:
     def __init__(self, driver: StorageDriver, blobs: BlobStore) -> None:
         self.driver = driver
         self.blobs = blobs
-        self._hashes = _HashCache()
+        self._hashes = RunningHashes()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self, repository: str) -> UploadStatus:
         upload_id = str(uuid.uuid4())
         started = time.time()
-        state = {"repository": repository, "startedat": started}
-        self.driver.put(paths.upload_state(repository, upload_id), json.dumps(state).encode())
+        state = SavedUpload.new(repository, started, self.driver.capabilities.external_writer_state)
+        self.driver.put(paths.upload_state(repository, upload_id), state.encode())
         return UploadStatus(upload_id, repository, started, 0)
 
     def status(self, repository: str, upload_id: str) -> UploadStatus:
-        state = self.known(repository, upload_id)
-        try:
-            size = self.driver.stat(paths.upload_data(repository, upload_id)).size
-        except PathNotFound:
-            size = 0
-        return UploadStatus(upload_id, repository, float(state.get("startedat", 0)), size)
+        header = self.known(repository, upload_id)
+        size = header.size
+        if size is None:  # the data object tells (files; an S3 upload of format 1)
+            try:
+                size = self.driver.stat(paths.upload_data(repository, upload_id)).size
+            except PathNotFound:
+                size = 0
+        return UploadStatus(upload_id, repository, header.started_at, size)
 
-    def known(self, repository: str, upload_id: str) -> dict[str, Any]:
-        """The upload's saved state (one small read), or UploadUnknown: what every step checks
-        first; its size (`status`) costs more calls and only some steps need it."""
+    def known(self, repository: str, upload_id: str) -> UploadHeader:
+        """Where the upload stands (the first line of its state), or UploadUnknown; UploadInvalid
+        when its state cannot be read."""
+        try:
+            header = self._read(repository, upload_id, load_upload_header)
+        except ValueError as exc:
+            raise self._unreadable(repository, upload_id, exc) from None
+        self._owned(repository, upload_id, header)
+        return header
+
+    def _saved(self, repository: str, upload_id: str) -> SavedUpload:
+        """The upload's whole state (with the writer's, where it holds it), as `known`."""
+        try:
+            saved = self._read(repository, upload_id, load_saved_upload)
+        except ValueError as exc:
+            raise self._unreadable(repository, upload_id, exc) from None
+        self._owned(repository, upload_id, saved.header)
+        return saved
+
+    def _read(self, repository: str, upload_id: str, load: Callable[[StorageDriver, str], Loaded]) -> Loaded:
+        """`load` of the upload's state (one read): UploadUnknown when there is none; ValueError
+        when it cannot be read."""
         try:
             key = paths.upload_state(repository, upload_id)
         except ValueError:
             raise UploadUnknown(f"upload unknown: {upload_id[:80]}") from None
         try:
-            state: dict[str, Any] = json.loads(self.driver.get(key))
+            return load(self.driver, key)
         except PathNotFound:
             raise UploadUnknown(f"upload unknown: {upload_id}") from None
-        if state.get("repository", repository) != repository:
+
+    @staticmethod
+    def _owned(repository: str, upload_id: str, header: UploadHeader) -> None:
+        """UploadUnknown unless the state is this repository's."""
+        if header.repository not in (None, repository):
             # The state lives below the repository it names, so this is a tree copied or moved by
             # hand: the upload belongs to the repository that started it, not to this one.
             raise UploadUnknown(f"upload unknown: {upload_id}")
-        return state
+
+    @staticmethod
+    def _unreadable(repository: str, upload_id: str, reason: Exception) -> UploadInvalid:
+        """What an upload whose state cannot be read is (told in one warning line): it cannot be
+        continued; a cancel or the purge removes it."""
+        log.warning("upload %s of %s cannot be continued: its state is unreadable (%s)", upload_id, repository,
+                    reason)
+        return UploadInvalid(f"upload {upload_id} cannot be continued: its state is unreadable; start it again")
+
+    def _writer(self, repository: str, upload_id: str, saved: SavedUpload) -> FileWriter:
+        try:
+            writer = self.driver.writer(paths.upload_data(repository, upload_id), append=True, saved=saved.writer)
+        except CorruptState as exc:  # the writer's part of the state (or its sidecar) is damaged
+            raise self._unreadable(repository, upload_id, exc) from None
+        if saved.writer is not None and writer.size != saved.header.size:
+            writer.close()  # nothing written: it saves nothing
+            raise self._unreadable(repository, upload_id, ValueError(
+                f"its lines disagree: {saved.header.size} bytes, the writer's {writer.size}"))
+        return writer
+
+    def _hashable(self, header: UploadHeader) -> bool:
+        """Whether a running hash can stand for this upload's bytes: not for an S3 upload of format
+        1, whose writer state is in a sidecar that versions before 2 also write (no token)."""
+        return header.holds_writer or not self.driver.capabilities.external_writer_state
 
     def open_session(self, repository: str, upload_id: str, expected_offset: int | None = None) -> UploadSession:
         """Begin appending. `expected_offset` (from a Content-Range) must equal the current size."""
-        self.known(repository, upload_id)  # raises UploadUnknown
-        writer = self.driver.writer(paths.upload_data(repository, upload_id), append=True)
+        saved = self._saved(repository, upload_id)  # raises UploadUnknown, UploadInvalid
+        header = saved.header
+        writer = self._writer(repository, upload_id, saved)
+        del saved  # its writer state (up to a part) is the writer's now: not held twice while the body arrives
         if expected_offset is not None and expected_offset != writer.size:
             writer.close()
             raise UploadRangeInvalid(
                 f"chunk starts at {expected_offset} but the upload has {writer.size} bytes", writer.size)
-        hasher = self._hashes.take(upload_id, writer.size)
-        return UploadSession(writer, hasher, upload_id, self._hashes)
+        hasher = self._hashes.take(upload_id, writer.size, header.token) if self._hashable(header) else None
+        key = paths.upload_state(repository, upload_id)
+
+        def keep(state: WriterState, size: int, token: str) -> None:
+            new = UploadHeader(repository, header.started_at, size, token)
+            self.driver.put(key, SavedUpload(new, state).encode())
+
+        return UploadSession(writer, hasher, upload_id, self._hashes, header.token, keep)
 
     def append(self, repository: str, upload_id: str, chunks: Iterable[bytes],
                expected_offset: int | None = None) -> int:
@@ -187,17 +183,20 @@ class UploadStore:
         """Verify the upload's bytes against `digest`, move them into the CAS and link them into
         the repository. On a mismatch nothing becomes visible, the upload is removed, and
         DigestInvalid is raised."""
-        self.known(repository, upload_id)
         data_key = paths.upload_data(repository, upload_id)
-        writer = self.driver.writer(data_key, append=True)
+        saved = self._saved(repository, upload_id)
+        header = saved.header
+        writer = self._writer(repository, upload_id, saved)
+        del saved
         size = writer.size
+        hasher = None
         try:
             if expected_size is not None and expected_size != size:
                 raise SizeInvalid(f"upload has {size} bytes, expected {expected_size}")
-            hasher = None
-            if not self.driver.capabilities.appends_in_place and digest.algorithm == DEFAULT_ALGORITHM:
-                hasher = self._hashes.take(upload_id, size)
-            if hasher is not None:
+            if digest.algorithm == DEFAULT_ALGORITHM and self._hashable(header):
+                # Only the hash of exactly the bytes this state names (its token: RunningHashes).
+                hasher = self._hashes.take(upload_id, size, header.token)
+            if hasher is not None and not self.driver.capabilities.appends_in_place:
                 # This process saw every byte: verified before anything is finished, then the
                 # bytes are finished straight into the CAS (on S3 a tail that never made a part
                 # is one PUT there: no object under the upload, no copy).
@@ -212,10 +211,22 @@ class UploadStore:
             raise
         # Finish the appended object (on S3: complete the multipart upload; on disk: fsync), so it
         # can be read back for hashing and moved; an empty upload becomes an empty object.
-        writer.commit()
-        verified_key = self._out_of_writers_reach(repository, upload_id, data_key)
         try:
-            self._check(digest, self._digest_of(upload_id, verified_key, size, digest.algorithm))
+            writer.commit()
+        except PathNotFound:
+            # Its parts are gone (a completion that died after moving them on, a cancel): nothing
+            # of it can be finished any more, so it goes, and the client starts over.
+            self._remove(repository, upload_id)
+            raise UploadUnknown(f"upload unknown: {upload_id} (its bytes are gone)") from None
+        verified_key = self._out_of_writers_reach(repository, upload_id, data_key)
+        if self.driver.capabilities.appends_in_place:
+            # What is adopted is the file as moved: a session of another replica may have appended
+            # after this one opened it, and then the hash of `size` bytes does not stand for it.
+            moved = self.driver.stat(verified_key).size
+            if moved != size:
+                hasher, size = None, moved
+        try:
+            self._check(digest, self._digest_of(verified_key, hasher, digest.algorithm))
         except DigestInvalid:
             self._remove(repository, upload_id)
             raise
@@ -230,8 +241,9 @@ class UploadStore:
             raise DigestInvalid(f"digest mismatch: expected {digest}, got {actual}", digest=str(digest))
 
     def _completed(self, repository: str, upload_id: str, digest: Digest, size: int) -> BlobInfo:
-        """Its bytes are in the CAS: only the upload's state is left (a writer racing this
-        completion may leave data beside it, which the purge takes with the upload's directory)."""
+        """Its bytes are in the CAS: only the upload's state is left, and on S3 what a completion
+        that died may have committed at its data key (a writer racing this completion may leave
+        data beside it, which the purge takes with the upload's directory)."""
         self._drop_state(repository, upload_id)
         return BlobInfo(digest, size)
 
@@ -241,9 +253,12 @@ class UploadStore:
         self._drop_state(repository, upload_id)
 
     def _drop_state(self, repository: str, upload_id: str) -> None:
-        """The upload's state and running hash go; nothing else of it is left to remove."""
+        """The upload's state and running hash go, with its data key in the same call (where the
+        bytes went elsewhere it is gone already; on S3 it costs nothing more). A multipart upload
+        only a killed session knew is left to the temp sweep, which spares an upload's keys only
+        while its state exists (Storage.sweep_temp)."""
         self._hashes.forget(upload_id)
-        self.driver.delete_many([paths.upload_state(repository, upload_id)])
+        self.driver.delete_many([paths.upload_state(repository, upload_id), paths.upload_data(repository, upload_id)])
 
     def _out_of_writers_reach(self, repository: str, upload_id: str, data_key: str) -> str:
         """The key whose bytes get verified and adopted. Where a writer still open on the upload
@@ -261,15 +276,17 @@ class UploadStore:
         return verifying_key
 
     def cancel(self, repository: str, upload_id: str) -> None:
-        self.status(repository, upload_id)
+        try:
+            self.known(repository, upload_id)
+        except UploadInvalid:
+            pass  # its state is unreadable: it cannot be continued, but it can go (it lies below this repository)
         self._remove(repository, upload_id)
 
     def _remove(self, repository: str, upload_id: str) -> None:
         self._hashes.forget(upload_id)
         delete_quietly(self.driver, paths.upload(repository, upload_id))
 
-    def _digest_of(self, upload_id: str, data_key: str, size: int, algorithm: str) -> Digest:
-        hasher = self._hashes.take(upload_id, size)
+    def _digest_of(self, data_key: str, hasher: Hasher | None, algorithm: str) -> Digest:
         if hasher is None or algorithm != DEFAULT_ALGORITHM:
             hasher = new_hasher(algorithm)
             with self.driver.reader(data_key) as stream:
@@ -279,7 +296,9 @@ class UploadStore:
 
     # -- maintenance -----------------------------------------------------------------------------
     def purge(self, repositories: Iterable[str], older_than_seconds: float, now: float | None = None) -> int:
-        """Remove uploads started more than `older_than_seconds` ago; returns how many."""
+        """Remove uploads started more than `older_than_seconds` ago; returns how many. An upload
+        whose state cannot be read is as old as its state object (one HEAD, only for it); one
+        without a state is debris from a crash, and goes."""
         cutoff = (now or time.time()) - older_than_seconds
         removed = 0
         for repository in repositories:
@@ -290,14 +309,22 @@ class UploadStore:
             for key in upload_keys:
                 upload_id = key.rsplit("/", 1)[1]
                 try:
-                    started = self.status(repository, upload_id).started_at
-                except (UploadUnknown, ValueError):
-                    started = 0.0  # no readable state: debris from a crash, purge it
+                    started = self._read(repository, upload_id, load_upload_header).started_at
+                except UploadUnknown:
+                    started = 0.0
+                except ValueError:
+                    started = self._written_at(repository, upload_id)
                 if started < cutoff:
                     self._hashes.forget(upload_id)
                     if delete_quietly(self.driver, key):
                         removed += 1
         return removed
+
+    def _written_at(self, repository: str, upload_id: str) -> float:
+        try:
+            return self.driver.head(paths.upload_state(repository, upload_id)).modified
+        except PathNotFound:
+            return 0.0  # gone meanwhile: what is left of it is debris
 
 
 class RepositoryUploads:

@@ -6,7 +6,10 @@ that has objects below it; it exists as long as something is below it.
 Contract every driver keeps:
 - `put` and `move` are atomic: readers see the old object or the new one, never a torn one.
 - `writer(key, append=True)` continues what an earlier writer `close()`d (possibly in another
-  process or replica); the key is not readable as a normal object until `commit()`.
+  process or replica); the key is not readable as a normal object until `commit()`. A driver
+  declaring `external_writer_state` also lets the caller keep that state itself (a `WriterState`:
+  `writer(key, append=True, saved=...)`, `FileWriter.saved_state`): storage.uploads keeps it in
+  the upload's state object, so the driver reads and writes none of its own.
 - Readers stream; nothing loads a whole object into memory except `get`, meant for small objects.
 - What a driver can do beyond this protocol it declares in `capabilities` (DriverCapabilities),
   set by every driver; callers choose by it and never probe (`getattr`, `fileno()`) for it.
@@ -18,8 +21,8 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import BinaryIO, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,28 @@ class DriverCapabilities:
     #: inode), so callers move an upload out of writers' reach before verifying it; `move` refuses
     #: with ObjectBusy while a writer is open (see storage.uploads).
     appends_in_place: bool = False
+    #: An appending writer's state can be kept by its caller: `writer(key, append=True, saved=…)`
+    #: continues from what an earlier writer's `saved_state()` handed over, and the driver then
+    #: reads and writes no state of its own (S3: no sidecar: a GET, a PUT and a DELETE less a
+    #: session). False: the object is all the state (a file): `saved` is ignored, `saved_state()`
+    #: is None.
+    external_writer_state: bool = False
+
+
+@dataclass(slots=True)
+class WriterState:
+    """An appending writer's state, kept by its caller (`DriverCapabilities.external_writer_state`).
+
+    `header` is small and JSON-able: what the driver needs to continue (on S3 the multipart upload
+    and its parts); `tail` the bytes written that the backend holds nowhere else yet (on S3 under
+    a part: up to one). `WriterState()` is a key nothing was written to. The tail changes hands
+    without a copy: a writer opened with a state takes its tail over as its buffer, and the state
+    `saved_state()` hands over is the writer's buffer, the caller's from then on (to write out, or
+    to prefix in place). Neither side uses a tail it handed on.
+    """
+
+    header: dict[str, Any] = field(default_factory=dict)
+    tail: bytearray = field(default_factory=bytearray)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +83,9 @@ class PendingUpload:
     key: str
     upload_id: str
     initiated: float  # seconds since the epoch
-    #: This driver's saved writer state for `key` names it: `writer(key, append=True)` continues it.
+    #: This driver's saved writer state for `key` names it: `writer(key, append=True)` continues it
+    #: (False where the caller keeps the state, `DriverCapabilities.external_writer_state`: the
+    #: caller knows).
     resumable: bool
 
 
@@ -94,7 +121,8 @@ class FileWriter(Protocol):
         """Persist what was written so that a later `writer(key, append=True)` can continue."""
 
     def cancel(self) -> None:
-        """Discard the object, including what earlier sessions persisted."""
+        """Discard the object, including what earlier sessions persisted (a writer opened with
+        `saved`: what its state names; the caller removes that state and the key)."""
 
     def commit(self) -> None:
         """Finish: the key becomes a normal object. `close()` afterwards is a no-op."""
@@ -103,7 +131,17 @@ class FileWriter(Protocol):
         """Finish, making the bytes appear at `destination` instead (atomically, replacing what is
         there), and the key gone: `commit` and `move` in one, without the copy where the backend
         can avoid it (S3: bytes that never made a part are PUT there directly). The caller makes
-        sure no other writer appends to the key meanwhile."""
+        sure no other writer appends to the key meanwhile. A writer opened with `saved` may leave
+        an object at the key (S3: parts completed there and copied on): the caller removes it
+        with the state it keeps."""
+
+    def saved_state(self) -> WriterState | None:
+        """After `close()` of a writer opened with `saved` (`DriverCapabilities.external_writer_state`):
+        what the caller must keep for `writer(key, append=True, saved=...)` to continue where this
+        one stopped, handed over once (a second call is None: the writer keeps no reference to its
+        tail); None when there is nothing new to keep (nothing was written, or the driver keeps its
+        state itself). Until the caller stored it, the previous state stays valid: a crash in
+        between loses only this session's bytes, as a crash before its `close()` would."""
 
 
 @runtime_checkable
@@ -111,16 +149,21 @@ class StorageDriver(Protocol):
     name: str
     capabilities: DriverCapabilities
 
-    def get(self, key: str) -> bytes:
-        """The whole content of a small object."""
+    def get(self, key: str, limit: int | None = None) -> bytes:
+        """The whole content of a small object; with `limit`, its first `limit` bytes at most (S3:
+        a ranged GET, so the rest is never sent and the connection goes back to the pool)."""
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | bytearray) -> None:
         """Atomically create or replace a small object."""
 
     def reader(self, key: str, offset: int = 0) -> BinaryIO:
         """A stream of the object from `offset`; the caller closes it. Raises InvalidOffset past EOF."""
 
-    def writer(self, key: str, append: bool = False) -> FileWriter: ...
+    def writer(self, key: str, append: bool = False, saved: WriterState | None = None) -> FileWriter:
+        """An appending writer (`append`: continue what is there). `saved` (only with `append`, on a
+        driver declaring `external_writer_state`; ignored elsewhere): the caller keeps the writer's
+        state, `WriterState()` for a key nothing was written to yet, else what `saved_state()`
+        handed over (its tail is taken over). CorruptState when the driver cannot read it."""
 
     def stat(self, key: str) -> FileInfo:
         """Size and mtime of an object, or `is_dir=True` for a prefix with objects below it."""

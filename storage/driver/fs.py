@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import InvalidKey, InvalidOffset, PathNotFound, StorageConfigError
-from .base import DriverCapabilities, FileInfo, PendingUpload
+from .base import DriverCapabilities, FileInfo, PendingUpload, WriterState
 from .fswriters import TEMP_PREFIX, FsAtomicWriter, FsFileWriter, create_file, fsync_dir, lock_exclusive
 from .options import options_from_mapping
 
@@ -46,7 +46,7 @@ def _usable_root(root: Path) -> Path:
     return resolved
 
 
-def _holds(path: Path, data: bytes) -> bool:
+def _holds(path: Path, data: bytes | bytearray) -> bool:
     """Whether `path` already holds exactly `data`; if so its modification time is moved to now, as
     a rewrite would. A push rewrites links and tags that are already there (a layer link, a tag
     pushed again): this spares each its two fsyncs. Only the new time is not made durable (after a
@@ -111,14 +111,14 @@ class FilesystemDriver:
         return f"{self._root_text}/{inner}"
 
     # -- protocol --------------------------------------------------------------------------------
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, limit: int | None = None) -> bytes:
         try:
             with open(self._fspath(key), "rb") as f:
-                return f.read()
+                return f.read() if limit is None else f.read(limit)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise PathNotFound(key) from None
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | bytearray) -> None:
         path = self._path(key)
         if _holds(path, data):
             return
@@ -156,7 +156,8 @@ class FilesystemDriver:
             f.seek(offset)
         return f
 
-    def writer(self, key: str, append: bool = False) -> FsFileWriter:
+    def writer(self, key: str, append: bool = False, saved: WriterState | None = None) -> FsFileWriter:
+        # `saved` is ignored: the file is all the state (no `external_writer_state`).
         return FsFileWriter(self._path(key), append, self._path)
 
     def stat(self, key: str) -> FileInfo:

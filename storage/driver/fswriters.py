@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import ObjectBusy
+from .base import WriterState
 
 #: Temp files (what `put` and the atomic writer write before renaming) carry this prefix: invisible
 #: to `list` and `walk`, removed by `remove_stale_temp` once old.
@@ -114,6 +115,9 @@ class FsFileWriter:
         if not self._closed:
             self._closed = True
             fsync_close(self._file)
+
+    def saved_state(self) -> WriterState | None:
+        return None  # the file is all the state
 
     def commit_to(self, destination: str) -> None:
         """fsync, then rename onto `destination` under the exclusive lock `move` takes (ours,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from time import perf_counter
 from typing import BinaryIO, Protocol, TypeVar
 
-from .base import AtomicWriter, FileInfo, FileWriter, PendingUpload, StorageDriver
+from .base import AtomicWriter, FileInfo, FileWriter, PendingUpload, StorageDriver, WriterState
 
 T = TypeVar("T")
 
@@ -83,24 +83,24 @@ class ObservedDriver:
     # -- the protocol ----------------------------------------------------------------------------
     # `get` and `stat` are what every manifest request makes, inline on a local disk: timed without
     # `timed`'s closure.
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, limit: int | None = None) -> bytes:
         started = perf_counter()
         try:
-            data = self.inner.get(key)
+            data = self.inner.get(key, limit)
         except BaseException as exc:
             self.observer.failed("get", perf_counter() - started, exc)
             raise
         self.observer.succeeded("get", perf_counter() - started)
         return data
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | bytearray) -> None:
         self.timed("put", lambda: self.inner.put(key, data))
 
     def reader(self, key: str, offset: int = 0) -> BinaryIO:
         return self.timed("reader", lambda: self.inner.reader(key, offset))
 
-    def writer(self, key: str, append: bool = False) -> FileWriter:
-        return ObservedWriter(self.timed("writer", lambda: self.inner.writer(key, append)), self)
+    def writer(self, key: str, append: bool = False, saved: WriterState | None = None) -> FileWriter:
+        return ObservedWriter(self.timed("writer", lambda: self.inner.writer(key, append, saved)), self)
 
     def stat(self, key: str) -> FileInfo:
         started = perf_counter()
@@ -194,3 +194,6 @@ class ObservedWriter(ObservedAtomicWriter):
 
     def commit_to(self, destination: str) -> None:
         self.driver.timed("writer.commit", lambda: self.appending.commit_to(destination))
+
+    def saved_state(self) -> WriterState | None:
+        return self.appending.saved_state()  # no backend call: nothing to time

@@ -1,9 +1,10 @@
 """What users' operations cost in S3 requests (what a bill shows), on SeaweedFS behind a recording
 proxy: a blob that arrives whole goes straight to its place in the CAS (one PUT, or a multipart
-upload on its own key, never a copy, no upload state), an upload in PATCHes is finished into the
-CAS from its saved state without a second object, a missing key is one HEAD, and serving a blob is
-its link and its bytes. The ceilings are today's counts: a change that costs a request more fails
-here and has to say why. (bench/bench_s3_requests.py prints the same operations next to
+upload on its own key, never a copy, no upload state), an upload in PATCHes keeps everything it
+needs to resume in its one state object (read once and written once a PATCH, no sidecar) and is
+finished into the CAS from it without a second object, a missing key is one HEAD, and serving a
+blob is its link and its bytes. The ceilings are today's counts: a change that costs a request
+more fails here and has to say why. (bench/bench_s3_requests.py prints the same operations next to
 Distribution's.)
 """
 
@@ -97,7 +98,7 @@ def test_a_small_monolithic_upload_is_one_put_into_the_cas(client: httpx.Client,
         location = client.post("/v2/costs/mono/blobs/uploads/").headers["Location"]
         client.put(location, params={"digest": digest}, content=data).raise_for_status()
     seen = cost(proxy, post_then_put)
-    assert len(seen) <= 10, described(seen)
+    assert len(seen) <= 7, described(seen)  # the state; its first line, is it there, PUT it, link, sweeps, drop
     assert len([s for s in seen if s.path.endswith(blob_key(digest))]) == 2, described(seen)  # is it there, PUT
     assert not [s for s in seen if "x-amz-copy-source" in s.headers], described(seen)
 
@@ -117,19 +118,44 @@ def test_a_large_monolithic_upload_is_a_multipart_upload_on_its_own_key(client: 
     assert client.get(f"/v2/costs/big/blobs/{digest}").content == data
 
 
+def what(seen: Seen) -> tuple[str, str]:
+    """A request as (method, what it touched), for the sequences below."""
+    prefix = seen.query.get("prefix", [""])[0]
+    kind = ("upload state's first line" if seen.path.endswith("/startedat") and "range" in seen.headers
+            else "upload state" if seen.path.endswith("/startedat") else "blob" if "/v1/blobs/" in seen.path
+            else "link" if "/_layers/" in seen.path else "sweeps" if prefix.startswith("v1/gc/sweeps")
+            else "batch delete" if seen.method == "POST" and seen.path.count("/") == 1 else seen.path)
+    return seen.method, kind
+
+
 def test_an_upload_in_a_patch_is_finished_into_the_cas_without_a_copy(client: httpx.Client,
                                                                       proxy: RecordingProxy) -> None:
+    """What docker and containers/image do (POST, PATCH with the blob, PUT ?digest=): each step
+    reads the upload's state once, a PATCH writes it once, with the bytes (under a part: no
+    multipart upload), and no sidecar is ever read, written or deleted."""
     data = random.Random(4).randbytes(1024)
     digest = sha256(data)
+    location = ""
 
-    def post_patch_put() -> None:  # what docker and containers/image do
-        location = client.post("/v2/costs/patched/blobs/uploads/").headers["Location"]
-        location = client.patch(location, content=data).headers["Location"]
-        client.put(location, params={"digest": digest}).raise_for_status()
-    seen = cost(proxy, post_patch_put)
-    assert len(seen) <= 13, described(seen)
-    assert not [s for s in seen if "x-amz-copy-source" in s.headers], described(seen)
-    assert len([s for s in seen if s.method == "PUT" and s.path.endswith(blob_key(digest))]) == 1
+    def step(request: Callable[[], httpx.Response]) -> list[tuple[str, str]]:
+        seen = cost(proxy, lambda: location_of(request()))
+        assert not [s for s in seen if ".cargobay-upload-" in s.path], described(seen)
+        return [what(s) for s in seen]
+
+    def location_of(response: httpx.Response) -> None:
+        nonlocal location
+        response.raise_for_status()
+        location = response.headers.get("Location", location)
+
+    assert step(lambda: client.post("/v2/costs/patched/blobs/uploads/")) == [("PUT", "upload state")]
+    assert step(lambda: client.patch(location, content=data)) == [("GET", "upload state"), ("PUT", "upload state")]
+    # Where it stands (what a client resuming asks) is the state's first line: a ranged GET, so
+    # the bytes the state holds are never sent (and the connection goes back to the pool).
+    assert step(lambda: client.get(location)) == [("GET", "upload state's first line")]
+    assert step(lambda: client.put(location, params={"digest": digest})) == [
+        ("GET", "upload state"), ("HEAD", "blob"), ("PUT", "blob"), ("PUT", "link"), ("GET", "sweeps"),
+        ("POST", "batch delete")]
+    assert client.get(f"/v2/costs/patched/blobs/{digest}").content == data
 
 
 def test_serving_a_blob_is_its_link_and_its_bytes(client: httpx.Client, proxy: RecordingProxy) -> None:
@@ -160,7 +186,9 @@ def test_pushing_and_pulling_a_small_image(server: RunningServer, client: httpx.
     layout = write_oci_layout(tmp_path / "layout", image, "v1")
     ref = f"docker://{server.hostport}/costs/image:v1"
     pushed = cost(proxy, lambda: skopeo.copy(f"oci:{layout}:v1", ref))
-    assert len(ours(pushed)) <= 99, described(pushed)  # 97-98 today (skopeo may ask once more)
+    # 77 today (skopeo may ask once more): 73 with the default part size (bench/bench_s3_requests.py),
+    # where the 6 MiB layer is under a part and needs no multipart upload, completion and copy.
+    assert len(ours(pushed)) <= 78, described(pushed)
     pulled = cost(proxy, lambda: skopeo.copy(ref, f"dir:{tmp_path / 'pulled'}"))
     # The tag, the manifest (its revision link, bytes and type), then each blob's link and bytes:
     # a blob's size comes with its bytes, no HEAD of them.

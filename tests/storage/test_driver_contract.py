@@ -64,6 +64,18 @@ def test_put_get_and_atomic_replace(driver: StorageDriver) -> None:
     assert driver.list("a/b") == ["a/b/obj"]  # no temporary or hidden keys show
 
 
+def test_get_with_a_limit_reads_only_the_start(driver: StorageDriver) -> None:
+    """What the first line of an upload's state is read with (S3: a ranged GET, so the rest of a
+    state holding most of a part is never sent)."""
+    driver.put("l/obj", bytearray(b"first line\nthe rest"))  # a bytearray is put as bytes are
+    assert driver.get("l/obj", 5) == b"first"
+    assert driver.get("l/obj", 1000) == b"first line\nthe rest"
+    driver.put("l/empty", b"")
+    assert driver.get("l/empty", 5) == b""
+    with pytest.raises(PathNotFound):
+        driver.get("l/missing", 5)
+
+
 def test_missing_keys_raise_path_not_found(driver: StorageDriver) -> None:
     driver.put("present/file", b"x")
     for call in (

@@ -123,3 +123,31 @@ def test_purge_uploads_also_sweeps_temp_debris(driver: StorageDriver, driver_kin
         assert not debris.exists()
     else:
         assert open_uploads(driver) == []
+
+
+def test_a_multipart_upload_a_killed_patch_began_goes_once_its_upload_is_gone(driver: StorageDriver,
+                                                                            driver_replica: StorageDriver) -> None:
+    """A PATCH killed after it sent a part (S3) began a multipart upload that no upload state
+    names. The sweep spares it while its upload exists (the upload's purge owns it); once the
+    client resumed elsewhere and completed (its state and data key gone in one batch), nothing
+    else would ever remove it, and the sweep does."""
+    storage, other = Storage(driver), Storage(driver_replica)
+    external = driver.capabilities.external_writer_state
+    upload = storage.uploads.start("h/killed")
+    killed = storage.uploads.open_session("h/killed", upload.id)
+    first = os.urandom(6 * MiB)
+    killed.write(first)  # on S3 (5 MiB test parts) a part is sent; the session never saves its state
+    if not external:
+        killed.close()  # on disk what a killed PATCH wrote is in the file, as after a real kill
+    del killed
+    offset = other.uploads.status("h/killed", upload.id).size  # where the client resumes
+    rest = os.urandom(1000)
+    other.uploads.append("h/killed", upload.id, [rest], expected_offset=offset)
+    later = time.time() + TEMP_MIN_AGE + 60
+    assert len(open_uploads(driver)) == (1 if external else 0)
+    assert storage.sweep_temp(0, now=later) == 0  # its upload is there: spared
+    blob = (b"" if external else first) + rest
+    assert other.uploads.complete("h/killed", upload.id, Digest.of(blob)).size == len(blob)
+    assert storage.sweep_temp(0, now=later) == (1 if external else 0)
+    assert open_uploads(driver) == []
+    assert driver.get(paths.blob_data(Digest.of(blob))) == blob

@@ -4,9 +4,11 @@ Works with AWS S3 and S3-compatible servers (MinIO, Ceph RGW, SeaweedFS). Choice
 - `put` is one PutObject and `move` a server-side copy (CopyObject, or UploadPartCopy ranges for
   objects over `multipart_copy_threshold`, required above 5 GiB) then a delete: both atomic for
   readers. Nothing streams through this process except what the caller reads or writes.
-- The appending writer is resumable from any process; its memory is about one part. Its hidden
+- The appending writer is resumable from any process; its memory is one part, never copied (the
+  tail it continues from is taken over, the one it leaves is handed over: see writer). Its hidden
   sidecar objects (`.cargobay-upload-<name>`) stand for their key in `list`, `walk` and `stat`,
-  so an upload in progress looks the same as on the filesystem driver.
+  so an upload in progress looks the same as on the filesystem driver; or its caller keeps that
+  state (`saved`, `external_writer_state`: the registry's uploads do) and there is no sidecar.
 - Throttling, 5xx and connection errors are retried by botocore (`retry_mode`, `max_attempts`); a
   streaming read that breaks resumes with a Range request. What still fails becomes
   StorageUnavailable, so the registry answers 503 and recovers by itself when S3 returns.

@@ -14,7 +14,7 @@ import base64
 import hashlib
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import boto3
 import botocore.exceptions as bce
@@ -34,6 +34,7 @@ _UNAVAILABLE_CODES = frozenset(
 )
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404", "NoSuchUpload"})
 DELETE_BATCH = 1000  # DeleteObjects' limit: what one `delete_batch` takes
+T = TypeVar("T")
 
 
 def translate(exc: Exception, key: str, operation: str) -> Exception:
@@ -148,12 +149,16 @@ class S3Bucket:
         except Exception as exc:
             raise translate(exc, key, operation) from exc
 
-    def guard_read(self, key: str, read: Callable[[], bytes]) -> bytes:
-        """Read a response body, translating a failure mid-stream like a failed call."""
+    def guard_read(self, key: str, read: Callable[[], T]) -> T:
+        """Read a response body, translating a failure mid-stream like a failed call (any other
+        exception passes as it is)."""
         try:
             return read()
         except Exception as exc:
-            raise translate(exc, key, "get_object") from exc
+            translated = translate(exc, key, "get_object")
+            if translated is exc:
+                raise
+            raise translated from exc
 
     def object_size(self, key: str) -> int | None:
         """The size of the object at a logical key, None if there is none."""

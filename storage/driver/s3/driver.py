@@ -12,7 +12,7 @@ from typing import Any, BinaryIO, cast
 import botocore.exceptions as bce
 
 from ...errors import InvalidOffset, PathNotFound, StorageConfigError
-from ..base import DriverCapabilities, FileInfo, PendingUpload
+from ..base import DriverCapabilities, FileInfo, PendingUpload, WriterState
 from .bucket import CREDENTIAL_CODES, DELETE_BATCH, S3Bucket
 from .hygiene import pending_uploads, probe_key, remove_stale_temp
 from .multipart import abort_uploads_below, copy_object
@@ -38,17 +38,27 @@ class S3Driver:
         self.options = options
         self.bucket = S3Bucket(options)
         # Every call is a network round trip; objects are not files; writers append to a
-        # multipart upload, not to the object a move copies. URLs only when redirects are on.
-        self.capabilities = DriverCapabilities(presigned_urls=options.redirect)
+        # multipart upload, not to the object a move copies, and can hand their state to the
+        # caller instead of a sidecar. URLs only when redirects are on.
+        self.capabilities = DriverCapabilities(presigned_urls=options.redirect, external_writer_state=True)
         self._verify_prefixes = options.verify_prefixes  # None: learnt from the first listing
 
     # -- protocol --------------------------------------------------------------------------------
-    def get(self, key: str) -> bytes:
-        resp = self.bucket.call("get_object", key, Key=self.bucket.full_key(key))
+    def get(self, key: str, limit: int | None = None) -> bytes:
+        kwargs: dict[str, Any] = {"Key": self.bucket.full_key(key)}
+        if limit is not None:
+            if limit <= 0:
+                raise ValueError(f"a read of {limit} bytes")
+            kwargs["Range"] = f"bytes=0-{limit - 1}"  # the rest is never sent: the connection is reused
+        try:
+            resp = self.bucket.call("get_object", key, **kwargs)
+        except InvalidOffset:
+            return b""  # a range of an empty object (S3 answers 416)
         with resp["Body"] as body:
-            return self.bucket.guard_read(key, body.read)
+            data: bytes = self.bucket.guard_read(key, body.read)
+        return data
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | bytearray) -> None:
         self.bucket.call("put_object", key, Key=self.bucket.full_key(key), Body=data)
 
     def reader(self, key: str, offset: int = 0) -> BinaryIO:
@@ -63,8 +73,8 @@ class S3Driver:
                 return io.BytesIO(b"")
             raise InvalidOffset(f"offset {offset} is past the end of {key} ({size} bytes)", key=key) from None
 
-    def writer(self, key: str, append: bool = False) -> S3FileWriter:
-        return S3FileWriter(self.bucket, self.options, key, append)
+    def writer(self, key: str, append: bool = False, saved: WriterState | None = None) -> S3FileWriter:
+        return S3FileWriter(self.bucket, self.options, key, append, saved)
 
     def stat(self, key: str) -> FileInfo:
         full = self.bucket.full_key(key)

@@ -7,7 +7,8 @@ PutObject is atomic, so S3 has no half-written objects; what a crash can leave i
 - a `check()` probe object (`.cargobay-probe-*` at the prefix root) written but not deleted.
 
 Uploads an appending writer can still resume are recognised by their sidecar (see sidecar) and
-kept; the caller's `spare` keeps whole areas (the registry's uploads, which their purge owns).
+kept; the caller's `spare` keeps what it owns (the registry's uploads while their state exists:
+their purge owns them then, and their state, not a sidecar, names their multipart uploads).
 """
 
 from __future__ import annotations

@@ -1,21 +1,24 @@
-"""The saved state of an appending writer's upload in progress: one hidden sidecar object next to
-its key (`<dir>/.cargobay-upload-<name>`), written with a single atomic PutObject, so a crash
-leaves either the previous session's state or the new one.
+"""The S3 appending writer's state (`S3WriterState`: its multipart upload, the parts sent, the tail
+not yet a part), and where it is kept when the writer keeps it itself: one hidden sidecar object
+next to its key (`<dir>/.cargobay-upload-<name>`), written with a single atomic PutObject, so a
+crash leaves either the previous session's state or the new one.
 
-The sidecar is `<json header>\\n<tail bytes>` (the header names the multipart upload and its
-parts; the tail is what was written after the last part, under S3's 5 MiB part minimum). Its
+The sidecar is a JSON line and the tail (storage.driver.framing: the header names the multipart
+upload and its parts; the tail is what was written after the last part, less than one part). Its
 metadata repeats the total size and the upload id, so `stat` and `delete` need only a HEAD. In
 `list`, `walk` and `stat` a sidecar stands for its key, so an upload in progress looks the same as
-on the filesystem driver.
+on the filesystem driver. A writer whose caller keeps its state (`saved`: storage.uploads) hands
+the caller the same header and tail as a `WriterState` instead of saving a sidecar.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+from typing import Any
 
-from ...errors import PathNotFound, StorageError
-from ..base import FileInfo
+from ...errors import CorruptState, PathNotFound
+from ..base import FileInfo, WriterState
+from ..framing import LineReader, json_line
 from .bucket import S3Bucket
 from .multipart import Part, abort_upload
 
@@ -37,53 +40,73 @@ def key_of_state(name: str) -> str | None:
 
 
 @dataclass(slots=True)
-class UploadState:
+class S3WriterState:
+    """Where an S3 appending writer stands: what `S3FileWriter` continues from."""
+
     upload_id: str | None
     parts: list[Part]
-    tail: bytes | bytearray  # bytearray: a writer's buffer, saved without a copy
+    tail: bytearray  # the writer's buffer: handed on, never copied (WriterState)
 
     @property
     def size(self) -> int:
         return sum(p.size for p in self.parts) + len(self.tail)
 
-    def encode_header(self) -> bytes:
+    def header(self) -> dict[str, Any]:
         parts = [[p.number, p.etag, p.size] for p in self.parts]
-        header = {"v": _STATE_VERSION, "upload_id": self.upload_id, "parts": parts}
-        return json.dumps(header, separators=(",", ":")).encode() + b"\n"
+        return {"v": _STATE_VERSION, "upload_id": self.upload_id, "parts": parts}
+
+    def handed(self) -> WriterState:
+        """This state for a caller that keeps it (its tail goes with it)."""
+        return WriterState(self.header(), self.tail)
 
     @classmethod
-    def decode(cls, body: bytes, key: str) -> UploadState:
-        head, sep, tail = body.partition(b"\n")
+    def taken(cls, saved: WriterState, key: str) -> S3WriterState:
+        """The state a caller kept (`WriterState()`: nothing written yet); CorruptState if it
+        cannot be read."""
+        if not saved.header:
+            return cls(None, [], saved.tail)
+        return cls.from_header(saved.header, saved.tail, key)
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any], tail: bytearray, key: str) -> S3WriterState:
         try:
-            header = json.loads(head)
-            if not sep or header.get("v") != _STATE_VERSION:
-                raise ValueError("unknown format")
+            if header.get("v") != _STATE_VERSION:
+                raise ValueError(f"unknown format {header.get('v')!r}")
             parts = [Part(int(n), str(etag), int(size)) for n, etag, size in header["parts"]]
+            upload_id = header.get("upload_id")
+            if upload_id is not None and not isinstance(upload_id, str):
+                raise ValueError("upload_id is not a string")
         except (ValueError, KeyError, TypeError) as exc:
-            raise StorageError(f"corrupt upload state for {key}: {exc}", key=key) from None
-        return cls(header.get("upload_id"), parts, tail)
+            raise CorruptState(f"corrupt upload state for {key}: {exc}", key=key) from None
+        return cls(upload_id, parts, tail)
 
 
-def save_state(bucket: S3Bucket, key: str, state: UploadState, size: int) -> None:
-    """Replace `key`'s sidecar with `state` (its tail is < 5 MiB) for an upload of `size` bytes."""
+def save_sidecar(bucket: S3Bucket, key: str, state: S3WriterState) -> None:
+    """Replace `key`'s sidecar with `state` (its tail is under one part). Only uploads begun
+    before upload states held the writer's come here: their tail is joined to its line (a copy)."""
     bucket.call(
         "put_object",
         key,
         Key=state_key(bucket, key),
-        Body=state.encode_header() + state.tail,
-        Metadata={META_SIZE: str(size), META_UPLOAD_ID: state.upload_id or ""},
+        Body=json_line(state.header()) + state.tail,
+        Metadata={META_SIZE: str(state.size), META_UPLOAD_ID: state.upload_id or ""},
     )
 
 
-def read_state(bucket: S3Bucket, key: str) -> UploadState | None:
-    """The saved state of an in-progress `key`, or None. The body is at most one tail (< 5 MiB)
-    plus the part list."""
+def read_sidecar(bucket: S3Bucket, key: str) -> S3WriterState | None:
+    """The state `key`'s sidecar holds, or None without one; CorruptState if it cannot be read.
+    The body is at most one tail (under a part) plus the part list, read with one copy."""
     try:
         resp = bucket.call("get_object", key, Key=state_key(bucket, key))
     except PathNotFound:
         return None
     with resp["Body"] as body:
-        return UploadState.decode(bucket.guard_read(key, body.read), key)
+        framed = LineReader(body, int(resp.get("ContentLength") or 0))
+        try:
+            header, tail = bucket.guard_read(key, lambda: (framed.json_line(), framed.rest()))
+        except ValueError as exc:
+            raise CorruptState(f"corrupt upload state for {key}: {exc}", key=key) from None
+    return S3WriterState.from_header(header, tail, key)
 
 
 def saved_upload_id(bucket: S3Bucket, key: str) -> str | None:
