@@ -40,6 +40,14 @@ class StoredManifest:
     def size(self) -> int:
         return len(self.raw)
 
+    def parsed(self) -> Manifest | None:
+        """The bytes as the model reads them (leniently: they were checked when pushed); None when
+        they are not a manifest."""
+        try:
+            return parse_manifest(self.raw, self.media_type, max_size=None, strict=False)
+        except OCIValidationError:
+            return None
+
 
 @dataclass(frozen=True, slots=True)
 class PutResult:
@@ -266,9 +274,8 @@ class ManifestStore:
         """The manifest `digest` as the model reads it (leniently: it was checked when pushed); None
         when this repository does not have it or its bytes are not a manifest."""
         try:
-            stored = self.get(digest)
-            return parse_manifest(stored.raw, stored.media_type, max_size=None, strict=False)
-        except (ManifestUnknown, OCIValidationError):
+            return self.get(digest).parsed()
+        except ManifestUnknown:
             return None
 
     def get_tagged(self, tag: str) -> StoredManifest:
@@ -303,10 +310,8 @@ class ManifestStore:
             except ManifestUnknown:
                 continue
             self.tags.discard(tag)
-        try:
-            subject = parse_manifest(stored.raw, stored.media_type, max_size=None, strict=False).subject
-        except OCIValidationError:
-            subject = None
+        manifest = stored.parsed()
+        subject = manifest.subject if manifest is not None else None
         if subject is not None:
             self.referrers.remove(subject.digest, digest)
         self.withdraw(digest)

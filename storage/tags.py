@@ -65,6 +65,13 @@ class TagStore:
                 pass  # deleted since it was read
         raise TagUnknown(f"manifest unknown: tag {tag!r} not found in {self.name}", tag=tag)
 
+    def find(self, tag: str) -> TagInfo | None:
+        """`stat`, or None where it would raise TagUnknown (no such tag, or deleted meanwhile)."""
+        try:
+            return self.stat(tag)
+        except TagUnknown:
+            return None
+
     def resolve(self, tag: str) -> Digest:
         """The digest `tag` points at; TagUnknown unless it resolves (module docstring)."""
         digest = self._target(paths.tag_current_link(self.name, tag))

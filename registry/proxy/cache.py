@@ -36,8 +36,6 @@ from storage import (
     Repository,
     Storage,
     StoredManifest,
-    TagInfo,
-    TagUnknown,
 )
 
 from ..errors import RegistryError
@@ -137,7 +135,7 @@ class PullThrough:
                 return stored
             return await self.flights.run(("manifest", repo.name, str(digest)),
                                           lambda: run(self._fetch, repo, upstream, remote, reference, ()))
-        info = await run(self._tag_info, repo, reference)
+        info = await run(repo.tags.find, reference)
         if info is not None and time.time() - info.updated < upstream.tag_ttl:
             stored = await run(self._stored, repo, info.digest)
             if stored is not None:
@@ -154,13 +152,6 @@ class PullThrough:
         if self.touches.due("manifest", repo.name, digest):
             repo.manifests.touch(digest)
         return stored
-
-    @staticmethod
-    def _tag_info(repo: Repository, tag: str) -> TagInfo | None:
-        try:
-            return repo.tags.stat(tag)
-        except (TagUnknown, ManifestUnknown):
-            return None
 
     def _fetch(self, repo: Repository, upstream: Upstream, remote: str, identifier: str,
                tags: tuple[str, ...]) -> StoredManifest:
@@ -185,7 +176,7 @@ class PullThrough:
     def _refresh_tag(self, repo: Repository, upstream: Upstream, remote: str, tag: str) -> StoredManifest:
         """A tag that is not cached, or whose tag_ttl has passed: ask the upstream (once) and serve the
         cached answer when the upstream cannot give a better one."""
-        info = self._tag_info(repo, tag)  # again: another replica may have refreshed it meanwhile
+        info = repo.tags.find(tag)  # again: another replica may have refreshed it meanwhile
         if info is None:
             return self._fetch(repo, upstream, remote, tag, (tag,))
         cached = self._stored(repo, info.digest)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 #: What the cache tells its observers of each answer (registry.proxy.cache): from its store, fetched
@@ -38,26 +39,22 @@ class HealthBoard:
         self._health = {host: UpstreamHealth(host) for host in hosts}
 
     def answered(self, host: str) -> None:
-        self._update(host, last_success=time.time())
+        at = time.time()
+        self._update(host, lambda now: replace(now, last_success=at))
 
     def observe(self, host: str, kind: str, outcome: str) -> None:
         """The cache's observer (`CacheObserver`): failures and stale answers, by upstream."""
         if outcome == UPSTREAM_ERROR:
-            with self._lock:
-                now = self._health.get(host)
-                if now is not None:
-                    self._health[host] = replace(now, last_failure=time.time(), failures=now.failures + 1)
+            at = time.time()
+            self._update(host, lambda now: replace(now, last_failure=at, failures=now.failures + 1))
         elif outcome == STALE:
-            with self._lock:
-                now = self._health.get(host)
-                if now is not None:
-                    self._health[host] = replace(now, stale_answers=now.stale_answers + 1)
+            self._update(host, lambda now: replace(now, stale_answers=now.stale_answers + 1))
 
-    def _update(self, host: str, **changes: float) -> None:
+    def _update(self, host: str, change: Callable[[UpstreamHealth], UpstreamHealth]) -> None:
         with self._lock:
             now = self._health.get(host)
-            if now is not None:
-                self._health[host] = replace(now, **changes)  # type: ignore[arg-type]
+            if now is not None:  # an upstream the settings name (the board knows no other)
+                self._health[host] = change(now)
 
     def snapshot(self) -> list[UpstreamHealth]:
         with self._lock:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ocispec.digest import Digest
 from ocispec.manifest import ImageIndex, ImageManifest, Manifest
-from storage import Repository, Storage, StorageError, TagInfo
+from storage import Repository, Storage, TagInfo
 
 from .image import read_config
 
@@ -70,12 +70,6 @@ class TagPage:
     total: int
 
 
-def indexed(storage: Storage) -> bool:
-    """Whether lists can come from the listing index now; on a store that never had one, the first
-    ask starts building it in the background and lists come from the tree meanwhile (as the API's)."""
-    return storage.listing_known_ready or storage.listing_available()
-
-
 def visible_repositories(storage: Storage, visible: Callable[[str], bool], query: str, after: str | None,
                          limit: int) -> Page:
     """Up to `limit` repository names after `after` that contain `query` and that `visible` allows.
@@ -84,7 +78,9 @@ def visible_repositories(storage: Storage, visible: Callable[[str], bool], query
     found: list[str] = []
     last = after
     scanned = 0
-    from_index = indexed(storage)
+    # On a store that never had a listing index, the first ask starts building it in the background
+    # and names come from the tree meanwhile (as the API's pages: `Storage.listing_available`).
+    from_index = storage.listing_available()
     while True:
         if from_index:
             names, more = storage.repositories_page(last, _SCAN_STEP)
@@ -104,16 +100,16 @@ def visible_repositories(storage: Storage, visible: Callable[[str], bool], query
 
 
 def repository_row(repo: Repository, cached: bool) -> RepositoryRow:
-    tags = repo.tags.count() if indexed(repo.storage) else len(repo.tags.resolved())
+    tags = repo.tags.count() if repo.storage.listing_available() else len(repo.tags.resolved())
     return RepositoryRow(repo.name, cached, tags, repo.blobs.linked_size())
 
 
 def tag_page(repo: Repository, sort: str, after: str | None, after_time: float | None, limit: int) -> TagPage:
     """The tags on one page of `repo`, by name (`after`: the last name of the previous page) or
     newest first (`after`, `after_time`: the previous page's last row)."""
-    if sort == BY_NAME and indexed(repo.storage):
+    if sort == BY_NAME and repo.storage.listing_available():
         names, more = repo.tags.page(after, limit)
-        infos = [(tag, info) for tag in names if (info := _stat(repo, tag)) is not None]
+        infos = [(tag, info) for tag in names if (info := repo.tags.find(tag)) is not None]  # not deleted since
         return TagPage([_tag_row(repo, tag, info) for tag, info in infos], more, repo.tags.count())
     dated = repo.tags.dated()
     if sort == BY_NAME:
@@ -124,13 +120,6 @@ def tag_page(repo: Repository, sort: str, after: str | None, after_time: float |
             cursor = (-after_time, after)
             order = [(tag, info) for tag, info in order if (-info.updated, tag) > cursor]
     return TagPage([_tag_row(repo, tag, info) for tag, info in order[:limit]], len(order) > limit, len(dated))
-
-
-def _stat(repo: Repository, tag: str) -> TagInfo | None:
-    try:
-        return repo.tags.stat(tag)
-    except StorageError:
-        return None  # deleted since the page was listed
 
 
 def _tag_row(repo: Repository, tag: str, info: TagInfo) -> TagRow:

@@ -56,8 +56,13 @@ async def repositories(request: Request, viewer: Viewer) -> Response:
     found = await run(browse.visible_repositories, ctx.storage, viewer.may_pull, query,
                       request.query_params.get("after") or None, limit)
     proxy = ctx.proxy
-    rows = [await run(browse.repository_row, ctx.storage.repository(name),
-                      proxy is not None and proxy.upstream_of(name) is not None) for name in found.rows]
+
+    def read_rows() -> list[browse.RepositoryRow]:  # every row in one trip to the thread pool
+        return [browse.repository_row(ctx.storage.repository(name),
+                                      proxy is not None and proxy.upstream_of(name) is not None)
+                for name in found.rows]
+
+    rows = await run(read_rows)
     next_url = "/ui/?" + urlencode({"q": query, "after": found.next_after, "n": limit}) if found.next_after else None
     return page(request, "repositories.html", title="Repositories", rows=rows, query=query, next_url=next_url,
                 repository_url=repository_url)
@@ -144,8 +149,8 @@ def pull_commands(request: Request, name: str, tag: str) -> list[tuple[str, str]
 async def image(request: Request, viewer: Viewer, repo: Repository, target: Target) -> Response:
     def load() -> ImageDetails:
         digest = target.digest if target.digest is not None else repo.tags.resolve(target.tag or "")
-        stored = repo.manifests.get(digest)
-        manifest = repo.manifests.parsed(digest)
+        stored = repo.manifests.get(digest)  # one check of the revision link, one read
+        manifest = stored.parsed()
         if manifest is None:
             raise ManifestUnknown(f"manifest unknown: {digest}", digest=str(digest))
         return image_details(repo, digest, manifest, stored.raw)
