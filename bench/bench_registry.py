@@ -101,7 +101,8 @@ class Connection:
     def request(self, method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b"",
                 file: object | None = None, offset: int = 0, length: int = 0,
                 sink: memoryview | None = None, hasher: hashlib._Hash | None = None) -> Reply:
-        size = length if file is not None else len(body)
+        """`body`, or `length` bytes of `file` from `offset` (sendfile) followed by `body`."""
+        size = length + len(body) if file is not None else len(body)
         lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}"]
         if size or method in ("POST", "PUT", "PATCH"):
             lines.append(f"Content-Length: {size}")
@@ -112,9 +113,11 @@ class Connection:
             self.sock.sendall(head + body)
         else:
             self.sock.sendall(head)
-            sent = self.sock.sendfile(file, offset, length)  # type: ignore[arg-type]
+            sent = self.sock.sendfile(file, offset, length) if length else 0  # type: ignore[arg-type]
             if sent != length:
                 raise BenchError(f"sendfile sent {sent} of {length} bytes")
+            if body:
+                self.sock.sendall(body)
         return self._reply(method, sink, hasher)
 
     def _reply(self, method: str, sink: memoryview | None, hasher: hashlib._Hash | None) -> Reply:
@@ -191,23 +194,57 @@ def _target(location: str, **query: str) -> str:
 
 # -- test data -------------------------------------------------------------------------------------
 
+#: A fresh copy of a blob (`Blob.fresh`) differs from it in its last TAIL bytes.
+TAIL = 4096
+
+
 @dataclass
 class Blob:
+    """`size` bytes: the file's, except that a fresh copy sends `tail` instead of its last bytes."""
+
     path: Path
     size: int
     digest: str
+    tail: bytes = b""
+    #: sha256 of all but the file's last TAIL bytes, so that a fresh copy's digest costs one update.
+    head_hash: hashlib._Hash | None = field(default=None, repr=False)
+
+    def fresh(self) -> Blob:
+        """The same size with a new digest: new content to the server, sent from the same file."""
+        if self.head_hash is None:
+            raise BenchError(f"{self.path.name} is too small for fresh copies")
+        tail = os.urandom(TAIL)
+        hasher = self.head_hash.copy()
+        hasher.update(tail)
+        return Blob(self.path, self.size, f"sha256:{hasher.hexdigest()}", tail, self.head_hash)
+
+    def send(self, conn: Connection, method: str, target: str, headers: dict[str, str], file: object,
+             offset: int = 0, length: int | None = None) -> Reply:
+        """Send bytes [offset, offset + length) of this blob as the request body."""
+        length = self.size - offset if length is None else length
+        from_file = max(0, min(offset + length, self.size - len(self.tail)) - offset)
+        start = max(offset, self.size - len(self.tail)) - (self.size - len(self.tail))
+        extra = self.tail[start:start + length - from_file]
+        return conn.request(method, target, headers, body=extra, file=file, offset=offset, length=from_file)
 
 
 def make_blob(path: Path, size: int) -> Blob:
     hasher = hashlib.sha256()
+    head_hash = None
     with open(path, "wb") as f:
         left = size
         while left:
             chunk = os.urandom(min(8 * MiB, left))
             f.write(chunk)
-            hasher.update(chunk)
+            if size > TAIL and left - len(chunk) < TAIL <= left:  # the chunk holding the tail's start
+                cut = len(chunk) - (TAIL - (left - len(chunk)))
+                hasher.update(chunk[:cut])
+                head_hash = hasher.copy()
+                hasher.update(chunk[cut:])
+            else:
+                hasher.update(chunk)
             left -= len(chunk)
-    return Blob(path, size, f"sha256:{hasher.hexdigest()}")
+    return Blob(path, size, f"sha256:{hasher.hexdigest()}", head_hash=head_hash)
 
 
 # -- servers ---------------------------------------------------------------------------------------
@@ -413,8 +450,8 @@ def upload_monolithic(server: Server, repo: str, blob: Blob) -> int:
     """POST, then PUT ?digest= with the whole body."""
     with server.connect() as conn, open(blob.path, "rb") as f:
         start = expect(conn.request("POST", f"/v2/{repo}/blobs/uploads/"), 202, "POST upload")
-        put = conn.request("PUT", _target(start.headers["location"], digest=blob.digest),
-                           {"Content-Type": "application/octet-stream"}, file=f, length=blob.size)
+        put = blob.send(conn, "PUT", _target(start.headers["location"], digest=blob.digest),
+                        {"Content-Type": "application/octet-stream"}, f)
         _check_created(put, blob, "PUT upload with body")
     return blob.size
 
@@ -425,9 +462,9 @@ def upload_chunked(server: Server, repo: str, blob: Blob, chunk: int) -> int:
         location = expect(conn.request("POST", f"/v2/{repo}/blobs/uploads/"), 202, "POST upload").headers["location"]
         for offset in range(0, blob.size, chunk):
             n = min(chunk, blob.size - offset)
-            reply = conn.request("PATCH", _target(location), {
+            reply = blob.send(conn, "PATCH", _target(location), {
                 "Content-Type": "application/octet-stream", "Content-Range": f"{offset}-{offset + n - 1}"},
-                file=f, offset=offset, length=n)
+                f, offset, n)
             location = expect(reply, 202, f"PATCH chunk at {offset}").headers["location"]
         _check_created(conn.request("PUT", _target(location, digest=blob.digest)), blob, "PUT upload")
     return blob.size
@@ -437,8 +474,7 @@ def upload_streamed(server: Server, repo: str, blob: Blob) -> int:
     """What docker and containers/image do: POST, one PATCH with the whole body, PUT ?digest=."""
     with server.connect() as conn, open(blob.path, "rb") as f:
         location = expect(conn.request("POST", f"/v2/{repo}/blobs/uploads/"), 202, "POST upload").headers["location"]
-        reply = conn.request("PATCH", _target(location), {"Content-Type": "application/octet-stream"},
-                             file=f, length=blob.size)
+        reply = blob.send(conn, "PATCH", _target(location), {"Content-Type": "application/octet-stream"}, f)
         location = expect(reply, 202, "PATCH whole body").headers["location"]
         _check_created(conn.request("PUT", _target(location, digest=blob.digest)), blob, "PUT upload")
     return blob.size
@@ -652,8 +688,14 @@ def build_rows(args: argparse.Namespace, big: Blob, smalls: list[Blob], config: 
         n = fn()
         return rate(n, time.perf_counter() - t0)
 
+    def content(blob: Blob) -> Blob:
+        """What an upload row sends: new to the server (a push of a new layer: the whole path, its
+        durable write included), or with --same-content the blob it has (a push again)."""
+        return blob if args.same_content else blob.fresh()
+
     def conc_uploads(server: Server, _r: int) -> float:
-        return rate(*concurrently([functools.partial(upload_streamed, server, fresh("conc"), b) for b in smalls]))
+        return rate(*concurrently([functools.partial(upload_streamed, server, fresh("conc"), content(b))
+                                   for b in smalls]))
 
     def conc_downloads(server: Server, _r: int) -> float:
         jobs = [functools.partial(download, server, "bench/data", b) for b in smalls + smalls]
@@ -676,9 +718,10 @@ def build_rows(args: argparse.Namespace, big: Blob, smalls: list[Blob], config: 
     n_small, small_mib, big_mib, chunk_mib = len(smalls), smalls[0].size // MiB, big.size // MiB, args.chunk // MiB
     return [
         Row("mono", f"upload {big_mib} MiB monolithic (POST, PUT ?digest= + body)", "MiB/s",
-            lambda s, r: timed(lambda: upload_monolithic(s, fresh("mono"), big)), phase="upload"),
+            lambda s, r: timed(functools.partial(upload_monolithic, s, fresh("mono"), content(big))), phase="upload"),
         Row("chunked", f"upload {big_mib} MiB chunked ({chunk_mib} MiB PATCHes + Content-Range)", "MiB/s",
-            lambda s, r: timed(lambda: upload_chunked(s, fresh("chunked"), big, args.chunk)), phase="upload"),
+            lambda s, r: timed(functools.partial(upload_chunked, s, fresh("chunked"), content(big), args.chunk)),
+            phase="upload"),
         Row("conc-up", f"{n_small} concurrent uploads x {small_mib} MiB (POST, PATCH, PUT)", "MiB/s",
             conc_uploads, phase="upload"),
         Row("down", f"download {big_mib} MiB", "MiB/s",
@@ -855,6 +898,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tmp", type=Path, help="parent directory for the temp dirs (default: system temp)")
     p.add_argument("--profile", type=Path, help="write py-spy raw profiles of the Cargobay servers here")
     p.add_argument("--seconds", type=float, help="duration of each request/s run (default 5, quick 2)")
+    p.add_argument("--same-content", action="store_true",
+                   help="upload rows send blobs the server has already (a push again) instead of new ones")
     args = p.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 5)
     args.seconds = args.seconds or (2.0 if args.quick else 5.0)

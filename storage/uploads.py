@@ -11,12 +11,13 @@ A sha256 of the bytes so far is kept in process memory while this process has se
 (another replica, or a thread of this one) saved last. When it cannot be used, or the digest uses
 another algorithm, `complete` re-hashes the data from storage instead.
 
-Where writers do not append in place (S3), `complete` with the running hash verifies before
-finishing anything, then finishes the bytes straight at their CAS key (`FileWriter.commit_to`:
-on S3 a tail that never made a part is one PUT there). Otherwise the data is committed in place,
-moved out of writers' reach where they append in place (files), verified (by the running hash or
-read back) and moved. Either way nothing reaches the CAS unverified, and after success the state
-and the data key go in one batch delete. Blobs that arrive whole take no upload at all
+With the running hash, `complete` verifies before finishing anything, then finishes the bytes
+straight at their CAS key (`FileWriter.commit_to`: a file is fsynced and renamed there under the
+lock that keeps other writers out, refused if one appended meanwhile; on S3 a tail that never
+made a part is one PUT there), or, when the CAS holds the blob already, drops them unwritten.
+Otherwise the data is committed in place, moved out of writers' reach where they append in place
+(files), read back to verify, and moved. Either way nothing reaches the CAS unverified, and after
+success the state and the data key go in one batch delete. Blobs that arrive whole take no upload at all
 (storage.fill). A state that cannot be read (damaged, or a newer format) makes its upload
 UploadInvalid (one warning line), and the purge dates it by its object's time.
 """
@@ -196,10 +197,11 @@ class UploadStore:
             if digest.algorithm == DEFAULT_ALGORITHM and self._hashable(header):
                 # Only the hash of exactly the bytes this state names (its token: RunningHashes).
                 hasher = self._hashes.take(upload_id, size, header.token)
-            if hasher is not None and not self.driver.capabilities.appends_in_place:
+            if hasher is not None:
                 # This process saw every byte: verified before anything is finished, then the
-                # bytes are finished straight into the CAS (on S3 a tail that never made a part
-                # is one PUT there: no object under the upload, no copy).
+                # bytes are finished straight into the CAS (a file renamed there, once no other
+                # writer can append to it; on S3 a tail that never made a part is one PUT there),
+                # or dropped unwritten when the CAS holds the blob already.
                 self._check(digest, Digest.from_hasher(digest.algorithm, hasher))
                 cas_key = paths.blob_data(digest)
                 RepositoryBlobs(self.blobs, repository).link_verified(
@@ -209,6 +211,9 @@ class UploadStore:
             writer.close()
             self._remove(repository, upload_id)
             raise
+        except ObjectBusy:  # another session appends to it (files): nothing was finished
+            writer.close()
+            raise UploadInvalid(f"upload {upload_id} still has a chunk being written") from None
         # Finish the appended object (on S3: complete the multipart upload; on disk: fsync), so it
         # can be read back for hashing and moved; an empty upload becomes an empty object.
         try:

@@ -130,8 +130,9 @@ class FileWriter(Protocol):
     def commit_to(self, destination: str) -> None:
         """Finish, making the bytes appear at `destination` instead (atomically, replacing what is
         there), and the key gone: `commit` and `move` in one, without the copy where the backend
-        can avoid it (S3: bytes that never made a part are PUT there directly). The caller makes
-        sure no other writer appends to the key meanwhile. A writer opened with `saved` may leave
+        can avoid it (S3: bytes that never made a part are PUT there directly). What appears is
+        exactly the `size` bytes this writer counted: where another writer may have appended to
+        the key (files), ObjectBusy instead of finishing anything. A writer opened with `saved` may leave
         an object at the key (S3: parts completed there and copied on): the caller removes it
         with the state it keeps."""
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
-from storage import PathNotFound
+from storage import ObjectBusy, PathNotFound
 from storage.driver import StorageDriver
+from storage.driver.fs import FilesystemDriver
+from storage.driver.fswriters import WRITEBACK_STEP, start_writeback
 
 MiB = 1024 * 1024
 
@@ -96,3 +99,37 @@ def test_commit_to_continuing_a_committed_object_moves_it_all(driver: StorageDri
     continued.commit_to("k/blob")
     assert driver.get("k/blob") == b"committed and appended"
     assert driver.list("k") == ["k/blob"]
+
+
+def test_commit_to_refuses_a_file_another_writer_appended_to(tmp_path: Path) -> None:
+    """Files are appended in place: a writer finishing an upload whose file grew behind it (another
+    session's PATCH) or was replaced must not put bytes its caller never hashed into the CAS."""
+    driver = FilesystemDriver(tmp_path)
+    finishing = driver.writer("u/data", append=True)
+    finishing.write(b"hashed by the finishing session")
+    other = driver.writer("u/data", append=True)
+    other.write(b" and more from another one")
+    other.close()
+    with pytest.raises(ObjectBusy):
+        finishing.commit_to("cas/blob")
+    with pytest.raises(PathNotFound):
+        driver.stat("cas/blob")
+    assert driver.stat("u/data").size == len(b"hashed by the finishing session and more from another one")
+
+    replaced = driver.writer("r/data", append=True)
+    replaced.write(b"old")
+    driver.delete("r/data")  # a cancel, then a new upload file at the same key
+    driver.writer("r/data", append=True).close()
+    with pytest.raises(ObjectBusy):
+        replaced.commit_to("cas/other")
+    with pytest.raises(PathNotFound):
+        driver.stat("cas/other")
+
+
+def test_start_writeback_reaches_the_kernel(tmp_path: Path) -> None:
+    """The writers' early writeback (sync_file_range) is bound right: the kernel takes the call."""
+    with open(tmp_path / "f", "wb") as f:
+        f.write(os.urandom(WRITEBACK_STEP))
+        f.flush()
+        assert start_writeback(f.fileno(), 0, WRITEBACK_STEP)
+    assert not start_writeback(-1, 0, WRITEBACK_STEP)
