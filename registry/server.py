@@ -16,6 +16,9 @@
   extension BODY_ERROR; `registry.app` turns it into the error when the handler reads the body's end.
 - A response can be cut off (scope extension ABORT): the connection closes without the rest of the
   body, for bytes that turned out wrong after they started going out.
+- Request bodies reach the application as the chunks the parser made, each one ASGI message, not
+  appended to a buffer that is then copied into each message: two copies of every uploaded byte on
+  the event loop, which was most of its work in an upload (`QueuedBodyCycle`).
 - Malformed requests get the OCI error JSON; a TLS handshake on the plain-HTTP port is logged once
   per client address with what to do about it, instead of a warning per attempt.
 
@@ -33,11 +36,13 @@ import os
 import select
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 import httptools
 from starlette.types import Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGIReceiveEvent
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from ocispec.errors import ErrorCode
 
@@ -92,6 +97,50 @@ class Notices:
 
 
 NOTICES = Notices()
+
+
+class QueuedBodyCycle(RequestResponseCycle):
+    """uvicorn's request cycle with its body kept as a queue of the parser's chunks: `receive`
+    hands each one over as it came (no copy), and reading pauses while more than uvicorn's high
+    water mark waits in the queue, as it does for uvicorn's own buffer."""
+
+    chunks: collections.deque[bytes]
+    queued: int  # bytes in `chunks`
+
+    @classmethod
+    def adopt(cls, cycle: RequestResponseCycle) -> QueuedBodyCycle:
+        """`cycle`, made one (before its task first called `receive`)."""
+        cycle.__class__ = cls
+        queued = cast(QueuedBodyCycle, cycle)
+        queued.chunks = collections.deque()
+        queued.queued = 0
+        return queued
+
+    def add(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self.queued += len(chunk)
+        if self.queued > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        self.message_event.set()
+
+    async def receive(self) -> ASGIReceiveEvent:
+        if self.waiting_for_100_continue and not self.transport.is_closing():
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.waiting_for_100_continue = False
+        if not self.chunks and not self.disconnected and not self.response_complete:
+            self.flow.resume_reading()
+            await self.message_event.wait()
+            self.message_event.clear()
+        if self.disconnected or self.response_complete:
+            return {"type": "http.disconnect"}
+        body = b""
+        if self.chunks:
+            body = self.chunks.popleft()
+            self.queued -= len(body)
+            if not self.chunks:
+                self.message_event.clear()  # what set it is in this message (or set it again later)
+                self.flow.resume_reading()
+        return {"type": "http.request", "body": body, "more_body": self.more_body or bool(self.chunks)}
 
 
 class RegistryHttpProtocol(HttpToolsProtocol):
@@ -263,7 +312,9 @@ class RegistryHttpProtocol(HttpToolsProtocol):
         finally:
             if overloaded:
                 self.app = app
-        # The request task was only scheduled, not run: its scope (this very dict) still gets these.
+        # The request task was only scheduled, not run: its scope (this very dict) still gets these,
+        # and the cycle its body queue (the task has not called `receive` yet).
+        self.cycle = QueuedBodyCycle.adopt(self.cycle)
         extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
         if self.scheme == "http":  # under TLS the bytes must go through the transport's encryption
             extensions[SENDFILE] = functools.partial(_send_file, self, self.cycle)
@@ -274,7 +325,10 @@ class RegistryHttpProtocol(HttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         self._body_received += len(body)
-        super().on_body(body)
+        cycle = self.cycle
+        if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+            return
+        cast(QueuedBodyCycle, cycle).add(body)  # every cycle is one (on_headers_complete)
 
 
 def _closing(protocol: Any) -> bool:
