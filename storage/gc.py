@@ -32,6 +32,8 @@ from .repository import Storage
 from .sweeping import Collection
 from .usage import forget
 
+#: The coarsest modification time a store reports (seconds): S3 gives whole seconds.
+MTIME_GRANULARITY = 1.0
 #: Keys deleted per call (S3's DeleteObjects takes at most 1,000).
 DELETE_BATCH = 1000
 
@@ -104,7 +106,10 @@ def _collect(storage: Storage, report: GcReport, grace_seconds: float, dry_run: 
     report.expired_manifests = len(expired)
     for owned in expired:
         snapshot.revisions.pop(owned, None)
-    cutoff = now - grace_seconds
+    # Stores may keep modification times to the whole second (S3's Last-Modified): a time read back
+    # can be up to a second earlier than the write, so the cutoff is that much earlier too, and
+    # nothing written within the grace period ever looks older than it.
+    cutoff = now - grace_seconds - MTIME_GRANULARITY
     in_use = live(storage.blobs, snapshot, cutoff, progress=lambda done, total: tell("manifests", done, total))
     tell("manifests", len(snapshot.revisions), len(snapshot.revisions))
     if expiring is not None:
