@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from ocispec.digest import Digest
@@ -59,3 +61,15 @@ def test_gc_keeps_a_sparse_index_and_the_children_it_has(driver) -> None:  # typ
     assert storage.repository("g/sparse").tags.list() == ["multi"]
     for blob in present.blobs():
         assert storage.repository("g/sparse").blobs.stat(Digest.parse(blob.digest)).size == blob.size
+
+
+def test_gc_keeps_a_blob_written_within_the_grace_period_whatever_the_store_rounds(driver) -> None:  # type: ignore[no-untyped-def]
+    """S3 reports modification times to the whole second: a blob uploaded 1.99 s before a collection
+    with a 2 s grace reads as up to 2.99 s old, and must still be kept (its manifest may be on its way)."""
+    storage = Storage(driver)
+    layer = b"a layer whose manifest is still on its way"
+    written = time.time()
+    pending = push_blob(storage, "g/pending", layer)
+    report = collect(storage, grace_seconds=2, now=written + 1.99)
+    assert pending not in report.swept
+    assert storage.repository("g/pending").blobs.stat(pending).size == len(layer)
