@@ -108,8 +108,9 @@ def _collect(storage: Storage, report: GcReport, grace_seconds: float, dry_run: 
         snapshot.revisions.pop(owned, None)
     # Stores may keep modification times to the whole second (S3's Last-Modified): a time read back
     # can be up to a second earlier than the write, so the cutoff is that much earlier too, and
-    # nothing written within the grace period ever looks older than it.
-    cutoff = now - grace_seconds - MTIME_GRANULARITY
+    # nothing written within the grace period ever looks older than it. (No grace period protects
+    # nothing in flight: then everything unreferenced goes.)
+    cutoff = now - grace_seconds - (MTIME_GRANULARITY if grace_seconds > 0 else 0.0)
     in_use = live(storage.blobs, snapshot, cutoff, progress=lambda done, total: tell("manifests", done, total))
     tell("manifests", len(snapshot.revisions), len(snapshot.revisions))
     if expiring is not None:

@@ -124,7 +124,7 @@ def test_counters_are_what_the_workers_answered(registry: tuple[RunningServer, s
         "cargobay_http_received_bytes_total", method="POST") >= pulled
     assert metrics.total("cargobay_http_request_duration_seconds_count", route=MANIFESTS, method="PUT") == 1
     assert metrics.total("cargobay_http_uploads_in_progress") == 0
-    for operation in ("put", "get", "writer.commit", "move"):
+    for operation in ("put", "get", "writer.close", "writer.commit"):
         assert metrics.total("cargobay_storage_operation_duration_seconds_count", driver="filesystem",
                              operation=operation) >= 1, operation
     assert "cargobay_notifications_queue_depth" in metrics.families  # others' metrics are served too
