@@ -13,6 +13,7 @@ new. The puller runs from bytecode as installed code does (see PULLER_ENV).
 
     python bench/bench_puller.py [--rounds 5] [--image small|large|both] [--mode all|pull|fetch-unpack]
                                  [--size-mb 380] [--layers 8] [--registry distribution|cargobay] [--dir DIR]
+                                 [--baseline DIR] [--keep]
 """
 
 from __future__ import annotations
@@ -121,9 +122,11 @@ def run(argv: list[str]) -> None:
 PULLER_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def puller(*args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "puller", *args], capture_output=True, text=True, cwd=REPO_ROOT,
-                            env=PULLER_ENV)
+def puller(*args: str, tree: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
+    """Run the puller of `tree` (this checkout, or `--baseline`'s with a bytecode cache of its own)."""
+    env = PULLER_ENV if tree == REPO_ROOT else {**PULLER_ENV,
+                                                "PYTHONPYCACHEPREFIX": PULLER_ENV["PYTHONPYCACHEPREFIX"] + "-baseline"}
+    result = subprocess.run([sys.executable, "-m", "puller", *args], capture_output=True, text=True, cwd=tree, env=env)
     if result.returncode != 0:
         raise SystemExit(f"puller {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
     return result
@@ -134,13 +137,16 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def one_round(name: str, ref: str, out: Path, jobs: list[str]) -> tuple[float, float | None]:
-    """Time to a rootfs in `out` with variant `name`: (total, the fetch step's share or None)."""
+def one_round(name: str, ref: str, out: Path, jobs: list[str],
+              baseline: Path | None = None) -> tuple[float, float | None]:
+    """Time to a rootfs in `out` with variant `name`: (total, the fetch step's share or None).
+    "baseline" is `pull` with the puller of the `baseline` tree."""
     store = ["--store", str(out / "store"), "-q"]
     t0 = time.monotonic()
     t1: float | None = None
-    if name == "pull":
-        puller(*store, "pull", "--plain-http", *jobs, ref, str(out / "rootfs"))
+    if name in ("pull", "baseline"):
+        tree = baseline if name == "baseline" and baseline else REPO_ROOT
+        puller(*store, "pull", "--plain-http", *jobs, ref, str(out / "rootfs"), tree=tree)
     elif name == "fetch+unpack":
         puller(*store, "fetch", "--plain-http", *jobs, ref)
         t1 = time.monotonic()
@@ -154,23 +160,33 @@ def one_round(name: str, ref: str, out: Path, jobs: list[str]) -> tuple[float, f
 
 
 def compare(label: str, ref: str, total: int, variants: list[str], rounds: int, work: Path,
-            jobs: list[str]) -> dict[str, float]:
+            jobs: list[str], baseline: Path | None = None, keep: bool = False) -> dict[str, float]:
+    """The row's rounds. Each round's outputs are deleted after it unless `keep` (then at the end
+    of the row: on ext4 without a journal the files created in the next minutes pay for every
+    file deleted, whichever tool creates them; bench/README.md)."""
     times: dict[str, list[float]] = {name: [] for name in variants}
     cpu: dict[str, list[float]] = {name: [] for name in variants}
+    load_before = os.getloadavg()[0]
     for round_no in range(rounds):
         order = variants[round_no % len(variants):] + variants[:round_no % len(variants)]  # rotate who goes first
         for name in order:
             out = work / f"{label}-{name.replace('+', '-')}-{round_no}"
             out.mkdir()
             cpu_before = children_cpu()
-            elapsed, fetch = one_round(name, ref, out, jobs)
+            elapsed, fetch = one_round(name, ref, out, jobs, baseline)
             cpu[name].append(children_cpu() - cpu_before)
             times[name].append(elapsed)
             split = f" (fetch {fetch:.2f}s, unpack {elapsed - fetch:.2f}s)" if fetch is not None else ""
             print(f"  {label} round {round_no + 1}: {name:<13} {elapsed:6.2f}s{split}, CPU {cpu[name][-1]:.2f}s",
                   flush=True)
+            if not keep:
+                shutil.rmtree(out, ignore_errors=True)
+    if keep:
+        for out in work.glob(f"{label}-*"):
             shutil.rmtree(out, ignore_errors=True)
     medians = {name: statistics.median(values) for name, values in times.items()}
+    print(f"{label}: load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+          "(the machine's other work shows in the figures)")
     base = medians.get("skopeo+umoci")
     for name, value in medians.items():
         ratio = f", {base / value:.2f}x skopeo+umoci" if base and name != "skopeo+umoci" else ""
@@ -192,6 +208,11 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=None, help="puller --jobs")
     parser.add_argument("--dir", default=None, help="where the stores and root filesystems go (default: the "
                         "system's temp directory; /dev/shm takes the disk out of the figures)")
+    parser.add_argument("--keep", action="store_true", help="delete each round's stores and trees when the row "
+                        "ends, not after the round (see bench/README.md on ext4's recently deleted inodes)")
+    parser.add_argument("--baseline", default=None, metavar="DIR", help="also run `pull` with the puller of DIR "
+                        "(e.g. `git archive HEAD puller distclient ocispec | tar -x -C DIR`) as the variant "
+                        "'baseline': before and after in the same rounds")
     args = parser.parse_args()
     for tool in ("skopeo", "umoci"):
         if not shutil.which(tool):
@@ -199,6 +220,9 @@ def main() -> int:
             return 2
     variants = {"all": ["pull", "fetch+unpack"], "pull": ["pull"], "fetch-unpack": ["fetch+unpack"]}[args.mode]
     variants.append("skopeo+umoci")
+    baseline = Path(args.baseline).resolve() if args.baseline else None
+    if baseline:
+        variants.insert(0, "baseline")
     jobs = ["--jobs", str(args.jobs)] if args.jobs else []
 
     work = Path(tempfile.mkdtemp(prefix="bench-puller-", dir=args.dir))
@@ -227,12 +251,14 @@ def main() -> int:
                 if extra is not None:
                     push_image(client, server.url, "bench/large", im.build_image([*layers[:-1], extra]), "v2")
             warm = work / "warm-up"  # compiles the puller's bytecode, as installing it would
-            puller("--store", str(warm / "store"), "-q", "pull", "--plain-http",
-                   f"{server.hostport}/bench/{rows[0][0]}:v1", str(warm / "rootfs"))
-            shutil.rmtree(warm)
+            for tree in (REPO_ROOT, *([baseline] if baseline else [])):
+                puller("--store", str(warm / "store"), "-q", "pull", "--plain-http",
+                       f"{server.hostport}/bench/{rows[0][0]}:v1", str(warm / "rootfs"), tree=tree)
+                shutil.rmtree(warm)
             for label, image in rows:
                 total = sum(b.size for b in image.blobs())
-                compare(label, f"{server.hostport}/bench/{label}:v1", total, variants, args.rounds, work, jobs)
+                compare(label, f"{server.hostport}/bench/{label}:v1", total, variants, args.rounds, work, jobs,
+                        baseline, args.keep)
 
             if extra is not None:
                 store = work / "shared-store"

@@ -1,16 +1,17 @@
 """The Distribution-API client: talks to any OCI registry (transport, challenges and the token flow,
 stored credentials, mirrors and fallback, retries and resumed downloads).
 
-Imports only `ocispec` (plus urllib3 and the standard library); it knows nothing of a local store,
+Imports only `ocispec` and the standard library; it knows nothing of a local store,
 unpacking or a CLI. Used by `puller` and, for a pull-through cache, by `registry`. Code outside
 imports it only from here (`from distclient import RegistryClient`), never a submodule.
 
 Modules: `errors` (the exception tree), `hosts` (per-host endpoints and network settings, parsed
 from TOML tables), `credentials` (docker/containers auth files, credential helpers), `transport`
-(urllib3 pools, the retry loop), `auth` (challenges, the token flow), `client` (RegistryClient).
+(the retry loop), `http1` and `wire` (HTTP/1.1 on sockets: keep-alive pools, requests,
+responses), `auth` (challenges, the token flow), `client` (RegistryClient).
 
 Every name is imported on first use (the module that has it, then): a program that only reads the
-config or the credentials does not load the HTTP stack (`client`, `transport`: urllib3).
+config or the credentials does not load the HTTP stack (`client`, `transport`).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 
 #: Every name of the front door and the module that has it, loaded on first use: a program that
 #: only catches the errors loads neither the hosts nor the credentials, one that only reads the
-#: config not the HTTP stack (`client`, `transport`: urllib3).
+#: config not the HTTP stack (`client`, `transport`).
 _LAZY = {
     **dict.fromkeys(("PULLER", "Authenticator", "Identity", "parse_challenges"), "auth"),
     **dict.fromkeys(("BlobSink", "FetchedManifest", "RegistryClient"), "client"),

@@ -1,7 +1,7 @@
 """The Distribution-API client: endpoints (mirrors, then the host), authentication, redirects,
 retries, ranges.
 
-One `RegistryClient` per command (or per upstream); it is thread-safe (urllib3 pools), so layer
+One `RegistryClient` per command (or per upstream); it is thread-safe (connection pools), so layer
 downloads share it. Its interface: `head_manifest` (what a reference resolves to now),
 `get_manifest` (verified and parsed), `fetch_blob` (streamed into a `BlobSink`, resuming from the
 sink's offset), `blob_exists`, `upload_blob` and `put_manifest` (pushes, to the host itself: see
@@ -25,9 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
-
-import urllib3
-from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ocispec import mediatypes as mt
 from ocispec.digest import Digest, SizeExceeded
@@ -57,6 +54,7 @@ from .errors import (
 )
 from .hosts import DEFAULT_JOBS, ClientConfig, Endpoint, origin
 from .transport import MAX_REDIRECTS, REDIRECTS, Transport, retry_after
+from .wire import HttpError, Response
 
 CHUNK = 1 << 20
 T = TypeVar("T")
@@ -126,7 +124,7 @@ class RegistryClient:
     # -- one registry request ----------------------------------------------------------------
     def request(self, ref: Reference, ep: Endpoint, method: str, suffix: str, headers: dict[str, str] | None = None,
                 preload: bool = True, body: bytes | BinaryIO | None = None,
-                actions: str = "pull") -> urllib3.BaseHTTPResponse:
+                actions: str = "pull") -> Response:
         """One request to `ep` for repository `ref.repository` (`suffix` after `/v2/<repo>`, or an
         absolute URL such as an upload Location), following redirects and answering one auth
         challenge for `actions`; returns a 2xx response, raises Transient for retryable failures
@@ -155,7 +153,7 @@ class RegistryClient:
                 return response
             try:
                 data = response.data if preload else response.read(65536)
-            except Urllib3Error as exc:
+            except HttpError as exc:
                 raise Transient(f"{ep.netloc}: connection broken while reading an HTTP {status} answer "
                                 f"({type(exc).__name__})") from None
             finally:
@@ -280,7 +278,7 @@ class RegistryClient:
                     raw = response.read(MAX_MANIFEST_SIZE + 1)
                     if len(raw) > MAX_MANIFEST_SIZE:
                         raise VerificationError(f"{ref}: manifest larger than {MAX_MANIFEST_SIZE} bytes refused")
-                except Urllib3Error as exc:
+                except HttpError as exc:
                     raise Transient(f"{ep.netloc}: manifest download broke off ({type(exc).__name__})") from None
                 finally:
                     response.release_conn()
@@ -327,7 +325,7 @@ class RegistryClient:
             tags: list[str] = []
             suffix = "/tags/list"
             while suffix and len(tags) < limit:
-                def once(page: str = suffix) -> urllib3.BaseHTTPResponse:
+                def once(page: str = suffix) -> Response:
                     return self.request(ref, ep, "GET", page, {"Accept": "application/json"})
                 response = self.transport.retrying(f"{ep.netloc}: tags of {ref.repository}", once)
                 try:
@@ -395,7 +393,7 @@ class RegistryClient:
         except SizeExceeded:
             sink.reset()
             raise VerificationError(f"{desc.digest}: more bytes than the descriptor's {desc.size}; refused") from None
-        except Urllib3Error as exc:
+        except HttpError as exc:
             raise Transient(f"{ep.netloc}: download of {desc.digest} broke off at {sink.offset} bytes "
                              f"({type(exc).__name__})") from None
         finally:

@@ -37,7 +37,7 @@ from .errors import UsageError
 DOCKER_HUB_SERVER = "https://registry-1.docker.io"
 
 #: Parallel transfers a client plans for (its connection pools' size), unless told otherwise;
-#: the puller's `--jobs` default. Here, not in `transport`, so it is known without urllib3.
+#: the puller's `--jobs` default. Here, not in `transport`, so it is known without the HTTP stack.
 DEFAULT_JOBS = 4
 
 

@@ -1,22 +1,16 @@
-"""HTTP transport for the registry client: urllib3 pools (per CA file), one-shot sends that turn
-connection failures into retryable errors, and the retry loop with exponential backoff that honours
-`Retry-After`. Nothing here knows about registries."""
+"""HTTP transport for the registry client: connection pools (`http1`, one per CA file and
+verification setting), one-shot sends that turn connection failures into retryable errors, and the
+retry loop with exponential backoff that honours `Retry-After`. Nothing here knows about registries."""
 
 from __future__ import annotations
 
-import email.utils
 import random
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urljoin, urlsplit
-
-import urllib3
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError, ReadTimeoutError, SSLError
-from urllib3.exceptions import HTTPError as Urllib3Error
 
 from .errors import (
     ConnectFailed,
@@ -30,6 +24,8 @@ from .errors import (
     parse_error_body,
 )
 from .hosts import DEFAULT_JOBS, NetworkConfig, origin
+from .http1 import Pool
+from .wire import ConnectError, HttpError, InvalidUrl, ReadTimeout, Response, TlsError
 
 MAX_RETRY_AFTER = 60.0
 MAX_REDIRECTS = 5
@@ -45,52 +41,23 @@ PLAIN_HTTP_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", 
                                 "UNKNOWN_PROTOCOL", "HTTP_REQUEST"})
 
 
-def _causes(exc: BaseException) -> list[BaseException]:
-    """`exc`, its arguments that are exceptions, and its causes and contexts, in that order."""
-    seen: list[BaseException] = []
-    todo = [exc]
-    while todo and len(seen) < 20:
-        item = todo.pop(0)
-        if any(item is s for s in seen):
-            continue
-        seen.append(item)
-        todo += [a for a in item.args if isinstance(a, BaseException)]
-        todo += [e for e in (getattr(item, "reason", None), item.__cause__, item.__context__)
-                 if isinstance(e, BaseException)]
-    return seen
-
-
-def _tls_reason(exc: BaseException) -> str | None:
-    """OpenSSL's reason code (`WRONG_VERSION_NUMBER`) for a TLS failure, when it names one."""
-    for item in _causes(exc):
-        if isinstance(item, ssl.SSLError) and item.reason:
-            return str(item.reason)
-    return None
-
-
-def _connect_reason(exc: BaseException) -> str | None:
-    """Why no connection was made ('connection refused', 'no route to host'), or None when `exc`
-    is not a failure to connect."""
-    if not isinstance(exc, (NewConnectionError, ConnectTimeoutError)):
-        return None
-    for item in _causes(exc):
-        if isinstance(item, socket.gaierror):
-            return f"the name does not resolve ({item.strerror or item})"
-        if isinstance(item, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(item, OSError) and item.strerror and not isinstance(item, TimeoutError):
-            return item.strerror[:1].lower() + item.strerror[1:]
+def _connect_reason(exc: ConnectError) -> str:
+    """Why no connection was made: 'connection refused', 'no route to host'..."""
+    cause = exc.cause
+    if isinstance(cause, socket.gaierror):
+        return f"the name does not resolve ({cause.strerror or cause})"
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, OSError) and cause.strerror and not isinstance(cause, TimeoutError):
+        return cause.strerror[:1].lower() + cause.strerror[1:]
     return "connection timed out"
 
 
-def _broken_reason(exc: BaseException) -> str:
+def _broken_reason(exc: HttpError) -> str:
     """A short description of a connection that broke after it was made."""
-    if isinstance(exc, ReadTimeoutError):
+    if isinstance(exc, ReadTimeout):
         return "no answer in time (read timeout)"
-    if isinstance(exc, ProtocolError):
-        inner = next((e for e in _causes(exc)[1:] if not isinstance(e, Urllib3Error)), None)
-        return f"connection broken ({type(inner).__name__ if inner else 'protocol error'})"
-    return type(exc).__name__
+    return str(exc)  # "connection broken (ConnectionResetError)", "(RemoteDisconnected)"...
 
 
 def error_message(data: bytes, status: int) -> str:
@@ -105,6 +72,8 @@ def retry_after(value: str | None) -> float | None:
         return min(max(float(value), 0.0), MAX_RETRY_AFTER)
     except ValueError:
         pass
+    import email.utils  # only for an HTTP date (its import costs a few ms)
+
     try:
         when = email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError):
@@ -119,42 +88,35 @@ class Transport:
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.net = net
         self._jobs = jobs
-        self._pools: dict[tuple[str | None, bool], urllib3.PoolManager] = {}
+        self._pools: dict[tuple[str | None, bool], Pool] = {}
         self._lock = threading.Lock()
         self._sleep = sleep
 
-    def pool(self, ca_file: str | None = None, verify: bool = True) -> urllib3.PoolManager:
+    def pool(self, ca_file: str | None = None, verify: bool = True) -> Pool:
         with self._lock:
             pool = self._pools.get((ca_file, verify))
             if pool is None:
-                timeout = urllib3.Timeout(connect=self.net.connect_timeout, read=self.net.read_timeout)
-                kwargs: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED" if verify else "CERT_NONE"}
-                if ca_file:
-                    kwargs["ca_certs"] = ca_file
-                pool = urllib3.PoolManager(num_pools=32, maxsize=max(self._jobs, 1) + 2, retries=False,
-                                           timeout=timeout, **kwargs)
+                pool = Pool(self.net.connect_timeout, self.net.read_timeout, max(self._jobs, 1) + 2, ca_file, verify)
                 self._pools[(ca_file, verify)] = pool
             return pool
 
-    def send(self, pool: urllib3.PoolManager, method: str, url: str, headers: dict[str, str],
-             body: Any = None, preload: bool = True) -> urllib3.BaseHTTPResponse:
+    def send(self, pool: Pool, method: str, url: str, headers: dict[str, str],
+             body: bytes | BinaryIO | None = None, preload: bool = True) -> Response:
         try:
-            return pool.request(method, url, headers=headers, body=body, redirect=False, retries=False,
-                                preload_content=preload, decode_content=False)
-        except Urllib3Error as exc:
+            return pool.request(method, url, headers, body, preload)
+        except TlsError as exc:  # a certificate that does not verify will not verify on retry either
             netloc = urlsplit(url).netloc
-            reason = getattr(exc, "reason", None)
-            if isinstance(exc, SSLError) or isinstance(reason, (SSLError, ssl.SSLError)):
-                # A certificate that does not verify will not verify on retry either.
-                if _tls_reason(exc) in PLAIN_HTTP_REASONS:
-                    raise PlainHttpAnswer(
-                        f"{netloc} answered in plain HTTP, not HTTPS: give --plain-http, or set insecure = true "
-                        f'under [hosts."{netloc}"] in the puller config (for a mirror: an http:// URL)') from None
-                raise NetworkError(f"{netloc}: TLS failure: {reason or exc}") from None
-            connect = _connect_reason(exc)
-            if connect is not None:
-                raise ConnectFailed(netloc, connect) from None
-            raise Transient(f"{netloc}: {_broken_reason(exc)}") from None
+            if exc.reason in PLAIN_HTTP_REASONS:
+                raise PlainHttpAnswer(
+                    f"{netloc} answered in plain HTTP, not HTTPS: give --plain-http, or set insecure = true "
+                    f'under [hosts."{netloc}"] in the puller config (for a mirror: an http:// URL)') from None
+            raise NetworkError(f"{netloc}: TLS failure: {exc}") from None
+        except ConnectError as exc:
+            raise ConnectFailed(urlsplit(url).netloc, _connect_reason(exc)) from None
+        except InvalidUrl as exc:  # a redirect to it, say: no retry makes it better
+            raise NetworkError(str(exc)) from None
+        except HttpError as exc:
+            raise Transient(f"{urlsplit(url).netloc}: {_broken_reason(exc)}") from None
 
     def _backoff(self, attempt: int, delay: float | None) -> None:
         if delay is None:

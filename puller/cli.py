@@ -208,13 +208,8 @@ class Context:
         return jobs
 
     def client(self, authenticator_overrides: dict[str, Credentials] | None = None) -> RegistryClient:
-        import logging
-
         from distclient import Authenticator, RegistryClient
 
-        # urllib3 may log warnings (a full connection pool, a retry); the CLI reports failures
-        # itself, one line each, so its log goes nowhere.
-        logging.getLogger("urllib3").propagate = False
         client = RegistryClient(self.config, plain_http=getattr(self.args, "plain_http", False), jobs=self.jobs)
         if authenticator_overrides:
             client.auth = Authenticator(client.transport.token_http, overrides=authenticator_overrides)
@@ -384,6 +379,26 @@ COMMANDS: dict[str, Callable[[Context], int]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command and return its exit status. As the program itself (`argv` None: `puller`,
+    `python -m puller`) it does not return: once the command is done and the output flushed, the
+    process ends at once (`os._exit`) rather than tearing down the interpreter, which frees every
+    object of every module loaded, ~20 ms of each run. Nothing is lost: every file the commands
+    write is closed (and where it matters fsynced) before they return, their threads are done,
+    and puller registers no exit handlers."""
+    status = run(argv)
+    if argv is not None:
+        return status
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # a closed pipe: the output is lost either way
+        status = status or 1
+    os._exit(status)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """`main` without the quick exit: parse `argv` (None: the command line), run the command, map
+    its failure to one line on stderr and the exit status."""
     args = build_parser().parse_args(argv)
     output = Output(args)
     from ocispec.errors import OCIValidationError

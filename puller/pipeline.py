@@ -26,16 +26,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ocispec.manifest import Descriptor, ImageManifest
 from ocispec.platform import Platform
 from ocispec.reference import Reference
 
-from .assemble import Unpacker, check_dest
+from .assemble import check_dest
 from .progress import Emit, Event
 from .pull import ClientFactory, Downloads, PullResult, record_image, resolve_checked, stored_up_to_date
 from .space import Reserve
 from .store import Store
+
+if TYPE_CHECKING:
+    from .assemble import Unpacker
 
 
 def pull_rootfs(client_factory: ClientFactory, store: Store, ref: Reference, platform: Platform, jobs: int,
@@ -52,6 +56,8 @@ def pull_rootfs(client_factory: ClientFactory, store: Store, ref: Reference, pla
         client = client_factory()
         stored = stored_up_to_date(client, store, ref, platform, emit)
         if stored is not None:
+            from .assemble import Unpacker
+
             record, manifest = stored
             with Unpacker(manifest, store.read_blob(manifest.config.digest), store.open_blob, dest,
                           max_unpacked_bytes=max_unpacked_bytes, bundle=bundle, warn=warn, privileged=privileged,
@@ -63,6 +69,8 @@ def pull_rootfs(client_factory: ClientFactory, store: Store, ref: Reference, pla
             resolved = resolve_checked(client, ref, platform, store, emit)
             manifest = resolved.manifest
             with Downloads(client, store, resolved, jobs, emit) as downloads:
+                from .assemble import Unpacker  # loaded while the first blobs download
+
                 downloads.wait(manifest.config.digest)
                 with Unpacker(manifest, store.read_blob(manifest.config.digest), store.open_blob, dest,
                               max_unpacked_bytes=max_unpacked_bytes, bundle=bundle, warn=warn, privileged=privileged,

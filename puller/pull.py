@@ -11,7 +11,6 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,7 +105,10 @@ class Downloads:
     """The blobs of one image that the store lacks, downloading in the background, `jobs` at a time:
     the config first, then the layers from the bottom up (the order unpacking needs them in). The
     first failure stops the others at their next chunk (their partial files stay for a resume);
-    `wait` and `total` raise it. Use as a context manager: leaving it stops what still runs."""
+    `wait` and `total` raise it. Use as a context manager: leaving it stops what still runs.
+
+    Plain threads taking jobs from a list, rather than concurrent.futures: that module loads
+    logging (with traceback, linecache, tokenize...), several ms of every `puller pull`."""
 
     def __init__(self, client: RegistryClient, store: Store, resolved: Resolved, jobs: int, emit: Emit) -> None:
         manifest = resolved.manifest
@@ -116,13 +118,18 @@ class Downloads:
         self._cancel = threading.Event()
         self._changed = threading.Condition()
         self._error: BaseException | None = None
-        self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="puller-fetch")
-        self._futures: dict[Digest, Future[int]] = {}
+        self._todo = list(todo.items())  # not started yet, in order
+        self._outcomes: dict[Digest, int | BaseException] = {}  # bytes downloaded, or what it raised
+        self._digests = list(todo)
+        self._closed = False
+        self._run: Callable[[Descriptor, str], int] = (
+            lambda desc, role: _download(client, store, resolved, desc, role, emit, self._cancel))
+        self._threads: list[threading.Thread] = []
         try:
-            for digest, (desc, role) in todo.items():
-                future = self._pool.submit(_download, client, store, resolved, desc, role, emit, self._cancel)
-                future.add_done_callback(self._finished)
-                self._futures[digest] = future
+            for i in range(min(max(1, jobs), len(todo))):
+                thread = threading.Thread(target=self._work, name=f"puller-fetch-{i}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
         except BaseException:  # Ctrl-C while the first downloads already run: stop them
             self.close()
             raise
@@ -133,35 +140,54 @@ class Downloads:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _finished(self, future: Future[int]) -> None:
-        error = None if future.cancelled() else future.exception()
-        with self._changed:
-            if error is not None and not isinstance(error, Cancelled) and self._error is None:
-                self._error = error
-                self._cancel.set()
-            self._changed.notify_all()
+    def _work(self) -> None:
+        """One worker: the next blob not started, until none is left or the downloads stop."""
+        while True:
+            with self._changed:
+                if not self._todo or self._cancel.is_set():
+                    return
+                digest, (desc, role) = self._todo.pop(0)
+            try:
+                outcome: int | BaseException = self._run(desc, role)
+            except BaseException as exc:  # handed to whoever waits for it
+                outcome = exc
+            with self._changed:
+                self._outcomes[digest] = outcome
+                if isinstance(outcome, BaseException) and not isinstance(outcome, Cancelled) and self._error is None:
+                    self._error = outcome
+                    self._cancel.set()
+                self._changed.notify_all()
 
     def wait(self, digest: Digest) -> None:
         """Until blob `digest` is in the store; raises as soon as any download failed."""
-        future = self._futures[digest]
         with self._changed:
-            while self._error is None and not future.done():
+            while self._error is None and digest not in self._outcomes and not self._closed:
                 self._changed.wait()
+            outcome = self._outcomes.get(digest)
         if self._error is not None:
             raise self._error
-        future.result()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if outcome is None:  # closed before it ran
+            raise Cancelled()
 
     def total(self) -> int:
         """Wait for every download; the bytes they downloaded."""
-        for digest in self._futures:
+        for digest in self._digests:
             self.wait(digest)
-        return sum(f.result() for f in self._futures.values())
+        return sum(n for n in self._outcomes.values() if isinstance(n, int))
 
     def close(self) -> None:
-        """Stop what still runs (running downloads stop at their next chunk; partial files stay)."""
-        if not all(f.done() for f in self._futures.values()):
-            self._cancel.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop what still runs (running downloads stop at their next chunk; partial files stay);
+        what has not started does not."""
+        with self._changed:
+            if len(self._outcomes) < len(self._digests):
+                self._cancel.set()
+            self._todo.clear()
+            self._closed = True
+            self._changed.notify_all()
+        for thread in self._threads:
+            thread.join()
 
 
 def resolve_checked(client: RegistryClient, ref: Reference, platform: Platform, store: Store,

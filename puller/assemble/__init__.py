@@ -13,12 +13,13 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .dest import check_dest
     from .export import FORMATS, export_image
     from .runtimespec import ImageConfigError
-    from .unpack import Unpacker, check_dest, image_config, unpack_image
+    from .unpack import Unpacker, image_config, unpack_image
 
 _LAZY = {"FORMATS": "export", "export_image": "export", "ImageConfigError": "runtimespec",
-         **dict.fromkeys(("Unpacker", "check_dest", "image_config", "unpack_image"), "unpack")}
+         "check_dest": "dest", **dict.fromkeys(("Unpacker", "image_config", "unpack_image"), "unpack")}
 
 
 def __getattr__(name: str) -> object:

@@ -16,6 +16,9 @@ from ..errors import UnsafeContent, VerificationError
 
 MAX_SYMLINK_HOPS = 40
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Directories held open for the entries that follow them (tar order: a directory, what it holds,
+#: then its siblings), so that a name is resolved once rather than once per entry.
+OPEN_DIRS = 64
 
 Real = tuple[str, ...]  # a path below the root with every component a real directory (no symlinks)
 
@@ -40,14 +43,16 @@ class ConfinedTree:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self.root_fd = os.open(self.path, DIR_FLAGS)
+        self._open_dirs: dict[tuple[str, ...], tuple[int, Real]] = {}
 
     def close(self) -> None:
+        self._forget_dirs()
         if self.root_fd >= 0:
             os.close(self.root_fd)
             self.root_fd = -1
 
-    def _before_mkdir(self, real: Real, fd: int) -> None:
-        """Called with the directory `_walk` is about to create a missing component in."""
+    def _before_mkdir(self, real: Real, fd: int, name: str) -> None:
+        """Called before `_walk` creates the missing directory `name` in `real` (open as `fd`)."""
 
     def _walk(self, comps: tuple[str, ...], *, create: bool, what: str) -> tuple[int, Real] | None:
         """Open the directory `comps` names below the root, following symlinks only inside it.
@@ -76,7 +81,7 @@ class ConfinedTree:
                 if st is None:
                     if not create:
                         return None
-                    self._before_mkdir(tuple(real), fds[-1])
+                    self._before_mkdir(tuple(real), fds[-1], comp)
                     os.mkdir(comp, 0o755, dir_fd=fds[-1])
                 elif stat.S_ISLNK(st.st_mode):
                     hops += 1
@@ -104,6 +109,40 @@ class ConfinedTree:
         finally:
             for fd in fds[1:]:
                 os.close(fd)
+
+    def _dir(self, comps: tuple[str, ...]) -> tuple[int, Real]:
+        """The directory `comps` names, created if missing (as `_walk` does), held open: the fd
+        belongs to the tree and stays valid until `_forget_dirs`.
+
+        What is held stays right as long as nothing in the tree is removed or replaced: callers
+        call `_forget_dirs` after any removal (a directory that goes, a symlink where a directory
+        was, change where names lead). Creating an entry where nothing was cannot change it: every
+        name held was resolved through entries that existed (`_walk` creates what is missing), so
+        none led through the new one.
+        """
+        found = self._open_dirs.pop(comps, None)  # re-inserted below: the most recently used last
+        if found is None:
+            found = self._walk(comps, create=True, what="the path")
+            if found is None:  # with create=True _walk makes what is missing or raises
+                raise LayerFormatError(f"cannot create the directory {'/'.join(comps)!r}")
+        self._hold_dir(comps, *found)
+        return found
+
+    def _hold_dir(self, comps: tuple[str, ...], fd: int, real: Real) -> None:
+        """Keep `fd` (the directory `comps` names, at `real`) open for later entries; the tree
+        closes it (the least recently used goes first when OPEN_DIRS are held)."""
+        old = self._open_dirs.pop(comps, None)
+        if old is not None:
+            os.close(old[0])
+        while len(self._open_dirs) >= OPEN_DIRS:
+            os.close(self._open_dirs.pop(next(iter(self._open_dirs)))[0])
+        self._open_dirs[comps] = (fd, real)
+
+    def _forget_dirs(self) -> None:
+        """Close every directory held open (after anything was removed or replaced)."""
+        held, self._open_dirs = self._open_dirs, {}
+        for fd, _ in held.values():
+            os.close(fd)
 
     def _open_real(self, real: Real) -> int | None:
         """Open a directory by its real path, following nothing; None when it is gone."""

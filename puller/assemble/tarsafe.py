@@ -25,6 +25,7 @@ from typing import BinaryIO
 
 from ..errors import UnsafeContent
 from .confine import DIR_FLAGS, ConfinedTree, LayerFormatError, Real, split_name
+from .newfiles import NewFileDefaults
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -102,15 +103,11 @@ class RootTree(ConfinedTree):
         # directory's, which stay u+rwx so later layers can still write and delete in them.
         self._final_modes: dict[Real, int] = {(): 0o755}
         os.fchmod(self.root_fd, 0o700)
-        self._cache: tuple[tuple[str, ...], int, Real] | None = None
         self._warned: set[str] = set()
         self._acl_defaults = False
+        self._new = NewFileDefaults(self.root_fd, privileged)
 
     # -- lifecycle --------------------------------------------------------------------------
-
-    def close(self) -> None:
-        self._drop_cache()
-        super().close()
 
     def begin_layer(self) -> None:
         self._upper = set()
@@ -119,7 +116,7 @@ class RootTree(ConfinedTree):
 
     def end_layer(self) -> None:
         """Put back the times of every directory this layer changed, deepest first."""
-        self._drop_cache()
+        self._forget_dirs()
         for real in sorted(self._dir_times, key=len, reverse=True):
             fd = self._open_real(real)
             if fd is None:
@@ -170,26 +167,27 @@ class RootTree(ConfinedTree):
             self.skipped_devices.append(member.name)
             return
 
-        dir_fd, parent = self._parent(comps[:-1])
+        dir_fd, parent = self._dir(comps[:-1])
         real = (*parent, base)
         self._touch(parent, dir_fd)
-        if kind == "file" and self._new_file(dir_fd, base, member, data):
+        if kind == "file" and self._new_file(dir_fd, base, parent, member, data):
             self._mark_upper(real)
             return
         existing = self._lstat(dir_fd, base)
         keep_dir = existing is not None and stat.S_ISDIR(existing.st_mode) and kind == "dir"
-        # Anything but a new file or node may change how later names resolve: forget the cached
-        # parent once this entry is done (not before: dir_fd is that cached descriptor).
-        structural = kind in ("dir", "symlink") or (existing is not None and not keep_dir)
+        # Replacing what is there may change how later names resolve: forget the directories held
+        # open once this entry is done (not before: dir_fd is one of them). A new entry cannot
+        # (ConfinedTree._dir says why).
+        replacing = existing is not None and not keep_dir
         try:
             if existing is not None and not keep_dir:
                 self._remove(dir_fd, base, real, existing)
-            self._create(dir_fd, base, real, kind, member, data, link_comps, existed=keep_dir)
+            self._create(dir_fd, base, comps, real, kind, member, data, link_comps, existed=keep_dir)
         except BaseException:
-            self._drop_cache()
+            self._forget_dirs()
             raise
-        if structural:
-            self._drop_cache()
+        if replacing:
+            self._forget_dirs()
         self._mark_upper(real)
 
     def _mark_upper(self, real: Real) -> None:
@@ -199,23 +197,29 @@ class RootTree(ConfinedTree):
                 break
             self._upper.add(real[:i])
 
-    def _new_file(self, dir_fd: int, base: str, member: tarfile.TarInfo, data: BinaryIO | None) -> bool:
+    def _new_file(self, dir_fd: int, base: str, parent: Real, member: tarfile.TarInfo, data: BinaryIO | None) -> bool:
         """The common case in one step: a regular file where nothing is yet. O_CREAT|O_EXCL with
         O_NOFOLLOW creates it or fails when any entry (a symlink too, never followed) has the name;
-        then it is False, and the entry goes the general way (what is there is replaced)."""
+        then it is False, and the entry goes the general way (what is there is replaced). It is
+        created with its mode, when that is what it then has, and is chowned only when it would
+        not already have its owner (newfiles)."""
+        mode = member.mode & 0o7777
+        keeps_mode = not self._acl_defaults and self._new.keeps_mode(mode)
         try:
-            fd = os.open(base, _NEW_FILE_FLAGS, 0o600, dir_fd=dir_fd)
+            fd = os.open(base, _NEW_FILE_FLAGS, mode if keeps_mode else 0o600, dir_fd=dir_fd)
         except FileExistsError:
             return False
-        self._fill_file(fd, member, data)
+        keeps_owner = self.privileged and self._new.keeps_owner(parent, member.uid, member.gid)
+        self._fill_file(fd, member, data, keeps_mode=keeps_mode, keeps_owner=keeps_owner)
         return True
 
-    def _create(self, dir_fd: int, base: str, real: Real, kind: str, member: tarfile.TarInfo,
-                data: BinaryIO | None, link_comps: tuple[str, ...], *, existed: bool) -> None:
+    def _create(self, dir_fd: int, base: str, comps: tuple[str, ...], real: Real, kind: str,
+                member: tarfile.TarInfo, data: BinaryIO | None, link_comps: tuple[str, ...], *, existed: bool) -> None:
         if kind == "file":
-            self._make_file(dir_fd, base, member, data)
+            if not self._new_file(dir_fd, base, real[:-1], member, data):  # what was there is gone
+                raise FileExistsError(errno.EEXIST, "appeared while it was being replaced", member.name)
         elif kind == "dir":
-            self._make_dir(dir_fd, base, real, member, existed=existed)
+            self._make_dir(dir_fd, base, comps, real, member, existed=existed)
         elif kind == "symlink":
             os.symlink(member.linkname, base, dir_fd=dir_fd)
             self._node_metadata(dir_fd, base, real, member, chmod=False)
@@ -242,10 +246,8 @@ class RootTree(ConfinedTree):
         finally:
             os.close(fd)
 
-    def _make_file(self, dir_fd: int, base: str, member: tarfile.TarInfo, data: BinaryIO | None) -> None:
-        self._fill_file(os.open(base, _NEW_FILE_FLAGS, 0o600, dir_fd=dir_fd), member, data)
-
-    def _fill_file(self, fd: int, member: tarfile.TarInfo, data: BinaryIO | None) -> None:
+    def _fill_file(self, fd: int, member: tarfile.TarInfo, data: BinaryIO | None, *, keeps_mode: bool,
+                   keeps_owner: bool) -> None:
         """Write a new file's content and metadata through `fd`, which this closes."""
         try:
             if data is not None and member.size:
@@ -253,18 +255,22 @@ class RootTree(ConfinedTree):
                     view = memoryview(chunk)
                     while view:
                         view = view[os.write(fd, view):]
-            self._fd_metadata(fd, None, member, is_dir=False, clear=self._acl_defaults)
+            self._fd_metadata(fd, None, member, is_dir=False, clear=self._acl_defaults, keeps_mode=keeps_mode,
+                              keeps_owner=keeps_owner)
         finally:
             os.close(fd)
 
-    def _make_dir(self, dir_fd: int, base: str, real: Real, member: tarfile.TarInfo, *, existed: bool) -> None:
+    def _make_dir(self, dir_fd: int, base: str, comps: tuple[str, ...], real: Real, member: tarfile.TarInfo, *,
+                  existed: bool) -> None:
         if not existed:
             os.mkdir(base, 0o700, dir_fd=dir_fd)
         fd = os.open(base, DIR_FLAGS, dir_fd=dir_fd)
         try:
             self._fd_metadata(fd, real, member, is_dir=True, clear=existed or self._acl_defaults)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        self._hold_dir(comps, fd, real)  # what it holds usually comes next
 
     def _make_hardlink(self, dir_fd: int, base: str, target: tuple[str, ...], linkname: str) -> None:
         found = self._walk(target[:-1], create=False, what=f"hardlink target {linkname!r}")
@@ -283,15 +289,20 @@ class RootTree(ConfinedTree):
 
     # -- metadata ---------------------------------------------------------------------------
 
-    def _fd_metadata(self, fd: int, real: Real | None, member: tarfile.TarInfo, *, is_dir: bool, clear: bool) -> None:
-        """Owner, mode, xattrs and times through an open descriptor (regular files, directories)."""
-        if self.privileged:
+    def _fd_metadata(self, fd: int, real: Real | None, member: tarfile.TarInfo, *, is_dir: bool, clear: bool,
+                     keeps_mode: bool = False, keeps_owner: bool = False) -> None:
+        """Owner, mode, xattrs and times through an open descriptor (regular files, directories);
+        `keeps_mode`/`keeps_owner`: a new file that already has its mode or owner."""
+        if self.privileged and not keeps_owner:
             os.fchown(fd, member.uid, member.gid)  # before chmod: chown clears setuid/setgid
+            if is_dir and real is not None:
+                self._new.dir_group(real, member.gid)
         mode = member.mode & 0o7777
         if is_dir and real is not None and (real == () or not self.privileged):
             self._final_modes[real] = mode
             mode = 0o700 if real == () else mode | 0o700
-        os.fchmod(fd, mode)
+        if not keeps_mode:
+            os.fchmod(fd, mode)
         self._set_xattrs(fd, member, clear)
         times = _times(member)
         os.utime(fd, ns=times)
@@ -357,7 +368,7 @@ class RootTree(ConfinedTree):
         if found is None:
             return  # its directory is not there: nothing to hide
         dir_fd, parent = found
-        self._drop_cache()
+        self._forget_dirs()
         try:
             if victim is None:
                 self._touch(parent, dir_fd)
@@ -389,7 +400,7 @@ class RootTree(ConfinedTree):
                 os.close(fd)
 
     def _remove(self, dir_fd: int, name: str, real: Real, st: os.stat_result) -> None:
-        """Remove one entry (a directory with all it holds). Callers drop the parent cache."""
+        """Remove one entry (a directory with all it holds). Callers forget the directories held open."""
         if stat.S_ISDIR(st.st_mode):
             shutil.rmtree(name, dir_fd=dir_fd)  # fd-based, never follows symlinks
             self._forget(real)
@@ -401,31 +412,13 @@ class RootTree(ConfinedTree):
         for table in (self._dir_times, self._final_modes):
             for key in [k for k in table if k[:n] == real]:
                 del table[key]
+        self._new.forget(real)
 
     # -- resolution ---------------------------------------------------------------------------
 
-    def _parent(self, comps: tuple[str, ...]) -> tuple[int, Real]:
-        """The directory holding an entry, created if missing; the fd belongs to the cache.
-
-        The one-slot cache is dropped on every change that could alter how a name resolves (any
-        removal, any new directory or symlink), so consecutive files in one directory resolve once.
-        """
-        if self._cache is not None and self._cache[0] == comps:
-            return self._cache[1], self._cache[2]
-        found = self._walk(comps, create=True, what="the path")
-        if found is None:  # with create=True _walk makes what is missing or raises
-            raise LayerFormatError(f"cannot create the directory {'/'.join(comps)!r}")
-        self._drop_cache()
-        self._cache = (comps, found[0], found[1])
-        return found
-
-    def _drop_cache(self) -> None:
-        if self._cache is not None:
-            os.close(self._cache[1])
-            self._cache = None
-
-    def _before_mkdir(self, real: Real, fd: int) -> None:
+    def _before_mkdir(self, real: Real, fd: int, name: str) -> None:
         self._touch(real, fd)
+        self._new.made_dir(real, name)
 
     def _touch(self, real: Real, fd: int) -> None:
         """`real` is about to change: remember its times (once per layer) to put them back."""

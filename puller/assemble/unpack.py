@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -28,11 +27,13 @@ from ocispec.mediatypes import layer_compression
 from ..errors import ClientError, InsufficientSpace, PullError, UsageError, VerificationError
 from ..space import NO_SPACE, Reserve, SpaceGuard, full
 from .confine import LayerFormatError
+from .dest import check_dest
 from .layerstream import Budget, LayerStream
 from .runtimespec import MAX_ACCOUNT_FILE, runtime_config
+from .tarheader import FastTarInfo
 from .tarsafe import RootTree
 
-__all__ = ["Unpacker", "check_dest", "unpack_image"]
+__all__ = ["Unpacker", "unpack_image"]
 
 
 def unpack_image(manifest: ImageManifest, config_raw: bytes, open_blob: Callable[[Digest], BinaryIO], dest: Path, *,
@@ -169,19 +170,6 @@ def image_config(manifest: ImageManifest, config_raw: bytes) -> tuple[dict[str, 
     return config, diff_ids
 
 
-def check_dest(dest: Path) -> None:
-    """UsageError unless `dest` is absent or an empty directory (what an unpack may write to)."""
-    try:
-        st = dest.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(st.st_mode):
-        raise UsageError(f"{dest} exists and is not a directory")
-    with os.scandir(dest) as entries:
-        if any(True for _ in entries):
-            raise UsageError(f"{dest} is not empty")
-
-
 def _discard(path: Path) -> None:
     """Remove a staging tree, even one whose directories an unprivileged unpack left read-only."""
     def fix(func: Callable[..., Any], failed: str, _exc: Any) -> None:
@@ -227,7 +215,8 @@ BAD_VALUE_ERRORS = (ValueError, OverflowError)
 
 def _apply_entries(tree: RootTree, stream: LayerStream, budget: Budget) -> None:
     try:
-        tar = tarfile.TarFile(fileobj=stream, mode="r", encoding="utf-8", errors="surrogateescape")  # type: ignore[arg-type]
+        tar = tarfile.TarFile(fileobj=stream, mode="r", encoding="utf-8", errors="surrogateescape",  # type: ignore[arg-type]
+                              tarinfo=FastTarInfo)
     except tarfile.ReadError:
         if stream.tell() == 0:
             return  # a zero-byte layer: nothing to apply

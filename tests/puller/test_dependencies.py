@@ -1,6 +1,6 @@
-"""The puller imports only `ocispec`, the registry client `distclient`, the standard library and its
-HTTP client (docs/architecture.md); `distclient` only `ocispec`, the standard library and urllib3;
-and only puller's `cli` prints."""
+"""The puller imports only `ocispec`, the registry client `distclient`, the standard library and
+zstandard (docs/architecture.md); `distclient` only `ocispec` and the standard library (its HTTP/1.1
+is its own); and only puller's `cli` prints."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PULLER = ROOT / "puller"
 DISTCLIENT = ROOT / "distclient"
-ALLOWED_THIRD_PARTY = {"urllib3", "zstandard"}  # zstandard: zstd layers (unpack)
+ALLOWED_THIRD_PARTY = {"zstandard"}  # zstd layers (unpack)
 
 
 def _imports(path: Path) -> set[str]:
@@ -24,19 +24,19 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-def test_puller_imports_only_ocispec_stdlib_and_http_client() -> None:
+def test_puller_imports_only_ocispec_distclient_stdlib_and_zstandard() -> None:
     for path in sorted(PULLER.rglob("*.py")):
         for name in _imports(path):
             assert name in sys.stdlib_module_names or name in {"ocispec", "distclient", *ALLOWED_THIRD_PARTY}, \
                 f"{path.relative_to(ROOT)} imports {name}"
 
 
-def test_distclient_imports_only_ocispec_stdlib_and_urllib3() -> None:
+def test_distclient_imports_only_ocispec_and_stdlib() -> None:
     files = sorted(DISTCLIENT.rglob("*.py"))
     assert files
     for path in files:
         for name in _imports(path):
-            assert name in sys.stdlib_module_names or name in {"ocispec", "urllib3"}, \
+            assert name in sys.stdlib_module_names or name == "ocispec", \
                 f"{path.relative_to(ROOT)} imports {name}"
 
 
