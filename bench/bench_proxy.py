@@ -8,7 +8,8 @@ Distribution's proxy mode (`proxy: remoteurl:`), over the same upstream, on loop
 The upstream is Debian's `docker-registry` (Distribution 2.8) holding one image of `--layers`
 incompressible tar layers, `--size-mb` in all, pushed with the tests' image helpers. A pull is what a
 node does: GET the manifest by tag, then GET every blob (`--jobs` at a time), each streamed as the
-puller streams it (urllib3) and checked against its sha256 and size. Each round runs, in alternating order:
+puller streams it (what has arrived, up to 1 MiB at a time; here with urllib3) and checked against
+its sha256 and size. Each round runs, in alternating order:
 
   cold   a pull through a Cargobay cache with a fresh root (a new server, started untimed)
          vs the same pull straight from the upstream                            target >= 0.9x
@@ -137,8 +138,8 @@ def pull(endpoint: Endpoint, target: Target, jobs: int) -> int:
         if tuple(wanted) != target.blobs:
             raise BenchError(f"{endpoint.label}: the manifest names other blobs than the upstream's")
 
-        # Blobs as the puller fetches them (urllib3, reads of what has arrived, up to 1 MiB), so the
-        # client's own cost on these shared cores is a node's, not a heavier HTTP library's.
+        # Blobs as the puller fetches them (reads of what has arrived, up to 1 MiB; urllib3 here, whose
+        # cost is close to distclient's own HTTP/1.1), so the client's own cost on these shared cores is a node's.
         pool_manager = urllib3.PoolManager(maxsize=jobs, retries=False, timeout=300)
         query = "?" + urlencode(endpoint.query) if endpoint.query else ""
 
