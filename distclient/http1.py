@@ -26,6 +26,9 @@ USER_AGENT = "cargobay-distclient/1"
 SEND_CHUNK = 1 << 20
 #: Bodies up to this size go out in one write with the request head.
 SMALL_BODY = 64 * 1024
+#: Hosts whose idle connections a pool keeps (a registry redirecting to many storage hosts): the
+#: one used longest ago loses its connections when another comes.
+MAX_HOSTS = 32
 #: Requests that carry a body, so that an empty one is announced as `Content-Length: 0`.
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -90,7 +93,10 @@ class Pool:
         if parts.scheme not in ("http", "https") or not hostname:
             raise InvalidUrl(f"not an http:// or https:// URL: {url[:200]!r}")
         if not hostname.isascii():
-            hostname = hostname.encode("idna").decode("ascii")
+            try:
+                hostname = hostname.encode("idna").decode("ascii")
+            except UnicodeError:
+                raise InvalidUrl(f"not a host name: {hostname[:200]!r}") from None
         key = (parts.scheme, hostname, port)
         host = f"[{hostname}]" if ":" in hostname else hostname
         if port != (443 if parts.scheme == "https" else 80):
@@ -130,12 +136,18 @@ class Pool:
     def _release(self, key: tuple[str, str, int]) -> Callable[[Connection], None]:
         """What a response calls to give its connection back, its body read to the end."""
         def put(conn: Connection) -> None:
+            evicted: list[Connection] = []
             with self._lock:
-                idle = self._idle.setdefault(key, [])
+                idle = self._idle.pop(key, [])
+                self._idle[key] = idle  # the most recently used host last
+                while len(self._idle) > MAX_HOSTS:
+                    evicted += self._idle.pop(next(iter(self._idle)))
                 if len(idle) < self.maxsize:
                     idle.append(conn)
-                    return
-            conn.close()
+                else:
+                    evicted.append(conn)
+            for stale in evicted:
+                stale.close()
         return put
 
     def _connect(self, scheme: str, host: str, port: int) -> Connection:

@@ -15,7 +15,12 @@ from collections.abc import Callable
 from typing import overload
 
 MAX_LINE = 65536
+#: Lines of an answer's head (fields, folded continuations, lines that are no field alike) and
+#: their bytes: a server sending more is refused, as http.client refuses over 100 fields.
 MAX_FIELDS = 200
+MAX_HEAD_BYTES = 256 * 1024
+#: Digits a Content-Length may have (beyond an exabyte is no length).
+MAX_LENGTH_DIGITS = 18
 #: 1xx answers skipped before the real one (a server sending them forever is broken).
 MAX_INTERIM = 10
 CHUNK = 1 << 20
@@ -60,15 +65,54 @@ class ProtocolError(HttpError):
         self.kind = kind
 
 
-class Connection:
-    """One socket (TLS or not) and the buffered reader its responses are read through."""
+class Reader:
+    """A socket's bytes, buffered only as far as a line needs: `readline` for the head, `read1` for
+    a body (straight from the socket when nothing is buffered). It knows what it holds, so a
+    connection with bytes nobody asked for is never reused (`Connection.clean`)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.reader = sock.makefile("rb")
+        self.buffer = b""
+
+    def readline(self, limit: int) -> bytes:
+        """Up to and with the next b"\n", at most `limit` bytes; what is left at the close."""
+        while True:
+            end = self.buffer.find(b"\n", 0, limit)
+            if end >= 0 or len(self.buffer) >= limit:
+                cut = end + 1 if end >= 0 else limit
+                line, self.buffer = self.buffer[:cut], self.buffer[cut:]
+                return line
+            data = self.sock.recv(65536)
+            if not data:
+                line, self.buffer = self.buffer, b""
+                return line
+            self.buffer += data
+
+    def read1(self, n: int) -> bytes:
+        """Up to `n` bytes (at least one, waiting for it), b"" at the close."""
+        if self.buffer:
+            data, self.buffer = self.buffer[:n], self.buffer[n:]
+            return data
+        return self.sock.recv(n)
+
+
+class Connection:
+    """One socket (TLS or not) and the reader its responses are read through."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = Reader(sock)
+
+    def clean(self) -> bool:
+        """Whether nothing was received beyond the answers read (else the next answer read here
+        could be those bytes: the connection is not reused)."""
+        pending = getattr(self.sock, "pending", None)  # TLS: decrypted bytes not read yet
+        return not self.reader.buffer and not (pending is not None and pending())
 
     def dropped(self) -> bool:
         """For an idle connection: whether the server closed it (or sent something unasked)."""
+        if not self.clean():
+            return True
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
         try:
@@ -77,7 +121,6 @@ class Connection:
             return True
 
     def close(self) -> None:
-        self.reader.close()
         self.sock.close()
 
 
@@ -107,11 +150,16 @@ class Headers:
         return isinstance(name, str) and name.lower() in self._joined
 
 
-def _line(reader: object) -> bytes:
-    line: bytes = reader.readline(MAX_LINE + 1)  # type: ignore[attr-defined]
+def _line(reader: Reader) -> bytes:
+    line = reader.readline(MAX_LINE + 1)
     if len(line) > MAX_LINE:
         raise ProtocolError("LineTooLong")
     return line
+
+
+def _number(text: str, digits: int) -> int | None:
+    """`text` as a decimal number of at most `digits` ASCII digits, or None."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= digits else None
 
 
 class Response:
@@ -164,27 +212,32 @@ class Response:
         if not line:
             raise ProtocolError("RemoteDisconnected")
         parts = line.decode("latin-1").rstrip("\r\n").split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not (len(parts[1]) == 3 and parts[1].isdigit()):
+        status = _number(parts[1], 3) if len(parts) >= 2 and len(parts[1]) == 3 else None
+        if status is None or not parts[0].startswith("HTTP/1."):
             raise ProtocolError("BadStatusLine")
-        return int(parts[1]), parts[0]  # HTTP/1.x past 1.1 is read as 1.1
+        return status, parts[0]  # HTTP/1.x past 1.1 is read as 1.1
 
     @staticmethod
     def _fields(conn: Connection) -> Headers:
         fields: list[tuple[str, str]] = []
-        while True:
-            line = _line(conn.reader).decode("latin-1")
+        size = 0
+        for _ in range(MAX_FIELDS + 1):  # every line counts, whatever it turns out to be
+            raw = _line(conn.reader)
+            size += len(raw)
+            line = raw.decode("latin-1")
             if line in ("\r\n", "\n"):
                 return Headers(fields)
             if not line:
                 raise ProtocolError("RemoteDisconnected")
-            if len(fields) >= MAX_FIELDS:
-                raise ProtocolError("TooManyHeaders")
+            if size > MAX_HEAD_BYTES:
+                break
             if line[0] in " \t" and fields:  # an obsolete folded continuation line
                 fields[-1] = (fields[-1][0], f"{fields[-1][1]} {line.strip()}")
                 continue
             name, colon, value = line.partition(":")
             if colon and name.strip():  # a line that is no field is passed over, as http.client does
                 fields.append((name.strip(), value.strip()))
+        raise ProtocolError("TooManyHeaders")
 
     @staticmethod
     def _length(header: str | None) -> int:
@@ -192,9 +245,10 @@ class Response:
         if header is None:
             return -1
         values = {v.strip() for v in header.split(",")}
-        if len(values) != 1 or not next(iter(values)).isdigit():
+        length = _number(values.pop(), MAX_LENGTH_DIGITS) if len(values) == 1 else None
+        if length is None:
             raise ProtocolError("InvalidContentLength")
-        return int(values.pop())
+        return length
 
     # -- the body --------------------------------------------------------------------------------
     def read1(self, n: int = CHUNK) -> bytes:
@@ -228,14 +282,13 @@ class Response:
                     self._finish()
         return data
 
-    def _read1(self, reader: object, n: int) -> bytes:
+    def _read1(self, reader: Reader, n: int) -> bytes:
         if self._chunked and not self._left and not self._next_chunk(reader):
             return b""
         want = n if self._left < 0 else min(n, self._left)
-        data: bytes = reader.read1(want)  # type: ignore[attr-defined]
-        return data
+        return reader.read1(want)
 
-    def _next_chunk(self, reader: object) -> bool:
+    def _next_chunk(self, reader: Reader) -> bool:
         """Read up to the next chunk's data; False (the body done) after the last chunk."""
         if self._crlf and _line(reader) not in (b"\r\n", b"\n"):
             raise ProtocolError("BadChunk")
@@ -281,7 +334,7 @@ class Response:
         self._done = True
         conn, self._conn = self._conn, None
         if conn is not None:
-            if self._keep:
+            if self._keep and conn.clean():  # bytes beyond the body (a HEAD's, a 204's): not reused
                 self._release(conn)
             else:
                 conn.close()

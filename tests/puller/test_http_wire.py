@@ -11,8 +11,8 @@ from typing import BinaryIO
 
 import pytest
 
-from distclient.http1 import Pool
-from distclient.wire import ProtocolError, ReadTimeout
+from distclient.http1 import MAX_HOSTS, Pool
+from distclient.wire import InvalidUrl, ProtocolError, ReadTimeout
 
 
 class Scripted:
@@ -142,3 +142,53 @@ def test_an_answer_sent_before_the_upload_was_read_is_read(pool: Pool) -> None:
     response = pool.request("PUT", f"http://127.0.0.1:{listener.getsockname()[1]}/up", {}, b"x" * (32 << 20))
     assert (response.status, response.data) == (413, b"big!")
     listener.close()
+
+
+@pytest.mark.parametrize("head", [
+    b"X-A: 1\r\n" + b" folded\r\n" * 300,  # continuation lines that would grow one value for ever
+    b"no field here\r\n" * 300,  # lines that are no field, passed over but counted
+    (b"X-Long: " + b"v" * 60000 + b"\r\n") * 5,  # few lines, too many bytes
+])
+def test_an_endless_head_is_refused(pool: Pool, head: bytes) -> None:
+    server = Scripted([(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n", True)])
+    with pytest.raises(ProtocolError) as caught:
+        pool.request("GET", server.url(), {})
+    assert caught.value.kind == "TooManyHeaders"
+
+
+@pytest.mark.parametrize(("reply", "kind"), [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: \xc2\xb2\r\n\r\nx", "InvalidContentLength"),  # a superscript two
+    (b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", "InvalidContentLength"),
+    (b"HTTP/1.1 \xc2\xb2\xc2\xb2\xc2\xb2 OK\r\n\r\n", "BadStatusLine"),
+])
+def test_numbers_that_are_not_ascii_digits_are_protocol_errors(pool: Pool, reply: bytes, kind: str) -> None:
+    server = Scripted([(reply, True)])
+    with pytest.raises(ProtocolError) as caught:
+        pool.request("GET", server.url(), {})
+    assert caught.value.kind == kind
+    with pytest.raises(InvalidUrl):
+        pool.request("GET", "http://\u00fc..x/v2/", {})
+
+
+def test_bytes_beyond_an_answer_never_become_the_next_answer(pool: Pool) -> None:
+    """A server that sends more than it announced (a body after a HEAD or a 204, more than its
+    Content-Length): the connection is not reused, so those bytes are never read as an answer."""
+    stale = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale"
+    fresh = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh"
+    server = Scripted([(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + stale, False), (fresh, False),
+                       (b"HTTP/1.1 204 No Content\r\n\r\n" + stale, False), (fresh, False)])
+    assert pool.request("GET", server.url(), {}).data == b"ok"
+    assert pool.request("GET", server.url(), {}).data == b"fresh"
+    assert pool.request("GET", server.url(), {}).status == 204
+    assert pool.request("GET", server.url(), {}).data == b"fresh"
+    assert server.connections == 3  # the second answer's connection served the 204 too, then went
+
+
+def test_idle_connections_are_kept_for_a_bounded_number_of_hosts(pool: Pool) -> None:
+    ok = (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", False)
+    first, *others = [Scripted([ok, ok]) for _ in range(MAX_HOSTS + 1)]  # each would answer twice
+    assert pool.request("GET", first.url(), {}).data == b"ok"
+    assert not first.closed.acquire(timeout=0.2)  # kept alive, idle in the pool
+    for server in others:
+        assert pool.request("GET", server.url(), {}).data == b"ok"
+    assert first.closed.acquire(timeout=10)  # the host used longest ago lost its idle connection
