@@ -137,6 +137,11 @@ class UploadStore:
                     reason)
         return UploadInvalid(f"upload {upload_id} cannot be continued: its state is unreadable; start it again")
 
+    @staticmethod
+    def _busy(upload_id: str) -> UploadInvalid:
+        """What completing an upload another session is still appending to is: try again later."""
+        return UploadInvalid(f"upload {upload_id} still has a chunk being written")
+
     def _writer(self, repository: str, upload_id: str, saved: SavedUpload) -> FileWriter:
         try:
             writer = self.driver.writer(paths.upload_data(repository, upload_id), append=True, saved=saved.writer)
@@ -213,7 +218,7 @@ class UploadStore:
             raise
         except ObjectBusy:  # another session appends to it (files): nothing was finished
             writer.close()
-            raise UploadInvalid(f"upload {upload_id} still has a chunk being written") from None
+            raise self._busy(upload_id) from None
         # Finish the appended object (on S3: complete the multipart upload; on disk: fsync), so it
         # can be read back for hashing and moved; an empty upload becomes an empty object.
         try:
@@ -277,7 +282,7 @@ class UploadStore:
         except PathNotFound:
             raise UploadUnknown(f"upload unknown: {upload_id} (already completed)") from None
         except ObjectBusy:
-            raise UploadInvalid(f"upload {upload_id} still has a chunk being written") from None
+            raise self._busy(upload_id) from None
         return verifying_key
 
     def cancel(self, repository: str, upload_id: str) -> None:
