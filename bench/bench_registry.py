@@ -221,10 +221,10 @@ class Blob:
     def send(self, conn: Connection, method: str, target: str, headers: dict[str, str], file: object,
              offset: int = 0, length: int | None = None) -> Reply:
         """Send bytes [offset, offset + length) of this blob as the request body."""
-        length = self.size - offset if length is None else length
-        from_file = max(0, min(offset + length, self.size - len(self.tail)) - offset)
-        start = max(offset, self.size - len(self.tail)) - (self.size - len(self.tail))
-        extra = self.tail[start:start + length - from_file]
+        end = self.size if length is None else offset + length
+        tail_at = self.size - len(self.tail)  # the file's bytes before it, the tail's from it
+        from_file = max(0, min(end, tail_at) - offset)
+        extra = self.tail[max(offset, tail_at) - tail_at:max(end, tail_at) - tail_at]
         return conn.request(method, target, headers, body=extra, file=file, offset=offset, length=from_file)
 
 
