@@ -46,7 +46,7 @@ log = logging.getLogger("cargobay.registry")
 
 
 def create_app(settings: Settings, storage: Storage | None = None, authorizer: Authorizer | None = None) -> Starlette:
-    storage = storage or Storage(_driver(settings))
+    storage = storage or Storage(_driver(settings), link_cache_seconds=settings.storage.link_cache_seconds)
     extra_routes: list[BaseRoute] = []
     service: AuthService | None = None
     if authorizer is None and settings.auth.enabled:

@@ -18,6 +18,7 @@ from . import paths
 from .driver.base import DriverCapabilities, StorageDriver
 from .errors import BlobUnknown, PathNotFound, StorageError
 from .fill import BlobFill
+from .recent_links import RecentLinks
 from .links import delete_quietly, digests_below, object_exists, write_link
 from .sweeping import SweepWatch
 from .usage import UsageIndex, forget
@@ -26,6 +27,8 @@ from .usage import UsageIndex, forget
 _SETTLE_ROUNDS = 3
 #: Blob sizes read at once where each is a round trip (S3).
 _SIZE_CONCURRENCY = 16
+#: What a view that is not `serving` checks links with: no memory, a look every time.
+_LOOK_EACH_TIME = RecentLinks(0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +40,10 @@ class BlobInfo:
 class BlobStore:
     """The global CAS. Callers are responsible for the per-repository access check."""
 
-    def __init__(self, driver: StorageDriver) -> None:
+    def __init__(self, driver: StorageDriver, recent_links: RecentLinks | None = None) -> None:
         self.driver = driver
+        #: Links lately seen, which serving may believe (storage.recent_links); remembers nothing by default.
+        self.recent_links = recent_links or RecentLinks(0.0)
         #: Quota usage kept current as repositories link blobs (storage.usage); None: not counted.
         self.usage: UsageIndex | None = None
         #: What every write that links content asks before it counts (storage.sweeping).
@@ -94,11 +99,17 @@ class RepositoryBlobs:
 
     Content enters it only verified: an upload (`Repository.uploads`), a `fill` (a blob that
     arrives whole, straight into the CAS), or a link to what the CAS already holds (`mount_from`,
-    `adopt_existing`)."""
+    `adopt_existing`).
 
-    def __init__(self, store: BlobStore, name: str) -> None:
+    A view made `serving` (the one `Repository.blobs` is) lets its reads believe a link seen lately
+    (storage.recent_links: on S3, within `storage.link_cache_seconds`); `has`, `intact` and every
+    view made without it look at the link each time, which is what a push's checks must do."""
+
+    def __init__(self, store: BlobStore, name: str, *, serving: bool = False) -> None:
         self.store = store
         self.name = name
+        #: What the reads' link check asks: the store's memory of links (serving), or one that never remembers.
+        self._served_links = store.recent_links if serving else _LOOK_EACH_TIME
 
     @property
     def driver(self) -> StorageDriver:
@@ -134,11 +145,14 @@ class RepositoryBlobs:
         return self.store.url_for(digest)
 
     def _check_link(self, digest: Digest) -> None:
-        if not self.has(digest):
+        """The reads' check: a `serving` view believes a link seen lately; `has` always looks."""
+        key = paths.layer_link(self.name, digest)
+        if not self._served_links.present(key, lambda: object_exists(self.driver, key)):
             raise BlobUnknown(f"blob unknown to repository {self.name}: {digest}", digest=str(digest))
 
     def link(self, digest: Digest) -> None:
-        write_link(self.driver, paths.layer_link(self.name, digest), digest)
+        key = paths.layer_link(self.name, digest)
+        self.store.recent_links.written(key, lambda: write_link(self.driver, key, digest))
 
     def unlink(self, digest: Digest) -> None:
         if not delete_quietly(self.driver, paths.layer(self.name, digest)):

@@ -26,6 +26,7 @@ from .errors import (
 )
 from .links import delete_quietly, digests_below, object_exists, write_link
 from .manifest_cache import ManifestCache
+from .recent_links import RecentLinks
 from .referrers import ReferrerStore
 from .tags import TagStore
 
@@ -91,12 +92,16 @@ CACHED_MANIFEST_RULES = ManifestRules(allow_sparse_indexes=True, allow_absent_bl
 
 
 class ManifestStore:
-    def __init__(self, driver: StorageDriver, blobs: BlobStore, name: str, cache: ManifestCache | None = None) -> None:
+    def __init__(self, driver: StorageDriver, blobs: BlobStore, name: str, cache: ManifestCache | None = None,
+                 served_links: RecentLinks | None = None) -> None:
         self.driver = driver
         self.blobs = blobs
         self.name = name
         #: The store's cache of manifests already read (storage.manifest_cache); None: read each time.
         self.cache = cache
+        #: What `get` checks revision links with: the store's memory of links seen lately
+        #: (storage.recent_links), or none (a look every time). Nothing else here believes it.
+        self._served_links = served_links or RecentLinks(0.0)
         self.layer_links = RepositoryBlobs(blobs, name)
         self.tags = TagStore(driver, name)
         self.referrers = ReferrerStore(driver, name)
@@ -128,13 +133,14 @@ class ManifestStore:
             self.referrers.add(manifest.subject.digest, self._referrer_descriptor(manifest, digest))
         created = not self.exists(digest)
         # The revision link last: it is what makes the manifest visible in this repository.
-        write_link(self.driver, paths.manifest_revision_link(self.name, digest), digest)
+        revision_link = paths.manifest_revision_link(self.name, digest)
+        self._served_links.written(revision_link, lambda: write_link(self.driver, revision_link, digest))
         if rules.refresh_links:
             for blob in blobs:
                 self.layer_links.link(blob)
         # No collection may be deleting any of it once this returns.
         self._settle(digest, raw, blobs, created)
-        self.tags.index.add_repository(self.name, paths.manifest_revision_link(self.name, digest))
+        self.tags.index.add_repository(self.name, revision_link)
         for tag in tags:
             self.tags.set(tag, digest)
         return PutResult(digest, manifest.subject.digest if manifest.subject else None, tags, manifest.media_type)
@@ -255,8 +261,10 @@ class ManifestStore:
         return self.tags.resolve(reference)
 
     def get(self, digest: Digest) -> StoredManifest:
-        """The manifest if this repository has its revision (checked on every call, cache or not)."""
-        if not self.exists(digest):
+        """The manifest if this repository has its revision: its link checked on every call, cache
+        or not (believed if seen lately, where the store remembers links: storage.recent_links)."""
+        revision_link = paths.manifest_revision_link(self.name, digest)
+        if not self._served_links.present(revision_link, lambda: object_exists(self.driver, revision_link)):
             raise ManifestUnknown(f"manifest unknown: {digest}", digest=str(digest))
         cached = self.cache.get(self.name, digest) if self.cache is not None else None
         if cached is not None:

@@ -152,6 +152,20 @@ def is_upload_key(key: str) -> bool:
     return key.startswith(f"{REPOSITORIES}/") and UPLOADS_DIR in key.split("/")
 
 
+def link_scope(key: str) -> tuple[str, bool] | None:
+    """Which repositories' links a delete of `key` may remove: (name, False) for a key inside
+    repository `name`'s data (its links, tags, referrers), (prefix, True) for a repository's own
+    key or one above it (that repository and every repository nested below it), None for a key
+    that holds no link (outside the repositories, or in an `_uploads` area)."""
+    if not key.startswith(f"{REPOSITORIES}/"):
+        return None
+    parts = key[len(REPOSITORIES) + 1:].strip("/").split("/")
+    for at, part in enumerate(parts):
+        if is_data_dir(part):
+            return None if part == UPLOADS_DIR or at == 0 else ("/".join(parts[:at]), False)
+    return "/".join(parts), True
+
+
 def uploads(name: str) -> str:
     return f"{repository(name)}/{UPLOADS_DIR}"
 

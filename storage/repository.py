@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from ocispec.reference import validate_repository_name
@@ -21,6 +21,7 @@ from .listing_rebuild import IndexDifference, IndexRebuild, differences, rebuild
 from .logouts import last_logout, record_logout
 from .manifest_cache import ManifestCache
 from .manifests import ManifestStore
+from .recent_links import ForgettingDriver, RecentLinks
 from .referrers import ReferrerStore
 from .runs import last_run, record_run
 from .tags import TagStore
@@ -42,9 +43,10 @@ class Repository:
     def __init__(self, storage: Storage, name: str) -> None:
         self.name = validate_repository_name(name)
         self.storage = storage
-        self.blobs = RepositoryBlobs(storage.blobs, name)
+        self.blobs = RepositoryBlobs(storage.blobs, name, serving=True)
         self.uploads = RepositoryUploads(storage.uploads, name)
-        self.manifests = ManifestStore(storage.driver, storage.blobs, name, storage.manifest_cache)
+        self.manifests = ManifestStore(storage.driver, storage.blobs, name, storage.manifest_cache,
+                                       storage.blobs.recent_links)
         self.tags: TagStore = self.manifests.tags
         self.referrers: ReferrerStore = self.manifests.referrers
 
@@ -56,9 +58,18 @@ class Repository:
 
 
 class Storage:
-    def __init__(self, driver: StorageDriver) -> None:
+    def __init__(self, driver: StorageDriver, link_cache_seconds: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`link_cache_seconds`: how long serving may believe a link it saw (storage.recent_links),
+        where a check is a round trip (a driver without `fast_small_reads`); 0, and on disk: never.
+        `clock` measures those seconds (tests bring their own)."""
+        if link_cache_seconds > 0 and not driver.capabilities.fast_small_reads:
+            recent = RecentLinks(link_cache_seconds, clock=clock)
+            driver = ForgettingDriver(driver, recent)  # every delete made here is forgotten at once
+        else:
+            recent = RecentLinks(0.0)
         self.driver = driver
-        self.blobs = BlobStore(driver)
+        self.blobs = BlobStore(driver, recent)
         self.uploads = UploadStore(driver, self.blobs)
         #: Manifests already read, for every repository's views (storage.manifest_cache).
         self.manifest_cache = ManifestCache()

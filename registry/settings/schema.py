@@ -157,6 +157,12 @@ class StorageSettings:
     s3: S3Settings = field(default_factory=S3Settings)
     delete: DeleteSettings = field(default_factory=DeleteSettings)
     uploads: UploadSettings = field(default_factory=UploadSettings)
+    link_cache_seconds: float = field(default=30.0, metadata=_help(
+        "How long serving believes a repository's link to a blob or manifest it saw (seconds or a duration), "
+        "where checking one is a round trip (s3): a pull then costs one GET per blob. A delete on another "
+        "replica (or by `registry gc`) is seen within this time, one through this replica at once; pushes "
+        "always check. 0: check on every read. On disk every read checks (microseconds).",
+        duration=True, min=0, max=3600))
 
 
 @dataclass(frozen=True)
