@@ -18,8 +18,8 @@ from . import paths
 from .driver.base import DriverCapabilities, StorageDriver
 from .errors import BlobUnknown, PathNotFound, StorageError
 from .fill import BlobFill
-from .recent_links import RecentLinks
 from .links import delete_quietly, digests_below, object_exists, write_link
+from .recent_links import RecentLinks
 from .sweeping import SweepWatch
 from .usage import UsageIndex, forget
 
