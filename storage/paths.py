@@ -153,17 +153,15 @@ def is_upload_key(key: str) -> bool:
 
 
 def link_scope(key: str) -> tuple[str, bool] | None:
-    """Which repositories' links a delete of `key` may remove: (name, False) for a key inside
-    repository `name`'s data (its links, tags, referrers), (prefix, True) for a repository's own
-    key or one above it (that repository and every repository nested below it), None for a key
-    that holds no link (outside the repositories, or in an `_uploads` area)."""
+    """Whose links a delete of `key` may remove: (name, False) inside repository `name`'s data,
+    (prefix, True) at or above a repository (it and those below it), None where no link can be."""
     if not key.startswith(f"{REPOSITORIES}/"):
         return None
     parts = key[len(REPOSITORIES) + 1:].strip("/").split("/")
-    for at, part in enumerate(parts):
-        if is_data_dir(part):
-            return None if part == UPLOADS_DIR or at == 0 else ("/".join(parts[:at]), False)
-    return "/".join(parts), True
+    data = next((at for at, part in enumerate(parts) if is_data_dir(part)), None)
+    if data is None:
+        return "/".join(parts), True
+    return None if data == 0 or parts[data] == UPLOADS_DIR else ("/".join(parts[:data]), False)
 
 
 def uploads(name: str) -> str:
@@ -236,20 +234,16 @@ def usage_marker(rule_id: str, digest: Digest, size: int, name: str) -> str:
 
 
 def usage_marker_parts(key: str) -> tuple[Digest, int, str] | None:
-    """(digest, size, repository) of a usage marker key (as a walk of `usage_blobs` yields); None
-    for anything else."""
+    """(digest, size, repository) of a usage marker key (a walk of `usage_blobs` yields); else None."""
     parts = key.split("/")
     if len(parts) < 5 or not parts[-2].isdigit():
         return None
     digest = digest_from_parts(parts[-4], parts[-3])
-    if digest is None:
-        return None
-    return digest, int(parts[-2]), parts[-1].replace("+", "/")
+    return None if digest is None else (digest, int(parts[-2]), parts[-1].replace("+", "/"))
 
 
 def layer_link_owner(key: str) -> tuple[str, Digest] | None:
-    """(repository, digest) of a layer link key as a walk of REPOSITORIES yields it; None for any
-    other key."""
+    """(repository, digest) of a layer link key as a walk of REPOSITORIES yields it; else None."""
     digest = layer_link_digest(key)
     if digest is None or not key.startswith(f"{REPOSITORIES}/"):
         return None
@@ -315,9 +309,7 @@ def manifest_revision_owner(key: str) -> tuple[str, Digest] | None:
             or not key.startswith(f"{REPOSITORIES}/")):
         return None
     digest = digest_from_parts(parts[-3], parts[-2])
-    if digest is None:
-        return None
-    return "/".join(parts[2:-5]), digest
+    return None if digest is None else ("/".join(parts[2:-5]), digest)
 
 
 # -- lifecycle job records, journals and queues (storage.runs, storage.journal, storage.queue) -----
