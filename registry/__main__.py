@@ -75,7 +75,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from . import logs, metrics, tls
-    from .store import storage_driver
+    from .store import shared_link_board, storage_driver
 
     logs.configure(settings.log)
     tls.check(settings.http.tls)  # fail fast, with one line, on unusable certificate or key files
@@ -92,7 +92,7 @@ def serve(settings: Settings) -> None:
     options = uvicorn_options(settings)
     # Before anything imports prometheus_client, which picks in-process values or the workers' shared
     # files when it loads (registry.metrics.multiprocess); the workers inherit the directory.
-    with metrics.multiprocess_dir(workers, settings.metrics.enabled):
+    with metrics.multiprocess_dir(workers, settings.metrics.enabled), shared_link_board(workers):
         from .app import create_app, create_metrics_app
 
         if workers > 1:

@@ -36,7 +36,7 @@ from .requestinfo import RequestTracking, TrustedPeers
 from .routes import routes
 from .server import BODY_ERROR
 from .settings import Settings
-from .store import storage_driver
+from .store import serving_storage, storage_driver
 from .ui import console_routes
 
 if TYPE_CHECKING:  # the auth package loads only when auth is on
@@ -46,7 +46,7 @@ log = logging.getLogger("cargobay.registry")
 
 
 def create_app(settings: Settings, storage: Storage | None = None, authorizer: Authorizer | None = None) -> Starlette:
-    storage = storage or Storage(_driver(settings), link_cache_seconds=settings.storage.link_cache_seconds)
+    storage = storage or serving_storage(settings, _driver(settings))
     extra_routes: list[BaseRoute] = []
     service: AuthService | None = None
     if authorizer is None and settings.auth.enabled:

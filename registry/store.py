@@ -1,4 +1,5 @@
-"""The store the settings name: `storage.driver` and its section turned into storage's driver.
+"""The store the settings name: `storage.driver` and its section turned into storage's driver,
+and the store a server serves from (`serving_storage`), whose workers share one board of deletes.
 
 Its own module, apart from the application, so that the commands that only need the store
 (`registry gc`, `check`, `usage`, `retention`) load none of the server.
@@ -6,7 +7,14 @@ Its own module, apart from the application, so that the commands that only need 
 
 from __future__ import annotations
 
-from storage import DriverOptions, StorageDriver, driver_options, open_driver
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from storage import DriverOptions, ForgetBoard, Storage, StorageDriver, driver_options, open_driver
 
 from .settings import Settings, to_dict
 
@@ -26,3 +34,32 @@ def storage_options(settings: Settings) -> DriverOptions:
 def storage_driver(settings: Settings) -> StorageDriver:
     """The driver the `storage` settings describe (not yet contacted: `check()` does that)."""
     return open_driver(storage_options(settings))
+
+
+#: Internal (not a setting): the file of the board `registry serve`'s workers share.
+LINK_BOARD_ENV = "CARGOBAY__LINK_BOARD"
+
+
+@contextlib.contextmanager
+def shared_link_board(workers: int) -> Iterator[None]:
+    """While `registry serve` runs several workers: one board of deletes they all attach to
+    (storage.forget_board), so a link deleted through any is believed by none; removed at the end."""
+    if workers <= 1:
+        yield
+        return
+    directory = Path(tempfile.mkdtemp(prefix="cargobay-links-"))  # 0700: nobody else moves its marks
+    ForgetBoard.create(directory / "board")
+    os.environ[LINK_BOARD_ENV] = str(directory / "board")
+    try:
+        yield
+    finally:
+        os.environ.pop(LINK_BOARD_ENV, None)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def serving_storage(settings: Settings, driver: StorageDriver) -> Storage:
+    """The store a server serves from: links it saw are believed for `storage.link_cache_seconds`
+    (storage.recent_links), and its workers share the board `shared_link_board` made, if any."""
+    board_file = os.environ.get(LINK_BOARD_ENV)
+    board = ForgetBoard.attach(Path(board_file)) if board_file else None
+    return Storage(driver, link_cache_seconds=settings.storage.link_cache_seconds, board=board)

@@ -38,6 +38,7 @@ from .errors import (
     UploadUnknown,
 )
 from .fill import BlobFill
+from .forget_board import ForgetBoard
 from .gc import GcProgress, GcReport, collect
 from .journal import Journal, JournalBatch, open_journal
 from .manifests import CACHED_MANIFEST_RULES, ManifestRules, PutResult, StoredManifest
@@ -65,6 +66,7 @@ __all__ = [
     "FileWriter",
     "FilesystemOptions",
     "Finding",
+    "ForgetBoard",
     "GcProgress",
     "GcReport",
     "InvalidKey",

@@ -123,6 +123,15 @@ class RepositoryBlobs:
         return object_exists(self.driver, paths.layer_link(self.name, digest))
 
     def stat(self, digest: Digest) -> BlobInfo:
+        """The blob's size, its link looked at whatever the view: what a blob HEAD answers, which is
+        how push clients decide whether to upload it."""
+        if not self.has(digest):
+            raise BlobUnknown(f"blob unknown to repository {self.name}: {digest}", digest=str(digest))
+        return self.store.stat(digest)
+
+    def stat_served(self, digest: Digest) -> BlobInfo:
+        """`stat` for a download about to read the bytes (a range, a redirect): its link checked as
+        the reads check it."""
         self._check_link(digest)
         return self.store.stat(digest)
 
@@ -145,7 +154,7 @@ class RepositoryBlobs:
         return self.store.url_for(digest)
 
     def _check_link(self, digest: Digest) -> None:
-        """The reads' check: a `serving` view believes a link seen lately; `has` always looks."""
+        """The reads' check: a `serving` view believes a link seen lately; `has` and `stat` always look."""
         key = paths.layer_link(self.name, digest)
         if not self._served_links.present(key, lambda: object_exists(self.driver, key)):
             raise BlobUnknown(f"blob unknown to repository {self.name}: {digest}", digest=str(digest))
@@ -241,8 +250,9 @@ class RepositoryBlobs:
     def touch(self, digest: Digest) -> None:
         """Mark a linked blob as just pulled: its link is rewritten (garbage collection of cached
         repositories keeps blobs with young links, storage.gc). BlobUnknown when this repository
-        does not link it: a touch never grants access."""
-        self._check_link(digest)
+        does not link it: a touch never grants access, so it looks at the link, never believes it."""
+        if not self.has(digest):
+            raise BlobUnknown(f"blob unknown to repository {self.name}: {digest}", digest=str(digest))
         self.link(digest)
 
     def fill(self, digest: Digest, size: int | None = None) -> BlobFill:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from . import paths
+from . import index_keys, paths
 from .driver.base import StorageDriver
 from .errors import PathNotFound
 from .links import object_exists
@@ -44,27 +44,27 @@ class ListingIndex:
     def built_at(self) -> float | None:
         """When the index was last rebuilt from the tree; None if never (the next listing builds it)."""
         try:
-            return float(json.loads(self.driver.get(paths.INDEX_BUILT))["built_at"])
+            return float(json.loads(self.driver.get(index_keys.INDEX_BUILT))["built_at"])
         except PathNotFound:
             return None
         except (ValueError, KeyError, TypeError):
             return None  # unreadable: as if never built, so it is rebuilt
 
     def mark_built(self, when: float) -> None:
-        self.driver.put(paths.INDEX_BUILT, json.dumps({"built_at": when}).encode())
+        self.driver.put(index_keys.INDEX_BUILT, json.dumps({"built_at": when}).encode())
 
     def repositories(self, last: str | None, limit: int) -> tuple[list[str], bool]:
         """Up to `limit` repository names after `last` (any string, as the API's `last`), sorted,
         and whether more follow."""
-        start = paths.index_repositories_after(last) if last else ""
-        return self._page(paths.INDEX_REPOSITORIES, start, paths.index_repository_name, last, limit)
+        start = index_keys.index_repositories_after(last) if last else ""
+        return self._page(index_keys.INDEX_REPOSITORIES, start, index_keys.index_repository_name, last, limit)
 
     def tags(self, name: str, last: str | None, limit: int) -> tuple[list[str], bool]:
         """Up to `limit` tags of `name` after `last`, sorted, and whether more follow."""
-        start = paths.index_tags_after(name, last) if last else ""
-        prefix = paths.index_tags(name)
+        start = index_keys.index_tags_after(name, last) if last else ""
+        prefix = index_keys.index_tags(name)
         below = f"{prefix}/"
-        return self._page(prefix, start, lambda key: paths.index_tag_below(below, key), last, limit)
+        return self._page(prefix, start, lambda key: index_keys.index_tag_below(below, key), last, limit)
 
     def _page(self, prefix: str, start: str, decode: Callable[[str], str | None], last: str | None,
               limit: int) -> tuple[list[str], bool]:
@@ -88,7 +88,7 @@ class ListingIndex:
     def add_repository(self, name: str, revision: str | None = None) -> None:
         """`name` has a manifest now (its revision link is written; `revision` is that link's key,
         checked first as the cheapest proof that it still has one)."""
-        marker = paths.index_repository(name)
+        marker = index_keys.index_repository(name)
         self.driver.put(marker, b"")
         if revision is not None and object_exists(self.driver, revision):
             return
@@ -99,7 +99,7 @@ class ListingIndex:
         """Run `remove` (which deletes the revision whose link is `revision_link`) keeping the
         catalog's marker exact; returns what `remove` returned."""
         last = not self.has_revision(name, besides=revision_link)
-        marker = paths.index_repository(name)
+        marker = index_keys.index_repository(name)
         if last:
             self.driver.delete_many([marker])  # before the tree: never listed without manifests
         removed = remove()
@@ -128,14 +128,14 @@ class ListingIndex:
     def add_tag(self, name: str, tag: str, resolves: Callable[[], bool]) -> None:
         """`tag` of `name` was just set; `resolves` tells whether it resolves now (read after the
         marker is written, so a delete of the tag or of its manifest meanwhile is seen)."""
-        marker = paths.index_tag(name, tag)
+        marker = index_keys.index_tag(name, tag)
         self.driver.put(marker, b"")
         if not resolves():
             self.driver.delete_many([marker])  # deleted meanwhile, or set to what is not here
 
     def removing_tag(self, name: str, tag: str, remove: Callable[[], bool]) -> bool:
         """Run `remove` (which deletes the tag from the tree) keeping its marker exact."""
-        marker = paths.index_tag(name, tag)
+        marker = index_keys.index_tag(name, tag)
         self.driver.delete_many([marker])
         removed = remove()
         self.driver.delete_many([marker])

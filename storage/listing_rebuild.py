@@ -19,7 +19,7 @@ from functools import partial
 
 from ocispec.digest import Digest
 
-from . import paths
+from . import index_keys, paths
 from .driver.base import FileInfo, StorageDriver
 from .errors import CorruptLink, PathNotFound
 from .links import object_exists, read_link
@@ -80,11 +80,11 @@ def rebuild(driver: StorageDriver, now: float | None = None) -> IndexRebuild:
             if difference.missing:
                 index.add_repository(name)
             else:
-                driver.delete_many([paths.index_repository(name)])
+                driver.delete_many([index_keys.index_repository(name)])
         elif difference.missing:
             index.add_tag(name, tag, partial(_resolves, driver, name, tag))
         else:
-            driver.delete_many([paths.index_tag(name, tag)])
+            driver.delete_many([index_keys.index_tag(name, tag)])
         return True
 
     found = list(_compare(driver))
@@ -135,10 +135,10 @@ def _tree(driver: StorageDriver) -> _Entries:
 
 
 def _listed(driver: StorageDriver) -> _Entries:
-    repositories = {name for info in _walk(driver, paths.INDEX_REPOSITORIES)
-                    if (name := paths.index_repository_name(info.key)) is not None}
-    tags = {owned for info in _walk(driver, paths.INDEX_TAGS)
-            if (owned := paths.index_tag_owner(info.key)) is not None}
+    repositories = {name for info in _walk(driver, index_keys.INDEX_REPOSITORIES)
+                    if (name := index_keys.index_repository_name(info.key)) is not None}
+    tags = {owned for info in _walk(driver, index_keys.INDEX_TAGS)
+            if (owned := index_keys.index_tag_owner(info.key)) is not None}
     return _Entries(frozenset(repositories), frozenset(tags))
 
 
@@ -147,10 +147,10 @@ def _still_differs(driver: StorageDriver, difference: IndexDifference) -> bool:
     name, tag = difference.repository, difference.tag
     if tag is None:
         in_tree = ListingIndex(driver).has_revision(name)
-        marker = paths.index_repository(name)
+        marker = index_keys.index_repository(name)
     else:
         in_tree = _resolves(driver, name, tag)
-        marker = paths.index_tag(name, tag)
+        marker = index_keys.index_tag(name, tag)
     return in_tree == difference.missing and object_exists(driver, marker) != difference.missing
 
 

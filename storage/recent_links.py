@@ -3,15 +3,16 @@ bytes, not also a HEAD of the repository's link every time (`storage.link_cache_
 
 What it trades, and what it does not:
 
-- A link deleted by another process (a replica's DELETE, `registry gc` run apart) is still
-  believed for at most `ttl` seconds after this process last saw it. A link deleted through this
-  process's driver is forgotten at once: `Storage` wraps its driver in `ForgettingDriver`, through
-  which every delete passes, so no code path can forget to forget.
-- Only what serves content asks it (`RepositoryBlobs`' reads, `ManifestStore.get`). What decides
-  whether a push is safe (the checks that keep garbage collection off what a push names,
-  `storage.sweeping`) looks at the links themselves.
-- Bytes are never believed: a blob whose bytes a collection removed is unknown however recently
-  its link was seen (the GET of the bytes finds nothing).
+- A link deleted by another replica, or by `registry gc` run apart, is still believed for at most
+  `ttl` seconds after a look found it. One deleted by any process of this `registry serve` is
+  believed by none of them from then on: `Storage` wraps its driver in `ForgettingDriver`, through
+  which every delete passes (no code path can forget to forget), and the workers share one
+  `ForgetBoard` (storage.forget_board), whose mark a remembered link must still carry.
+- Only what serves content asks it: `RepositoryBlobs`' `open`, `open_sized` and `url_for` on the
+  `serving` view, and `ManifestStore.get`. A blob HEAD (how push clients decide to upload), a push's
+  checks and the sweep protocol with garbage collection (storage.sweeping) look at links themselves.
+- A blob's bytes are never remembered: one whose bytes a collection removed is unknown however
+  recently its link was seen (the GET of the bytes finds nothing).
 
 With `ttl` 0 it remembers nothing and every question is a look (the filesystem driver's case:
 a link check there costs microseconds).
@@ -27,78 +28,79 @@ from typing import BinaryIO
 
 from . import paths
 from .driver.base import AtomicWriter, FileInfo, FileWriter, PendingUpload, StorageDriver, WriterState
+from .forget_board import ForgetBoard, Mark
 
-#: Links remembered at most (about 200 bytes each); beyond it the memory starts over.
+#: Links remembered at most (about 250 bytes each, ~25 MB at the cap); beyond it the memory starts over.
 MAX_ENTRIES = 100_000
 
 
 class RecentLinks:
-    def __init__(self, ttl: float, max_entries: int = MAX_ENTRIES,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ttl: float, max_entries: int = MAX_ENTRIES, clock: Callable[[], float] = time.monotonic,
+                 board: ForgetBoard | None = None) -> None:
         self.ttl = ttl
         self._max_entries = max_entries
         self._clock = clock
-        #: repository → link key → when it was last seen there (clock seconds).
-        self._seen: dict[str, dict[str, float]] = {}
+        #: Where every process of this server says what it deleted (a private one: only this process).
+        self._board = (board or ForgetBoard.private()) if ttl > 0 else None
+        #: repository → link key → (when the look that found it began, the board's mark before it).
+        self._seen: dict[str, dict[str, tuple[float, Mark]]] = {}
         self._count = 0
-        #: Moves on with every forget: a look begun before one must not record what it saw.
-        self._generation = 0
         self._lock = threading.Lock()
 
     def present(self, key: str, look: Callable[[], bool]) -> bool:
-        """Whether the link at `key` is there: believed if it was seen within `ttl`, else `look()`
-        (which asks the driver) decides, and a yes is remembered."""
-        if self.ttl <= 0:
-            return look()
-        scope = paths.link_scope(key)
-        if scope is None:
+        """Whether the link at `key` is there: believed if a look found it within `ttl` and no
+        process of this server deleted a link of its repository since, else `look()` (which asks
+        the driver) decides, and a yes is remembered."""
+        scope = paths.link_scope(key) if self._board is not None else None
+        if self._board is None or scope is None:
             return look()
         name = scope[0]
+        mark = self._board.mark(name)  # before the look: a delete during it moves the mark
+        began = self._clock()  # the age counts from before the look, however long it takes
         with self._lock:
             seen = self._seen.get(name, {}).get(key)
-            if seen is not None and self._clock() - seen < self.ttl:
-                return True
-            generation = self._generation
+        if seen is not None and began - seen[0] < self.ttl and seen[1] == mark:
+            return True
         if not look():
             return False
-        self._remember(name, key, generation)
+        self._remember(name, key, began, mark)
         return True
 
     def written(self, key: str, write: Callable[[], object]) -> None:
         """Run `write` (which puts the link at `key`) and remember the link as seen."""
-        if self.ttl <= 0:
+        scope = paths.link_scope(key) if self._board is not None else None
+        if self._board is None or scope is None:
             write()
             return
-        generation = self._generation
+        mark, began = self._board.mark(scope[0]), self._clock()
         write()
-        scope = paths.link_scope(key)
-        if scope is not None:
-            self._remember(scope[0], key, generation)
+        self._remember(scope[0], key, began, mark)
 
     def forget_deleted(self, key: str) -> None:
         """`key` was deleted (an object, or everything below a prefix): nothing it may have held is
-        believed any more."""
-        scope = paths.link_scope(key)
-        if scope is None or self.ttl <= 0:
+        believed any more, by any process sharing the board."""
+        scope = paths.link_scope(key) if self._board is not None else None
+        if self._board is None or scope is None:
             return
         name, nested = scope
-        with self._lock:
-            self._generation += 1
-            doomed = [n for n in self._seen if n == name or n.startswith(f"{name}/")] if nested else [name]
+        if nested:
+            self._board.moved_all()
+        else:
+            self._board.moved(name)
+        with self._lock:  # what can no longer be believed need not be kept
+            doomed = [n for n in self._seen if not name or n == name or n.startswith(f"{name}/")] if nested else [name]
             for repository in doomed:
                 self._count -= len(self._seen.pop(repository, {}))
 
-    def _remember(self, name: str, key: str, generation: int) -> None:
+    def _remember(self, name: str, key: str, began: float, mark: Mark) -> None:
         with self._lock:
-            if generation != self._generation:
-                return  # a delete came while it was looked at or written: what was seen may be gone
             if self._count >= self._max_entries:
                 self._seen.clear()
                 self._count = 0
             links = self._seen.setdefault(name, {})
             if key not in links:
                 self._count += 1
-            links[key] = self._clock()
+            links[key] = (began, mark)
 
 
 class ForgettingDriver:

@@ -15,6 +15,7 @@ from .blobs import BlobStore, RepositoryBlobs
 from .driver.base import DriverCapabilities, StorageDriver
 from .driver.factory import DriverOptions, open_driver
 from .errors import PathNotFound
+from .forget_board import ForgetBoard
 from .links import link_exists
 from .listing import ListingIndex
 from .listing_rebuild import IndexDifference, IndexRebuild, differences, rebuild
@@ -59,12 +60,14 @@ class Repository:
 
 class Storage:
     def __init__(self, driver: StorageDriver, link_cache_seconds: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, board: ForgetBoard | None = None) -> None:
         """`link_cache_seconds`: how long serving may believe a link it saw (storage.recent_links),
         where a check is a round trip (a driver without `fast_small_reads`); 0, and on disk: never.
-        `clock` measures those seconds (tests bring their own)."""
+        `clock` measures those seconds (tests bring their own); `board` is what the processes of
+        one server share so that a delete through any is believed by none (storage.forget_board;
+        None: this process alone)."""
         if link_cache_seconds > 0 and not driver.capabilities.fast_small_reads:
-            recent = RecentLinks(link_cache_seconds, clock=clock)
+            recent = RecentLinks(link_cache_seconds, clock=clock, board=board)
             driver = ForgettingDriver(driver, recent)  # every delete made here is forgotten at once
         else:
             recent = RecentLinks(0.0)

@@ -132,7 +132,9 @@ async def get_blob(request: Request) -> Response:
     digest = path_digest(request)
     if request.method == "GET" and not request.headers.get("range") and not ctx.storage.capabilities.presigned_urls:
         return await _whole_blob(request, repo, digest)
-    info = await run_small(request, repo.blobs.stat, digest)
+    # A HEAD looks at the link itself (push clients ask it before uploading); a download may
+    # believe a link this server saw lately (storage.recent_links), as its reads below do.
+    info = await run_small(request, repo.blobs.stat if request.method == "HEAD" else repo.blobs.stat_served, digest)
     headers = blob_headers(digest)
     byte_range = parse_range(request.headers.get("range"), info.size)
     start, end = byte_range if byte_range else (0, info.size - 1)
@@ -144,7 +146,7 @@ async def get_blob(request: Request) -> Response:
         headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers)
-    # Every read below goes through the repository's view, which checks its link each time.
+    # Every read below goes through the repository's view, which checks its link.
     url = await run_small(request, repo.blobs.url_for, digest)
     if url is not None:
         # Credentials stay with us: the client fetches the bytes from storage with a signed URL.
@@ -159,7 +161,7 @@ async def get_blob(request: Request) -> Response:
 
 async def _whole_blob(request: Request, repo: Repository, digest: Digest) -> Response:
     """A GET of the whole blob: its size comes with its bytes (one storage call after the link
-    check, which storage.linkcache may answer: on S3 a pull costs a GET per blob)."""
+    check, which the server's memory of links may answer: on S3 a pull costs a GET per blob)."""
     stream, size = await run(repo.blobs.open_sized, digest)
     headers = blob_headers(digest)
     headers["Content-Length"] = str(size)

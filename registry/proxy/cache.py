@@ -150,7 +150,10 @@ class PullThrough:
         except ManifestUnknown:
             return None
         if self.touches.due("manifest", repo.name, digest):
-            repo.manifests.touch(digest)
+            try:
+                repo.manifests.touch(digest)
+            except ManifestUnknown:
+                return None  # deleted since `get` believed its link (storage.recent_links): fetch it again
         return stored
 
     def _fetch(self, repo: Repository, upstream: Upstream, remote: str, identifier: str,

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from ocispec.digest import Digest
-from storage import paths
+from storage import index_keys, paths
 from tests.support.images import Image, simple_image
 from tests.support.servers import RunningServer, start_cargobay
 
@@ -114,8 +114,8 @@ def test_check_reports_a_listing_index_that_disagrees_and_repair_rebuilds_it(ser
         assert client.get("/v2/_catalog").json()["repositories"] == ["i/app"]  # the first listing builds it
         assert _check(root).returncode == 0
         # A marker lost (a crash between the tag's write and its marker's) and one nothing justifies.
-        (root / paths.index_tag("i/app", "v2")).unlink()
-        ghost = root / paths.index_repository("ghost/repo")
+        (root / index_keys.index_tag("i/app", "v2")).unlink()
+        ghost = root / index_keys.index_repository("ghost/repo")
         ghost.parent.mkdir(parents=True)
         ghost.write_bytes(b"")
         assert client.get("/v2/i/app/tags/list").json()["tags"] == ["v1"]

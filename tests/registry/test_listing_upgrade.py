@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from storage import Storage, paths
+from storage import Storage, index_keys
 from storage.driver.fs import FilesystemDriver
 from tests.support.images import push_image, simple_image
 from tests.support.servers import start_cargobay
@@ -43,8 +43,8 @@ def test_pages_of_a_store_without_an_index_are_answered_at_once_and_the_index_is
                                headers={"Content-Type": image.media_type}).raise_for_status()
     finally:
         server.stop()
-    FilesystemDriver(root).delete(paths.INDEX)  # as a store written before the index existed
-    assert not (root / paths.INDEX).exists()
+    FilesystemDriver(root).delete(index_keys.INDEX)  # as a store written before the index existed
+    assert not (root / index_keys.INDEX).exists()
 
     server = start_cargobay(tmp_path / "second", root=root)
     try:
@@ -55,7 +55,7 @@ def test_pages_of_a_store_without_an_index_are_answered_at_once_and_the_index_is
             assert _pages(client, "/v2/_catalog", "repositories") == expected_catalog
             assert _pages(client, "/v2/team-a/app/tags/list", "tags") == expected_tags
             deadline = time.monotonic() + 30
-            while not (root / paths.INDEX_BUILT).exists():
+            while not (root / index_keys.INDEX_BUILT).exists():
                 assert time.monotonic() < deadline, "the listing index was never built"
                 time.sleep(0.1)
             assert _pages(client, "/v2/_catalog", "repositories") == expected_catalog

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from ocispec.digest import Digest
-from storage import paths
+from storage import index_keys, paths
 from storage.driver.base import StorageDriver
 from storage.errors import NameUnknown
 from storage.gc import collect
@@ -122,8 +122,8 @@ def test_rebuilt_from_a_tree_without_an_index(driver: StorageDriver) -> None:
     push_into(storage, "r/one", image, "r/two", ("a", "b"))
     # A tag that does not resolve (its manifest is not in that repository) is no entry.
     driver.put(paths.tag_current_link("r/two", "dangling"), b"sha256:" + b"0" * 64)
-    driver.delete(paths.INDEX)  # a store written before the index existed
-    driver.put(paths.index_tag("r/two", "gone"), b"")  # and a marker nothing in the tree justifies
+    driver.delete(index_keys.INDEX)  # a store written before the index existed
+    driver.put(index_keys.index_tag("r/two", "gone"), b"")  # and a marker nothing in the tree justifies
 
     found = {str(d) for d in storage.index_differences()}
     assert found == {"the listing index misses repository r/one", "the listing index misses repository r/two",

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from ocispec import mediatypes as mt
 from ocispec.digest import Digest
-from storage import BlobUnknown, ManifestBlobUnknown, ManifestUnknown, Storage, paths
+from storage import BlobUnknown, ForgetBoard, ManifestBlobUnknown, ManifestUnknown, Storage, paths
 from storage.driver.base import StorageDriver
 from storage.recent_links import RecentLinks
 
@@ -68,8 +69,12 @@ def test_a_delete_forgets_what_it_may_have_removed_and_nothing_else() -> None:
     recent.forget_deleted(paths.layer("memo/a", Digest.parse(f"sha256:{'b' * 64}")))  # any link of memo/a
     assert believed() == {"memo/a/nested", "memo/b"}
     recent.written(keys["memo/a"], lambda: None)
-    recent.forget_deleted(paths.repository("memo/a"))  # the repository and those below it
-    assert believed() == {"memo/b"}
+    recent.forget_deleted(paths.repository("memo/a"))  # the repository and those below it (or more)
+    assert not believed() & {"memo/a", "memo/a/nested"}
+    for key in keys.values():
+        recent.written(key, lambda: None)
+    recent.forget_deleted(paths.REPOSITORIES)  # everything
+    assert believed() == set()
 
 
 def test_what_was_seen_while_a_delete_ran_is_not_remembered() -> None:
@@ -162,3 +167,18 @@ def test_a_replica_sees_its_own_deletes_at_once(driver: StorageDriver) -> None:
     repo.blobs.link(digest)
     with repo.blobs.open(digest) as stream:
         assert stream.read() == data
+
+
+def test_processes_sharing_a_board_forget_what_any_of_them_deleted(tmp_path: Path) -> None:
+    board_file = tmp_path / "board"
+    ForgetBoard.create(board_file)
+    # Two workers of one server: each maps the file itself.
+    first, second = (RecentLinks(TTL, clock=Clock(), board=ForgetBoard.attach(board_file)) for _ in range(2))
+    keys = [layer_link("memo/shared"), layer_link("memo/shared/nested"), layer_link("memo/apart")]
+    for recent in (first, second):
+        for key in keys:
+            recent.written(key, lambda: None)
+    first.forget_deleted(paths.layer("memo/shared", Digest.parse(f"sha256:{'c' * 64}")))
+    assert [second.present(key, lambda: False) for key in keys] == [False, True, True]
+    first.forget_deleted(paths.repository("memo"))  # a prefix: every repository below it
+    assert [second.present(key, lambda: False) for key in keys] == [False, False, False]
