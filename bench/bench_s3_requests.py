@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -108,7 +109,8 @@ def start_all(weed: S3Server, workdir: Path, distribution_bin: str) -> list[Cont
         routed = S3Server(weed.kind, proxy.url(), weed.access_key, weed.secret_key, weed.process, weed.log_path)
         (workdir / slug).mkdir()
         if label == "Cargobay":
-            server = bench_s3.start_cargobay(routed, bucket, workdir / slug, 1, {})
+            # Its defaults, `http.workers` included (one per CPU): a step may reach any worker.
+            server = bench_s3.start_cargobay(routed, bucket, workdir / slug, 0, {})
         else:
             server = bench_s3.start_distribution(distribution_bin, routed, bucket, workdir / slug,
                                                  cache=label.endswith("cache"))
@@ -151,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
                 if not contender.server.alive():
                     raise br.BenchError(f"{contender.label} died during {name!r}: {contender.server.log_path}")
         print("S3 requests per operation (SeaweedFS behind a recording proxy; Cargobay defaults, "
-              "part_size 16 MiB; Distribution 2.8 s3 driver, chunksize 10 MiB):\n")
+              f"part_size 16 MiB, a worker per CPU ({len(os.sched_getaffinity(0))} here); Distribution 2.8 s3 driver, "
+              "chunksize 10 MiB):\n")
         print("\n".join(table(contenders, [name for name, _ in ops], args.markdown)))
         if args.json:
             print(json.dumps({c.label: {k: dict(v) for k, v in c.counts.items()} for c in contenders}))

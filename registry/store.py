@@ -1,5 +1,5 @@
 """The store the settings name: `storage.driver` and its section turned into storage's driver,
-and the store a server serves from (`serving_storage`), whose workers share one board of deletes.
+and the store a server serves from (`serving_storage`), whose workers share one board of links.
 
 Its own module, apart from the application, so that the commands that only need the store
 (`registry gc`, `check`, `usage`, `retention`) load none of the server.
@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from storage import DriverOptions, ForgetBoard, Storage, StorageDriver, driver_options, open_driver
+from storage import DriverOptions, LinkBoard, Storage, StorageDriver, driver_options, open_driver
 
 from .settings import Settings, to_dict
 
@@ -42,13 +42,14 @@ LINK_BOARD_ENV = "CARGOBAY__LINK_BOARD"
 
 @contextlib.contextmanager
 def shared_link_board(workers: int) -> Iterator[None]:
-    """While `registry serve` runs several workers: one board of deletes they all attach to
-    (storage.forget_board), so a link deleted through any is believed by none; removed at the end."""
+    """While `registry serve` runs several workers: one board of links they all attach to
+    (storage.link_board), so what one saw all believe and what one deleted none believes; removed
+    at the end."""
     if workers <= 1:
         yield
         return
     directory = Path(tempfile.mkdtemp(prefix="cargobay-links-"))  # 0700: nobody else moves its marks
-    ForgetBoard.create(directory / "board")
+    LinkBoard.create(directory / "board")
     os.environ[LINK_BOARD_ENV] = str(directory / "board")
     try:
         yield
@@ -61,5 +62,5 @@ def serving_storage(settings: Settings, driver: StorageDriver) -> Storage:
     """The store a server serves from: links it saw are believed for `storage.link_cache_seconds`
     (storage.recent_links), and its workers share the board `shared_link_board` made, if any."""
     board_file = os.environ.get(LINK_BOARD_ENV)
-    board = ForgetBoard.attach(Path(board_file)) if board_file else None
+    board = LinkBoard.attach(Path(board_file)) if board_file else None
     return Storage(driver, link_cache_seconds=settings.storage.link_cache_seconds, board=board)

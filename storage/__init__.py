@@ -38,9 +38,9 @@ from .errors import (
     UploadUnknown,
 )
 from .fill import BlobFill
-from .forget_board import ForgetBoard
 from .gc import GcProgress, GcReport, collect
 from .journal import Journal, JournalBatch, open_journal
+from .link_board import LinkBoard
 from .manifests import CACHED_MANIFEST_RULES, ManifestRules, PutResult, StoredManifest
 from .marking import ExpiringRepositories
 from .queue import Queue, QueueItem, open_queue
@@ -66,13 +66,13 @@ __all__ = [
     "FileWriter",
     "FilesystemOptions",
     "Finding",
-    "ForgetBoard",
     "GcProgress",
     "GcReport",
     "InvalidKey",
     "InvalidOffset",
     "Journal",
     "JournalBatch",
+    "LinkBoard",
     "ManifestBlobUnknown",
     "ManifestInvalid",
     "ManifestRules",

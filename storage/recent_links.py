@@ -1,4 +1,4 @@
-"""Links this process saw lately, so that serving a blob or a manifest from S3 costs the GET of its
+"""Links the processes of a server saw lately, so that serving a blob or a manifest from S3 costs the GET of its
 bytes, not also a HEAD of the repository's link every time (`storage.link_cache_seconds`).
 
 What it trades, and what it does not:
@@ -7,7 +7,8 @@ What it trades, and what it does not:
   `ttl` seconds after a look found it. One deleted by any process of this `registry serve` is
   believed by none of them from then on: `Storage` wraps its driver in `ForgettingDriver`, through
   which every delete passes (no code path can forget to forget), and the workers share one
-  `ForgetBoard` (storage.forget_board), whose mark a remembered link must still carry.
+  `LinkBoard` (storage.link_board): what one of them found, all of them believe, and a delete
+  moves a mark every remembered link must still carry.
 - Only what serves content asks it: `RepositoryBlobs`' `open`, `open_sized` and `url_for` on the
   `serving` view, and `ManifestStore.get`. A blob HEAD (how push clients decide to upload), a push's
   checks and the sweep protocol with garbage collection (storage.sweeping) look at links themselves.
@@ -21,31 +22,22 @@ a link check there costs microseconds).
 from __future__ import annotations
 
 import builtins
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO
 
 from . import paths
 from .driver.base import AtomicWriter, FileInfo, FileWriter, PendingUpload, StorageDriver, WriterState
-from .forget_board import ForgetBoard, Mark
-
-#: Links remembered at most (about 250 bytes each, ~25 MB at the cap); beyond it the memory starts over.
-MAX_ENTRIES = 100_000
+from .link_board import LinkBoard
 
 
 class RecentLinks:
-    def __init__(self, ttl: float, max_entries: int = MAX_ENTRIES, clock: Callable[[], float] = time.monotonic,
-                 board: ForgetBoard | None = None) -> None:
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic, board: LinkBoard | None = None) -> None:
+        """`clock` must read alike in every process sharing `board` (`time.monotonic` is the
+        system's); without a board this process keeps its own."""
         self.ttl = ttl
-        self._max_entries = max_entries
         self._clock = clock
-        #: Where every process of this server says what it deleted (a private one: only this process).
-        self._board = (board or ForgetBoard.private()) if ttl > 0 else None
-        #: repository → link key → (when the look that found it began, the board's mark before it).
-        self._seen: dict[str, dict[str, tuple[float, Mark]]] = {}
-        self._count = 0
-        self._lock = threading.Lock()
+        self._board = (board or LinkBoard.private()) if ttl > 0 else None
 
     def present(self, key: str, look: Callable[[], bool]) -> bool:
         """Whether the link at `key` is there: believed if a look found it within `ttl` and no
@@ -54,16 +46,13 @@ class RecentLinks:
         scope = paths.link_scope(key) if self._board is not None else None
         if self._board is None or scope is None:
             return look()
-        name = scope[0]
-        mark = self._board.mark(name)  # before the look: a delete during it moves the mark
+        mark = self._board.mark(scope[0])  # before the look: a delete during it moves the mark
         began = self._clock()  # the age counts from before the look, however long it takes
-        with self._lock:
-            seen = self._seen.get(name, {}).get(key)
-        if seen is not None and began - seen[0] < self.ttl and seen[1] == mark:
+        if self._board.believes(key, scope[0], began, self.ttl):
             return True
         if not look():
             return False
-        self._remember(name, key, began, mark)
+        self._board.saw(key, began, mark)
         return True
 
     def written(self, key: str, write: Callable[[], object]) -> None:
@@ -74,7 +63,7 @@ class RecentLinks:
             return
         mark, began = self._board.mark(scope[0]), self._clock()
         write()
-        self._remember(scope[0], key, began, mark)
+        self._board.saw(key, began, mark)
 
     def forget_deleted(self, key: str) -> None:
         """`key` was deleted (an object, or everything below a prefix): nothing it may have held is
@@ -87,20 +76,6 @@ class RecentLinks:
             self._board.moved_all()
         else:
             self._board.moved(name)
-        with self._lock:  # what can no longer be believed need not be kept
-            doomed = [n for n in self._seen if not name or n == name or n.startswith(f"{name}/")] if nested else [name]
-            for repository in doomed:
-                self._count -= len(self._seen.pop(repository, {}))
-
-    def _remember(self, name: str, key: str, began: float, mark: Mark) -> None:
-        with self._lock:
-            if self._count >= self._max_entries:
-                self._seen.clear()
-                self._count = 0
-            links = self._seen.setdefault(name, {})
-            if key not in links:
-                self._count += 1
-            links[key] = (began, mark)
 
 
 class ForgettingDriver:

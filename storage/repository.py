@@ -15,7 +15,7 @@ from .blobs import BlobStore, RepositoryBlobs
 from .driver.base import DriverCapabilities, StorageDriver
 from .driver.factory import DriverOptions, open_driver
 from .errors import PathNotFound
-from .forget_board import ForgetBoard
+from .link_board import LinkBoard
 from .links import link_exists
 from .listing import ListingIndex
 from .listing_rebuild import IndexDifference, IndexRebuild, differences, rebuild
@@ -60,11 +60,11 @@ class Repository:
 
 class Storage:
     def __init__(self, driver: StorageDriver, link_cache_seconds: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic, board: ForgetBoard | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, board: LinkBoard | None = None) -> None:
         """`link_cache_seconds`: how long serving may believe a link it saw (storage.recent_links),
         where a check is a round trip (a driver without `fast_small_reads`); 0, and on disk: never.
         `clock` measures those seconds (tests bring their own); `board` is what the processes of
-        one server share so that a delete through any is believed by none (storage.forget_board;
+        one server share, what each saw and deleted (storage.link_board;
         None: this process alone)."""
         if link_cache_seconds > 0 and not driver.capabilities.fast_small_reads:
             recent = RecentLinks(link_cache_seconds, clock=clock, board=board)

@@ -9,7 +9,8 @@ A sha256 of the bytes so far is kept in process memory while this process has se
 (the common case: one client, one replica), with the token its session wrote into the state
 (storage.upload_session); it is used only for a state with that token, so never for bytes another session
 (another replica, or a thread of this one) saved last. When it cannot be used, or the digest uses
-another algorithm, `complete` re-hashes the data from storage instead.
+another algorithm, `complete` hashes the bytes the state holds when it holds them all (S3, an upload
+under a part: `FileWriter.held`), and otherwise re-hashes the data from storage.
 
 With the running hash, `complete` verifies before finishing anything, then finishes the bytes
 straight at their CAS key (`FileWriter.commit_to`: a file is fsynced and renamed there under the
@@ -202,6 +203,12 @@ class UploadStore:
             if digest.algorithm == DEFAULT_ALGORITHM and self._hashable(header):
                 # Only the hash of exactly the bytes this state names (its token: RunningHashes).
                 hasher = self._hashes.take(upload_id, size, header.token)
+            held = writer.held() if hasher is None else None
+            if held is not None:
+                # Another process saw the bytes, but the state holds them all (S3, under a part):
+                # hashed here, from what is about to be finished, with no read back.
+                hasher = new_hasher(digest.algorithm)
+                hasher.update(held)
             if hasher is not None:
                 # This process saw every byte: verified before anything is finished, then the
                 # bytes are finished straight into the CAS (a file renamed there, once no other

@@ -136,6 +136,12 @@ class FileWriter(Protocol):
         an object at the key (S3: parts completed there and copied on): the caller removes it
         with the state it keeps."""
 
+    def held(self) -> bytes | bytearray | None:
+        """Every byte of the object when this writer holds them all in memory (S3: an upload whose
+        bytes never made a part, continued from the state that keeps them), exactly what
+        `commit_to` would put at its destination; None where they lie elsewhere (a file, parts),
+        to be read back for hashing."""
+
     def saved_state(self) -> WriterState | None:
         """After `close()` of a writer opened with `saved` (`DriverCapabilities.external_writer_state`):
         what the caller must keep for `writer(key, append=True, saved=...)` to continue where this

@@ -168,6 +168,9 @@ class FsFileWriter:
     def saved_state(self) -> WriterState | None:
         return None  # the file is all the state
 
+    def held(self) -> bytes | bytearray | None:
+        return None  # in the file
+
     def _holds_only_ours(self) -> bool:
         """Whether the key still names this writer's file and it has exactly the bytes this writer
         counted (under the exclusive lock: no writer can add any now)."""

@@ -195,5 +195,8 @@ class ObservedWriter(ObservedAtomicWriter):
     def commit_to(self, destination: str) -> None:
         self.driver.timed("writer.commit", lambda: self.appending.commit_to(destination))
 
+    def held(self) -> bytes | bytearray | None:
+        return self.appending.held()  # no backend call: nothing to time
+
     def saved_state(self) -> WriterState | None:
         return self.appending.saved_state()  # no backend call: nothing to time

@@ -48,6 +48,17 @@ def server(tmp_path_factory: pytest.TempPathFactory, seaweedfs: S3Server, s3_buc
     running.stop()
 
 
+@pytest.fixture(scope="module")
+def replica(tmp_path_factory: pytest.TempPathFactory, seaweedfs: S3Server, s3_bucket: str,  # noqa: F811
+            proxy: RecordingProxy) -> Iterator[RunningServer]:
+    """Another replica over the same bucket, behind the same recording proxy."""
+    config = s3_config(seaweedfs, s3_bucket, endpoint_url=proxy.url(), part_size=PART)
+    config["storage"]["uploads"] = {"purge_interval": 0}
+    running = start_cargobay(tmp_path_factory.mktemp("s3-requests-replica"), config=config, env=s3_env(seaweedfs))
+    yield running
+    running.stop()
+
+
 @pytest.fixture
 def client(server: RunningServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=60) as c:
@@ -153,15 +164,35 @@ def test_an_upload_in_a_patch_is_finished_into_the_cas_without_a_copy(client: ht
     # Where it stands (what a client resuming asks) is the state's first line: a ranged GET, so
     # the bytes the state holds are never sent (and the connection goes back to the pool).
     assert step(lambda: client.get(location)) == [("GET", "upload state's first line")]
-    assert step(lambda: client.put(location, params={"digest": digest})) == [
-        ("GET", "upload state"), ("HEAD", "blob"), ("PUT", "blob"), ("PUT", "link"), ("GET", "sweeps"),
-        ("POST", "batch delete")]
+    assert step(lambda: client.put(location, params={"digest": digest})) == FINISHED
     assert client.get(f"/v2/costs/patched/blobs/{digest}").content == data
 
 
-def test_serving_a_blob_is_its_bytes_once_its_link_was_seen(server: RunningServer, client: httpx.Client,
-                                                             proxy: RecordingProxy, seaweedfs: S3Server,  # noqa: F811
-                                                             s3_bucket: str, tmp_path: Path) -> None:  # noqa: F811
+#: What the final PUT of an upload under a part costs: its state, is the blob there, the blob, its
+#: link, the collection check, the state and the data key in one batch delete.
+FINISHED = [("GET", "upload state"), ("HEAD", "blob"), ("PUT", "blob"), ("PUT", "link"), ("GET", "sweeps"),
+            ("POST", "batch delete")]
+
+
+def test_an_upload_patched_on_one_replica_is_finished_alike_on_another(client: httpx.Client, replica: RunningServer,
+                                                                        proxy: RecordingProxy) -> None:
+    """The replica finishing it has no running hash of the bytes, but the state holds them all
+    (under a part): it hashes those, with no object written at the data key and read back."""
+    data = random.Random(6).randbytes(4096)
+    digest = sha256(data)
+    location = client.post("/v2/costs/handed-on/blobs/uploads/").headers["Location"]
+    client.patch(location, content=data).raise_for_status()
+    wrong = cost(proxy, lambda: httpx.put(f"{replica.url}{location}", params={"digest": sha256(b"other")}))
+    assert not [s for s in wrong if "/v1/blobs/" in s.path and s.method == "PUT"], described(wrong)
+    location = client.post("/v2/costs/handed-on/blobs/uploads/").headers["Location"]
+    client.patch(location, content=data).raise_for_status()
+    seen = cost(proxy, lambda: httpx.put(f"{replica.url}{location}", params={"digest": digest}).raise_for_status())
+    assert [what(s) for s in seen] == FINISHED, described(seen)
+    assert httpx.get(f"{replica.url}/v2/costs/handed-on/blobs/{digest}").content == data
+
+
+def test_serving_a_blob_is_its_bytes_once_its_link_was_seen(client: httpx.Client, replica: RunningServer,
+                                                             proxy: RecordingProxy) -> None:
     data = random.Random(5).randbytes(3 * 1024)
     digest = sha256(data)
     client.post("/v2/costs/served/blobs/uploads/", params={"digest": digest}, content=data).raise_for_status()
@@ -173,15 +204,9 @@ def test_serving_a_blob_is_its_bytes_once_its_link_was_seen(server: RunningServe
     assert [(s.method, s.path.endswith(blob_key(digest))) for s in seen] == [("HEAD", False), ("HEAD", True)], \
         described(seen)
     # A replica that never saw the link checks it first, then remembers it.
-    config = s3_config(seaweedfs, s3_bucket, endpoint_url=proxy.url(), part_size=PART)
-    config["storage"]["uploads"] = {"purge_interval": 0}
-    replica = start_cargobay(tmp_path, config=config, env=s3_env(seaweedfs))
-    try:
-        for expected in ([("HEAD", False), ("GET", True)], [("GET", True)]):
-            seen = cost(proxy, lambda: httpx.get(f"{replica.url}/v2/costs/served/blobs/{digest}").raise_for_status())
-            assert [(s.method, s.path.endswith(blob_key(digest))) for s in seen] == expected, described(seen)
-    finally:
-        replica.stop()
+    for expected in ([("HEAD", False), ("GET", True)], [("GET", True)]):
+        seen = cost(proxy, lambda: httpx.get(f"{replica.url}/v2/costs/served/blobs/{digest}").raise_for_status())
+        assert [(s.method, s.path.endswith(blob_key(digest))) for s in seen] == expected, described(seen)
     # A blob the repository does not have: one HEAD of its link, nothing else.
     absent = sha256(b"absent")
     seen = cost(proxy, lambda: client.head(f"/v2/costs/served/blobs/{absent}"))

@@ -13,7 +13,7 @@ import pytest
 
 from ocispec import mediatypes as mt
 from ocispec.digest import Digest
-from storage import BlobUnknown, ForgetBoard, ManifestBlobUnknown, ManifestUnknown, Storage, paths
+from storage import BlobUnknown, LinkBoard, ManifestBlobUnknown, ManifestUnknown, Storage, paths
 from storage.driver.base import StorageDriver
 from storage.recent_links import RecentLinks
 
@@ -169,15 +169,17 @@ def test_a_replica_sees_its_own_deletes_at_once(driver: StorageDriver) -> None:
         assert stream.read() == data
 
 
-def test_processes_sharing_a_board_forget_what_any_of_them_deleted(tmp_path: Path) -> None:
+def test_processes_sharing_a_board_believe_what_one_saw_and_forget_what_one_deleted(tmp_path: Path) -> None:
     board_file = tmp_path / "board"
-    ForgetBoard.create(board_file)
+    LinkBoard.create(board_file)
     # Two workers of one server: each maps the file itself.
-    first, second = (RecentLinks(TTL, clock=Clock(), board=ForgetBoard.attach(board_file)) for _ in range(2))
+    first, second = (RecentLinks(TTL, clock=Clock(), board=LinkBoard.attach(board_file)) for _ in range(2))
     keys = [layer_link("memo/shared"), layer_link("memo/shared/nested"), layer_link("memo/apart")]
-    for recent in (first, second):
-        for key in keys:
-            recent.written(key, lambda: None)
+    for key in keys:
+        first.written(key, lambda: None)
+    assert all(second.present(key, lambda: False) for key in keys)  # seen by the other: believed
+    other = RecentLinks(TTL, clock=Clock(), board=LinkBoard.private())  # another server: its own board
+    assert not other.present(keys[0], lambda: False)
     first.forget_deleted(paths.layer("memo/shared", Digest.parse(f"sha256:{'c' * 64}")))
     assert [second.present(key, lambda: False) for key in keys] == [False, True, True]
     first.forget_deleted(paths.repository("memo"))  # a prefix: every repository below it

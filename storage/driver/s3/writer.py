@@ -219,6 +219,11 @@ class S3FileWriter:
             self._bucket.call("delete_object", self._key, Key=self._full)
         self._finish()
 
+    def held(self) -> bytes | bytearray | None:
+        # Without a multipart upload the buffer is the whole object (`commit_to` PUTs just it).
+        whole = self._upload_id is None and not self._done and len(self._buf) == self._size
+        return self._buf if whole else None
+
     # -- internals -------------------------------------------------------------------------------
     def _upload_exists(self) -> bool:
         """Whether the multipart upload is still open (asked only after a call on it failed: S3
