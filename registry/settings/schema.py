@@ -160,8 +160,8 @@ class StorageSettings:
     link_cache_seconds: float = field(default=30.0, metadata=_help(
         "How long serving believes a repository's link to a blob or manifest it saw (seconds or a duration), "
         "where checking one is a round trip (s3): a pull then costs one GET per blob. A delete on another "
-        "replica (or by `registry gc`) is seen within this time, one through this replica at once; pushes "
-        "always check. 0: check on every read. On disk every read checks (microseconds).",
+        "replica (or by `registry gc`) is seen within this time, one through any worker of this server at once; "
+        "blob HEADs and pushes always check. 0: check on every read. On disk every read checks (microseconds).",
         duration=True, min=0, max=3600))
 
 
