@@ -92,7 +92,7 @@ def serve(settings: Settings) -> None:
     options = uvicorn_options(settings)
     # Before anything imports prometheus_client, which picks in-process values or the workers' shared
     # files when it loads (registry.metrics.multiprocess); the workers inherit the directory.
-    with metrics.multiprocess_dir(workers, settings.metrics.enabled), shared_link_board(workers):
+    with metrics.multiprocess_dir(workers, settings.metrics.enabled), shared_link_board(settings, workers):
         from .app import create_app, create_metrics_app
 
         if workers > 1:

@@ -41,11 +41,12 @@ LINK_BOARD_ENV = "CARGOBAY__LINK_BOARD"
 
 
 @contextlib.contextmanager
-def shared_link_board(workers: int) -> Iterator[None]:
-    """While `registry serve` runs several workers: one board of links they all attach to
-    (storage.link_board), so what one saw all believe and what one deleted none believes; removed
-    at the end."""
-    if workers <= 1:
+def shared_link_board(settings: Settings, workers: int) -> Iterator[None]:
+    """While `registry serve` runs several workers that remember links (S3, `link_cache_seconds`
+    above 0): one board they all attach to (storage.link_board), so what one saw all believe and
+    what one deleted none believes; removed at the end. Otherwise none, and none inherited."""
+    if workers <= 1 or settings.storage.driver != "s3" or settings.storage.link_cache_seconds <= 0:
+        os.environ.pop(LINK_BOARD_ENV, None)  # another server's board is not this one's
         yield
         return
     directory = Path(tempfile.mkdtemp(prefix="cargobay-links-"))  # 0700: nobody else moves its marks

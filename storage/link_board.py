@@ -4,30 +4,29 @@ every worker, and a link deleted through any worker is believed by none from the
 
 The file holds:
 
-- a secret (16 random bytes) that keys the hash of link keys, so nobody can choose names that
-  collide with another repository's link;
-- the board's own counter and one counter per repository slot (a hash of the repository name):
-  a delete moves its repository's (a delete above repositories moves the board's own);
-- a table of sightings, one entry per link-key hash slot (a newer sighting takes the place of
-  whatever was there): the key's hash, when the look that found it began, and the two counters as
-  they were before that look. An entry is believed only while both counters are unchanged.
-
-Writes are plain stores of aligned 8-byte words, not atomic as a whole across processes. A
-counter moved by two deletes at once may move by one instead of two, which still changes it, and
-that is all a mark compares. An entry is written key-hash last and read key-hash first and last:
-a reader that sees the same hash twice read the fields of a sighting of that very key (a
-concurrent writer of another key clears the hash first), so the worst a race can do is make a
-sighting be looked at again.
+- a secret (16 random bytes) that keys every hash below, so nobody can choose names whose
+  sightings or counters meet another repository's;
+- the board's own counter and one counter per repository slot (a keyed hash of the name): a delete
+  moves its repository's (a delete above repositories moves the board's own). Moves take a lock
+  (the file's byte range and a thread lock), so a counter only ever goes up: a remembered mark
+  can never come back;
+- a table of sightings, one per slot of a keyed hash of the link key (a newer sighting takes the
+  place of whatever was there): when the look that found it began, the two counters as they were
+  before that look, and a check word, a keyed hash of the key and those three fields. A reader
+  believes an entry only if the check word is the one its own key and the fields it read give, so
+  an entry of another key, or one two writers mixed, or one read half-written, is not believed
+  (at worst a sighting is looked at again); then only while both counters are unchanged.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import mmap
 import os
 import secrets
 import struct
-import zlib
+import threading
 from pathlib import Path
 
 #: Repository counters; names that share one forget each other's links more often than needed.
@@ -35,7 +34,7 @@ REPOSITORY_SLOTS = 4096
 #: Sightings kept at most (direct-mapped: two keys on one slot take turns).
 SIGHTING_SLOTS = 1 << 17
 _WORD = struct.Struct("<Q")
-_SIGHTING = struct.Struct("<QdQQ")  # key hash (0: empty), began (clock seconds), board counter, repository counter
+_SIGHTING = struct.Struct("<QdQQ")  # check word (0: empty), began (clock seconds), board counter, repository counter
 _SECRET_SIZE = 16
 _COUNTERS = _SECRET_SIZE
 _SIGHTINGS = _COUNTERS + _WORD.size * (1 + REPOSITORY_SLOTS)
@@ -46,9 +45,12 @@ Mark = tuple[int, int]
 
 
 class LinkBoard:
-    def __init__(self, memory: mmap.mmap) -> None:
+    def __init__(self, memory: mmap.mmap, fd: int | None = None) -> None:
+        """`fd`: the board's file, kept open for the counters' lock (None: a private board)."""
         self._memory = memory
+        self._fd = fd
         self._secret = bytes(memory[:_SECRET_SIZE])
+        self._moving = threading.Lock()
 
     @classmethod
     def private(cls) -> LinkBoard:
@@ -73,9 +75,10 @@ class LinkBoard:
     def attach(cls, path: Path) -> LinkBoard:
         fd = os.open(path, os.O_RDWR)
         try:
-            return cls(mmap.mmap(fd, _SIZE))
-        finally:
-            os.close(fd)  # the mapping keeps the file
+            return cls(mmap.mmap(fd, _SIZE), fd)
+        except BaseException:
+            os.close(fd)
+            raise
 
     # -- deletes ---------------------------------------------------------------------------------
     def mark(self, name: str) -> Mark:
@@ -93,17 +96,13 @@ class LinkBoard:
     # -- sightings -------------------------------------------------------------------------------
     def saw(self, key: str, began: float, mark: Mark) -> None:
         """A look that began at `began`, after the counters read `mark`, found the link at `key`."""
-        hashed, at = self._sighting(key)
-        _WORD.pack_into(self._memory, at, 0)  # readers of the slot meanwhile find nothing
-        _SIGHTING.pack_into(self._memory, at, 0, began, *mark)
-        _WORD.pack_into(self._memory, at, hashed)
+        _SIGHTING.pack_into(self._memory, self._slot(key), self._check(key, began, *mark), began, *mark)
 
     def believes(self, key: str, name: str, now: float, ttl: float) -> bool:
         """Whether a sighting of `key` (a link of `name`) began less than `ttl` before `now` and
         nothing of `name` was deleted since."""
-        hashed, at = self._sighting(key)
-        found, began, board, repository = _SIGHTING.unpack_from(self._memory, at)
-        if found != hashed or self._word(at) != hashed:
+        check, began, board, repository = _SIGHTING.unpack_from(self._memory, self._slot(key))
+        if check == 0 or check != self._check(key, began, board, repository):
             return False
         return now - began < ttl and (board, repository) == self.mark(name)
 
@@ -113,14 +112,24 @@ class LinkBoard:
         return value
 
     def _move(self, offset: int) -> None:
-        _WORD.pack_into(self._memory, offset, (self._word(offset) + 1) & 0xFFFF_FFFF_FFFF_FFFF)
+        with self._moving:  # the threads of this process
+            if self._fd is not None:  # the other processes
+                fcntl.lockf(self._fd, fcntl.LOCK_EX, _WORD.size, offset)
+            try:
+                _WORD.pack_into(self._memory, offset, (self._word(offset) + 1) & 0xFFFF_FFFF_FFFF_FFFF)
+            finally:
+                if self._fd is not None:
+                    fcntl.lockf(self._fd, fcntl.LOCK_UN, _WORD.size, offset)
 
-    @staticmethod
-    def _repository(name: str) -> int:
-        return _COUNTERS + _WORD.size * (1 + zlib.crc32(name.encode()) % REPOSITORY_SLOTS)
+    def _hash(self, *parts: bytes) -> int:
+        return int.from_bytes(hashlib.blake2b(b"\0".join(parts), digest_size=8, key=self._secret).digest(), "little")
 
-    def _sighting(self, key: str) -> tuple[int, int]:
-        """The key's hash (never 0: 0 marks an empty slot) and its slot's offset."""
-        digest = hashlib.blake2b(key.encode(), digest_size=8, key=self._secret).digest()
-        hashed = int.from_bytes(digest, "little") or 1
-        return hashed, _SIGHTINGS + _SIGHTING.size * (hashed % SIGHTING_SLOTS)
+    def _repository(self, name: str) -> int:
+        return _COUNTERS + _WORD.size * (1 + self._hash(b"repository", name.encode()) % REPOSITORY_SLOTS)
+
+    def _slot(self, key: str) -> int:
+        return _SIGHTINGS + _SIGHTING.size * (self._hash(b"slot", key.encode()) % SIGHTING_SLOTS)
+
+    def _check(self, key: str, began: float, board: int, repository: int) -> int:
+        fields = struct.pack("<dQQ", began, board, repository)
+        return self._hash(b"sighting", key.encode(), fields) or 1  # never 0: 0 is an empty slot

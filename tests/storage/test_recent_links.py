@@ -6,8 +6,10 @@ always look. On disk every read looks."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -184,3 +186,38 @@ def test_processes_sharing_a_board_believe_what_one_saw_and_forget_what_one_dele
     assert [second.present(key, lambda: False) for key in keys] == [False, True, True]
     first.forget_deleted(paths.repository("memo"))  # a prefix: every repository below it
     assert [second.present(key, lambda: False) for key in keys] == [False, False, False]
+
+
+def _delete_many_times(board_file: str, times: int, start: Any) -> None:
+    board = LinkBoard.attach(Path(board_file))
+    start.wait()  # both at once
+    for _ in range(times):
+        board.moved("memo/busy")
+
+
+def test_deletes_in_several_processes_at_once_only_ever_move_a_counter_up(tmp_path: Path) -> None:
+    """A mark a sighting carries must never come back: every delete of every worker counts."""
+    board_file = tmp_path / "board"
+    board = LinkBoard.create(board_file)
+    before = board.mark("memo/busy")
+    times = 100_000
+    context = multiprocessing.get_context("spawn")  # as uvicorn starts its workers
+    start = context.Barrier(2)
+    workers = [context.Process(target=_delete_many_times, args=(str(board_file), times, start)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    assert board.mark("memo/busy") == (before[0], before[1] + 2 * times)
+
+
+def test_a_sighting_is_believed_only_for_its_own_key() -> None:
+    board = LinkBoard.private()
+    key, other = layer_link("memo/own"), layer_link("memo/own", "b" * 64)
+    board.saw(key, 1000.0, board.mark("memo/own"))
+    assert board.believes(key, "memo/own", 1001.0, TTL)
+    assert not board.believes(other, "memo/own", 1001.0, TTL)  # whatever slot it hashes to
+    assert not board.believes(key, "memo/own", 1000.0 + TTL, TTL)
+    board.moved("memo/own")
+    assert not board.believes(key, "memo/own", 1001.0, TTL)
