@@ -79,7 +79,8 @@ def serve(settings: Settings) -> None:
 
     logs.configure(settings.log)
     tls.check(settings.http.tls)  # fail fast, with one line, on unusable certificate or key files
-    storage_driver(settings).check()  # and on unusable storage
+    driver = storage_driver(settings)
+    driver.check()  # and on unusable storage
     if settings.audit.path:
         from .audit import check_file
 
@@ -92,7 +93,7 @@ def serve(settings: Settings) -> None:
     options = uvicorn_options(settings)
     # Before anything imports prometheus_client, which picks in-process values or the workers' shared
     # files when it loads (registry.metrics.multiprocess); the workers inherit the directory.
-    with metrics.multiprocess_dir(workers, settings.metrics.enabled), shared_link_board(settings, workers):
+    with metrics.multiprocess_dir(workers, settings.metrics.enabled), shared_link_board(settings, driver, workers):
         from .app import create_app, create_metrics_app
 
         if workers > 1:

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from storage import DriverOptions, LinkBoard, Storage, StorageDriver, driver_options, open_driver
+from storage import DriverOptions, LinkBoard, Storage, StorageDriver, driver_options, open_driver, remembers_links
 
 from .settings import Settings, to_dict
 
@@ -41,11 +41,12 @@ LINK_BOARD_ENV = "CARGOBAY__LINK_BOARD"
 
 
 @contextlib.contextmanager
-def shared_link_board(settings: Settings, workers: int) -> Iterator[None]:
-    """While `registry serve` runs several workers that remember links (S3, `link_cache_seconds`
-    above 0): one board they all attach to (storage.link_board), so what one saw all believe and
-    what one deleted none believes; removed at the end. Otherwise none, and none inherited."""
-    if workers <= 1 or settings.storage.driver != "s3" or settings.storage.link_cache_seconds <= 0:
+def shared_link_board(settings: Settings, driver: StorageDriver, workers: int) -> Iterator[None]:
+    """While `registry serve` runs several workers that remember links (`storage.remembers_links`:
+    on S3 with `link_cache_seconds` above 0): one board they all attach to (storage.link_board), so
+    what one saw all believe and what one deleted none believes; removed at the end. Otherwise
+    none, and none inherited."""
+    if workers <= 1 or not remembers_links(driver.capabilities, settings.storage.link_cache_seconds):
         os.environ.pop(LINK_BOARD_ENV, None)  # another server's board is not this one's
         yield
         return

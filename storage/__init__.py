@@ -44,6 +44,7 @@ from .link_board import LinkBoard
 from .manifests import CACHED_MANIFEST_RULES, ManifestRules, PutResult, StoredManifest
 from .marking import ExpiringRepositories
 from .queue import Queue, QueueItem, open_queue
+from .recent_links import remembers_links
 from .repository import Repository, Storage, open_storage
 from .tags import TagInfo
 from .upload_session import UploadSession
@@ -114,6 +115,7 @@ __all__ = [
     "open_queue",
     "open_storage",
     "option_limits",
+    "remembers_links",
     "scrub",
     "track",
 ]

@@ -19,7 +19,7 @@ from .driver.base import DriverCapabilities, StorageDriver
 from .errors import BlobUnknown, PathNotFound, StorageError
 from .fill import BlobFill
 from .links import delete_quietly, digests_below, object_exists, write_link
-from .recent_links import RecentLinks
+from .recent_links import NO_MEMORY, RecentLinks
 from .sweeping import SweepWatch
 from .usage import UsageIndex, forget
 
@@ -27,8 +27,6 @@ from .usage import UsageIndex, forget
 _SETTLE_ROUNDS = 3
 #: Blob sizes read at once where each is a round trip (S3).
 _SIZE_CONCURRENCY = 16
-#: What a view that is not `serving` checks links with: no memory, a look every time.
-_LOOK_EACH_TIME = RecentLinks(0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +38,10 @@ class BlobInfo:
 class BlobStore:
     """The global CAS. Callers are responsible for the per-repository access check."""
 
-    def __init__(self, driver: StorageDriver, recent_links: RecentLinks | None = None) -> None:
+    def __init__(self, driver: StorageDriver, recent_links: RecentLinks = NO_MEMORY) -> None:
         self.driver = driver
-        #: Links lately seen, which serving may believe (storage.recent_links); remembers nothing by default.
-        self.recent_links = recent_links or RecentLinks(0.0)
+        #: Links lately seen, which `serving` views may believe (storage.recent_links).
+        self.recent_links = recent_links
         #: Quota usage kept current as repositories link blobs (storage.usage); None: not counted.
         self.usage: UsageIndex | None = None
         #: What every write that links content asks before it counts (storage.sweeping).
@@ -93,23 +91,25 @@ class BlobStore:
 
 
 class RepositoryBlobs:
-    """One repository's view of the CAS, through its links: every read (`stat`, `open`, `url_for`)
-    checks this repository's link first, so a blob another repository pushed is BlobUnknown here
-    whatever order a caller makes its calls in. This is the only way the registry reaches blobs.
+    """One repository's view of the CAS, through its links: every read (`stat`, `stat_served`,
+    `open`, `open_sized`, `url_for`) checks this repository's link first, so a blob another
+    repository pushed is BlobUnknown here whatever order a caller makes its calls in. This is the
+    only way the registry reaches blobs.
 
     Content enters it only verified: an upload (`Repository.uploads`), a `fill` (a blob that
     arrives whole, straight into the CAS), or a link to what the CAS already holds (`mount_from`,
     `adopt_existing`).
 
     A view made `serving` (the one `Repository.blobs` is) lets its reads believe a link seen lately
-    (storage.recent_links: on S3, within `storage.link_cache_seconds`); `has`, `intact` and every
-    view made without it look at the link each time, which is what a push's checks must do."""
+    (storage.recent_links: on S3, within `storage.link_cache_seconds`); `has`, `intact`, `stat`,
+    `touch` and every view made without it look at the link each time, which is what a push's
+    checks must do."""
 
     def __init__(self, store: BlobStore, name: str, *, serving: bool = False) -> None:
         self.store = store
         self.name = name
         #: What the reads' link check asks: the store's memory of links (serving), or one that never remembers.
-        self._served_links = store.recent_links if serving else _LOOK_EACH_TIME
+        self._served_links = store.recent_links if serving else NO_MEMORY
 
     @property
     def driver(self) -> StorageDriver:

@@ -38,7 +38,7 @@ _TAG_CHARS = re.compile(r"[A-Za-z0-9_.-]*")
 
 
 def _chunked(text: str) -> str:
-    """The key below an index prefix of a name ("" for ""): module docstring, "listing index"."""
+    """The key below an index prefix of a name ("" for ""): the layout comment above INDEX."""
     if not text:
         return ""
     chunks = [text[at:at + INDEX_CHUNK] for at in range(0, len(text), INDEX_CHUNK)]

@@ -1,6 +1,6 @@
 """The listing index: the catalog and every repository's tag list as small marker objects, so a
 page of `GET /v2/_catalog` or `tags/list` is one driver `list_page` (one S3 listing), whatever the
-number of repositories or tags (the layout and its ordering: storage.paths, "listing index").
+number of repositories or tags (the layout and its ordering: storage.index_keys).
 
 The tree (`v1/repositories/...`) stays the truth; a marker says "this repository has manifests" or
 "this tag resolves". Markers are empty objects, written with idempotent puts and removed with

@@ -4,7 +4,7 @@ checks that say whether it is visible (a tag's link, the revision's link), not r
 
 What is cached never decides visibility: `ManifestStore.get` checks the revision link on every
 read (on S3 a link seen lately is believed, storage.recent_links), so a deleted manifest is
-unknown once its link is. What is cached does not go
+unknown as soon as a read no longer believes its link. What is cached does not go
 stale: the bytes are their digest's, and the media type is what the push read from them (their
 Content-Type only decides where the manifest's own fields leave the type open); a push forgets
 the entry in its process all the same. Bounded by the bytes it holds; the least recently used go

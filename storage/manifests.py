@@ -26,7 +26,7 @@ from .errors import (
 )
 from .links import delete_quietly, digests_below, object_exists, write_link
 from .manifest_cache import ManifestCache
-from .recent_links import RecentLinks
+from .recent_links import NO_MEMORY
 from .referrers import ReferrerStore
 from .tags import TagStore
 
@@ -93,15 +93,16 @@ CACHED_MANIFEST_RULES = ManifestRules(allow_sparse_indexes=True, allow_absent_bl
 
 class ManifestStore:
     def __init__(self, driver: StorageDriver, blobs: BlobStore, name: str, cache: ManifestCache | None = None,
-                 served_links: RecentLinks | None = None) -> None:
+                 *, serving: bool = False) -> None:
+        """`serving`: `get` may believe a revision link seen lately (storage.recent_links), as the
+        registry's views do; without it every read looks."""
         self.driver = driver
         self.blobs = blobs
         self.name = name
         #: The store's cache of manifests already read (storage.manifest_cache); None: read each time.
         self.cache = cache
-        #: What `get` checks revision links with: the store's memory of links seen lately
-        #: (storage.recent_links), or none (a look every time). Nothing else here believes it.
-        self._served_links = served_links or RecentLinks(0.0)
+        #: What `get` checks revision links with; nothing else here believes it.
+        self._served_links = blobs.recent_links if serving else NO_MEMORY
         self.layer_links = RepositoryBlobs(blobs, name)
         self.tags = TagStore(driver, name)
         self.referrers = ReferrerStore(driver, name)
@@ -134,7 +135,7 @@ class ManifestStore:
         created = not self.exists(digest)
         # The revision link last: it is what makes the manifest visible in this repository.
         revision_link = paths.manifest_revision_link(self.name, digest)
-        self._served_links.written(revision_link, lambda: write_link(self.driver, revision_link, digest))
+        self.blobs.recent_links.written(revision_link, lambda: write_link(self.driver, revision_link, digest))
         if rules.refresh_links:
             for blob in blobs:
                 self.layer_links.link(blob)
@@ -240,7 +241,8 @@ class ManifestStore:
         this repository has no such revision: a touch never creates one."""
         if not self.exists(digest):
             raise ManifestUnknown(f"manifest unknown: {digest}", digest=str(digest))
-        write_link(self.driver, paths.manifest_revision_link(self.name, digest), digest)
+        revision_link = paths.manifest_revision_link(self.name, digest)
+        self.blobs.recent_links.written(revision_link, lambda: write_link(self.driver, revision_link, digest))
 
     # -- read ------------------------------------------------------------------------------------
     def exists(self, digest: Digest) -> bool:
@@ -263,8 +265,7 @@ class ManifestStore:
     def get(self, digest: Digest) -> StoredManifest:
         """The manifest if this repository has its revision: its link checked on every call, cache
         or not (believed if seen lately, where the store remembers links: storage.recent_links)."""
-        revision_link = paths.manifest_revision_link(self.name, digest)
-        if not self._served_links.present(revision_link, lambda: object_exists(self.driver, revision_link)):
+        if not self._served_links.present(paths.manifest_revision_link(self.name, digest), lambda: self.exists(digest)):
             raise ManifestUnknown(f"manifest unknown: {digest}", digest=str(digest))
         cached = self.cache.get(self.name, digest) if self.cache is not None else None
         if cached is not None:

@@ -14,6 +14,7 @@ from . import paths
 from .blobs import BlobStore, RepositoryBlobs
 from .driver.base import DriverCapabilities, StorageDriver
 from .driver.factory import DriverOptions, open_driver
+from .driver.notifying import DeleteNotifyingDriver
 from .errors import PathNotFound
 from .link_board import LinkBoard
 from .links import link_exists
@@ -22,7 +23,7 @@ from .listing_rebuild import IndexDifference, IndexRebuild, differences, rebuild
 from .logouts import last_logout, record_logout
 from .manifest_cache import ManifestCache
 from .manifests import ManifestStore
-from .recent_links import ForgettingDriver, RecentLinks
+from .recent_links import NO_MEMORY, RecentLinks, remembers_links
 from .referrers import ReferrerStore
 from .runs import last_run, record_run
 from .tags import TagStore
@@ -46,8 +47,7 @@ class Repository:
         self.storage = storage
         self.blobs = RepositoryBlobs(storage.blobs, name, serving=True)
         self.uploads = RepositoryUploads(storage.uploads, name)
-        self.manifests = ManifestStore(storage.driver, storage.blobs, name, storage.manifest_cache,
-                                       storage.blobs.recent_links)
+        self.manifests = ManifestStore(storage.driver, storage.blobs, name, storage.manifest_cache, serving=True)
         self.tags: TagStore = self.manifests.tags
         self.referrers: ReferrerStore = self.manifests.referrers
 
@@ -66,11 +66,11 @@ class Storage:
         `clock` measures those seconds (tests bring their own); `board` is what the processes of
         one server share, what each saw and deleted (storage.link_board;
         None: this process alone)."""
-        if link_cache_seconds > 0 and not driver.capabilities.fast_small_reads:
+        if remembers_links(driver.capabilities, link_cache_seconds):
             recent = RecentLinks(link_cache_seconds, clock=clock, board=board)
-            driver = ForgettingDriver(driver, recent)  # every delete made here is forgotten at once
+            driver = DeleteNotifyingDriver(driver, recent.forget_deleted)  # every delete here is forgotten at once
         else:
-            recent = RecentLinks(0.0)
+            recent = NO_MEMORY
         self.driver = driver
         self.blobs = BlobStore(driver, recent)
         self.uploads = UploadStore(driver, self.blobs)

@@ -210,7 +210,8 @@ class UploadStore:
                 hasher = new_hasher(digest.algorithm)
                 hasher.update(held)
             if hasher is not None:
-                # This process saw every byte: verified before anything is finished, then the
+                # The bytes were hashed here (as they arrived, or from the state that holds them
+                # all): verified before anything is finished, then the
                 # bytes are finished straight into the CAS (a file renamed there, once no other
                 # writer can append to it; on S3 a tail that never made a part is one PUT there),
                 # or dropped unwritten when the CAS holds the blob already.
