@@ -11,13 +11,16 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
 
 # Only what parsing the command line needs is imported here; each command imports what it uses
-# when it runs (`--help` loads no store, config or registry client; `images` no HTTP stack, no
-# unpacker; tests/puller/test_cli.py holds them to it).
+# when it runs (`--help` loads no store, config or registry client, not even `typing` or `pathlib`,
+# a third of the CLI's own import time; `images` no HTTP stack, no unpacker; tests/puller/test_cli.py
+# holds them to it). mypy reads a `TYPE_CHECKING` of any origin as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import TextIO
+
     from distclient import Credentials, RegistryClient
     from ocispec.manifest import ImageManifest
 
@@ -30,6 +33,12 @@ DEFAULT_MAX_UNPACKED = 64 * 1024**3
 #: distclient.DEFAULT_JOBS for the help text, which should not load the client's config code to
 #: say it (tests/puller/test_cli.py checks that the two agree).
 HELP_DEFAULT_JOBS = 4
+
+
+def _path(text: str) -> Path:
+    from pathlib import Path
+
+    return Path(text)
 
 
 def _size(text: str) -> int:
@@ -109,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def unpack_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("reference")
-        p.add_argument("dest", type=Path)
+        p.add_argument("dest", type=_path)
         p.add_argument("--bundle", action="store_true", default=False, help="write an OCI runtime bundle")
         p.add_argument("--keep-root-mode", action="store_true", default=False, help="as root without --bundle, "
                        "give DEST the image's mode (default 0700: other users must not reach its setuid files and "
@@ -123,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     unpack_options(command("unpack", "build an image's root filesystem (fetching it first when needed)"))
     p = command("export", "write a stored image to an archive (fetching it first when needed)")
     p.add_argument("reference")
-    p.add_argument("output", type=Path)
+    p.add_argument("output", type=_path)
     p.add_argument("--format", choices=("oci-archive", "docker-archive"), default="oci-archive")
     p.add_argument("--max-unpacked-size", type=_size, default=DEFAULT_MAX_UNPACKED, help="docker-archive: refuse "
                    "layers decompressing to more than this (e.g. 20G)")
@@ -179,7 +188,7 @@ class Context:
         self.args, self.output = args, output
         self.config: Config = load_config(args.config)
         root = args.store or os.environ.get("PULLER_STORE") or self.config.store or str(default_store())
-        self._root = Path(root)
+        self._root = _path(root)
         self._store: Store | None = None
 
     @property
