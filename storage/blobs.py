@@ -125,24 +125,23 @@ class RepositoryBlobs:
     def stat(self, digest: Digest) -> BlobInfo:
         """The blob's size, its link looked at whatever the view: what a blob HEAD answers, which is
         how push clients decide whether to upload it."""
-        if not self.has(digest):
-            raise BlobUnknown(f"blob unknown to repository {self.name}: {digest}", digest=str(digest))
+        self._require_link(digest, NO_MEMORY)
         return self.store.stat(digest)
 
     def stat_served(self, digest: Digest) -> BlobInfo:
         """`stat` for a download about to read the bytes (a range, a redirect): its link checked as
         the reads check it."""
-        self._check_link(digest)
+        self._require_link(digest, self._served_links)
         return self.store.stat(digest)
 
     def open(self, digest: Digest, offset: int = 0) -> BinaryIO:
         """A stream of the blob's bytes from `offset`; the caller closes it."""
-        self._check_link(digest)
+        self._require_link(digest, self._served_links)
         return self.store.open(digest, offset)
 
     def open_sized(self, digest: Digest) -> tuple[BinaryIO, int]:
         """A stream of the whole blob and its size (one call to storage beside the link check)."""
-        self._check_link(digest)
+        self._require_link(digest, self._served_links)
         return self.store.open_sized(digest)
 
     def url_for(self, digest: Digest) -> str | None:
@@ -150,13 +149,14 @@ class RepositoryBlobs:
         gives no URLs (then nothing is looked up: there is nothing to hand out)."""
         if not self.capabilities.presigned_urls:
             return None
-        self._check_link(digest)
+        self._require_link(digest, self._served_links)
         return self.store.url_for(digest)
 
-    def _check_link(self, digest: Digest) -> None:
-        """The reads' check: a `serving` view believes a link seen lately; `has` and `stat` always look."""
+    def _require_link(self, digest: Digest, links: RecentLinks) -> None:
+        """BlobUnknown unless this repository links `digest`, as `links` answers it: the view's own
+        memory for the reads (`_served_links`), NO_MEMORY (a look) for `stat` and `touch`."""
         key = paths.layer_link(self.name, digest)
-        if not self._served_links.present(key, lambda: object_exists(self.driver, key)):
+        if not links.present(key, lambda: object_exists(self.driver, key)):
             raise BlobUnknown(f"blob unknown to repository {self.name}: {digest}", digest=str(digest))
 
     def link(self, digest: Digest) -> None:
@@ -251,8 +251,7 @@ class RepositoryBlobs:
         """Mark a linked blob as just pulled: its link is rewritten (garbage collection of cached
         repositories keeps blobs with young links, storage.gc). BlobUnknown when this repository
         does not link it: a touch never grants access, so it looks at the link, never believes it."""
-        if not self.has(digest):
-            raise BlobUnknown(f"blob unknown to repository {self.name}: {digest}", digest=str(digest))
+        self._require_link(digest, NO_MEMORY)
         self.link(digest)
 
     def fill(self, digest: Digest, size: int | None = None) -> BlobFill:

@@ -134,8 +134,7 @@ class ManifestStore:
             self.referrers.add(manifest.subject.digest, self._referrer_descriptor(manifest, digest))
         created = not self.exists(digest)
         # The revision link last: it is what makes the manifest visible in this repository.
-        revision_link = paths.manifest_revision_link(self.name, digest)
-        self.blobs.recent_links.written(revision_link, lambda: write_link(self.driver, revision_link, digest))
+        revision_link = self._link_revision(digest)
         if rules.refresh_links:
             for blob in blobs:
                 self.layer_links.link(blob)
@@ -166,7 +165,7 @@ class ManifestStore:
                                           "while the manifest was pushed)", digest=str(lost[0]))
             if digest in missing:
                 self.driver.put(paths.blob_data(digest), raw)  # as put_verified: `raw` is what hashed to it
-                write_link(self.driver, paths.manifest_revision_link(self.name, digest), digest)
+                self._link_revision(digest)
             for blob in missing - {digest}:
                 self.layer_links.link(blob)  # only unlinked: its bytes are there
             pending = missing
@@ -241,8 +240,13 @@ class ManifestStore:
         this repository has no such revision: a touch never creates one."""
         if not self.exists(digest):
             raise ManifestUnknown(f"manifest unknown: {digest}", digest=str(digest))
-        revision_link = paths.manifest_revision_link(self.name, digest)
-        self.blobs.recent_links.written(revision_link, lambda: write_link(self.driver, revision_link, digest))
+        self._link_revision(digest)
+
+    def _link_revision(self, digest: Digest) -> str:
+        """Write the revision link (remembered as seen: storage.recent_links); its key."""
+        key = paths.manifest_revision_link(self.name, digest)
+        self.blobs.recent_links.written(key, lambda: write_link(self.driver, key, digest))
+        return key
 
     # -- read ------------------------------------------------------------------------------------
     def exists(self, digest: Digest) -> bool:

@@ -43,39 +43,43 @@ class RecentLinks:
         """Whether the link at `key` is there: believed if a look found it within `ttl` and no
         process of this server deleted a link of its repository since, else `look()` (which asks
         the driver) decides, and a yes is remembered."""
-        scope = paths.link_scope(key) if self._board is not None else None
-        if self._board is None or scope is None:
+        board, scope = self._board, self._scope(key)
+        if board is None or scope is None:
             return look()
-        mark = self._board.mark(scope[0])  # before the look: a delete during it moves the mark
+        mark = board.mark(scope[0])  # before the look: a delete during it moves the mark
         began = self._clock()  # the age counts from before the look, however long it takes
-        if self._board.believes(key, scope[0], began, self.ttl):
+        if board.believes(key, scope[0], began, self.ttl):
             return True
         if not look():
             return False
-        self._board.saw(key, began, mark)
+        board.saw(key, began, mark)
         return True
 
     def written(self, key: str, write: Callable[[], object]) -> None:
         """Run `write` (which puts the link at `key`) and remember the link as seen."""
-        scope = paths.link_scope(key) if self._board is not None else None
-        if self._board is None or scope is None:
+        board, scope = self._board, self._scope(key)
+        if board is None or scope is None:
             write()
             return
-        mark, began = self._board.mark(scope[0]), self._clock()
+        mark, began = board.mark(scope[0]), self._clock()
         write()
-        self._board.saw(key, began, mark)
+        board.saw(key, began, mark)
 
     def forget_deleted(self, key: str) -> None:
         """`key` was deleted (an object, or everything below a prefix): nothing it may have held is
         believed any more, by any process sharing the board."""
-        scope = paths.link_scope(key) if self._board is not None else None
-        if self._board is None or scope is None:
+        board, scope = self._board, self._scope(key)
+        if board is None or scope is None:
             return
         name, nested = scope
         if nested:
-            self._board.moved_all()
+            board.moved_all()
         else:
-            self._board.moved(name)
+            board.moved(name)
+
+    def _scope(self, key: str) -> tuple[str, bool] | None:
+        """Whose links `key` is or holds (`paths.link_scope`); None when nothing is remembered."""
+        return paths.link_scope(key) if self._board is not None else None
 
 
 def remembers_links(capabilities: DriverCapabilities, seconds: float) -> bool:

@@ -211,10 +211,10 @@ class UploadStore:
                 hasher.update(held)
             if hasher is not None:
                 # The bytes were hashed here (as they arrived, or from the state that holds them
-                # all): verified before anything is finished, then the
-                # bytes are finished straight into the CAS (a file renamed there, once no other
-                # writer can append to it; on S3 a tail that never made a part is one PUT there),
-                # or dropped unwritten when the CAS holds the blob already.
+                # all): verified before anything is finished, then finished straight into the CAS
+                # (a file renamed there, once no other writer can append to it; on S3 a tail that
+                # never made a part is one PUT there), or dropped unwritten when the CAS holds the
+                # blob already.
                 self._check(digest, Digest.from_hasher(digest.algorithm, hasher))
                 cas_key = paths.blob_data(digest)
                 RepositoryBlobs(self.blobs, repository).link_verified(
