@@ -173,14 +173,20 @@ class RepositoryBlobs:
         """Linked here and its bytes in the CAS."""
         return self.has(digest) and self.store.exists(digest)
 
-    def link_new(self, digest: Digest, size: int | None = None) -> None:
+    def link_new(self, digest: Digest, since: float, size: int | None = None) -> None:
         """Link a blob this repository may not link yet, counting it for the quotas first
-        (storage.usage: a crash in between over-counts, never under-counts). BlobUnknown, and no
-        link left, when a garbage collection removed the bytes meanwhile (`settle_links`)."""
+        (storage.usage: a crash in between over-counts, never under-counts). `since`: when the
+        caller first relied on its bytes being stored (`relying`). BlobUnknown, and no link left,
+        when a garbage collection removed the bytes meanwhile (`settle_links`)."""
         if self.store.usage is not None:
             self.store.usage.linking(self.name, digest, size)
         self.link(digest)
-        self.settle_links({digest})
+        self.settle_links({digest}, since)
+
+    def relying(self) -> float:
+        """The time to hand `link_new` and `settle_links`, taken before the caller first looks at
+        what it will link (storage.sweeping: a collection that ended since is checked after)."""
+        return self.store.sweeps.clock()
 
     def link_verified(self, digest: Digest, size: int, place: Callable[[], object],
                       drop: Callable[[], object]) -> BlobInfo:
@@ -188,27 +194,28 @@ class RepositoryBlobs:
         unless it holds them already (then `drop` discards them). When the CAS's copy is an old
         one, ours is kept until the link settled: if a garbage collection removed that copy
         meanwhile (storage.sweeping), ours takes its place."""
+        since = self.relying()
         if not self.store.exists(digest):
             place()  # ours, new in the CAS: no collection takes it
-            self.link_new(digest, size)
+            self.link_new(digest, since, size)
             return BlobInfo(digest, size)
         try:
-            self.link_new(digest, size)
+            self.link_new(digest, since, size)
         except BlobUnknown:
             place()
-            self.link_new(digest, size)
+            self.link_new(digest, since, size)
             return BlobInfo(digest, size)
         drop()
         return BlobInfo(digest, size)
 
-    def settle_links(self, digests: set[Digest]) -> None:
-        """After writing links to `digests`: wait out any garbage collection that may be deleting
-        them (storage.sweeping) and make sure links and bytes are all still there, linking again
-        what a collection unlinked. BlobUnknown when it removed the bytes of one (its link is
-        removed: a link to nothing serves no one)."""
+    def settle_links(self, digests: set[Digest], since: float) -> None:
+        """After writing links to `digests`, relied on as stored since `since` (`relying`): wait
+        out any garbage collection that may be deleting them (storage.sweeping) and make sure links
+        and bytes are all still there, linking again what a collection unlinked. BlobUnknown when
+        it removed the bytes of one (its link is removed: a link to nothing serves no one)."""
         pending = set(digests)
         for _ in range(_SETTLE_ROUNDS):
-            missing = self.store.sweeps.settle(pending, self.intact)
+            missing = self.store.sweeps.settle(pending, self.intact, since)
             if not missing:
                 return
             lost = sorted((d for d in missing if not self.store.exists(d)), key=str)
@@ -225,10 +232,11 @@ class RepositoryBlobs:
     def mount_from(self, source: RepositoryBlobs, digest: Digest) -> bool:
         """Link a blob the source repository has; False (nothing left written) when it has not,
         or a garbage collection removed it meanwhile."""
+        since = self.relying()
         if not source.has(digest) or not self.store.exists(digest):
             return False
         try:
-            self.link_new(digest)
+            self.link_new(digest, since)
         except BlobUnknown:
             return False
         return True
@@ -239,10 +247,11 @@ class RepositoryBlobs:
         blob (or a garbage collection removed it meanwhile). For content whose digest this
         repository legitimately names (a pull-through cache's manifest): it is no access check,
         unlike `mount_from`."""
+        since = self.relying()
         if not self.store.exists(digest):
             return False
         try:
-            self.link_new(digest)
+            self.link_new(digest, since)
         except BlobUnknown:
             return False
         return True

@@ -115,6 +115,7 @@ class ManifestStore:
         child manifest it names must be in this repository with the size its descriptor claims
         (ManifestBlobUnknown, ManifestInvalid); `rules` relaxes that for sparse indexes and
         absent blobs."""
+        since = self.layer_links.relying()  # before the checks below first rely on what is stored
         digest = Digest.of(raw, reference_digest.algorithm if reference_digest else "sha256")
         if reference_digest is not None and digest != reference_digest:
             raise DigestInvalid(f"manifest digest {digest} does not match the reference {reference_digest}")
@@ -139,13 +140,13 @@ class ManifestStore:
             for blob in blobs:
                 self.layer_links.link(blob)
         # No collection may be deleting any of it once this returns.
-        self._settle(digest, raw, blobs, created)
+        self._settle(digest, raw, blobs, created, since)
         self.tags.index.add_repository(self.name, revision_link)
         for tag in tags:
             self.tags.set(tag, digest)
         return PutResult(digest, manifest.subject.digest if manifest.subject else None, tags, manifest.media_type)
 
-    def _settle(self, digest: Digest, raw: bytes, blobs: set[Digest], created: bool) -> None:
+    def _settle(self, digest: Digest, raw: bytes, blobs: set[Digest], created: bool, since: float) -> None:
         """After the revision link and the blobs' links were written: wait out any garbage
         collection that may be deleting the manifest's bytes or its blobs (storage.sweeping).
         The manifest's own bytes are put back if one took them (we have them); a blob whose bytes
@@ -154,7 +155,7 @@ class ManifestStore:
         intact = self._intact_for(digest)
         pending = blobs | {digest}
         for _ in range(_SETTLE_ROUNDS):
-            missing = self.blobs.sweeps.settle(pending, intact)
+            missing = self.blobs.sweeps.settle(pending, intact, since)
             if not missing:
                 return
             lost = sorted((b for b in missing if b != digest and not self.blobs.exists(b)), key=str)

@@ -261,6 +261,7 @@ def layer_link_owner(key: str) -> tuple[str, Digest] | None:
 #
 #    v1/gc/lease                          which collector sweeps now, until when (storage.lease)
 #    v1/gc/sweeps/<collector>             a collection's notice: its phase and expiry
+#    v1/gc/sweeps/<collector>.finished.<ms>  the mark it leaves when it ends: when (ms since the epoch)
 #    v1/gc/doomed/<collector>             the digests it may delete (written once, before deleting)
 #    v1/gc/kept/<collector>/<alg>/<hex>   a writer linked that digest while the collection marked
 GC = f"{ROOT}/gc"
@@ -269,6 +270,7 @@ GC_SWEEPS = f"{GC}/sweeps"
 GC_DOOMED = f"{GC}/doomed"
 GC_KEPT = f"{GC}/kept"
 _HOLDER = re.compile(r"^[a-zA-Z0-9-]{8,64}$")
+_FINISHED = ".finished."
 
 
 def _holder(holder: str) -> str:
@@ -284,6 +286,21 @@ def gc_sweep(holder: str) -> str:
 def gc_sweep_holder(key: str) -> str | None:
     """The collector a key of GC_SWEEPS (as a listing yields it) belongs to; None for debris."""
     return name if _HOLDER.fullmatch(name := key.rsplit("/", 1)[-1]) else None
+
+
+def gc_sweep_finished(holder: str, ended: float) -> str:
+    """The mark a collection leaves when it ends (storage.sweeping): its id and when, in the key
+    itself, so that one listing tells a writer which collections ended and when."""
+    return f"{GC_SWEEPS}/{_holder(holder)}{_FINISHED}{int(ended * 1000)}"
+
+
+def gc_sweep_finished_of(key: str) -> tuple[str, float] | None:
+    """(collector, when it ended) of a finished mark as a listing of GC_SWEEPS yields it; None for
+    anything else."""
+    holder, found, millis = key.rsplit("/", 1)[-1].partition(_FINISHED)
+    if not found or not _HOLDER.fullmatch(holder) or not millis.isdigit():
+        return None
+    return holder, int(millis) / 1000
 
 
 def gc_doomed(holder: str) -> str:

@@ -7,9 +7,17 @@ the tree, so everything linked before then is seen by its marking. Before deleti
 digests it means to delete (`v1/gc/doomed/<collector>`), switches the notice to *deleting*, and
 only then reads what writers asked it to keep (`v1/gc/kept/<collector>/…`).
 
-A writer links first (a layer link, a manifest revision) and then calls `SweepWatch.settle` with
-the digests its write relies on:
+When it ends it leaves a *finished mark* (`v1/gc/sweeps/<collector>.finished.<ms>`, when it ended,
+in the key) before withdrawing its notice; the next collections remove marks older than
+FINISHED_KEEP, and turn the notice of a collector that died into such a mark (ended: its expiry).
 
+A writer notes the time before it first relies on some digests being stored (checks their bytes or
+a link), links (a layer link, a manifest revision), and then calls `SweepWatch.settle` with the
+digests and that time:
+
+- a collection that ended after that time (its finished mark says so, CLOCK_MARGIN allowed; or
+  its notice was listed but gone when read): it may have begun before our link and deleted what
+  we checked after we checked it, so the writer checks the digests are still there (no wait);
 - no notice: any collection that starts later publishes its notice after our link was written,
   so its marking sees the link;
 - a notice in *marking*: the writer records its digests as kept for that collection, then reads
@@ -50,6 +58,10 @@ DELETING = "deleting"
 #: How far the clocks of replicas and of the backend may disagree (seconds); a notice counts as
 #: expired only this long after the expiry it states.
 CLOCK_MARGIN = 30.0
+#: How long a finished collection's mark stays (seconds). A writer that began relying on its
+#: digests longer ago than this, less CLOCK_MARGIN, cannot know every collection that ended since,
+#: and checks them all.
+FINISHED_KEEP = 600.0
 #: The longest pause between two polls of a notice a writer waits out (seconds).
 _POLL_MAX = 2.0
 
@@ -128,10 +140,14 @@ class Collection:
         return True
 
     def end(self) -> None:
-        """Withdraw the notice first (writers stop waiting on it at once), then what this and dead
-        collections left in `v1/gc`. Only the notice must go: the rest is bookkeeping, and what
-        cannot be removed now (a writer recording a keep into it at this very moment) the next
-        collection removes as a dead collector's."""
+        """Leave the finished mark, then withdraw the notice (writers stop waiting on it at once),
+        then what this and dead collections left in `v1/gc`. The mark comes first: a writer whose
+        link this collection deleted unseen (it linked after the marking, before the deletes)
+        learns from it that it must check. If it cannot be written the notice stays, and writers
+        treat it as a dead collector's. Only mark and notice must be done: the rest is
+        bookkeeping, and what cannot be removed now (a writer recording a keep into it at this very
+        moment) the next collection removes as a dead collector's."""
+        self.driver.put(paths.gc_sweep_finished(self.holder, self.clock()), b"")
         delete_quietly(self.driver, paths.gc_sweep(self.holder))
         try:
             delete_quietly(self.driver, paths.gc_doomed(self.holder))
@@ -147,12 +163,20 @@ class Collection:
         self.driver.put(paths.gc_sweep(self.holder), json.dumps(body).encode())
 
     def _remove_dead(self) -> None:
+        """A dead collector's notice becomes a finished mark (it deleted nothing after its expiry);
+        marks older than FINISHED_KEEP go; then the doomed lists and keeps of collections that are
+        no more."""
         now = self.clock()
-        for holder in _listed_holders(self.driver, paths.GC_SWEEPS):
+        listed = _listed(self.driver)
+        for holder in listed.holders:
             notice = read_notice(self.driver, holder)
             if notice is not None and notice.expired(now):
+                self.driver.put(paths.gc_sweep_finished(holder, notice.expires), b"")
                 delete_quietly(self.driver, paths.gc_sweep(holder))
-        alive = set(_listed_holders(self.driver, paths.GC_SWEEPS))
+        for key, (_, ended) in listed.finished.items():
+            if now > ended + FINISHED_KEEP + CLOCK_MARGIN:
+                delete_quietly(self.driver, key)
+        alive = set(_listed(self.driver).holders)
         for prefix in (paths.GC_DOOMED, paths.GC_KEPT):
             for holder in _listed_holders(self.driver, prefix):
                 if holder not in alive:
@@ -169,15 +193,20 @@ class SweepWatch:
         self.sleep = sleep
         self._doomed: dict[str, frozenset[Digest]] = {}
 
-    def settle(self, digests: Iterable[Digest], exists: Callable[[Digest], bool]) -> set[Digest]:
-        """Call right after writing links that rely on `digests`. Returns the digests a collection
-        may have deleted meanwhile and that are gone now (`exists` says), after every such
-        collection ended; empty in the common case, at the cost of one listing."""
+    def settle(self, digests: Iterable[Digest], exists: Callable[[Digest], bool], since: float) -> set[Digest]:
+        """Call right after writing links that rely on `digests`; `since`: this watch's `clock`
+        before the writer first relied on any of them being stored (checked their bytes or links).
+        Returns the digests a collection may have deleted meanwhile and that are gone now
+        (`exists` says), after every such collection ended; empty in the common case, at the cost
+        of one listing."""
         wanted = frozenset(digests)
         if not wanted:
             return set()
-        first = self._notices()
-        if not first:
+        first, ended = self._notices()
+        # Collections that ended since we relied on these may have deleted them unseen: look again.
+        unsure = (any(at >= since - CLOCK_MARGIN for at in ended.values())
+                  or self.clock() - since > FINISHED_KEEP - CLOCK_MARGIN)
+        if not first and not unsure:
             return set()
         at_risk: dict[str, set[Digest]] = {}
         marking = [n for n in first if n.phase == MARKING]
@@ -188,7 +217,7 @@ class SweepWatch:
             for notice in marking:
                 for digest in wanted:
                     self.driver.put(paths.gc_kept_digest(notice.holder, digest), b"")
-            again = {n.holder: n for n in self._notices()}
+            again = {n.holder: n for n in self._notices()[0]}
             for notice in marking:
                 later = again.get(notice.holder)
                 if later is None:
@@ -198,7 +227,10 @@ class SweepWatch:
                     self._add_risk(at_risk, notice.holder, self._doomed_among(notice.holder, wanted))
         for holder in at_risk:
             self._wait_out(holder)
-        return {d for risky in at_risk.values() for d in risky if not exists(d)}
+        risky = set(wanted) if unsure else set()
+        for digests_at_risk in at_risk.values():
+            risky |= digests_at_risk
+        return {d for d in risky if not exists(d)}
 
     @staticmethod
     def _add_risk(at_risk: dict[str, set[Digest]], holder: str, digests: Iterable[Digest]) -> None:
@@ -206,14 +238,23 @@ class SweepWatch:
         if found:
             at_risk.setdefault(holder, set()).update(found)
 
-    def _notices(self) -> list[Notice]:
+    def _notices(self) -> tuple[list[Notice], dict[str, float]]:
+        """The live notices, and the collections that ended (holder: when, its clock): a finished
+        mark, a notice listed but gone when read (it ended just now), or one expired (its
+        collector died; it deleted nothing after its expiry)."""
         now = self.clock()
+        listed = _listed(self.driver)
+        ended = dict(listed.finished.values())
         notices = []
-        for holder in _listed_holders(self.driver, paths.GC_SWEEPS):
+        for holder in listed.holders:
             notice = read_notice(self.driver, holder)
-            if notice is not None and not notice.expired(now):
+            if notice is None:
+                ended[holder] = float("inf")
+            elif notice.expired(now):
+                ended[holder] = notice.expires
+            else:
                 notices.append(notice)
-        return notices
+        return notices, ended
 
     def _doomed_among(self, holder: str, wanted: frozenset[Digest]) -> frozenset[Digest]:
         """Which of `wanted` a deleting collection may delete. Its doomed list is written once,
@@ -242,6 +283,24 @@ class SweepWatch:
                 return
             self.sleep(pause)
             pause = min(pause * 2, _POLL_MAX)
+
+
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    """One listing of GC_SWEEPS: the collectors with a notice, and the finished marks (key: (holder, ended))."""
+
+    holders: list[str]
+    finished: dict[str, tuple[str, float]]
+
+
+def _listed(driver: StorageDriver) -> _Listing:
+    try:
+        keys = driver.list(paths.GC_SWEEPS)
+    except PathNotFound:
+        keys = []
+    holders = [h for h in (paths.gc_sweep_holder(k) for k in keys) if h is not None]
+    finished = {k: mark for k in keys if (mark := paths.gc_sweep_finished_of(k)) is not None}
+    return _Listing(holders, finished)
 
 
 def _listed_holders(driver: StorageDriver, prefix: str) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -133,6 +134,93 @@ def test_a_manifest_whose_blobs_a_deleting_collection_took_is_refused_not_left_b
     assert len(results) == 1 and isinstance(results[0], ManifestBlobUnknown), results
     assert not manifests.exists(digest)
     assert manifests.tags.tags_of(digest) == []
+
+
+def _collection_ends_right_after(writer: StorageDriver, linking: str, collector: Storage) -> threading.Thread:
+    """Stage the race the notices alone missed: a collection (on `collector`, another replica)
+    chose its candidates and is about to delete; the writer checks the bytes are there and writes
+    its link (the first `put` of a key containing `linking`), and the collection deletes and ends
+    before the writer looks for notices. Returns the collection's thread, started."""
+    deleting, linked = threading.Event(), threading.Event()
+
+    def pause_before_deleting() -> None:
+        deleting.set()
+        assert linked.wait(60), "the writer never linked"
+
+    collection = threading.Thread(target=collect, args=(collector,), kwargs={
+        "grace_seconds": 0, "now": FAR_FUTURE, "progress": _at("sweep", pause_before_deleting)})
+    real_put = writer.put
+
+    def put(key: str, data: bytes) -> None:
+        real_put(key, data)
+        if linking in key and not linked.is_set():
+            linked.set()
+            collection.join(60)  # it deletes and withdraws its notice before we look for one
+
+    writer.put = put  # type: ignore[method-assign]
+    collection.start()
+    assert deleting.wait(60), "the collection never got to deleting"
+    return collection
+
+
+def test_a_blob_linked_just_before_a_collection_deletes_it_and_ends_is_put_back(
+        driver: StorageDriver, driver_replica: StorageDriver) -> None:
+    """The collection leaves a finished mark: the upload that finds no notice any more still learns
+    that one ended since it checked the bytes, looks again, and puts its own copy back (this
+    answered 201 for a blob that was gone, once, in the GC stress test over SeaweedFS)."""
+    collector = Storage(driver)
+    data = b"an orphan layer, linked as the collection ends" * 50
+    orphan = push_blob(collector, "safe/ended", data)
+    collector.repository("safe/ended").blobs.unlink(orphan)
+    collection = _collection_ends_right_after(driver_replica, "/_layers/", collector)
+
+    assert push_blob(Storage(driver_replica), "safe/ended", data) == orphan
+    collection.join(60)
+    assert not collection.is_alive()
+    served = Storage(driver).repository("safe/ended").blobs
+    assert served.stat(orphan).size == len(data)
+    with served.open(orphan) as stream:
+        assert stream.read() == data
+
+
+def test_a_manifest_whose_blobs_a_collection_took_as_it_ended_is_refused_not_left_broken(
+        driver: StorageDriver, driver_replica: StorageDriver) -> None:
+    collector = Storage(driver)
+    image, digest = _orphaned_image(collector, "safe/ended-manifest", "ended")
+    collection = _collection_ends_right_after(driver_replica, "/_manifests/revisions/", collector)
+
+    with pytest.raises(ManifestBlobUnknown):
+        Storage(driver_replica).repository("safe/ended-manifest").manifests.put(
+            image.manifest, image.media_type, tags=("v1",))
+    collection.join(60)
+    manifests = Storage(driver).repository("safe/ended-manifest").manifests
+    assert not manifests.exists(digest)
+    assert manifests.tags.tags_of(digest) == []
+
+
+def test_writers_look_again_only_after_a_collection_that_ended_since_they_checked(driver: StorageDriver) -> None:
+    """Finished marks cost a writer nothing once older than what it relies on; the next collection
+    removes old ones and turns a dead collector's notice into one (it deleted nothing later)."""
+    from storage import paths
+    from storage.sweeping import FINISHED_KEEP, Collection, SweepWatch
+
+    watch, digest, looked = SweepWatch(driver), Digest.of(b"relied on"), []
+
+    def there(d: Digest) -> bool:
+        looked.append(d)
+        return True
+
+    now = time.time()
+    Collection(driver, "long-ago-collector", ttl=60, clock=lambda: now - 3 * FINISHED_KEEP).end()
+    assert watch.settle({digest}, there, since=now) == set() and looked == []  # ended before: no look
+
+    Collection(driver, "dead-collector", ttl=10, clock=lambda: now - 120).begin()  # its collector died
+    Collection(driver, "just-now-collector", ttl=60).end()
+    assert watch.settle({digest}, lambda d: False, since=now) == {digest}  # it ended since: look, gone
+    assert watch.settle({digest}, there, since=now) == set() and looked == [digest]
+
+    listed = {key.rsplit("/", 1)[1].rsplit(".", 1)[0] for key in driver.list(paths.GC_SWEEPS)}
+    assert listed == {"dead-collector.finished", "just-now-collector.finished"}  # the old mark went
 
 
 def test_a_dead_collectors_notice_does_not_hold_pushes_and_its_lease_is_taken_over(driver: StorageDriver) -> None:
