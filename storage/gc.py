@@ -93,15 +93,22 @@ def _collect(storage: Storage, report: GcReport, grace_seconds: float, dry_run: 
              progress: GcProgress | None) -> None:
     driver = storage.driver
 
-    def tell(stage: str, done: int, total: int) -> None:
+    def hold_on() -> None:
+        """Renew notice and lease once a third of their ttl passed; SweepExpired once the notice
+        expired (then nothing more may be deleted). Before every call that deletes, too."""
         if not dry_run and sweep.keep_alive():
             lease.renew()
+
+    def tell(stage: str, done: int, total: int) -> None:
+        hold_on()
         if progress is not None:
             progress(stage, done, total)
 
     snapshot = TreeSnapshot.take(driver, lambda seen: tell("walk", seen, 0))
     walked = len(snapshot.revisions) + len(snapshot.layer_links)
     tell("walk", walked, walked)
+    if expiring is not None and not dry_run:
+        sweep.may_delete()  # expired revisions go outside the doomed list
     expired = (expire(driver, storage.blobs, snapshot, expiring, now, dry_run) if expiring is not None else set())
     report.expired_manifests = len(expired)
     for owned in expired:
@@ -147,7 +154,9 @@ def _collect(storage: Storage, report: GcReport, grace_seconds: float, dry_run: 
             # Links first: a collector dying in between leaves bytes nobody links (the next one
             # takes them), never a link that a writer's check passes but that names nothing.
             for at in range(0, len(batch_links), DELETE_BATCH):
+                hold_on()
                 driver.delete_many(batch_links[at:at + DELETE_BATCH])
+            hold_on()
             driver.delete_many([paths.blob_data(digest) for digest in batch])
             forget(driver, batch)
         report.swept.extend(batch)

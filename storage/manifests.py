@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from ocispec import mediatypes as mt
 from ocispec.digest import Digest
 from ocispec.errors import OCIValidationError
-from ocispec.manifest import Descriptor, ImageIndex, ImageManifest, Manifest, labelled_descriptors, parse_manifest
+from ocispec.manifest import (
+    Descriptor,
+    ImageIndex,
+    ImageManifest,
+    Manifest,
+    labelled_descriptors,
+    parse_manifest,
+)
 
 from . import paths
 from .blobs import BlobStore, RepositoryBlobs
@@ -126,6 +133,7 @@ class ManifestStore:
         absent = self._check_references(manifest, rules)
         blobs = ({d.digest for d in manifest.blobs() if not d.urls and d.digest not in absent}
                  if isinstance(manifest, ImageManifest) else set())
+        children, their_blobs = self._children_and_their_blobs(manifest, rules)
         # No media-type file: bytes the model accepts have one possible type (named in them, or the
         # only one their shape fits), which `_media_type` reads back from them when there is none.
         self.blobs.put_verified(digest, raw)
@@ -140,30 +148,33 @@ class ManifestStore:
             for blob in blobs:
                 self.layer_links.link(blob)
         # No collection may be deleting any of it once this returns.
-        self._settle(digest, raw, blobs, created, since)
+        self._settle(digest, raw, blobs | their_blobs, children, created, since)
         self.tags.index.add_repository(self.name, revision_link)
         for tag in tags:
             self.tags.set(tag, digest)
         return PutResult(digest, manifest.subject.digest if manifest.subject else None, tags, manifest.media_type)
 
-    def _settle(self, digest: Digest, raw: bytes, blobs: set[Digest], created: bool, since: float) -> None:
+    def _settle(self, digest: Digest, raw: bytes, blobs: set[Digest], children: set[Digest], created: bool,
+                since: float) -> None:
         """After the revision link and the blobs' links were written: wait out any garbage
-        collection that may be deleting the manifest's bytes or its blobs (storage.sweeping).
-        The manifest's own bytes are put back if one took them (we have them); a blob whose bytes
-        it took fails the push with ManifestBlobUnknown, and a revision this push created is
-        withdrawn first, so no success is answered for a manifest that names a missing blob."""
-        intact = self._intact_for(digest)
-        pending = blobs | {digest}
+        collection that may be deleting the manifest's bytes, its blobs or its children
+        (storage.sweeping). The manifest's own bytes are put back if one took them (we have them);
+        a blob whose bytes went, or a child that went, fails the push with ManifestBlobUnknown, and
+        a revision this push created is withdrawn first, so no success is answered for a manifest
+        that names what is missing."""
+        intact = self._intact_for(digest, children)
+        pending = blobs | children | {digest}
         for _ in range(_SETTLE_ROUNDS):
             missing = self.blobs.sweeps.settle(pending, intact, since)
             if not missing:
                 return
-            lost = sorted((b for b in missing if b != digest and not self.blobs.exists(b)), key=str)
+            lost = sorted((b for b in missing if b != digest and (b in children or not self.blobs.exists(b))), key=str)
             if lost:
                 if created:
                     delete_quietly(self.driver, paths.manifest_revision(self.name, digest))
-                raise ManifestBlobUnknown(f"blob unknown to repository: {lost[0]} (removed by garbage collection "
-                                          "while the manifest was pushed)", digest=str(lost[0]))
+                what = "manifest" if lost[0] in children else "blob"
+                raise ManifestBlobUnknown(f"{what} unknown to repository: {lost[0]} (removed while the manifest "
+                                          "was pushed)", digest=str(lost[0]))
             if digest in missing:
                 self.driver.put(paths.blob_data(digest), raw)  # as put_verified: `raw` is what hashed to it
                 self._link_revision(digest)
@@ -172,12 +183,32 @@ class ManifestStore:
             pending = missing
         raise StorageError(f"garbage collection kept removing what manifest {digest} needs while it was pushed; retry")
 
-    def _intact_for(self, manifest: Digest) -> Callable[[Digest], bool]:
+    def _intact_for(self, manifest: Digest, children: set[Digest]) -> Callable[[Digest], bool]:
         def intact(digest: Digest) -> bool:
-            if digest == manifest:
+            if digest == manifest or digest in children:
                 return self.blobs.exists(digest) and self.exists(digest)
             return self.layer_links.intact(digest)
         return intact
+
+    def _children_and_their_blobs(self, manifest: Manifest, rules: ManifestRules) -> tuple[set[Digest], set[Digest]]:
+        """An index's children and the blobs they name: what its push relies on besides its own
+        bytes. A child that its own push, refused meanwhile, withdraws, or one whose blobs a
+        collection takes, must fail the index's push too. Nothing for an image, nor under rules
+        that let children or blobs be absent (the cache's: it fetches them when asked)."""
+        if not isinstance(manifest, ImageIndex) or rules.allow_sparse_indexes or rules.allow_absent_blobs:
+            return set(), set()
+        children = {d.digest for d in manifest.manifests}  # each checked present by `_check_references`
+        their_blobs: set[Digest] = set()
+        for child in children:
+            try:
+                parsed = parse_manifest(self.blobs.read(child), max_size=None, strict=False)
+            except BlobUnknown:
+                continue  # its bytes are gone already: the settle finds the child broken
+            except OCIValidationError:
+                continue  # stored, so it was checked when pushed: nothing it names is read here
+            if isinstance(parsed, ImageManifest):  # the blobs its own push checked are here
+                their_blobs |= {d.digest for d in parsed.blobs() if not d.urls}
+        return children, their_blobs
 
     def _check_references(self, manifest: Manifest, rules: ManifestRules) -> set[Digest]:
         """Each descriptor must name content this repository has, of the claimed size; returns

@@ -271,6 +271,7 @@ GC_DOOMED = f"{GC}/doomed"
 GC_KEPT = f"{GC}/kept"
 _HOLDER = re.compile(r"^[a-zA-Z0-9-]{8,64}$")
 _FINISHED = ".finished."
+_MILLIS = re.compile(r"[0-9]{1,15}")  # ASCII digits only, and no time past the year 33000
 
 
 def _holder(holder: str) -> str:
@@ -298,7 +299,7 @@ def gc_sweep_finished_of(key: str) -> tuple[str, float] | None:
     """(collector, when it ended) of a finished mark as a listing of GC_SWEEPS yields it; None for
     anything else."""
     holder, found, millis = key.rsplit("/", 1)[-1].partition(_FINISHED)
-    if not found or not _HOLDER.fullmatch(holder) or not millis.isdigit():
+    if not found or not _HOLDER.fullmatch(holder) or not _MILLIS.fullmatch(millis):
         return None
     return holder, int(millis) / 1000
 

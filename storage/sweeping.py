@@ -7,9 +7,10 @@ the tree, so everything linked before then is seen by its marking. Before deleti
 digests it means to delete (`v1/gc/doomed/<collector>`), switches the notice to *deleting*, and
 only then reads what writers asked it to keep (`v1/gc/kept/<collector>/…`).
 
-When it ends it leaves a *finished mark* (`v1/gc/sweeps/<collector>.finished.<ms>`, when it ended,
-in the key) before withdrawing its notice; the next collections remove marks older than
-FINISHED_KEEP, and turn the notice of a collector that died into such a mark (ended: its expiry).
+When it ends, if it deleted anything, it leaves a *finished mark* (`v1/gc/sweeps/<collector>.finished.<ms>`,
+when it ended, in the key) before withdrawing its notice; the next collections remove marks older
+than FINISHED_KEEP, and turn the notice of a collector that died into such a mark (ended: its
+expiry).
 
 A writer notes the time before it first relies on some digests being stored (checks their bytes or
 a link), links (a layer link, a manifest revision), and then calls `SweepWatch.settle` with the
@@ -31,7 +32,7 @@ digests and that time:
 Both sides only rely on each storage call seeing the effects of calls that completed before it
 (S3 has been strongly consistent since 2020; SeaweedFS and files are too). A collection keeps its
 notice alive while it marks and before each batch of deletes; once it let it expire it deletes
-nothing, and a batch of deletes always starts with at least two thirds of the ttl left: a writer
+nothing, and each call that deletes starts with at least two thirds of the ttl left: a writer
 that outwaited an expired notice (CLOCK_MARGIN after its expiry) never races a late delete.
 """
 
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -83,12 +85,20 @@ class Notice:
 def read_notice(driver: StorageDriver, holder: str) -> Notice | None:
     """A collection's notice; None when it has none (finished, or never started) or it is debris."""
     try:
-        raw = json.loads(driver.get(paths.gc_sweep(holder)))
-        return Notice(holder, str(raw["phase"]), float(raw["expires"]))
+        return _parse_notice(holder, driver.get(paths.gc_sweep(holder)))
     except PathNotFound:
         return None
+
+
+def _parse_notice(holder: str, body: bytes) -> Notice | None:
+    """The notice `body` says, or None for debris (half-written by hand or by another tool, or an
+    expiry that is no time at all): no collection speaks through it."""
+    try:
+        raw = json.loads(body)
+        notice = Notice(holder, str(raw["phase"]), float(raw["expires"]))
     except (ValueError, KeyError, TypeError):
-        return None  # half-written by hand or by another tool: no collection speaks through it
+        return None
+    return notice if math.isfinite(notice.expires) else None
 
 
 class Collection:
@@ -102,6 +112,9 @@ class Collection:
         self.clock = clock
         self.expires = 0.0
         self.phase = MARKING
+        #: Whether this collection may delete anything writers rely on (`doom`, `may_delete`): only
+        #: then does its end leave a finished mark that makes writers look again.
+        self._deletes = False
 
     def begin(self) -> None:
         """Publish the notice: from here on every writer that links content tells us."""
@@ -111,6 +124,7 @@ class Collection:
         """Record what this collection may delete, then say it is deleting. Call `kept` after."""
         self.keep_alive()
         listed = sorted(str(d) for d in digests)
+        self._deletes = self._deletes or bool(listed)
         self.driver.put(paths.gc_doomed(self.holder), json.dumps(listed).encode())
         self._publish(DELETING)
 
@@ -126,8 +140,13 @@ class Collection:
             pass
         return found
 
+    def may_delete(self) -> None:
+        """Say this collection deletes something outside `doom` (expired revisions of the cache):
+        its end then leaves a finished mark as well."""
+        self._deletes = True
+
     def keep_alive(self) -> bool:
-        """Call often while marking and before each batch of deletes: the notice is extended once
+        """Call often while marking and before each call that deletes: the notice is extended once
         a third of its ttl has passed (True when it was). SweepExpired when it expired already:
         writers may have stopped telling us or waiting on us, so nothing more may be deleted."""
         now = self.clock()
@@ -146,8 +165,10 @@ class Collection:
         learns from it that it must check. If it cannot be written the notice stays, and writers
         treat it as a dead collector's. Only mark and notice must be done: the rest is
         bookkeeping, and what cannot be removed now (a writer recording a keep into it at this very
-        moment) the next collection removes as a dead collector's."""
-        self.driver.put(paths.gc_sweep_finished(self.holder, self.clock()), b"")
+        moment) the next collection removes as a dead collector's. A collection that deleted
+        nothing leaves no mark: no writer needs to look again for it."""
+        if self._deletes:
+            self.driver.put(paths.gc_sweep_finished(self.holder, self.clock()), b"")
         delete_quietly(self.driver, paths.gc_sweep(self.holder))
         try:
             delete_quietly(self.driver, paths.gc_doomed(self.holder))
@@ -174,11 +195,16 @@ class Collection:
                 self.driver.put(paths.gc_sweep_finished(holder, notice.expires), b"")
                 delete_quietly(self.driver, paths.gc_sweep(holder))
         for key, (_, ended) in listed.finished.items():
-            if now > ended + FINISHED_KEEP + CLOCK_MARGIN:
+            # Old, or from further ahead than any clock may be (no writer could need it then either).
+            if now > ended + FINISHED_KEEP + CLOCK_MARGIN or ended > now + FINISHED_KEEP:
                 delete_quietly(self.driver, key)
+        # Whose bookkeeping is there, listed before who is alive: a collection that begins after
+        # this listing has no keeps in it yet (writers keep only for a notice they read), so a
+        # live collection's keeps are never taken for a dead one's.
+        leftovers = [(prefix, _listed_holders(self.driver, prefix)) for prefix in (paths.GC_DOOMED, paths.GC_KEPT)]
         alive = set(_listed(self.driver).holders)
-        for prefix in (paths.GC_DOOMED, paths.GC_KEPT):
-            for holder in _listed_holders(self.driver, prefix):
+        for prefix, holders in leftovers:
+            for holder in holders:
                 if holder not in alive:
                     delete_quietly(self.driver, f"{prefix}/{holder}")
 
@@ -247,10 +273,14 @@ class SweepWatch:
         ended = dict(listed.finished.values())
         notices = []
         for holder in listed.holders:
-            notice = read_notice(self.driver, holder)
+            try:
+                notice = _parse_notice(holder, self.driver.get(paths.gc_sweep(holder)))
+            except PathNotFound:
+                ended[holder] = math.inf  # listed, gone when read: it ended just now
+                continue
             if notice is None:
-                ended[holder] = float("inf")
-            elif notice.expired(now):
+                continue  # debris: no collection speaks through it
+            if notice.expired(now):
                 ended[holder] = notice.expires
             else:
                 notices.append(notice)

@@ -18,7 +18,7 @@ from ocispec.digest import Digest
 from storage import ManifestBlobUnknown, Storage, StorageDriver, collect
 from storage.driver.fs import FilesystemDriver
 from storage.lease import Lease
-from tests.support.images import simple_image
+from tests.support.images import Image, Index, build_index, simple_image
 
 from .test_stores import push_blob, push_image
 
@@ -136,6 +136,57 @@ def test_a_manifest_whose_blobs_a_deleting_collection_took_is_refused_not_left_b
     assert manifests.tags.tags_of(digest) == []
 
 
+def test_an_index_pushed_while_its_childs_push_waits_out_a_collection_fails_with_it(driver: StorageDriver) -> None:
+    """Two clients: one pushes an image whose layers a deleting collection takes (it waits, then is
+    refused and withdraws the revision it wrote); the other sees that child there meanwhile and
+    pushes an index naming it. The index must be refused too, not answered 201 and left naming
+    a child that is gone."""
+    storage = Storage(driver)
+    image, digest = _orphaned_image(storage, "safe/index", "index")
+    index = build_index([image])
+    manifests = storage.repository("safe/index").manifests
+    sleepers: set[str] = set()
+    original_sleep = storage.blobs.sweeps.sleep
+
+    def sleep(seconds: float) -> None:
+        sleepers.add(threading.current_thread().name)
+        original_sleep(seconds)
+
+    storage.blobs.sweeps.sleep = sleep
+    results: dict[str, object] = {}
+
+    def push(name: str, target: Image | Index) -> None:
+        try:
+            results[name] = manifests.put(target.manifest, target.media_type, tags=(name,)).digest
+        except BaseException as exc:
+            results[name] = exc
+
+    child = threading.Thread(target=push, args=("child", image), name="child")
+    parent = threading.Thread(target=push, args=("index", index), name="index")
+
+    def wait_for(name: str, thread: threading.Thread) -> None:
+        deadline = time.monotonic() + 60
+        while name not in sleepers and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def both_while_deleting() -> None:
+        child.start()
+        wait_for("child", child)
+        assert "child" in sleepers, "the child's push never waited for the deleting collection"
+        assert manifests.exists(digest)  # what the second client sees: the child is there
+        parent.start()
+        wait_for("index", parent)  # it waits too, or it was answered already (the bug)
+
+    collect(storage, grace_seconds=0, now=FAR_FUTURE, progress=_at("sweep", both_while_deleting))
+    child.join(60)
+    parent.join(60)
+
+    assert isinstance(results["child"], ManifestBlobUnknown), results
+    assert isinstance(results["index"], ManifestBlobUnknown), results
+    assert not manifests.exists(Digest.parse(index.digest))
+    assert manifests.tags.tags_of(Digest.parse(index.digest)) == []
+
+
 def _collection_ends_right_after(writer: StorageDriver, linking: str, collector: Storage) -> threading.Thread:
     """Stage the race the notices alone missed: a collection (on `collector`, another replica)
     chose its candidates and is about to delete; the writer checks the bytes are there and writes
@@ -198,10 +249,27 @@ def test_a_manifest_whose_blobs_a_collection_took_as_it_ended_is_refused_not_lef
     assert manifests.tags.tags_of(digest) == []
 
 
-def test_writers_look_again_only_after_a_collection_that_ended_since_they_checked(driver: StorageDriver) -> None:
-    """Finished marks cost a writer nothing once older than what it relies on; the next collection
-    removes old ones and turns a dead collector's notice into one (it deleted nothing later)."""
+def _ended(driver: StorageDriver, holder: str, clock: Callable[[], float] = time.time, *, deleted: bool = True) -> None:
+    """A collection by `holder` begins and ends, having deleted something (or not)."""
+    from storage.sweeping import Collection
+
+    collection = Collection(driver, holder, ttl=60, clock=clock)
+    collection.begin()
+    if deleted:
+        collection.may_delete()
+    collection.end()
+
+
+def _sweeps_listed(driver: StorageDriver) -> set[str]:
     from storage import paths
+
+    return {key.rsplit("/", 1)[1] for key in driver.list(paths.GC_SWEEPS)}
+
+
+def test_writers_look_again_only_after_a_collection_that_ended_since_they_checked(driver: StorageDriver) -> None:
+    """Finished marks cost a writer nothing once older than what it relies on; a collection that
+    deleted nothing leaves none; the next collection removes old marks and turns a dead
+    collector's notice into one (it deleted nothing later)."""
     from storage.sweeping import FINISHED_KEEP, Collection, SweepWatch
 
     watch, digest, looked = SweepWatch(driver), Digest.of(b"relied on"), []
@@ -211,16 +279,70 @@ def test_writers_look_again_only_after_a_collection_that_ended_since_they_checke
         return True
 
     now = time.time()
-    Collection(driver, "long-ago-collector", ttl=60, clock=lambda: now - 3 * FINISHED_KEEP).end()
-    assert watch.settle({digest}, there, since=now) == set() and looked == []  # ended before: no look
+    _ended(driver, "long-ago-collector", lambda: now - 3 * FINISHED_KEEP)
+    _ended(driver, "idle-collector", deleted=False)  # found nothing to delete: no mark
+    assert watch.settle({digest}, there, since=now) == set() and looked == []  # nothing to look at
 
     Collection(driver, "dead-collector", ttl=10, clock=lambda: now - 120).begin()  # its collector died
-    Collection(driver, "just-now-collector", ttl=60).end()
+    _ended(driver, "just-now-collector")
     assert watch.settle({digest}, lambda d: False, since=now) == {digest}  # it ended since: look, gone
     assert watch.settle({digest}, there, since=now) == set() and looked == [digest]
 
-    listed = {key.rsplit("/", 1)[1].rsplit(".", 1)[0] for key in driver.list(paths.GC_SWEEPS)}
+    listed = {name.rsplit(".", 1)[0] for name in _sweeps_listed(driver)}
     assert listed == {"dead-collector.finished", "just-now-collector.finished"}  # the old mark went
+
+
+def test_debris_among_the_notices_neither_fails_pushes_nor_collections(driver: StorageDriver) -> None:
+    """Keys no collection wrote (by hand, another tool, a clock gone wrong) are ignored by
+    writers, never make them look for ever, and the far-fetched marks go at the next collection."""
+    from storage import paths
+    from storage.sweeping import SweepWatch
+
+    driver.put(paths.gc_sweep("by-hand-notice"), b'{"phase": "deleting", "expires": -Infinity}')
+    driver.put(f"{paths.GC_SWEEPS}/odd-digits.finished.\u00b2\u00b3", b"")
+    far_future = paths.gc_sweep_finished("from-the-future", time.time() + 10**8)
+    driver.put(far_future, b"")
+    watch, digest = SweepWatch(driver), Digest.of(b"relied on")
+    watch.sleep = lambda seconds: pytest.fail("a push waited on debris")
+
+    assert watch.settle({digest}, lambda d: False, since=time.time() - 5) == {digest}  # the future mark: look
+    _ended(driver, "next-collector")
+    assert far_future.rsplit("/", 1)[1] not in _sweeps_listed(driver)
+    assert watch.settle({digest}, lambda d: True, since=time.time()) == set()
+
+
+def test_a_collection_ending_never_takes_a_collection_that_just_began_for_a_dead_one(
+        driver: StorageDriver) -> None:
+    """Two collectors at once (a lease lost in a pause): the one ending removes the bookkeeping of
+    collectors with no notice, but a keep a writer records for one that began meanwhile stays."""
+    from storage import paths
+    from storage.sweeping import Collection, SweepWatch
+
+    first = Collection(driver, "first-collector", ttl=60)
+    first.begin()
+    second = Collection(driver, "second-collector", ttl=60)
+    digest = Digest.of(b"linked while the second one marks")
+    real_list, sweeps_listed = driver.list, []
+
+    def list_(prefix: str) -> list[str]:
+        if prefix != paths.GC_SWEEPS:
+            return real_list(prefix)
+        sweeps_listed.append(prefix)
+        try:
+            return real_list(prefix)  # on S3 an empty listing raises PathNotFound
+        finally:
+            if len(sweeps_listed) == 2:  # who is alive, as the first one's end reads it
+                driver.list = real_list  # type: ignore[method-assign]
+                second.begin()
+                SweepWatch(driver).settle({digest}, lambda d: True, since=time.time())  # keeps for it
+
+    driver.list = list_  # type: ignore[method-assign]
+    first.end()
+    driver.list = real_list  # type: ignore[method-assign]
+
+    assert len(sweeps_listed) == 2
+    second.doom([digest])
+    assert second.kept() == {digest}
 
 
 def test_a_dead_collectors_notice_does_not_hold_pushes_and_its_lease_is_taken_over(driver: StorageDriver) -> None:
