@@ -3,20 +3,13 @@ as revisions, served back with the media type they were pushed with."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass
 
 from ocispec import mediatypes as mt
 from ocispec.digest import Digest
 from ocispec.errors import OCIValidationError
-from ocispec.manifest import (
-    Descriptor,
-    ImageIndex,
-    ImageManifest,
-    Manifest,
-    labelled_descriptors,
-    parse_manifest,
-)
+from ocispec.manifest import Descriptor, ImageIndex, ImageManifest, Manifest, labelled_descriptors, parse_manifest
 
 from . import paths
 from .blobs import BlobStore, RepositoryBlobs
@@ -98,6 +91,12 @@ _SETTLE_ROUNDS = 3
 CACHED_MANIFEST_RULES = ManifestRules(allow_sparse_indexes=True, allow_absent_blobs=True, refresh_links=True)
 
 
+def _stored_blobs(image: ImageManifest, absent: Set[Digest] = frozenset()) -> set[Digest]:
+    """The blobs an image's push checks are stored in its repository: config and layers, but the
+    non-distributable ones (they live elsewhere) and those its rules let be `absent`."""
+    return {d.digest for d in image.blobs() if not d.urls and d.digest not in absent}
+
+
 class ManifestStore:
     def __init__(self, driver: StorageDriver, blobs: BlobStore, name: str, cache: ManifestCache | None = None,
                  *, serving: bool = False) -> None:
@@ -131,8 +130,7 @@ class ManifestStore:
         except OCIValidationError as exc:
             raise ManifestInvalid(exc.message) from None
         absent = self._check_references(manifest, rules)
-        blobs = ({d.digest for d in manifest.blobs() if not d.urls and d.digest not in absent}
-                 if isinstance(manifest, ImageManifest) else set())
+        blobs = _stored_blobs(manifest, absent) if isinstance(manifest, ImageManifest) else set()
         children, their_blobs = self._children_and_their_blobs(manifest, rules)
         # No media-type file: bytes the model accepts have one possible type (named in them, or the
         # only one their shape fits), which `_media_type` reads back from them when there is none.
@@ -207,7 +205,7 @@ class ManifestStore:
             except OCIValidationError:
                 continue  # stored, so it was checked when pushed: nothing it names is read here
             if isinstance(parsed, ImageManifest):  # the blobs its own push checked are here
-                their_blobs |= {d.digest for d in parsed.blobs() if not d.urls}
+                their_blobs |= _stored_blobs(parsed)
         return children, their_blobs
 
     def _check_references(self, manifest: Manifest, rules: ManifestRules) -> set[Digest]:

@@ -336,18 +336,22 @@ class _Listing:
 
 
 def _listed(driver: StorageDriver) -> _Listing:
-    try:
-        keys = driver.list(paths.GC_SWEEPS)
-    except PathNotFound:
-        keys = []
-    holders = [h for h in (paths.gc_sweep_holder(k) for k in keys) if h is not None]
+    keys = _keys(driver, paths.GC_SWEEPS)
     finished = {k: mark for k in keys if (mark := paths.gc_sweep_finished_of(k)) is not None}
-    return _Listing(holders, finished)
+    return _Listing(_holders(keys), finished)
 
 
 def _listed_holders(driver: StorageDriver, prefix: str) -> list[str]:
+    return _holders(_keys(driver, prefix))
+
+
+def _keys(driver: StorageDriver, prefix: str) -> list[str]:
     try:
-        keys = driver.list(prefix)
+        return driver.list(prefix)
     except PathNotFound:
         return []
+
+
+def _holders(keys: list[str]) -> list[str]:
+    """The collectors `keys` (a listing of GC_SWEEPS, GC_DOOMED or GC_KEPT) belong to."""
     return [h for h in (paths.gc_sweep_holder(k) for k in keys) if h is not None]
