@@ -81,8 +81,12 @@ class BlobStore:
 
     def put_verified(self, digest: Digest, data: bytes) -> None:
         """Store small content whose digest the caller computed from `data` itself."""
-        if not self.exists(digest):
-            self.driver.put(paths.blob_data(digest), data)
+        self.driver.put_many(self.verified_writes(digest, data))
+
+    def verified_writes(self, digest: Digest, data: bytes) -> list[tuple[str, bytes]]:
+        """The writes `put_verified` makes (none when the CAS has the blob), for a caller that
+        makes them durable together with its own (`StorageDriver.put_many`)."""
+        return [] if self.exists(digest) else [(paths.blob_data(digest), data)]
 
     def delete(self, digest: Digest) -> None:
         """Remove the CAS entry (garbage collection only: links may still name it)."""

@@ -11,7 +11,12 @@ from .paths import digest_from_parts
 
 
 def write_link(driver: StorageDriver, key: str, digest: Digest) -> None:
-    driver.put(key, str(digest).encode())
+    driver.put(key, link_content(digest))
+
+
+def link_content(digest: Digest) -> bytes:
+    """What a link to `digest` holds (for a `put_many` that writes it with other objects)."""
+    return str(digest).encode()
 
 
 def read_link(driver: StorageDriver, key: str) -> Digest:

@@ -88,12 +88,22 @@ class ListingIndex:
     def add_repository(self, name: str, revision: str | None = None) -> None:
         """`name` has a manifest now (its revision link is written; `revision` is that link's key,
         checked first as the cheapest proof that it still has one)."""
-        marker = index_keys.index_repository(name)
-        self.driver.put(marker, b"")
+        self.driver.put(*self.repository_marker(name))
+        self.repository_marked(name, revision)
+
+    @staticmethod
+    def repository_marker(name: str) -> tuple[str, bytes]:
+        """The write `add_repository` makes first, for a caller that makes it durable together with
+        its own (`StorageDriver.put_many`), then calls `repository_marked`."""
+        return index_keys.index_repository(name), b""
+
+    def repository_marked(self, name: str, revision: str | None = None) -> None:
+        """The rest of `add_repository`, once its marker is written: taken back if `name` has no
+        manifest after all (its manifests were deleted meanwhile)."""
         if revision is not None and object_exists(self.driver, revision):
             return
         if not self.has_revision(name):
-            self.driver.delete_many([marker])  # its manifests were deleted meanwhile
+            self.driver.delete_many([index_keys.index_repository(name)])
 
     def removing_revision(self, name: str, revision_link: str, remove: Callable[[], bool]) -> bool:
         """Run `remove` (which deletes the revision whose link is `revision_link`) keeping the
@@ -128,10 +138,18 @@ class ListingIndex:
     def add_tag(self, name: str, tag: str, resolves: Callable[[], bool]) -> None:
         """`tag` of `name` was just set; `resolves` tells whether it resolves now (read after the
         marker is written, so a delete of the tag or of its manifest meanwhile is seen)."""
-        marker = index_keys.index_tag(name, tag)
-        self.driver.put(marker, b"")
+        self.driver.put(*self.tag_marker(name, tag))
+        self.tag_marked(name, tag, resolves)
+
+    @staticmethod
+    def tag_marker(name: str, tag: str) -> tuple[str, bytes]:
+        """The write `add_tag` makes first (as `repository_marker`), then `tag_marked`."""
+        return index_keys.index_tag(name, tag), b""
+
+    def tag_marked(self, name: str, tag: str, resolves: Callable[[], bool]) -> None:
+        """The rest of `add_tag`, once its marker is written."""
         if not resolves():
-            self.driver.delete_many([marker])  # deleted meanwhile, or set to what is not here
+            self.driver.delete_many([index_keys.index_tag(name, tag)])  # deleted meanwhile, or set to what is not here
 
     def removing_tag(self, name: str, tag: str, remove: Callable[[], bool]) -> bool:
         """Run `remove` (which deletes the tag from the tree) keeping its marker exact."""

@@ -3,7 +3,7 @@ as revisions, served back with the media type they were pushed with."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Set
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 
 from ocispec import mediatypes as mt
@@ -24,7 +24,7 @@ from .errors import (
     StorageError,
     TagUnknown,
 )
-from .links import delete_quietly, digests_below, object_exists, write_link
+from .links import delete_quietly, digests_below, link_content, object_exists
 from .manifest_cache import ManifestCache
 from .recent_links import NO_MEMORY
 from .referrers import ReferrerStore
@@ -134,22 +134,22 @@ class ManifestStore:
         children, their_blobs = self._children_and_their_blobs(manifest, rules)
         # No media-type file: bytes the model accepts have one possible type (named in them, or the
         # only one their shape fits), which `_media_type` reads back from them when there is none.
-        self.blobs.put_verified(digest, raw)
         if self.cache is not None:
             self.cache.forget(self.name, digest)  # pushed again, maybe as another type: read afresh
         if manifest.subject is not None:
             self.referrers.add(manifest.subject.digest, self._referrer_descriptor(manifest, digest))
         created = not self.exists(digest)
-        # The revision link last: it is what makes the manifest visible in this repository.
-        revision_link = self._link_revision(digest)
+        # The bytes, then the revision link, which makes the manifest visible in this repository:
+        # durable together (one flush on disk: `StorageDriver.put_many`).
+        revision_link = self._link_revision(digest, first=self.blobs.verified_writes(digest, raw))
         if rules.refresh_links:
             for blob in blobs:
                 self.layer_links.link(blob)
         # No collection may be deleting any of it once this returns.
         self._settle(digest, raw, blobs | their_blobs, children, created, since)
-        self.tags.index.add_repository(self.name, revision_link)
-        for tag in tags:
-            self.tags.set(tag, digest)
+        # Only then the catalog's marker and the tags: durable together too.
+        self.tags.set_all(tags, digest, along=[self.tags.index.repository_marker(self.name)])
+        self.tags.index.repository_marked(self.name, revision_link)
         return PutResult(digest, manifest.subject.digest if manifest.subject else None, tags, manifest.media_type)
 
     def _settle(self, digest: Digest, raw: bytes, blobs: set[Digest], children: set[Digest], created: bool,
@@ -174,8 +174,7 @@ class ManifestStore:
                 raise ManifestBlobUnknown(f"{what} unknown to repository: {lost[0]} (removed while the manifest "
                                           "was pushed)", digest=str(lost[0]))
             if digest in missing:
-                self.driver.put(paths.blob_data(digest), raw)  # as put_verified: `raw` is what hashed to it
-                self._link_revision(digest)
+                self._link_revision(digest, first=[(paths.blob_data(digest), raw)])  # `raw` is what hashed to it
             for blob in missing - {digest}:
                 self.layer_links.link(blob)  # only unlinked: its bytes are there
             pending = missing
@@ -272,10 +271,11 @@ class ManifestStore:
             raise ManifestUnknown(f"manifest unknown: {digest}", digest=str(digest))
         self._link_revision(digest)
 
-    def _link_revision(self, digest: Digest) -> str:
-        """Write the revision link (remembered as seen: storage.recent_links); its key."""
+    def _link_revision(self, digest: Digest, first: Sequence[tuple[str, bytes]] = ()) -> str:
+        """Write the revision link (remembered as seen: storage.recent_links), after and durable
+        together with the writes `first`; its key."""
         key = paths.manifest_revision_link(self.name, digest)
-        self.blobs.recent_links.written(key, lambda: write_link(self.driver, key, digest))
+        self.blobs.recent_links.written(key, lambda: self.driver.put_many([*first, (key, link_content(digest))]))
         return key
 
     # -- read ------------------------------------------------------------------------------------

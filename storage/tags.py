@@ -10,7 +10,7 @@ Setting and deleting a tag keeps its marker in the listing index (storage.listin
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
@@ -21,7 +21,7 @@ from ocispec.reference import is_tag
 from . import paths
 from .driver.base import StorageDriver
 from .errors import CorruptLink, NameUnknown, PathNotFound, TagUnknown
-from .links import delete_quietly, link_exists, read_link, write_link
+from .links import delete_quietly, link_content, link_exists, read_link
 from .listing import ListingIndex
 
 T = TypeVar("T")
@@ -50,9 +50,23 @@ class TagStore:
     def set(self, tag: str, digest: Digest) -> None:
         """Point `tag` at `digest`. The link is rewritten even when it already names `digest`, so
         its `stat().updated` moves: a pull-through cache records so when it last confirmed a tag."""
+        self.set_all((tag,), digest)
+
+    def set_all(self, tags: Sequence[str], digest: Digest, along: Sequence[tuple[str, bytes]] = ()) -> None:
+        """`set` each of `tags`: the writes `along` (a push's catalog marker), then each link and
+        its marker in the listing index, durable together (`StorageDriver.put_many`: one flush on
+        disk); a marker whose tag was deleted meanwhile (or set to what is not here) is taken back."""
+        writes = list(along)
+        for tag in tags:
+            writes.append((paths.tag_current_link(self.name, tag), link_content(digest)))
+            writes.append(self.index.tag_marker(self.name, tag))
+        self.driver.put_many(writes)
+        for tag in tags:
+            self.index.tag_marked(self.name, tag, self._resolves(tag))
+
+    def _resolves(self, tag: str) -> Callable[[], bool]:
         link_key = paths.tag_current_link(self.name, tag)
-        write_link(self.driver, link_key, digest)
-        self.index.add_tag(self.name, tag, lambda: self._target(link_key) is not None)
+        return lambda: self._target(link_key) is not None
 
     def stat(self, tag: str) -> TagInfo:
         """The digest `tag` points at and when it was last set; TagUnknown unless it resolves."""

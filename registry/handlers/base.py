@@ -169,6 +169,23 @@ async def stream_body(request: Request, write: Callable[[bytes], None], buffer_s
     return total
 
 
+async def read_small_body(request: Request, limit: int) -> bytes:
+    """The whole body of a request that holds a document (a manifest of at most `limit` bytes),
+    received on the event loop: no thread hand-off, as there is nothing to write. 413 beyond
+    `limit`; ClientHungUp or BodyCutShort when it stops short, as `stream_body` says."""
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise RegistryError(ErrorCode.SIZE_INVALID, f"body larger than {limit} bytes", status=413)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientHungUp(total) from None
+    return b"".join(chunks)
+
+
 def paginate(items: list[str], request: Request, max_page: int, base_path: str) -> tuple[list[str], str | None]:
     """Apply `n` and `last` to a sorted list; returns the page and the `Link` header (or None)."""
     page_size, last = page_request(request, max_page)

@@ -15,7 +15,7 @@ from ..errors import RegistryError
 from ..events import Event
 from ..headers import manifest_url
 from ..lifecycle import immutable
-from .base import API_VERSION_HEADER, empty, repository, run, run_small, stream_body
+from .base import API_VERSION_HEADER, empty, read_small_body, repository, run, run_small
 
 
 def path_reference(request: Request) -> tuple[str | None, Digest | None]:
@@ -37,16 +37,16 @@ async def put_manifest(request: Request) -> Response:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise RegistryError(ErrorCode.SIZE_INVALID, f"manifest larger than {limit} bytes", status=413)
-    body = bytearray()
-    await stream_body(request, body.extend, 1 << 30, limit=limit)  # the buffer size keeps it on the loop
+    body = await read_small_body(request, limit)
     tags = tuple(dict.fromkeys(((tag,) if tag else ()) + extra_tags))  # each once, in the order given
     rules = ManifestRules(allow_sparse_indexes=ctx.settings.validation.manifests.allow_sparse_indexes)
-    await immutable.before_tagging(request, repo, tags, bytes(body), reference_digest)
+    await immutable.before_tagging(request, repo, tags, body, reference_digest)
     moving = ctx.events.wants("tag.move")
     previous = await run_small(request, _targets, repo, tags) if moving and tags else {}
-    result = await run(repo.manifests.put, bytes(body), request.headers.get("content-type"), reference_digest, tags,
+    result = await run(repo.manifests.put, body, request.headers.get("content-type"), reference_digest, tags,
                        rules)
-    await ctx.events.emit(request, *_pushed(repo.name, result, len(body), previous))
+    if ctx.events.wants("manifest.push") or moving:  # events cost a uuid each: made only when wanted
+        await ctx.events.emit(request, *_pushed(repo.name, result, len(body), previous))
     # The digest is the one the client pushed by (its algorithm, e.g. sha512), not always sha256.
     headers = {"Location": manifest_url(repo.name, str(result.digest)), "Docker-Content-Digest": str(result.digest)}
     if result.subject is not None:

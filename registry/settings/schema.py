@@ -74,6 +74,12 @@ class HttpSettings:
 @dataclass(frozen=True)
 class FilesystemSettings:
     root: str = field(default="./data", metadata=_help("Directory that holds every blob, manifest and upload."))
+    write_ahead_log: bool = field(default=True, metadata=_help(
+        "Make small writes (manifests, links, tags, upload states) durable through one write-ahead log in the root "
+        "(`.cargobay-log`): a manifest push is two flushes of it instead of two flushes a file. The first process to "
+        "open the store after a crash replays it. Off: every file is flushed itself (a log left by a crash is still "
+        "replayed), for a root on a filesystem whose `flock` is not shared between the processes that use it (some "
+        "network filesystems). Every process of one store must have the same value."))
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,11 @@ class StorageDriver(Protocol):
     def put(self, key: str, data: bytes | bytearray) -> None:
         """Atomically create or replace a small object."""
 
+    def put_many(self, items: Sequence[tuple[str, bytes | bytearray]]) -> None:
+        """`put` each, in order: when it returns all are durable, and a crash before then leaves
+        each either as it was or as put. Where the driver can (the filesystem's write-ahead log),
+        one flush makes them all durable instead of one each."""
+
     def reader(self, key: str, offset: int = 0) -> BinaryIO:
         """A stream of the object from `offset`; the caller closes it. Raises InvalidOffset past EOF."""
 

@@ -1,7 +1,10 @@
 """The local-filesystem driver: keys are paths below a root directory.
 
-Atomicity comes from temp file + fsync + rename in the destination directory. Temp files carry
-TEMP_PREFIX and are invisible to `list` and `walk`.
+Atomicity comes from temp file + rename in the destination directory; durability from the
+write-ahead log (storage.driver.fslog: a small put's content is in a flushed record before its
+file is written) or, without it and for what goes around it, from fsyncing the file and its
+directory. Temp files carry TEMP_PREFIX, the log HIDDEN_PREFIX: both are invisible to `list` and
+`walk`.
 """
 
 from __future__ import annotations
@@ -11,17 +14,17 @@ import contextlib
 import errno
 import os
 import re
-import shutil
 import stat
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import InvalidKey, InvalidOffset, PathNotFound, StorageConfigError
+from . import fsfiles
 from .base import DriverCapabilities, FileInfo, PendingUpload, WriterState
+from .fslog import HIDDEN_PREFIX, LARGEST_LOGGED, PUT, Change, WriteAheadLog
 from .fswriters import TEMP_PREFIX, FsAtomicWriter, FsFileWriter, create_file, fsync_dir, lock_exclusive
 from .options import options_from_mapping
 
@@ -46,32 +49,15 @@ def _usable_root(root: Path) -> Path:
     return resolved
 
 
-def _holds(path: Path, data: bytes | bytearray) -> bool:
-    """Whether `path` already holds exactly `data`; if so its modification time is moved to now, as
-    a rewrite would. A push rewrites links and tags that are already there (a layer link, a tag
-    pushed again): this spares each its two fsyncs. Only the new time is not made durable (after a
-    machine crash it may read older, which nothing relies on across a crash: a collection that
-    read it died with it). Any doubt answers False, and the caller writes."""
-    try:
-        if os.stat(path).st_size != len(data):
-            return False
-        with open(path, "rb") as f:
-            if f.read(len(data) + 1) != data:
-                return False
-        os.utime(path)
-        # A writer renames only after its fsync, but the rename is durable once the directory is
-        # synced, which another writer's put may not have done yet: sync it (no work if it did).
-        fsync_dir(path.parent)
-        return True
-    except OSError:
-        return False
-
-
 @dataclass(frozen=True)
 class FilesystemOptions:
     """The filesystem driver's options: the directory below which every key is a path."""
 
     root: str = ""
+    #: Make small writes durable through one write-ahead log below the root (storage.driver.fslog):
+    #: one flush a manifest push instead of two a file. Off: each file is flushed itself (a root
+    #: on a filesystem without flock, such as some network filesystems).
+    write_ahead_log: bool = True
 
     def __post_init__(self) -> None:
         if not self.root:
@@ -93,9 +79,15 @@ class FilesystemDriver:
         """`FilesystemDriver(FilesystemOptions(root))`, or just the root. StorageConfigError for a
         root no call could ever use (a symlink loop, a name longer than the system allows); one
         that is missing is fine (`check` creates it), one that is not writable `check` reports."""
-        root = options.root if isinstance(options, FilesystemOptions) else options
-        self.root = _usable_root(Path(root))
+        if not isinstance(options, FilesystemOptions):
+            options = FilesystemOptions(str(options))
+        self.root = _usable_root(Path(options.root))
         self._root_text = str(self.root)
+        # Without the log this process still replays and empties one left there (the setting
+        # turned off after a crash), and holds the store open so that no other process replays.
+        log = WriteAheadLog.of(self._root_text, _LoggedFiles(self), writing=options.write_ahead_log)
+        self._log = log if options.write_ahead_log else None
+        self._open_store = log
 
     # -- keys ------------------------------------------------------------------------------------
     def _path(self, key: str) -> Path:
@@ -110,6 +102,14 @@ class FilesystemDriver:
             raise InvalidKey(f"invalid storage key {key!r}")
         return f"{self._root_text}/{inner}"
 
+    def _placing(self, key: str, place: Callable[[], None], deleted: str | None = None) -> None:
+        """Run `place` (renames that make `key` durable by their own flushes; `deleted` goes: a
+        move's source) so that no logged write comes between it and its record."""
+        if self._log is None:
+            place()
+        else:
+            self._log.place([key.strip("/")], place, [deleted.strip("/")] if deleted else [])
+
     # -- protocol --------------------------------------------------------------------------------
     def get(self, key: str, limit: int | None = None) -> bytes:
         try:
@@ -119,8 +119,31 @@ class FilesystemDriver:
             raise PathNotFound(key) from None
 
     def put(self, key: str, data: bytes | bytearray) -> None:
-        path = self._path(key)
-        if _holds(path, data):
+        self.put_many([(key, data)])
+
+    def put_many(self, items: Sequence[tuple[str, bytes | bytearray]]) -> None:
+        log = self._log
+        paths = [self._fspath(key) for key, _ in items]
+        if log is None or sum(len(data) for _, data in items) > LARGEST_LOGGED:
+            for (key, data), path in zip(items, paths, strict=True):
+                self._put_flushed(key, path, data)
+            return
+
+        def prepare() -> list[Change]:  # under the log's lock: what holds its content already is no put
+            return [Change(PUT, key.strip("/"), bytes(data)) for (key, data), path in zip(items, paths, strict=True)
+                    if not fsfiles.holds(path, data, logged=True)]
+
+        def apply(changes: Sequence[Change]) -> None:
+            for change in changes:
+                fsfiles.write_unflushed(self._fspath(change.key), change.content or b"")
+
+        log.put(prepare, apply)
+
+    def _put_flushed(self, key: str, path_text: str, data: bytes | bytearray) -> None:
+        """A put that flushes the file and its directory itself (no log, or too large for it),
+        then says so to the log."""
+        path = Path(path_text)
+        if fsfiles.holds(path_text, data, logged=False):
             return
         for attempt in range(3):
             tmp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
@@ -129,8 +152,12 @@ class FilesystemDriver:
                     f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
-                os.replace(tmp, path)
-                fsync_dir(path.parent)
+
+                def place(tmp: Path = tmp) -> None:
+                    os.replace(tmp, path)
+                    fsync_dir(path.parent)
+
+                self._placing(key, place)
                 return
             except FileNotFoundError:
                 # A delete of the directory (a prefix delete: a collection withdrawing its
@@ -158,7 +185,7 @@ class FilesystemDriver:
 
     def writer(self, key: str, append: bool = False, saved: WriterState | None = None) -> FsFileWriter:
         # `saved` is ignored: the file is all the state (no `external_writer_state`).
-        return FsFileWriter(self._path(key), append, self._path)
+        return FsFileWriter(self._path(key), append, self._path, self._placing)
 
     def stat(self, key: str) -> FileInfo:
         try:
@@ -182,12 +209,12 @@ class FilesystemDriver:
         return stream, os.fstat(stream.fileno()).st_size
 
     def atomic_writer(self, key: str) -> FsAtomicWriter:
-        return FsAtomicWriter(self._path(key))
+        return FsAtomicWriter(self._path(key), lambda place: self._placing(key, place))
 
     def list(self, prefix: str) -> list[str]:
         path = self._path(prefix)
         try:
-            names = sorted(e.name for e in os.scandir(path) if not e.name.startswith(TEMP_PREFIX))
+            names = sorted(e.name for e in os.scandir(path) if not e.name.startswith(HIDDEN_PREFIX))
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(prefix) from None
         base = prefix.strip("/")
@@ -195,8 +222,8 @@ class FilesystemDriver:
 
     def walk(self, prefix: str) -> Iterator[FileInfo]:
         base = len(self._root_text) + 1
-        for entry in _files_below(self._fspath(prefix)):
-            if entry.name.startswith(TEMP_PREFIX):
+        for entry in fsfiles.files_below(self._fspath(prefix)):
+            if entry.name.startswith(HIDDEN_PREFIX):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
@@ -215,51 +242,49 @@ class FilesystemDriver:
             bound = None
         else:
             return keys  # every key below `prefix` sorts before `start_after`
-        _sorted_files(self._fspath(prefix), base, bound, limit, keys)
+        fsfiles.sorted_files(self._fspath(prefix), base, bound, limit, keys)
         return keys
 
     def move(self, source: str, destination: str) -> None:
         src, dst = self._path(source), self._path(destination)
         dst.parent.mkdir(parents=True, exist_ok=True)
+
+        def place() -> None:
+            os.replace(src, dst)
+            # An object is new where it was moved to, as an S3 copy is: garbage collection reads
+            # its age from there (a blob adopted from an upload whose last chunk came hours ago
+            # is young).
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(dst)
+            fsync_dir(dst.parent)
+
         try:
             f = open(src, "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:
             raise PathNotFound(source) from None
         except IsADirectoryError:
-            os.replace(src, dst)
+            self._placing(destination, place, deleted=source)
             return
         with f:
             lock_exclusive(f, source)
-            os.replace(src, dst)
-        # An object is new where it was moved to, as an S3 copy is: garbage collection reads its
-        # age from there (a blob adopted from an upload whose last chunk came hours ago is young).
-        with contextlib.suppress(FileNotFoundError):
-            os.utime(dst)
-        fsync_dir(dst.parent)
+            os.fsync(f.fileno())  # its writer's commit flushed it: no work, unless a caller did not
+            self._placing(destination, place, deleted=source)
 
     def delete(self, key: str) -> None:
         path = self._fspath(key)
-        try:
-            is_dir = stat.S_ISDIR(os.lstat(path).st_mode)
-            if not is_dir:
-                os.unlink(path)
-                return
-        except (FileNotFoundError, NotADirectoryError):
-            raise PathNotFound(key) from None
-        _remove_tree(path)
+        if self._log is None:
+            fsfiles.delete_file_or_tree(key, path)
+        else:
+            self._log.delete([key.strip("/")], lambda: fsfiles.delete_file_or_tree(key, path))
 
     def delete_many(self, keys: Sequence[str]) -> None:
         """Delete each file; the directory holding it goes too once empty (a link's or a blob's
         own directory), so that a listing of the parent no longer names it."""
         paths = [self._fspath(key) for key in keys]
-        if len(paths) < _PARALLEL_DELETES * 4:
-            _unlink_and_prune(paths)
-            return
-        # Metadata operations in different directories proceed in parallel in the kernel (and
-        # release the GIL): a collection's batch of a thousand goes several times faster.
-        share = -(-len(paths) // _PARALLEL_DELETES)
-        with ThreadPoolExecutor(max_workers=_PARALLEL_DELETES) as pool:
-            list(pool.map(_unlink_and_prune, [paths[at:at + share] for at in range(0, len(paths), share)]))
+        if self._log is None:
+            fsfiles.delete_files(paths)
+        else:
+            self._log.delete([key.strip("/") for key in keys], lambda: fsfiles.delete_files(paths))
 
     def url_for(self, key: str, method: str = "GET", expires_in: int = 1200) -> str | None:
         return None
@@ -271,7 +296,7 @@ class FilesystemDriver:
         skip empty directories, and the tag listing skips tags without a link (storage.tags)."""
         removed = 0
         base = len(self._root_text) + 1
-        for entry in _files_below(self._root_text):
+        for entry in fsfiles.files_below(self._root_text):
             if not entry.name.startswith(TEMP_PREFIX):
                 continue
             if spare is not None and spare(entry.path[base:]):
@@ -300,93 +325,27 @@ class FilesystemDriver:
             raise StorageConfigError(f"storage root {self.root} is not writable: {exc.strerror or exc}") from None
 
 
-def _files_below(top: str) -> Iterator[os.DirEntry[str]]:
-    """Every file below `top` (temp files included), depth first, by os.scandir and plain strings:
-    a collection walks every key of the store, and building a Path per file costs more than the
-    stat. A directory's type comes from the listing itself, so only callers that need a file's
-    size or age pay for its stat."""
-    pending = [top]
-    while pending:
-        directory = pending.pop()
+class _LoggedFiles:
+    """The write-ahead log's `Applier`: the driver's files, written without flushes."""
+
+    def __init__(self, driver: FilesystemDriver) -> None:
+        self._driver = driver
+
+    def write(self, key: str, content: bytes) -> None:
+        path = self._driver._fspath(key)
+        if not fsfiles.same(path, content):
+            fsfiles.write_unflushed(path, content)
+
+    def remove(self, key: str) -> None:
+        with contextlib.suppress(PathNotFound):
+            fsfiles.delete_file_or_tree(key, self._driver._fspath(key))
+
+    def remove_file(self, key: str) -> None:
+        fsfiles.unlink_file(self._driver._fspath(key))
+
+    def read(self, key: str) -> bytes | None:
         try:
-            entries = os.scandir(directory)
-        except (FileNotFoundError, NotADirectoryError):
-            continue  # removed while walking
-        with entries:
-            for entry in entries:
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        pending.append(entry.path)
-                        continue
-                except FileNotFoundError:
-                    continue  # removed while walking
-                yield entry
-
-
-def _sorted_files(directory: str, key: str, bound: str | None, limit: int, found: list[str]) -> None:
-    """Append to `found` the keys of the files below `directory` (whose key is `key`) that sort
-    after `key + "/" + bound` (all of them when `bound` is None), in string order, until it holds
-    `limit`. A directory's entries are ordered by their name, a `/` after a subdirectory's (its keys
-    continue so), and subdirectories before the bound are never read."""
-    try:
-        with os.scandir(directory) as listing:
-            entries = []
-            for entry in listing:
-                if entry.name.startswith(TEMP_PREFIX):
-                    continue
-                try:
-                    is_dir = entry.is_dir(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue  # removed meanwhile
-                entries.append((f"{entry.name}/" if is_dir else entry.name, entry.name, is_dir))
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    entries.sort()
-    for ordered, name, is_dir in entries:
-        if len(found) >= limit:
-            return
-        inner: str | None = None
-        if bound is not None:
-            if is_dir and bound.startswith(ordered):
-                inner = bound[len(ordered):]  # the page starts inside this directory
-            elif ordered <= bound:
-                continue
-        if is_dir:
-            _sorted_files(f"{directory}/{name}", f"{key}/{name}", inner, limit, found)
-        else:
-            found.append(f"{key}/{name}")
-
-
-def _remove_tree(path: str, passes: int = 5) -> None:
-    """Remove a directory and everything below it (a prefix delete). A writer may be putting a file
-    into it meanwhile (a push recording a keep in `v1/gc/kept/<collector>` as that collection
-    ends): what vanishes under the walk is gone already, and a directory that filled again is
-    walked again; after `passes` the writer has won and its file stays (debris the next sweep of
-    its owner takes), and OSError says so."""
-    def gone_already(_function: Any, _path: str, exc_info: Any) -> None:
-        if not isinstance(exc_info[1], FileNotFoundError):
-            raise exc_info[1]
-
-    for attempt in range(passes):
-        try:
-            shutil.rmtree(path, onerror=gone_already)
-            return
-        except OSError as exc:
-            if exc.errno != errno.ENOTEMPTY or attempt == passes - 1:
-                raise
-
-
-#: Threads deleting at once in a large `delete_many`.
-_PARALLEL_DELETES = 8
-
-
-def _unlink_and_prune(paths: list[str]) -> None:
-    for path in paths:
-        try:
-            os.unlink(path)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        try:
-            os.rmdir(os.path.dirname(path))
-        except OSError:
-            pass  # not empty (or removed meanwhile): it stays
+            with open(self._driver._fspath(key), "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None

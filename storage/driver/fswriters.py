@@ -117,10 +117,13 @@ class FsFileWriter:
     writing into the moved one.
     """
 
-    def __init__(self, path: Path, append: bool, resolve: Callable[[str], Path]) -> None:
+    def __init__(self, path: Path, append: bool, resolve: Callable[[str], Path],
+                 placing: Callable[[str, Callable[[], None]], None]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
         self._resolve = resolve  # a key to its path (`commit_to`)
+        #: Runs `commit_to`'s rename of the key so that it is logged with it (the driver's log).
+        self._placing = placing
         self._file: BinaryIO = self._open_locked(path, append)
         self._closed = False
         self._size = self._file.seek(0, os.SEEK_END)
@@ -197,12 +200,16 @@ class FsFileWriter:
                 raise ObjectBusy(f"{self._path.name} was written by another writer meanwhile")
             os.fsync(self._file.fileno())
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self._path, target)
+
+            def place() -> None:
+                os.replace(self._path, target)
+                with contextlib.suppress(FileNotFoundError):
+                    os.utime(target)  # new where it lands, as a move makes it (garbage collection reads the age)
+                fsync_dir(target.parent)
+
+            self._placing(destination, place)
         finally:
             self._file.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.utime(target)  # new where it lands, as a move makes it (garbage collection reads the age)
-        fsync_dir(target.parent)
 
 
 class FsAtomicWriter:
@@ -210,8 +217,10 @@ class FsAtomicWriter:
     taken by `remove_stale_temp` if the process dies) that `commit` fsyncs and renames onto the
     key, so the key holds the old content or all of the new, never part of it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, placing: Callable[[Callable[[], None]], None]) -> None:
         self._path = path
+        #: Runs `commit`'s rename so that it is logged with it (the driver's log).
+        self._placing = placing
         self._tmp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         self._file: BinaryIO = create_file(self._tmp)
         self._size = 0
@@ -245,12 +254,15 @@ class FsAtomicWriter:
         if self._done:
             return
         self._done = True
+        def place() -> None:
+            os.replace(self._tmp, self._path)
+            fsync_dir(self._path.parent)
+
         try:
             fsync_close(self._file)
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self._tmp, self._path)
+            self._placing(place)
         except BaseException:
             self._file.close()
             self._tmp.unlink(missing_ok=True)
             raise
-        fsync_dir(self._path.parent)

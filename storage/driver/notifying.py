@@ -48,6 +48,9 @@ class DeleteNotifyingDriver:
     def put(self, key: str, data: bytes | bytearray) -> None:
         self.inner.put(key, data)
 
+    def put_many(self, items: Sequence[tuple[str, bytes | bytearray]]) -> None:
+        self.inner.put_many(items)
+
     def reader(self, key: str, offset: int = 0) -> BinaryIO:
         return self.inner.reader(key, offset)
 

@@ -96,6 +96,9 @@ class ObservedDriver:
     def put(self, key: str, data: bytes | bytearray) -> None:
         self.timed("put", lambda: self.inner.put(key, data))
 
+    def put_many(self, items: Sequence[tuple[str, bytes | bytearray]]) -> None:
+        self.timed("put_many", lambda: self.inner.put_many(items))
+
     def reader(self, key: str, offset: int = 0) -> BinaryIO:
         return self.timed("reader", lambda: self.inner.reader(key, offset))
 
@@ -200,3 +203,4 @@ class ObservedWriter(ObservedAtomicWriter):
 
     def saved_state(self) -> WriterState | None:
         return self.appending.saved_state()  # no backend call: nothing to time
+

@@ -61,6 +61,10 @@ class S3Driver:
     def put(self, key: str, data: bytes | bytearray) -> None:
         self.bucket.call("put_object", key, Key=self.bucket.full_key(key), Body=data)
 
+    def put_many(self, items: Sequence[tuple[str, bytes | bytearray]]) -> None:
+        for key, data in items:  # each PUT is durable when answered
+            self.put(key, data)
+
     def reader(self, key: str, offset: int = 0) -> BinaryIO:
         if offset < 0:
             raise InvalidOffset(f"negative offset {offset} for {key}", key=key)
