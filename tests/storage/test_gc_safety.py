@@ -211,7 +211,7 @@ def _collection_ends_right_after(writer: StorageDriver, linking: str, collector:
         real_put(key, data)
         wrote([key])
 
-    def put_many(items: Sequence[tuple[str, bytes | bytearray]]) -> None:  # a manifest's bytes and revision link together
+    def put_many(items: Sequence[tuple[str, bytes | bytearray]]) -> None:  # a manifest's bytes and revision link
         real_put_many(items)
         wrote([key for key, _ in items])
 
