@@ -44,14 +44,16 @@ import errno
 import fcntl
 import os
 import struct
-import sys
 import threading
 import weakref
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Protocol
+
+from .fswriters import fsync_dir, linux_libc_function
 
 #: The log's file and the file whose shared lock says a process has the store open. Both begin
 #: with HIDDEN_PREFIX, which listings skip.
@@ -138,19 +140,7 @@ def _records(log: bytes, epoch: int) -> Iterator[tuple[int, bytes]]:
         at += _RECORD.size + length
 
 
-def _syncfs_call() -> Callable[[int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        call = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return None
-    call.argtypes = [ctypes.c_int]
-    call.restype = ctypes.c_int
-    return call
-
-
-_syncfs = _syncfs_call()
+_syncfs = linux_libc_function("syncfs", [ctypes.c_int])
 
 
 def sync_filesystem(fd: int) -> None:
@@ -286,7 +276,7 @@ class WriteAheadLog:
         if self._size < _HEADER_SIZE + FIRST_SIZE:
             self._grow(_HEADER_SIZE + FIRST_SIZE)
         self._write_header(flush=True)
-        _fsync_dir(self._root)  # the log's own name, before anything relies on it
+        fsync_dir(Path(self._root))  # the log's own name, before anything relies on it
 
     def _replay(self) -> None:
         """Each key the epoch's records name, as its last record says; then a checkpoint. The
@@ -484,10 +474,4 @@ atexit.register(_checkpoint_at_exit)
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 

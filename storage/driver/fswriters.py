@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 from ..errors import ObjectBusy
 from .base import WriterState
@@ -31,20 +31,23 @@ WRITEBACK_STEP = 8 * 1024 * 1024
 _SYNC_FILE_RANGE_WRITE = 2  # start writeback of the range's dirty pages; do not wait for it
 
 
-def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """libc's sync_file_range(2) (Linux), or None where there is none: then a commit's fsync does it all."""
+def linux_libc_function(name: str, argtypes: list[type[ctypes._SimpleCData[Any]]]) -> Callable[..., int] | None:
+    """libc's function `name` taking `argtypes` and returning an int (setting errno), on Linux;
+    None elsewhere, or where this libc has none."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+        call = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
-    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.argtypes = argtypes
     call.restype = ctypes.c_int
-    return call
+    return cast(Callable[..., int], call)
 
 
-_sync_file_range_call = _sync_file_range()
+#: sync_file_range(2), or None where there is none: then a commit's fsync does it all.
+_sync_file_range_call = linux_libc_function("sync_file_range", [ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
+                                                                   ctypes.c_uint])
 
 
 def start_writeback(fd: int, offset: int, length: int) -> bool:
