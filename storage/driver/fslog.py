@@ -143,6 +143,10 @@ def _records(log: bytes, epoch: int) -> Iterator[tuple[int, bytes]]:
 _syncfs = linux_libc_function("syncfs", [ctypes.c_int])
 
 
+#: fdatasync(2) where there is one (not on macOS: fsync there).
+_datasync = getattr(os, "fdatasync", os.fsync)
+
+
 def sync_filesystem(fd: int) -> None:
     """Make everything written to the filesystem holding `fd` durable (syncfs(2); sync(2) where
     there is none)."""
@@ -306,16 +310,23 @@ class WriteAheadLog:
         was flushed, or a delete): carry it out, so the files are again as the log says before
         anything else is written or checked."""
         log = os.pread(self._file(), self._size, 0)
-        for at, body in _records(log, self._epoch):
-            if at == self._applying:
-                for change in _decode(body):
-                    if change.op == PUT:
-                        self._files.write(change.key, change.content or b"")
-                    elif change.op == DELETE:
-                        self._files.remove(change.key)
-                break
-        self._applying = 0
-        self._write_header(flush=False)
+        keys: list[str] = []
+        try:
+            for at, body in _records(log, self._epoch):
+                if at >= self._applying:  # its record, and a large delete's further ones
+                    for change in _decode(body):
+                        keys.append(change.key)
+                        if change.op == PUT:
+                            self._files.write(change.key, change.content or b"")
+                        elif change.op == DELETE:
+                            self._files.remove(change.key)
+        except Exception:
+            # Finishing it failed too (the disk is full): what the files hold is logged instead,
+            # and writes go on (a collection may be what frees the disk).
+            self._undo(self._applying, keys)
+        finally:
+            self._applying = 0
+            self._write_header(flush=False)
 
     # -- writing ---------------------------------------------------------------------------------
     def put(self, prepare: Callable[[], Sequence[Change]], apply: Callable[[Sequence[Change]], None]) -> None:
@@ -325,17 +336,19 @@ class WriteAheadLog:
         with self._locked():
             changes = prepare()
             if changes:
-                at = self._append(_encode(changes), flush=True)
-                self._applying_record(at, lambda: apply(changes), [change.key for change in changes])
+                keys = [change.key for change in changes]
+                self._applying_record(lambda: self._append(_encode(changes), flush=True, applying=True),
+                                      lambda: apply(changes), keys)
 
     def delete(self, keys: Sequence[str], apply: Callable[[], None]) -> None:
         """Log deletes of `keys` (files or prefixes), unflushed, then `apply`."""
-        with self._locked():
-            at = 0
+        def append() -> None:
             for start in range(0, len(keys), _DELETES_A_RECORD):
-                at = self._append(_encode([Change(DELETE, key) for key in keys[start:start + _DELETES_A_RECORD]]),
-                                  flush=False)
-            self._applying_record(at, apply, [])
+                self._append(_encode([Change(DELETE, key) for key in keys[start:start + _DELETES_A_RECORD]]),
+                             flush=False, applying=start == 0)
+
+        with self._locked():
+            self._applying_record(append, apply, [])
 
     def place(self, keys: Sequence[str], place: Callable[[], None], deleted: Sequence[str] = ()) -> None:
         """Under the lock: `place` (renames that make `keys` durable by their own flushes, and
@@ -343,26 +356,45 @@ class WriteAheadLog:
         no other record can come between the rename and its record."""
         with self._locked():
             place()
-            self._append(_encode([Change(DELETE, key) for key in deleted] + [Change(PLACED, key) for key in keys]),
-                         flush=True)
+            try:
+                self._append(_encode([Change(DELETE, key) for key in deleted] + [Change(PLACED, key) for key in keys]),
+                             flush=True)
+            except BaseException:
+                # The rename is done and visible: a replay must not take it back. A checkpoint
+                # makes it durable and retires every record before it (it needs no room).
+                self._checkpoint()
+                raise
 
-    def _applying_record(self, at: int, apply: Callable[[], None], keys: Sequence[str]) -> None:
-        """Run `apply` with the header naming the record at `at` as being applied (the next
-        holder of the lock finishes it if this process dies meanwhile). A put that fails has
-        what each of its `keys` holds then logged instead, if that can be."""
-        self._applying = at
-        self._write_header(flush=False)
+    def _applying_record(self, append: Callable[[], object], apply: Callable[[], None], keys: Sequence[str]) -> None:
+        """`append` the record (the header names it as being applied from then on: the next holder
+        of the lock finishes it if this process dies meanwhile), then `apply` it. A put that fails
+        after its record was written (its flush, or applying it) is undone in the log: `_undo`."""
+        self._applying = 0
         try:
+            append()
             apply()
         except BaseException:
-            if keys:
-                contents = [(key, self._files.read(key)) for key in keys]
-                self._append(_encode([Change(DELETE, key) if content is None else Change(PUT, key, content)
-                                      for key, content in contents]), flush=True)
+            if keys and self._applying:  # its record was written (`_append` named it, then flushed)
+                self._undo(self._applying, keys)
             raise
         finally:
             self._applying = 0
             self._write_header(flush=False)
+
+    def _undo(self, start: int, keys: Sequence[str]) -> None:
+        """The records from `start` on were not carried out as their caller was told: log what
+        each of `keys` holds now, so no replay finishes them; if even that fails, the log ends
+        before them again (their start is zeroed), as if they never were."""
+        try:
+            contents = [(key, self._files.read(key)) for key in keys]
+            self._append(_encode([Change(DELETE, key) if content is None else Change(PUT, key, content)
+                                  for key, content in contents]), flush=True)
+        except Exception:
+            os.pwrite(self._file(), bytes(_RECORD.size), start)
+            self._end = start
+            self._write_header(flush=False)
+            with contextlib.suppress(OSError):
+                _datasync(self._file())
 
     def checkpoint_if_written(self) -> None:
         """At this process's exit: if it appended since its last checkpoint, make the files
@@ -412,8 +444,9 @@ class WriteAheadLog:
             raise RuntimeError("the write-ahead log is not open")  # a bug: callers open it first
         return self._fd
 
-    def _append(self, body: bytes, flush: bool) -> int:
-        """Append a record of `body`; where it starts."""
+    def _append(self, body: bytes, flush: bool, applying: bool = False) -> int:
+        """Append a record of `body`; where it starts. With `applying`, the same header write names
+        it as the record being applied."""
         fd = self._file()
         length = _RECORD.size + len(body)
         if self._end + length > self._size:
@@ -425,9 +458,11 @@ class WriteAheadLog:
         os.pwrite(fd, _record(self._epoch, body), at)
         self._end += length
         self._appended = True
+        if applying:
+            self._applying = at
         self._write_header(flush=False)
         if flush:
-            os.fdatasync(fd)
+            _datasync(fd)
         return at
 
     def _grow(self, size: int) -> None:
@@ -445,7 +480,7 @@ class WriteAheadLog:
         fd = self._file()
         os.pwrite(fd, _HEADER.pack(_MAGIC, self._epoch, self._end, self._applying, self._replaying), 0)
         if flush:
-            os.fdatasync(fd)
+            _datasync(fd)
 
     def _checkpoint(self) -> None:
         """Every file written so far made durable, then a new epoch from the log's start."""

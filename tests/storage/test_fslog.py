@@ -244,3 +244,27 @@ def test_a_replay_that_died_is_done_again_by_the_next_process_even_if_not_alone(
     replayer.wait()
     assert waiter.stdout is not None and waiter.stdout.readline().strip() == "logged"
     assert waiter.wait(timeout=60) == 0
+
+
+def test_a_put_whose_flush_failed_is_not_finished_by_a_replay(tmp_path: Path) -> None:
+    """The log's own flush fails (an I/O error): the put is answered an error, and its record,
+    written but maybe not flushed, must not be replayed later over what the files hold."""
+    out = in_new_process(tmp_path, """
+        driver.put("tags/latest", b"sha256:old")
+        real, calls = fslog._datasync, []
+        def failing(fd):
+            calls.append(fd)
+            if len(calls) == 1:
+                raise OSError(5, "Input/output error")
+            real(fd)
+        fslog._datasync = failing
+        try:
+            driver.put("tags/latest", b"sha256:new")
+        except OSError as exc:
+            print("failed:", exc.strerror)
+        print(driver.get("tags/latest"))
+    """)
+    assert out.split("\n")[:2] == ["failed: Input/output error", "b'sha256:old'"]
+    (tmp_path / "tags/latest").write_bytes(b"")  # its bytes lost in a crash, as a crash may
+    in_new_process(tmp_path, "")
+    assert (tmp_path / "tags/latest").read_bytes() == b"sha256:old"
