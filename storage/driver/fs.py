@@ -24,8 +24,9 @@ from typing import Any, BinaryIO
 from ..errors import InvalidKey, InvalidOffset, PathNotFound, StorageConfigError
 from . import fsfiles
 from .base import DriverCapabilities, FileInfo, PendingUpload, WriterState
-from .fslog import HIDDEN_PREFIX, LARGEST_LOGGED, PUT, Change, WriteAheadLog
+from .fslog import HIDDEN_PREFIX, LARGEST_LOGGED, WriteAheadLog
 from .fswriters import TEMP_PREFIX, FsAtomicWriter, FsFileWriter, create_file, fsync_dir, lock_exclusive
+from .logrecords import PUT, Change
 from .options import options_from_mapping
 
 #: What makes a key (without its leading and trailing `/`) unusable: a `.`, `..` or empty

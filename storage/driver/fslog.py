@@ -46,14 +46,13 @@ import os
 import struct
 import threading
 import weakref
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
 
 from .fswriters import fsync_dir, linux_libc_function
+from .logrecords import DELETE, PLACED, PUT, RECORD_SIZE, Change, decode, encode, record, records
 
 #: The log's file and the file whose shared lock says a process has the store open. Both begin
 #: with HIDDEN_PREFIX, which listings skip.
@@ -65,10 +64,6 @@ _MAGIC = b"CBLOG001"
 #: magic, epoch, end (where the next record goes), the record being applied (0: none), a replay under way
 _HEADER = struct.Struct("<8sQQQQ")
 _HEADER_SIZE = 4096  # one page: the header never shares a page with a record
-_RECORD = struct.Struct("<4sIQI")  # b"CBR1", crc32 of the rest, epoch, body length
-_RECORD_MAGIC = b"CBR1"
-_OP = struct.Struct("<cI")  # op, key length
-_LENGTH = struct.Struct("<I")
 
 #: The log starts with room for this much and doubles (zeros, flushed once) until it holds
 #: CAPACITY bytes: appends overwrite allocated blocks, so their flush writes data, not the file's size.
@@ -77,72 +72,11 @@ CAPACITY = 16 << 20
 #: A put of more than this goes around the log (its own flushes, then an `X`).
 LARGEST_LOGGED = 1 << 20
 
-PUT, DELETE, PLACED = b"P", b"D", b"X"
 #: Keys of a large delete (a collection's batch) per record: a record stays far below CAPACITY.
 _DELETES_A_RECORD = 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One record's change to one key: `content` for a put, None otherwise."""
-
-    op: bytes
-    key: str
-    content: bytes | None = None
-
-
-def _encode(changes: Sequence[Change]) -> bytes:
-    parts: list[bytes] = []
-    for change in changes:
-        key = change.key.encode()
-        parts.append(_OP.pack(change.op, len(key)))
-        parts.append(key)
-        if change.op == PUT:
-            content = change.content or b""
-            parts.append(_LENGTH.pack(len(content)))
-            parts.append(content)
-    return b"".join(parts)
-
-
-def _decode(body: bytes) -> Iterator[Change]:
-    at = 0
-    while at < len(body):
-        op, key_length = _OP.unpack_from(body, at)
-        at += _OP.size
-        key = body[at:at + key_length].decode()
-        at += key_length
-        if op == PUT:
-            (length,) = _LENGTH.unpack_from(body, at)
-            at += _LENGTH.size
-            yield Change(op, key, body[at:at + length])
-            at += length
-        else:
-            yield Change(op, key)
-
-
-def _record(epoch: int, body: bytes) -> bytes:
-    rest = struct.pack("<QI", epoch, len(body))
-    return _RECORD.pack(_RECORD_MAGIC, zlib.crc32(body, zlib.crc32(rest)), epoch, len(body)) + body
-
-
-def _records(log: bytes, epoch: int) -> Iterator[tuple[int, bytes]]:
-    """Where each record of `epoch` starts and its body, in order, up to the first that is not
-    one (torn, of an older epoch, or zeros)."""
-    at = _HEADER_SIZE
-    while at + _RECORD.size <= len(log):
-        magic, crc, record_epoch, length = _RECORD.unpack_from(log, at)
-        body = log[at + _RECORD.size:at + _RECORD.size + length]
-        if magic != _RECORD_MAGIC or record_epoch != epoch or len(body) != length:
-            return
-        if zlib.crc32(body, zlib.crc32(struct.pack("<QI", record_epoch, length))) != crc:
-            return
-        yield at, body
-        at += _RECORD.size + length
-
-
 _syncfs = linux_libc_function("syncfs", [ctypes.c_int])
-
-
 #: fdatasync(2) where there is one (not on macOS: fsync there).
 _datasync = getattr(os, "fdatasync", os.fsync)
 
@@ -291,8 +225,8 @@ class WriteAheadLog:
         self._write_header(flush=True)
         log = os.pread(fd, self._size, 0)
         last: dict[str, Change] = {}
-        for _, body in _records(log, self._epoch):
-            for change in _decode(body):
+        for _, body in records(log, self._epoch, _HEADER_SIZE):
+            for change in decode(body):
                 if change.op != PUT:  # a delete or a placement of a prefix covers its keys
                     under = f"{change.key}/"
                     for key in [k for k in last if k.startswith(under)]:
@@ -312,9 +246,9 @@ class WriteAheadLog:
         log = os.pread(self._file(), self._size, 0)
         keys: list[str] = []
         try:
-            for at, body in _records(log, self._epoch):
+            for at, body in records(log, self._epoch, _HEADER_SIZE):
                 if at >= self._applying:  # its record, and a large delete's further ones
-                    for change in _decode(body):
+                    for change in decode(body):
                         keys.append(change.key)
                         if change.op == PUT:
                             self._files.write(change.key, change.content or b"")
@@ -337,14 +271,14 @@ class WriteAheadLog:
             changes = prepare()
             if changes:
                 keys = [change.key for change in changes]
-                self._applying_record(lambda: self._append(_encode(changes), flush=True, applying=True),
+                self._applying_record(lambda: self._append(encode(changes), flush=True, applying=True),
                                       lambda: apply(changes), keys)
 
     def delete(self, keys: Sequence[str], apply: Callable[[], None]) -> None:
         """Log deletes of `keys` (files or prefixes), unflushed, then `apply`."""
         def append() -> None:
             for start in range(0, len(keys), _DELETES_A_RECORD):
-                self._append(_encode([Change(DELETE, key) for key in keys[start:start + _DELETES_A_RECORD]]),
+                self._append(encode([Change(DELETE, key) for key in keys[start:start + _DELETES_A_RECORD]]),
                              flush=False, applying=start == 0)
 
         with self._locked():
@@ -357,7 +291,7 @@ class WriteAheadLog:
         with self._locked():
             place()
             try:
-                self._append(_encode([Change(DELETE, key) for key in deleted] + [Change(PLACED, key) for key in keys]),
+                self._append(encode([Change(DELETE, key) for key in deleted] + [Change(PLACED, key) for key in keys]),
                              flush=True)
             except BaseException:
                 # The rename is done and visible: a replay must not take it back. A checkpoint
@@ -387,10 +321,10 @@ class WriteAheadLog:
         before them again (their start is zeroed), as if they never were."""
         try:
             contents = [(key, self._files.read(key)) for key in keys]
-            self._append(_encode([Change(DELETE, key) if content is None else Change(PUT, key, content)
+            self._append(encode([Change(DELETE, key) if content is None else Change(PUT, key, content)
                                   for key, content in contents]), flush=True)
         except Exception:
-            os.pwrite(self._file(), bytes(_RECORD.size), start)
+            os.pwrite(self._file(), bytes(RECORD_SIZE), start)
             self._end = start
             self._write_header(flush=False)
             with contextlib.suppress(OSError):
@@ -448,14 +382,14 @@ class WriteAheadLog:
         """Append a record of `body`; where it starts. With `applying`, the same header write names
         it as the record being applied."""
         fd = self._file()
-        length = _RECORD.size + len(body)
+        length = RECORD_SIZE + len(body)
         if self._end + length > self._size:
             if self._end + length <= CAPACITY:
                 self._grow(min(CAPACITY, max(2 * self._size, self._end + length)))
             else:
                 self._checkpoint()  # a new epoch: the record is made after, with its number
         at = self._end
-        os.pwrite(fd, _record(self._epoch, body), at)
+        os.pwrite(fd, record(self._epoch, body), at)
         self._end += length
         self._appended = True
         if applying:
