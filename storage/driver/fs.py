@@ -56,8 +56,8 @@ class FilesystemOptions:
 
     root: str = ""
     #: Make small writes durable through one write-ahead log below the root (storage.driver.fslog):
-    #: one flush a manifest push instead of two a file. Off: each file is flushed itself (a root
-    #: on a filesystem without flock, such as some network filesystems).
+    #: one flush for several files (a manifest push: two) instead of two a file. Off: each file is
+    #: flushed itself (a root on a filesystem without flock, such as some network filesystems).
     write_ahead_log: bool = True
 
     def __post_init__(self) -> None:
@@ -346,7 +346,6 @@ class _LoggedFiles:
 
     def read(self, key: str) -> bytes | None:
         try:
-            with open(self._driver._fspath(key), "rb") as f:
-                return f.read()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return self._driver.get(key)
+        except PathNotFound:
             return None

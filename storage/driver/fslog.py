@@ -155,12 +155,15 @@ class WriteAheadLog:
                 # tries to open it again, and fails as the write would).
 
     def __del__(self) -> None:
-        if self._pid != os.getpid():
-            return  # a forked child's copies: `_forked` closes them if the child writes
+        if self._pid == os.getpid():  # a forked child's copies: `_forked` closes them if the child writes
+            self._close()
+
+    def _close(self) -> None:
         for fd in (self._fd, self._open_fd):
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+        self._fd = self._open_fd = None
 
     # -- opening and replay ----------------------------------------------------------------------
     def _open(self) -> None:
@@ -357,10 +360,7 @@ class WriteAheadLog:
     def _forked(self) -> None:
         """In a child made by fork: the descriptors are the parent's (one lock for both), so
         this process opens its own."""
-        for fd in (self._fd, self._open_fd):
-            if fd is not None:
-                os.close(fd)
-        self._fd = self._open_fd = None
+        self._close()
         self._pid = os.getpid()
         self._appended = False
 
