@@ -27,6 +27,7 @@ Wire formats: every route answers errors with the OCI error JSON rendered here (
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -134,6 +135,10 @@ STORAGE_ERRORS: tuple[StorageAnswer, ...] = (
 )
 
 
+#: What a write under a full disk (or an exhausted quota) raises: the store is sound but has no room.
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+
+
 def error_body(code: ErrorCode | str, message: str, detail: object = None) -> bytes:
     wire = code.wire if isinstance(code, ErrorCode) else code
     entry: dict[str, object] = {"code": wire, "message": message}
@@ -172,6 +177,11 @@ def to_registry_error(exc: Exception, path_params: Mapping[str, str] | None = No
         if exc.status_code == 405:
             return RegistryError(ErrorCode.UNSUPPORTED, "method not allowed", status=405)
         return RegistryError(ErrorCode.UNSUPPORTED, exc.detail or "not found", status=exc.status_code)
+    if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+        # Not a fault of the registry's: one line for whoever frees space, and a 507 the client
+        # may retry. What the request wrote is gone again or kept as an upload can resume it.
+        log.error("storage full: %s (%s)", exc.strerror, exc.filename or "the storage root")
+        return RegistryError(ErrorCode.UNAVAILABLE, "the registry's storage is full", status=507)
     log.exception("unexpected error", exc_info=exc)
     return RegistryError(ErrorCode.UNAVAILABLE, "internal error", status=500)
 

@@ -28,10 +28,7 @@ TEMP_PREFIX = ".cargobay-tmp-"
 #: starts only at gigabytes), which then takes as long as the disk needs for all of them; with it
 #: the disk writes while the body arrives, and the fsync waits only for the last step's worth.
 WRITEBACK_STEP = 8 * 1024 * 1024
-_SYNC_FILE_RANGE_WAIT_BEFORE = 1  # wait for writeback already under way in the range
 _SYNC_FILE_RANGE_WRITE = 2  # start writeback of the range's dirty pages; do not wait for it
-_SYNC_FILE_RANGE_WAIT_AFTER = 4  # wait for the writeback just started
-_fadvise = getattr(os, "posix_fadvise", None)
 
 
 def linux_libc_function(name: str, argtypes: list[type[ctypes._SimpleCData[Any]]]) -> Callable[..., int] | None:
@@ -55,73 +52,49 @@ _sync_file_range_call = linux_libc_function("sync_file_range", [ctypes.c_int, ct
 
 def start_writeback(fd: int, offset: int, length: int) -> bool:
     """Ask the kernel to start writing `length` bytes of `fd` from `offset` out, without waiting;
-    whether it took the request (False without sync_file_range, or for a bad descriptor)."""
+    whether it took the request (False without sync_file_range, or for a bad descriptor). It
+    never waits, so it never takes a write error for itself: the fsync still reports it."""
     call = _sync_file_range_call
     return call is not None and call(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0
 
 
-def drop_cached(fd: int, offset: int = 0, length: int = 0) -> None:
-    """Let the page cache forget `length` bytes of `fd` from `offset` (0: to the end). Only pages
-    already on disk go; advice, so nothing is lost when the kernel ignores it."""
-    if _fadvise is not None:
-        with contextlib.suppress(OSError):
-            _fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
-
-
-def write_out_and_drop(fd: int, offset: int, length: int) -> bool:
-    """Wait until `length` bytes of `fd` from `offset` are on disk (starting what is not started
-    yet), then drop them from the page cache; whether the kernel took the wait (False without
-    sync_file_range: then nothing is dropped, as nothing is known written)."""
-    call = _sync_file_range_call
-    flags = _SYNC_FILE_RANGE_WAIT_BEFORE | _SYNC_FILE_RANGE_WRITE | _SYNC_FILE_RANGE_WAIT_AFTER
-    if call is None or call(fd, offset, length, flags) != 0:
-        return False
-    drop_cached(fd, offset, length)
-    return True
-
-
 class Writeback:
-    """Streams a file's new bytes to disk while they are written, and out of the page cache
-    behind them. Every WRITEBACK_STEP bytes it starts the kernel writing the new step out; half a
-    step later it waits for that step to be on disk (by then it is, or nearly) and drops its
-    pages. Half a step later, not at once: an upload's PATCH of one step's worth ends at a step,
-    and its answer should not wait for the disk. Only a head start for the fsync that makes the
-    bytes durable, which still runs and waits for all of them: a call that fails changes nothing.
-
-    Why drop them: a blob is written once and read later, if at all, so its pages in the cache
-    are cache the rest of the machine loses. A file being written holds at most two steps of
-    dirty pages, and the pages it frees are the ones the next upload writes into. On a virtual
-    machine that is most of the cost: a page the guest has not touched yet (or has handed back to
-    the host) costs the kernel a fault into the hypervisor, and writing into such pages took ~2.4 ms
-    of system time a MiB (410 MiB/s) where reused pages took 0.3 ms (4 GB/s) in the measurement in
-    bench/README.md. `durable` drops a committed file's pages whole once it has a step's worth:
-    a small file (a config blob, read at every pull) stays cached.
-    """
+    """Starts the kernel writing a file's new bytes out at every WRITEBACK_STEP of the file. The
+    steps count from the file's start, not from where this writer began, so an upload sent in
+    PATCHes smaller than a step has each step started by the PATCH that completes it. Only a
+    head start for the fsync that makes the bytes durable, which still runs and waits for all of
+    them: a call that fails changes nothing."""
 
     def __init__(self, written: int) -> None:
-        #: Up to here the kernel was asked to write out (an appended file's earlier bytes were, by
-        #: the writer before: all but its last partial step, which the first wait here starts).
-        self._started_up_to = written
-        #: Up to here the bytes were waited for and dropped (an appended file's earlier ones at
-        #: its first wait, where still cached).
-        self._dropped_up_to = 0
+        self._started_up_to = written - written % WRITEBACK_STEP
 
     def after_write(self, fd: int, size: int) -> None:
-        new = size - self._started_up_to
-        if new >= WRITEBACK_STEP // 2 and self._started_up_to > self._dropped_up_to and write_out_and_drop(
-                fd, self._dropped_up_to, self._started_up_to - self._dropped_up_to):
-            self._dropped_up_to = self._started_up_to
-        if new >= WRITEBACK_STEP:
-            start_writeback(fd, self._started_up_to, new)
+        if size - self._started_up_to >= WRITEBACK_STEP:
+            start_writeback(fd, self._started_up_to, size - self._started_up_to)
             self._started_up_to = size
 
-    @staticmethod
-    def durable(f: BinaryIO, size: int) -> None:
-        """Flush and fsync `f` (`size` bytes in all); then its pages go, for a file of a step or more."""
-        f.flush()
-        os.fsync(f.fileno())
-        if size >= WRITEBACK_STEP:
-            drop_cached(f.fileno())
+
+#: posix_fadvise where the platform has it (not macOS).
+_fadvise: Callable[[int, int, int, int], None] | None = getattr(os, "posix_fadvise", None)
+
+
+def fsync_and_uncache(f: BinaryIO, size: int) -> None:
+    """Flush and fsync `f`, a blob of `size` bytes about to be placed; then, for one of a step or
+    more, let the page cache forget its pages (posix_fadvise DONTNEED: only pages on disk go, and
+    no error is taken from the fsync, which has reported it already).
+
+    A blob is written once and read by pulls later, like an object store's (MinIO writes them
+    with O_DIRECT for the same reason): its pages are cache the rest of the machine loses, and
+    the next upload writes into the pages they free. On a virtual machine that is most of an
+    upload's kernel time: a page the guest has not touched yet (or has handed back to the host)
+    costs a fault into the hypervisor, ~2.4 ms of system time a MiB here, where a page used before
+    costs 0.3 ms (bench/README.md). The first pull after a push reads the blob from disk. A small
+    blob (a config, read at every pull) stays cached."""
+    f.flush()
+    os.fsync(f.fileno())
+    if size >= WRITEBACK_STEP and _fadvise is not None:
+        with contextlib.suppress(OSError):  # advice: a kernel that does not take it loses nothing
+            _fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def create_file(path: Path) -> BinaryIO:
@@ -217,7 +190,8 @@ class FsFileWriter:
         if not self._closed:
             self._closed = True
             try:
-                Writeback.durable(self._file, self._size)
+                self._file.flush()
+                os.fsync(self._file.fileno())  # its pages stay: a file committed in place is read back to be verified
             finally:
                 self._file.close()
 
@@ -251,7 +225,7 @@ class FsFileWriter:
             self._file.flush()
             if not self._holds_only_ours():
                 raise ObjectBusy(f"{self._path.name} was written by another writer meanwhile")
-            Writeback.durable(self._file, self._size)
+            fsync_and_uncache(self._file, self._size)
             target.parent.mkdir(parents=True, exist_ok=True)
 
             def place() -> None:
@@ -312,7 +286,7 @@ class FsAtomicWriter:
             fsync_dir(self._path.parent)
 
         try:
-            Writeback.durable(self._file, self._size)
+            fsync_and_uncache(self._file, self._size)
             self._file.close()
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._placing(place)

@@ -3,8 +3,10 @@ storage exception is answered by the one table, never by a handler re-mapping it
 
 from __future__ import annotations
 
+import errno
 import importlib
 import inspect
+import logging
 import pkgutil
 
 import pytest
@@ -67,3 +69,17 @@ def test_unknown_failures_are_a_500_that_says_nothing_of_the_cause() -> None:
         error = to_registry_error(exc)
         assert isinstance(error, RegistryError) and error.status == 500
         assert "/etc/x" not in error.message and "v1/x" not in error.message
+
+
+@pytest.mark.parametrize("number", [errno.ENOSPC, errno.EDQUOT], ids=["ENOSPC", "EDQUOT"])
+def test_a_full_disk_is_a_507_told_in_one_line_without_a_traceback(number: int,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A push that meets a full disk is told so (507, the OCI error JSON), and the log says it in
+    one line for whoever frees space: not an internal error with a traceback."""
+    with caplog.at_level(logging.ERROR, logger="cargobay"):
+        error = to_registry_error(OSError(number, "No space left on device", "/srv/registry/v1/blobs/x"))
+    assert (error.code, error.status, error.message) == (ErrorCode.UNAVAILABLE, 507, "the registry's storage is full")
+    assert [(r.getMessage(), r.exc_info) for r in caplog.records] == [
+        ("storage full: No space left on device (/srv/registry/v1/blobs/x)", None)]
+    other = to_registry_error(OSError(errno.EACCES, "Permission denied"))
+    assert other.status == 500  # every other OSError is still a fault to look into

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from storage import ObjectBusy, PathNotFound
-from storage.driver import StorageDriver
+from storage.driver import StorageDriver, fswriters
+from storage.driver.base import AtomicWriter, FileWriter
 from storage.driver.fs import FilesystemDriver
 from storage.driver.fswriters import WRITEBACK_STEP, start_writeback
 from tests.support.servers import REPO_ROOT
@@ -185,12 +186,12 @@ def _filesystem_type(path: Path) -> str:
 @pytest.fixture
 def on_disk(tmp_path: Path) -> Iterator[Path]:
     """A directory on a disk filesystem: the page cache of tmpfs (a /tmp on some systems) is the
-    files themselves and cannot be dropped, so then one beside the checkout."""
+    files themselves and cannot be dropped, so then one in the checkout's (ignored) artifacts."""
     if _filesystem_type(tmp_path) not in ("tmpfs", "ramfs"):
         yield tmp_path
         return
-    scratch = REPO_ROOT / f".test-scratch-{uuid.uuid4().hex}"
-    scratch.mkdir()
+    scratch = REPO_ROOT / "tests-artifacts" / f"page-cache-{uuid.uuid4().hex}"
+    scratch.mkdir(parents=True)
     try:
         assert _filesystem_type(scratch) not in ("tmpfs", "ramfs"), "no disk filesystem to write to"
         yield scratch
@@ -198,41 +199,60 @@ def on_disk(tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _write_in_pieces(writer: object, data: bytes) -> None:
-    for start in range(0, len(data), MiB):
-        writer.write(data[start:start + MiB])  # type: ignore[attr-defined]
+def _write_in_pieces(writer: FileWriter | AtomicWriter, data: bytes) -> None:
+    for start in range(0, len(data), MiB):  # as a request body's batches arrive
+        writer.write(data[start:start + MiB])
+
+
+def _sha256(driver: StorageDriver, key: str) -> bytes:
+    with driver.reader(key) as stream:
+        return hashlib.sha256(stream.read()).digest()
 
 
 def test_a_large_blob_leaves_the_page_cache_once_durable_and_a_small_one_stays(on_disk: Path) -> None:
-    """A blob is written once and read later, if at all: once on disk, its pages are not kept
-    from the rest of the machine. A small one (a config, read at every pull) stays cached."""
+    """A blob is written once and read by pulls later: once on disk, its pages are not kept from
+    the rest of the machine. A small one (a config, read at every pull) stays cached."""
     driver = FilesystemDriver(on_disk)
     large, small = os.urandom(3 * WRITEBACK_STEP + 12345), os.urandom(64 * 1024)
     for key, data in (("blobs/large", large), ("blobs/small", small)):
-        writer = driver.writer(key)
+        writer = driver.atomic_writer(key)
         _write_in_pieces(writer, data)
         writer.commit()
     assert cached_bytes(on_disk / "blobs/large") == 0
     assert cached_bytes(on_disk / "blobs/small") == len(small)
-    with driver.reader("blobs/large") as stream:
-        assert hashlib.sha256(stream.read()).digest() == hashlib.sha256(large).digest()
+    assert _sha256(driver, "blobs/large") == hashlib.sha256(large).digest()
 
 
-def test_an_upload_holds_at_most_two_steps_of_page_cache_while_it_is_appended(on_disk: Path) -> None:
-    """Each step written starts the disk on it and drops the step before (once on disk), across
-    the PATCHes of one upload too; the upload finished into the CAS leaves nothing cached."""
+def test_an_upload_leaves_the_page_cache_when_it_lands_in_the_cas(on_disk: Path) -> None:
+    """An upload's file, written by several PATCHes, is uncached once renamed into the CAS; one
+    committed in place keeps its pages, as it is read back to be verified."""
     driver = FilesystemDriver(on_disk)
-    data = os.urandom(7 * WRITEBACK_STEP)
-    upload = on_disk / "uploads/u/data"
-    first = driver.writer("uploads/u/data", append=True)
-    _write_in_pieces(first, data[:4 * WRITEBACK_STEP])
-    assert cached_bytes(upload) <= 2 * WRITEBACK_STEP
-    assert cached_bytes(upload, 0, 2 * WRITEBACK_STEP) == 0
-    first.close()
-    second = driver.writer("uploads/u/data", append=True)  # the next PATCH
-    _write_in_pieces(second, data[4 * WRITEBACK_STEP:])
-    assert cached_bytes(upload) <= 2 * WRITEBACK_STEP
-    second.commit_to("cas/blob")
+    data = os.urandom(3 * WRITEBACK_STEP + 5 * MiB)
+    for key in ("uploads/u/data", "uploads/v/data"):
+        for start in range(0, len(data), 5 * MiB):  # one writer a PATCH, as uploads open them
+            patch = driver.writer(key, append=True)
+            _write_in_pieces(patch, data[start:start + 5 * MiB])
+            patch.close()
+    last = driver.writer("uploads/u/data", append=True)
+    last.commit_to("cas/blob")
     assert cached_bytes(on_disk / "cas/blob") == 0
-    with driver.reader("cas/blob") as stream:
-        assert hashlib.sha256(stream.read()).digest() == hashlib.sha256(data).digest()
+    assert _sha256(driver, "cas/blob") == hashlib.sha256(data).digest()
+    in_place = driver.writer("uploads/v/data", append=True)
+    in_place.commit()
+    assert cached_bytes(on_disk / "uploads/v/data") == len(data)
+
+
+def test_each_step_of_an_upload_is_started_to_disk_by_the_patch_that_completes_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The early writeback counts steps from the file's start, so PATCHes smaller than a step
+    (5 MiB here) still have every step started while the upload goes on, not all at its fsync."""
+    started: list[tuple[int, int]] = []
+    monkeypatch.setattr(fswriters, "start_writeback",
+                        lambda fd, offset, length: started.append((offset, offset + length)) or True)
+    driver = FilesystemDriver(tmp_path)
+    for _ in range(7):
+        patch = driver.writer("uploads/u/data", append=True)
+        _write_in_pieces(patch, os.urandom(5 * MiB))
+        patch.close()
+    step = WRITEBACK_STEP
+    assert started == [(0, step), (step, 2 * step), (2 * step, 3 * step), (3 * step, 4 * step)]  # of 35 MiB
