@@ -74,29 +74,6 @@ class Writeback:
             self._started_up_to = size
 
 
-#: posix_fadvise where the platform has it (not macOS).
-_fadvise: Callable[[int, int, int, int], None] | None = getattr(os, "posix_fadvise", None)
-
-
-def fsync_and_uncache(f: BinaryIO, size: int) -> None:
-    """Flush and fsync `f`, a blob of `size` bytes about to be placed; then, for one of a step or
-    more, let the page cache forget its pages (posix_fadvise DONTNEED: only pages on disk go, and
-    no error is taken from the fsync, which has reported it already).
-
-    A blob is written once and read by pulls later, like an object store's (MinIO writes them
-    with O_DIRECT for the same reason): its pages are cache the rest of the machine loses, and
-    the next upload writes into the pages they free. On a virtual machine that is most of an
-    upload's kernel time: a page the guest has not touched yet (or has handed back to the host)
-    costs a fault into the hypervisor, ~2.4 ms of system time a MiB here, where a page used before
-    costs 0.3 ms (bench/README.md). The first pull after a push reads the blob from disk. A small
-    blob (a config, read at every pull) stays cached."""
-    f.flush()
-    os.fsync(f.fileno())
-    if size >= WRITEBACK_STEP and _fadvise is not None:
-        with contextlib.suppress(OSError):  # advice: a kernel that does not take it loses nothing
-            _fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-
-
 def create_file(path: Path) -> BinaryIO:
     """A new file at `path`, its directories made. Made again if a delete of the emptied
     directory (`delete_many`, a collection) came between making it and creating the file."""
@@ -106,6 +83,12 @@ def create_file(path: Path) -> BinaryIO:
         except FileNotFoundError:
             path.parent.mkdir(parents=True, exist_ok=True)  # only when missing: one call less per put
     return open(path, "wb")
+
+
+def fsync_close(fd_file: BinaryIO) -> None:
+    fd_file.flush()
+    os.fsync(fd_file.fileno())
+    fd_file.close()
 
 
 def fsync_dir(path: Path) -> None:
@@ -189,11 +172,7 @@ class FsFileWriter:
     def commit(self) -> None:
         if not self._closed:
             self._closed = True
-            try:
-                self._file.flush()
-                os.fsync(self._file.fileno())  # its pages stay: a file committed in place is read back to be verified
-            finally:
-                self._file.close()
+            fsync_close(self._file)
 
     def saved_state(self) -> WriterState | None:
         return None  # the file is all the state
@@ -225,7 +204,7 @@ class FsFileWriter:
             self._file.flush()
             if not self._holds_only_ours():
                 raise ObjectBusy(f"{self._path.name} was written by another writer meanwhile")
-            fsync_and_uncache(self._file, self._size)
+            os.fsync(self._file.fileno())
             target.parent.mkdir(parents=True, exist_ok=True)
 
             def place() -> None:
@@ -286,8 +265,7 @@ class FsAtomicWriter:
             fsync_dir(self._path.parent)
 
         try:
-            fsync_and_uncache(self._file, self._size)
-            self._file.close()
+            fsync_close(self._file)
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._placing(place)
         except BaseException:

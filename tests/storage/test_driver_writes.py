@@ -5,24 +5,17 @@ where it belongs). Part size is 5 MiB on S3 here, so the large cases are multipa
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
-import mmap
 import os
-import shutil
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from storage import ObjectBusy, PathNotFound
 from storage.driver import StorageDriver, fswriters
-from storage.driver.base import AtomicWriter, FileWriter
+from storage.driver.base import FileWriter
 from storage.driver.fs import FilesystemDriver
 from storage.driver.fswriters import WRITEBACK_STEP, start_writeback
-from tests.support.servers import REPO_ROOT
 
 MiB = 1024 * 1024
 
@@ -143,103 +136,9 @@ def test_start_writeback_reaches_the_kernel(tmp_path: Path) -> None:
     assert not start_writeback(-1, 0, WRITEBACK_STEP)
 
 
-# -- what a written blob leaves in the page cache (files) -------------------------------------------
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
-
-
-def cached_bytes(path: Path, offset: int = 0, length: int | None = None) -> int:
-    """How many bytes of `path` in [offset, offset + length) the page cache holds (mincore(2) of a
-    read-only map, which does not read anything in)."""
-    size = path.stat().st_size
-    page = mmap.PAGESIZE
-    with open(path, "rb") as f:
-        addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, f.fileno(), 0)
-        assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
-        try:
-            pages = (size + page - 1) // page
-            vec = ctypes.create_string_buffer(pages)
-            assert _libc.mincore(addr, size, vec) == 0, os.strerror(ctypes.get_errno())
-        finally:
-            _libc.munmap(addr, size)
-    first, last = offset // page, (size if length is None else offset + length) // page
-    return sum(vec.raw[i] & 1 for i in range(first, min(last, pages))) * page
-
-
-def _filesystem_type(path: Path) -> str:
-    """The type of the filesystem `path` is on (/proc/self/mountinfo: the deepest mount above it)."""
-    best, kind = "", ""
-    resolved = str(path.resolve())
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields, _, rest = line.partition(" - ")
-        mount_point = fields.split()[4]
-        if (resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")) \
-                and len(mount_point) >= len(best):
-            best, kind = mount_point, rest.split()[0]
-    return kind
-
-
-@pytest.fixture
-def on_disk(tmp_path: Path) -> Iterator[Path]:
-    """A directory on a disk filesystem: the page cache of tmpfs (a /tmp on some systems) is the
-    files themselves and cannot be dropped, so then one in the checkout's (ignored) artifacts."""
-    if _filesystem_type(tmp_path) not in ("tmpfs", "ramfs"):
-        yield tmp_path
-        return
-    scratch = REPO_ROOT / "tests-artifacts" / f"page-cache-{uuid.uuid4().hex}"
-    scratch.mkdir(parents=True)
-    try:
-        assert _filesystem_type(scratch) not in ("tmpfs", "ramfs"), "no disk filesystem to write to"
-        yield scratch
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _write_in_pieces(writer: FileWriter | AtomicWriter, data: bytes) -> None:
+def _write_in_pieces(writer: FileWriter, data: bytes) -> None:
     for start in range(0, len(data), MiB):  # as a request body's batches arrive
         writer.write(data[start:start + MiB])
-
-
-def _sha256(driver: StorageDriver, key: str) -> bytes:
-    with driver.reader(key) as stream:
-        return hashlib.sha256(stream.read()).digest()
-
-
-def test_a_large_blob_leaves_the_page_cache_once_durable_and_a_small_one_stays(on_disk: Path) -> None:
-    """A blob is written once and read by pulls later: once on disk, its pages are not kept from
-    the rest of the machine. A small one (a config, read at every pull) stays cached."""
-    driver = FilesystemDriver(on_disk)
-    large, small = os.urandom(3 * WRITEBACK_STEP + 12345), os.urandom(64 * 1024)
-    for key, data in (("blobs/large", large), ("blobs/small", small)):
-        writer = driver.atomic_writer(key)
-        _write_in_pieces(writer, data)
-        writer.commit()
-    assert cached_bytes(on_disk / "blobs/large") == 0
-    assert cached_bytes(on_disk / "blobs/small") == len(small)
-    assert _sha256(driver, "blobs/large") == hashlib.sha256(large).digest()
-
-
-def test_an_upload_leaves_the_page_cache_when_it_lands_in_the_cas(on_disk: Path) -> None:
-    """An upload's file, written by several PATCHes, is uncached once renamed into the CAS; one
-    committed in place keeps its pages, as it is read back to be verified."""
-    driver = FilesystemDriver(on_disk)
-    data = os.urandom(3 * WRITEBACK_STEP + 5 * MiB)
-    for key in ("uploads/u/data", "uploads/v/data"):
-        for start in range(0, len(data), 5 * MiB):  # one writer a PATCH, as uploads open them
-            patch = driver.writer(key, append=True)
-            _write_in_pieces(patch, data[start:start + 5 * MiB])
-            patch.close()
-    last = driver.writer("uploads/u/data", append=True)
-    last.commit_to("cas/blob")
-    assert cached_bytes(on_disk / "cas/blob") == 0
-    assert _sha256(driver, "cas/blob") == hashlib.sha256(data).digest()
-    in_place = driver.writer("uploads/v/data", append=True)
-    in_place.commit()
-    assert cached_bytes(on_disk / "uploads/v/data") == len(data)
 
 
 def test_each_step_of_an_upload_is_started_to_disk_by_the_patch_that_completes_it(
