@@ -5,17 +5,24 @@ where it belongs). Part size is 5 MiB on S3 here, so the large cases are multipa
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
+import mmap
 import os
+import shutil
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from storage import ObjectBusy, PathNotFound
 from storage.driver import StorageDriver, fswriters
-from storage.driver.base import FileWriter
+from storage.driver.base import AtomicWriter, FileWriter
 from storage.driver.fs import FilesystemDriver
 from storage.driver.fswriters import WRITEBACK_STEP, start_writeback
+from tests.support.servers import REPO_ROOT
 
 MiB = 1024 * 1024
 
@@ -136,9 +143,113 @@ def test_start_writeback_reaches_the_kernel(tmp_path: Path) -> None:
     assert not start_writeback(-1, 0, WRITEBACK_STEP)
 
 
-def _write_in_pieces(writer: FileWriter, data: bytes) -> None:
+# -- what a written blob leaves in the page cache (files) -------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+
+
+def cached_bytes(path: Path, offset: int = 0, length: int | None = None) -> int:
+    """How many bytes of `path` in [offset, offset + length) the page cache holds (mincore(2) of a
+    read-only map, which does not read anything in)."""
+    size = path.stat().st_size
+    page = mmap.PAGESIZE
+    with open(path, "rb") as f:
+        addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, f.fileno(), 0)
+        assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+        try:
+            pages = (size + page - 1) // page
+            vec = ctypes.create_string_buffer(pages)
+            assert _libc.mincore(addr, size, vec) == 0, os.strerror(ctypes.get_errno())
+        finally:
+            _libc.munmap(addr, size)
+    first, last = offset // page, (size if length is None else offset + length) // page
+    return sum(vec.raw[i] & 1 for i in range(first, min(last, pages))) * page
+
+
+def _filesystem_type(path: Path) -> str:
+    """The type of the filesystem `path` is on (/proc/self/mountinfo: the deepest mount above it)."""
+    best, kind = "", ""
+    resolved = str(path.resolve())
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, rest = line.partition(" - ")
+        mount_point = fields.split()[4]
+        if (resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")) \
+                and len(mount_point) >= len(best):
+            best, kind = mount_point, rest.split()[0]
+    return kind
+
+
+@pytest.fixture
+def on_disk(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a disk filesystem: the page cache of tmpfs (a /tmp on some systems) is the
+    files themselves and cannot be dropped, so then one in the checkout's (ignored) artifacts."""
+    if _filesystem_type(tmp_path) not in ("tmpfs", "ramfs"):
+        yield tmp_path
+        return
+    scratch = REPO_ROOT / "tests-artifacts" / f"page-cache-{uuid.uuid4().hex}"
+    scratch.mkdir(parents=True)
+    try:
+        assert _filesystem_type(scratch) not in ("tmpfs", "ramfs"), "no disk filesystem to write to"
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _write_in_pieces(writer: FileWriter | AtomicWriter, data: bytes) -> None:
     for start in range(0, len(data), MiB):  # as a request body's batches arrive
         writer.write(data[start:start + MiB])
+
+
+def _written_out(path: Path) -> None:
+    """Wait until what `path` holds is on disk, as the disk does by itself while an upload goes on."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _sha256(driver: StorageDriver, key: str) -> bytes:
+    with driver.reader(key) as stream:
+        return hashlib.sha256(stream.read()).digest()
+
+
+def test_an_upload_in_patches_leaves_the_page_cache_two_steps_behind_the_writer(on_disk: Path) -> None:
+    """A blob is written once and read by pulls later: the steps an upload wrote before the last
+    two, once on disk, are not kept in the page cache, across the PATCHes of one upload too (each
+    opens its own writer), and what lands in the CAS is every byte that was sent."""
+    driver, step = FilesystemDriver(on_disk), WRITEBACK_STEP
+    data = os.urandom(5 * step)
+    upload = on_disk / "uploads/u/data"
+    for n in range(4):
+        patch = driver.writer("uploads/u/data", append=True)
+        _write_in_pieces(patch, data[n * step:(n + 1) * step])
+        patch.close()
+    _written_out(upload)  # however far the disk had got
+    last = driver.writer("uploads/u/data", append=True)
+    _write_in_pieces(last, data[4 * step:])
+    assert cached_bytes(upload, 0, 3 * step) == 0
+    assert cached_bytes(upload, 3 * step) == 2 * step  # the step before the last, and the last
+    last.commit_to("cas/blob")
+    assert _sha256(driver, "cas/blob") == hashlib.sha256(data).digest()
+
+
+def test_a_monolithic_blob_leaves_the_page_cache_two_steps_behind_the_writer(on_disk: Path) -> None:
+    driver, step = FilesystemDriver(on_disk), WRITEBACK_STEP
+    data, small = os.urandom(6 * step), os.urandom(64 * 1024)
+    writer = driver.atomic_writer("blobs/large")
+    _write_in_pieces(writer, data[:4 * step])
+    (temp,) = (on_disk / "blobs").glob(f"{fswriters.TEMP_PREFIX}*")
+    _written_out(temp)
+    _write_in_pieces(writer, data[4 * step:])
+    assert cached_bytes(temp, 0, 3 * step) == 0
+    writer.commit()
+    assert _sha256(driver, "blobs/large") == hashlib.sha256(data).digest()
+    config = driver.atomic_writer("blobs/small")  # a config, read at every pull: stays cached
+    config.write(small)
+    config.commit()
+    assert cached_bytes(on_disk / "blobs/small") == len(small)
 
 
 def test_each_step_of_an_upload_is_started_to_disk_by_the_patch_that_completes_it(
