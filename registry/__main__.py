@@ -44,8 +44,10 @@ def _parser() -> argparse.ArgumentParser:
 def app_from_environment():  # type: ignore[no-untyped-def]
     """uvicorn factory for worker processes: rebuilds the app from the settings the parent resolved."""
     from . import logs
+    from .allocator import keep_freed_memory
     from .app import create_app
 
+    keep_freed_memory()
     settings = settings_from_dict(json.loads(os.environ[SETTINGS_ENV]))
     logs.configure(settings.log)
     return create_app(settings)
@@ -75,8 +77,10 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from . import logs, metrics, tls
+    from .allocator import keep_freed_memory
     from .store import shared_link_board, storage_driver
 
+    keep_freed_memory()  # this process serves when there is one worker (each worker sets its own)
     logs.configure(settings.log)
     tls.check(settings.http.tls)  # fail fast, with one line, on unusable certificate or key files
     driver = storage_driver(settings)
