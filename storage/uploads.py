@@ -227,6 +227,10 @@ class UploadStore:
         except ObjectBusy:  # another session appends to it (files): nothing was finished
             writer.close()
             raise self._busy(upload_id) from None
+        except OSError:
+            writer.close()
+            self._unfinishable(repository, upload_id)
+            raise
         # Finish the appended object (on S3: complete the multipart upload; on disk: fsync), so it
         # can be read back for hashing and moved; an empty upload becomes an empty object.
         try:
@@ -236,6 +240,9 @@ class UploadStore:
             # of it can be finished any more, so it goes, and the client starts over.
             self._remove(repository, upload_id)
             raise UploadUnknown(f"upload unknown: {upload_id} (its bytes are gone)") from None
+        except OSError:
+            self._unfinishable(repository, upload_id)
+            raise
         verified_key = self._out_of_writers_reach(repository, upload_id, data_key)
         if self.driver.capabilities.appends_in_place:
             # What is adopted is the file as moved: a session of another replica may have appended
@@ -299,6 +306,17 @@ class UploadStore:
         except UploadInvalid:
             pass  # its state is unreadable: it cannot be continued, but it can go (it lies below this repository)
         self._remove(repository, upload_id)
+
+    def _unfinishable(self, repository: str, upload_id: str) -> None:
+        """Finishing failed with an OSError (a full disk, an fsync that reported a write error):
+        the upload goes, and the client starts over. What its file holds may never have reached
+        the disk, and a second fsync would not say so (the kernel reports a write error once), so
+        a retried completion must not verify it from the page cache and place it."""
+        try:
+            self._remove(repository, upload_id)
+        except OSError as exc:
+            log.warning("upload %s of %s could not be removed after it failed to finish: %s", upload_id,
+                        repository, exc)
 
     def _remove(self, repository: str, upload_id: str) -> None:
         self._hashes.forget(upload_id)

@@ -84,8 +84,9 @@ class Writeback:
     loses, and the pages a step frees are the ones the next steps write into. On a virtual machine
     that is most of an upload's kernel time: writing into pages the guest has not touched yet (or
     has handed back to the host) cost ~2.4 ms of system time a MiB here against 0.3 ms for pages
-    used before (bench/README.md). The step dropped was started two steps earlier, so it is on
-    disk as a rule; nothing waits for it (a wait would take a writeback error from the fsync).
+    used before (bench/README.md). The step dropped was started a step or more earlier, so it is
+    on disk as a rule; nothing waits for it (a wait would take the writeback error that the
+    fsync must report, while the kernel keeps the file's inode).
     The cost: a pull right after the push, or a completion that must read the upload back to
     verify it, reads all but the last steps from disk.
     """
@@ -94,6 +95,8 @@ class Writeback:
         #: Up to here the kernel was asked to write out (an appended file's earlier steps were, by
         #: the writers before; its last partial one is started with the step it is part of).
         self._started_up_to = written - written % WRITEBACK_STEP
+        #: Up to here the pages were let go (an appended file's, by the writers before).
+        self._dropped_up_to = max(0, self._started_up_to - 2 * WRITEBACK_STEP)
 
     def after_write(self, fd: int, size: int) -> None:
         if size - self._started_up_to < WRITEBACK_STEP:
@@ -101,9 +104,13 @@ class Writeback:
         start_writeback(fd, self._started_up_to, size - self._started_up_to)
         behind = self._started_up_to - WRITEBACK_STEP  # the end of the step started before the last one
         if behind > 0:
-            # From the file's start every time: pages that were still being written at an earlier
-            # drop go now, and a range whose pages are gone already costs nothing.
-            drop_cached(fd, 0, behind)
+            # The step dropped last time is dropped again: its pages still being written then go
+            # now. No further back, so the work stays a step or two whatever the file's size (a
+            # kernel before 5.9, or NFS pages not yet committed, drain every CPU's page lists when
+            # a range holds pages it cannot drop).
+            start = max(0, self._dropped_up_to - WRITEBACK_STEP)
+            drop_cached(fd, start, behind - start)
+            self._dropped_up_to = behind
         self._started_up_to = size
 
 

@@ -3,16 +3,20 @@ s3-seaweedfs)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
 from ocispec.digest import Digest
 from storage import paths
+from storage.driver import fswriters
 from storage.driver.base import StorageDriver
+from storage.driver.fs import FilesystemDriver
 from storage.errors import (
     BlobUnknown,
     DigestInvalid,
@@ -68,6 +72,32 @@ def test_upload_continued_by_another_replica_is_rehashed(driver: StorageDriver, 
     info = first.uploads.complete("r/x", status.id, Digest.of(data))  # first's hash saw only 1000 bytes
     assert info.size == len(data)
     assert second.repository("r/x").blobs.stat(Digest.of(data)).size == len(data)
+
+
+@pytest.mark.parametrize("hashed", [True, False], ids=["running-hash", "read-back"])
+def test_an_upload_whose_fsync_failed_is_gone_and_never_placed_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      hashed: bool) -> None:
+    """A completion whose fsync reports a write error (or a full disk) removes the upload: the
+    kernel reports such an error once, so a retried completion would find its bytes in the page
+    cache, verify them and place a blob that may never have reached the disk."""
+    storage = Storage(FilesystemDriver(tmp_path))
+    data = os.urandom(3 * 1024 * 1024)
+    status = storage.uploads.start("r/x")
+    storage.uploads.append("r/x", status.id, [data])
+    if not hashed:  # as when the PATCHes reached another process: the PUT reads the upload back
+        storage = Storage(FilesystemDriver(tmp_path))
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(fswriters.os, "fsync", failing_fsync)
+        with pytest.raises(OSError):
+            storage.uploads.complete("r/x", status.id, Digest.of(data))
+    with pytest.raises(UploadUnknown):
+        storage.uploads.complete("r/x", status.id, Digest.of(data))
+    with pytest.raises(BlobUnknown):
+        storage.repository("r/x").blobs.stat(Digest.of(data))
 
 
 def test_wrong_digest_leaves_nothing_visible(driver: StorageDriver) -> None:
