@@ -98,8 +98,6 @@ class Writeback:
         #: Up to here the kernel was asked to write out (an appended file's earlier steps were, by
         #: the writers before; its last partial one is started with the step it is part of).
         self._started_up_to = written - written % WRITEBACK_STEP
-        #: Up to here the pages were let go (an appended file's, by the writers before).
-        self._dropped_up_to = max(0, self._started_up_to - 2 * WRITEBACK_STEP)
 
     def after_write(self, fd: int, size: int) -> None:
         if size - self._started_up_to < WRITEBACK_STEP:
@@ -107,13 +105,13 @@ class Writeback:
         start_writeback(fd, self._started_up_to, size - self._started_up_to)
         behind = self._started_up_to - WRITEBACK_STEP  # the end of the step started before the last one
         if behind > 0:
-            # The step dropped last time is dropped again: its pages still being written then go
-            # now. No further back, so the work stays a step or two whatever the file's size (a
-            # kernel before 5.9, or NFS pages not yet committed, drain every CPU's page lists when
-            # a range holds pages it cannot drop).
-            start = max(0, self._dropped_up_to - WRITEBACK_STEP)
+            # Two steps up to there: the one dropped last time again (its pages still being
+            # written then go now; by an appended file's earlier writer, too), and no further
+            # back, so the work stays two steps whatever the file's size (a kernel before 5.9, or
+            # NFS pages not yet committed, drain every CPU's page lists when a range holds pages
+            # it cannot drop).
+            start = max(0, behind - 2 * WRITEBACK_STEP)
             drop_cached(fd, start, behind - start)
-            self._dropped_up_to = behind
         self._started_up_to = size
 
 

@@ -4,7 +4,6 @@ buffers again, as glibc's default trimming made it do for each request."""
 
 from __future__ import annotations
 
-import hashlib
 import mmap
 import os
 import subprocess
@@ -16,6 +15,8 @@ import httpx
 import pytest
 
 from tests.support.servers import REPO_ROOT, RunningServer, serving, start_cargobay
+
+from .helpers import sha256
 
 MiB = 1024 * 1024
 PATCH = 2 * MiB
@@ -51,8 +52,7 @@ def _upload_in_patches(client: httpx.Client, repository: str) -> None:
                              headers={"Content-Range": f"{offset}-{offset + PATCH - 1}"})
         assert reply.status_code == 202, reply.text
         location = reply.headers["location"]
-    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
-    assert client.put(location, params={"digest": digest}).status_code == 201
+    assert client.put(location, params={"digest": sha256(data)}).status_code == 201
 
 
 def test_the_patches_of_an_upload_reuse_the_memory_their_bodies_passed_through(server: RunningServer) -> None:
